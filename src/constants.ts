@@ -1,0 +1,60 @@
+/**
+ * Every limit and default of tierfs, in one place, checked against each other
+ * when the module loads (a bad combination is a programmer error).
+ */
+import assert from 'node:assert/strict';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
+
+export const constants = {
+  /** Allocation and checksum unit on flash; also the O_DIRECT alignment. */
+  blockSizeBytes: 4 * KiB,
+  /** An extent never spans a multiple of this in the file, nor exceeds it. */
+  extentSizeBytesMax: 1 * MiB,
+  /** Bytes reserved at the start of the flash tier for the superblock. */
+  superblockSizeBytes: 4 * KiB,
+  /** Smallest flash tier `format` accepts. */
+  flashSizeBytesMin: 16 * MiB,
+  /** Default size of a file-backed flash tier created by `format`. */
+  flashSizeBytesDefault: 4 * GiB,
+
+  /** Longest name of one directory entry (bytes, as POSIX NAME_MAX). */
+  nameBytesMax: 255,
+  /** Longest symlink target (bytes, as PATH_MAX). */
+  symlinkBytesMax: 4095,
+  /** Longest extended attribute name and value (as Linux XATTR_NAME_MAX / SIZE_MAX). */
+  xattrNameBytesMax: 255,
+  xattrValueBytesMax: 64 * KiB,
+  /** Largest file (bytes): 2^53 keeps every offset an exact JS number. */
+  fileSizeBytesMax: 2 ** 50,
+  /** Hard links to one inode (as ext4's EXT4_LINK_MAX). */
+  linkCountMax: 65000,
+
+  /** Metadata is committed at least this often without an fsync (ext4 commits every 5 s). */
+  commitIntervalMs: 1000,
+  /** A commit also starts once this many metadata changes wait. */
+  commitPendingCountMax: 20000,
+
+  /** Largest single read or write the fs layer takes in one call. */
+  ioSizeBytesMax: 16 * MiB,
+  /** Bytes of aligned staging buffers kept for reuse by the flash store. */
+  stagingPoolBytesMax: 32 * MiB,
+
+  /** FUSE: largest write request asked of the kernel (libfuse 2 caps at 128 KiB). */
+  fuseWriteBytesMax: 128 * KiB,
+  /** FUSE: fuse-native's per-operation timeout; must outlast any slow operation. */
+  fuseOperationTimeoutMs: 24 * 60 * 60 * 1000,
+} as const;
+
+export const units = { KiB, MiB, GiB } as const;
+
+assert.equal(constants.extentSizeBytesMax % constants.blockSizeBytes, 0);
+assert.equal(constants.superblockSizeBytes % constants.blockSizeBytes, 0);
+assert.ok(constants.flashSizeBytesMin >= constants.superblockSizeBytes + constants.extentSizeBytesMax);
+assert.ok(constants.flashSizeBytesDefault >= constants.flashSizeBytesMin);
+assert.ok(constants.ioSizeBytesMax >= constants.extentSizeBytesMax);
+assert.ok(constants.stagingPoolBytesMax >= 2 * constants.extentSizeBytesMax);
+assert.ok(constants.fileSizeBytesMax <= Number.MAX_SAFE_INTEGER);
+assert.ok(constants.fuseWriteBytesMax <= constants.ioSizeBytesMax);

@@ -1,0 +1,32 @@
+/**
+ * The flash tier as the layers above see it: a fixed-size range of bytes,
+ * read and written in whole, aligned blocks, made durable by sync(), with
+ * freed ranges handed back to the medium by release().
+ *
+ * Buffers passed to read() and write() must come from allocBuffer(): with
+ * O_DIRECT their memory must be aligned, which Node's own Buffers are not.
+ */
+export interface FlashDevice {
+  readonly path: string;
+  readonly sizeBytes: number;
+  /** True when I/O bypasses the page cache (O_DIRECT). */
+  readonly direct: boolean;
+  /** An aligned, zero-filled buffer of `bytes` (a multiple of the block size). */
+  allocBuffer(bytes: number): Buffer;
+  /** Fill `buffer` from `offsetBytes`; both aligned to the block size. */
+  read(buffer: Buffer, offsetBytes: number): Promise<void>;
+  /** Write all of `buffer` at `offsetBytes`; both aligned to the block size. */
+  write(buffer: Buffer, offsetBytes: number): Promise<void>;
+  /** Make every completed write durable (fdatasync, which also flushes the drive cache). */
+  sync(): Promise<void>;
+  /**
+   * Tell the medium a range holds nothing (punch a hole in a file, discard on
+   * a device).  Synchronous: the range must be released before it can be
+   * allocated again, or a late discard would wipe new data.
+   */
+  release(offsetBytes: number, lengthBytes: number): void;
+  close(): Promise<void>;
+}
+
+export { openFlashDevice, createFlashFile } from './file_device';
+export { SimulatedDevice } from './simulated_device';

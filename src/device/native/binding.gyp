@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "tierfs_device",
+      "sources": ["device.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
+    }
+  ]
+}

@@ -1,0 +1,711 @@
+/**
+ * POSIX semantics over the metadata store and the flash extent store.
+ *
+ * Every namespace change is one metadata mutation (all or nothing) and is
+ * durable at the next commit: on fsync, every commitIntervalMs, or when many
+ * changes wait.  Data is written copy-on-write by the store before the
+ * mapping that points at it, so a crash shows each file as of the last commit.
+ *
+ * Permission checks use the credentials passed with each call (root passes
+ * every read/write check, as CAP_DAC_OVERRIDE does).  Writes and truncates of
+ * one inode are serialized; reads are not.  An unlinked file keeps its data
+ * while a handle is open; orphans left by a crash are reclaimed at open.
+ */
+import fsConstants from 'node:constants';
+import { constants } from '../constants';
+import { TierfsError } from '../errors';
+import type { Inode, MetaStore } from '../meta/meta_store';
+import type { FlashStore } from '../store/store';
+import {
+  RENAME_EXCHANGE,
+  RENAME_NOREPLACE,
+  ROOT_INO,
+  XATTR_CREATE,
+  XATTR_REPLACE,
+  type Attr,
+  type Credentials,
+  type DirEntry,
+  type Ino,
+  type SetAttr,
+  type StatFs,
+  type TimeNs,
+} from './fs';
+
+const {
+  S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK, S_IXGRP,
+  O_RDONLY, O_WRONLY, O_RDWR, O_APPEND, O_TRUNC,
+} = fsConstants;
+// Linux values Node does not export.
+const S_ISUID = 0o4000;
+const S_ISGID = 0o2000;
+const S_ISVTX = 0o1000;
+const O_ACCMODE = 3;
+const R_OK = 4;
+const W_OK = 2;
+const X_OK = 1;
+const DAY_NS = 86_400_000_000_000n;
+const DIR_SIZE_BYTES = 4096;
+
+interface Handle {
+  ino: Ino;
+  flags: number;
+  credentials: Credentials;
+}
+
+export interface FileSystemOptions {
+  /** Nanoseconds since the epoch; passed in so tests control time. */
+  clockNs?: () => TimeNs;
+  /** Background commit period; 0 turns the timer off (tests commit by hand). */
+  commitIntervalMs?: number;
+}
+
+export function wallClockNs(): TimeNs {
+  return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e3)) * 1000n;
+}
+
+function fail(code: ConstructorParameters<typeof TierfsError>[0], message: string): never {
+  throw new TierfsError(code, message);
+}
+
+function isDir(mode: number): boolean {
+  return (mode & S_IFMT) === S_IFDIR;
+}
+
+function checkName(name: string): void {
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0'))
+    fail('INVALID', `invalid name ${JSON.stringify(name)}`);
+  if (Buffer.byteLength(name) > constants.nameBytesMax)
+    fail('NAME_TOO_LONG', `name longer than ${constants.nameBytesMax} bytes`);
+}
+
+function inGroup(credentials: Credentials, gid: number): boolean {
+  return credentials.gid === gid || credentials.groups.includes(gid);
+}
+
+export class FileSystem {
+  private readonly handles = new Map<number, Handle>();
+  private readonly openCounts = new Map<Ino, number>();
+  private readonly inodeLocks = new Map<Ino, Promise<unknown>>();
+  private nextHandle = 1;
+  private readonly clockNs: () => TimeNs;
+  private readonly timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    readonly meta: MetaStore,
+    readonly store: FlashStore,
+    options: FileSystemOptions = {},
+  ) {
+    this.clockNs = options.clockNs ?? wallClockNs;
+    const intervalMs = options.commitIntervalMs ?? constants.commitIntervalMs;
+    if (intervalMs > 0) {
+      this.timer = setInterval(() => {
+        if (this.meta.pendingCount > 0) this.backgroundCommit();
+      }, intervalMs);
+      this.timer.unref();
+    }
+  }
+
+  /** Reclaim inodes that lost their last name while open before a crash. */
+  async reclaimOrphans(): Promise<number> {
+    const orphans = this.meta.orphanInodes();
+    for (const ino of orphans) this.meta.mutate(() => this.destroy(ino));
+    if (orphans.length > 0) await this.store.commit();
+    return orphans.length;
+  }
+
+  private backgroundCommit(): void {
+    this.store.commit().catch(() => undefined); // a failed commit is retried by the next one; fsync callers see the error
+  }
+
+  // ---- helpers ----
+
+  private now(): TimeNs {
+    return this.clockNs();
+  }
+
+  private inode(ino: Ino): Inode {
+    return this.meta.getInode(ino) ?? fail('NOT_FOUND', `no inode ${ino}`);
+  }
+
+  private dir(ino: Ino): Inode {
+    const inode = this.inode(ino);
+    if (!isDir(inode.mode)) fail('NOT_DIR', `inode ${ino} is not a directory`);
+    return inode;
+  }
+
+  private toAttr(inode: Inode): Attr {
+    return { ...inode, blocks: Math.ceil(inode.sizeBytes / 4096) * 8 };
+  }
+
+  private may(inode: Inode, mask: number, credentials: Credentials): boolean {
+    if (credentials.uid === 0) {
+      // root passes read and write checks; execute needs some x bit (or a directory)
+      return (mask & X_OK) === 0 || isDir(inode.mode) || (inode.mode & 0o111) !== 0;
+    }
+    let bits: number;
+    if (credentials.uid === inode.uid) bits = (inode.mode >> 6) & 7;
+    else if (inGroup(credentials, inode.gid)) bits = (inode.mode >> 3) & 7;
+    else bits = inode.mode & 7;
+    return (bits & mask) === mask;
+  }
+
+  private require(inode: Inode, mask: number, credentials: Credentials): void {
+    if (!this.may(inode, mask, credentials)) fail('ACCESS', `permission denied on inode ${inode.ino}`);
+  }
+
+  /** Sticky directories: only the entry's owner, the directory's owner or root may remove or rename it. */
+  private requireStickyOwner(parent: Inode, victim: Inode, credentials: Credentials): void {
+    if ((parent.mode & S_ISVTX) === 0 || credentials.uid === 0) return;
+    if (credentials.uid !== parent.uid && credentials.uid !== victim.uid)
+      fail('NOT_PERMITTED', `sticky directory ${parent.ino}: not the owner`);
+  }
+
+  private touch(inode: Inode, fields: { m?: boolean; c?: boolean; a?: boolean }): void {
+    const now = this.now();
+    if (fields.m) inode.mtimeNs = now;
+    if (fields.c) inode.ctimeNs = now;
+    if (fields.a) inode.atimeNs = now;
+  }
+
+  private async withInodeLock<T>(ino: Ino, fn: () => Promise<T>): Promise<T> {
+    const previous = this.inodeLocks.get(ino) ?? Promise.resolve();
+    const run = previous.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    this.inodeLocks.set(ino, tail);
+    try {
+      return await run;
+    } finally {
+      if (this.inodeLocks.get(ino) === tail) this.inodeLocks.delete(ino);
+    }
+  }
+
+  private handle(fh: number): Handle {
+    return this.handles.get(fh) ?? fail('BAD_HANDLE', `no open handle ${fh}`);
+  }
+
+  /** Free an inode with no names and no handles (inside a mutation). */
+  private destroy(ino: Ino): void {
+    this.store.unmapFile(ino);
+    this.meta.deleteInode(ino);
+  }
+
+  private dropLink(inode: Inode): void {
+    inode.nlink -= isDir(inode.mode) ? inode.nlink : 1;
+    this.touch(inode, { c: true });
+    if (inode.nlink === 0 && !this.openCounts.has(inode.ino)) this.destroy(inode.ino);
+    else this.meta.updateInode(inode);
+  }
+
+  private newInode(parent: Inode, mode: number, rdev: number, credentials: Credentials): Inode {
+    const now = this.now();
+    let gid = credentials.gid;
+    if (parent.mode & S_ISGID) {
+      gid = parent.gid;
+      if (isDir(mode)) mode |= S_ISGID;
+    }
+    if (!isDir(mode) && (mode & S_ISGID) && credentials.uid !== 0 && !inGroup(credentials, gid)) mode &= ~S_ISGID;
+    const fresh = {
+      mode, uid: credentials.uid, gid, nlink: isDir(mode) ? 2 : 1,
+      sizeBytes: isDir(mode) ? DIR_SIZE_BYTES : 0, rdev,
+      atimeNs: now, mtimeNs: now, ctimeNs: now, btimeNs: now,
+    };
+    return { ino: this.meta.createInode(fresh), ...fresh };
+  }
+
+  /** Checks shared by everything that adds a name to `parentIno`. */
+  private prepareEntry(parentIno: Ino, name: string, credentials: Credentials): Inode {
+    checkName(name);
+    const parent = this.dir(parentIno);
+    if (parent.nlink === 0) fail('NOT_FOUND', `directory ${parentIno} was removed`);
+    this.require(parent, W_OK | X_OK, credentials);
+    if (this.meta.lookup(parentIno, name) !== undefined) fail('EXISTS', `${name} exists`);
+    return parent;
+  }
+
+  private addEntry(parent: Inode, name: string, inode: Inode): void {
+    this.meta.addDirent(parent.ino, name, inode.ino);
+    if (isDir(inode.mode)) parent.nlink += 1;
+    this.touch(parent, { m: true, c: true });
+    this.meta.updateInode(parent);
+  }
+
+  // ---- attributes ----
+
+  async getattr(ino: Ino): Promise<Attr> {
+    return this.toAttr(this.inode(ino));
+  }
+
+  async lookup(parentIno: Ino, name: string, credentials: Credentials): Promise<Attr> {
+    if (Buffer.byteLength(name) > constants.nameBytesMax) fail('NAME_TOO_LONG', 'name too long');
+    const parent = this.dir(parentIno);
+    this.require(parent, X_OK, credentials);
+    if (name === '.') return this.toAttr(parent);
+    if (name === '..') return this.toAttr(this.inode(this.meta.parentOf(parentIno) ?? ROOT_INO));
+    const ino = this.meta.lookup(parentIno, name) ?? fail('NOT_FOUND', `${name} not found`);
+    return this.toAttr(this.inode(ino));
+  }
+
+  /** Resolve an absolute path inside the file system, without following symlinks. */
+  async lookupPath(path: string, credentials: Credentials): Promise<Attr> {
+    let attr = await this.getattr(ROOT_INO);
+    for (const part of path.split('/')) {
+      if (part === '' || part === '.') continue;
+      attr = await this.lookup(attr.ino, part, credentials);
+    }
+    return attr;
+  }
+
+  async setattr(ino: Ino, change: SetAttr, credentials: Credentials): Promise<Attr> {
+    const owner = (inode: Inode) => credentials.uid === 0 || credentials.uid === inode.uid;
+    const check = this.inode(ino);
+    if (change.sizeBytes !== undefined) {
+      if (isDir(check.mode)) fail('IS_DIR', 'cannot truncate a directory');
+      if ((check.mode & S_IFMT) !== S_IFREG) fail('INVALID', 'can only truncate regular files');
+      if (change.sizeBytes < 0) fail('INVALID', 'negative size');
+      if (change.sizeBytes > constants.fileSizeBytesMax) fail('FILE_TOO_BIG', 'size beyond the largest file');
+      this.require(check, W_OK, credentials);
+    }
+    if (change.mode !== undefined && !owner(check)) fail('NOT_PERMITTED', 'only the owner may chmod');
+    if (change.uid !== undefined && change.uid !== check.uid && credentials.uid !== 0)
+      fail('NOT_PERMITTED', 'only root may change the owner');
+    if (change.gid !== undefined && change.gid !== check.gid && credentials.uid !== 0) {
+      if (credentials.uid !== check.uid || !inGroup(credentials, change.gid))
+        fail('NOT_PERMITTED', 'only the owner may change the group, and only to one of its groups');
+    }
+    for (const time of [change.atime, change.mtime]) {
+      if (time === undefined) continue;
+      if (time === 'now') {
+        if (!owner(check) && !this.may(check, W_OK, credentials)) fail('ACCESS', 'no permission to touch');
+      } else if (!owner(check)) fail('NOT_PERMITTED', 'only the owner may set times');
+    }
+
+    if (change.sizeBytes !== undefined) {
+      const sizeBytes = change.sizeBytes;
+      await this.withInodeLock(ino, async () => {
+        const inode = this.inode(ino);
+        if (sizeBytes < inode.sizeBytes) await this.store.truncate(ino, sizeBytes);
+        this.meta.mutate(() => {
+          const fresh = this.inode(ino);
+          fresh.sizeBytes = sizeBytes;
+          this.touch(fresh, { m: true, c: true });
+          this.meta.updateInode(fresh);
+        });
+      });
+    }
+    return this.meta.mutate(() => {
+      const inode = this.inode(ino);
+      let changed = false;
+      if (change.mode !== undefined) {
+        let mode = change.mode & 0o7777;
+        if (credentials.uid !== 0 && !isDir(inode.mode) && !inGroup(credentials, inode.gid)) mode &= ~S_ISGID;
+        inode.mode = (inode.mode & S_IFMT) | mode;
+        changed = true;
+      }
+      if (change.uid !== undefined || change.gid !== undefined) {
+        inode.uid = change.uid ?? inode.uid;
+        inode.gid = change.gid ?? inode.gid;
+        if (!isDir(inode.mode)) {
+          inode.mode &= ~S_ISUID;
+          if (inode.mode & S_IXGRP) inode.mode &= ~S_ISGID;
+        }
+        changed = true;
+      }
+      if (change.atime !== undefined) inode.atimeNs = change.atime === 'now' ? this.now() : change.atime;
+      if (change.mtime !== undefined) inode.mtimeNs = change.mtime === 'now' ? this.now() : change.mtime;
+      if (changed || change.atime !== undefined || change.mtime !== undefined) {
+        this.touch(inode, { c: true });
+        this.meta.updateInode(inode);
+      }
+      return this.toAttr(inode);
+    });
+  }
+
+  async access(ino: Ino, mask: number, credentials: Credentials): Promise<void> {
+    const inode = this.inode(ino);
+    if (mask !== 0) this.require(inode, mask & 7, credentials);
+  }
+
+  // ---- creating names ----
+
+  async mkdir(parentIno: Ino, name: string, mode: number, credentials: Credentials): Promise<Attr> {
+    return this.meta.mutate(() => {
+      const parent = this.prepareEntry(parentIno, name, credentials);
+      const inode = this.newInode(parent, S_IFDIR | (mode & 0o7777), 0, credentials);
+      this.addEntry(parent, name, inode);
+      return this.toAttr(inode);
+    });
+  }
+
+  async mknod(parentIno: Ino, name: string, mode: number, rdev: number, credentials: Credentials): Promise<Attr> {
+    const type = mode & S_IFMT || S_IFREG;
+    if (![S_IFREG, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK].includes(type)) fail('INVALID', 'mknod of an unsupported type');
+    if ((type === S_IFCHR || type === S_IFBLK) && credentials.uid !== 0) fail('NOT_PERMITTED', 'only root may create devices');
+    return this.meta.mutate(() => {
+      const parent = this.prepareEntry(parentIno, name, credentials);
+      const inode = this.newInode(parent, type | (mode & 0o7777), type === S_IFCHR || type === S_IFBLK ? rdev : 0, credentials);
+      this.addEntry(parent, name, inode);
+      return this.toAttr(inode);
+    });
+  }
+
+  async create(
+    parentIno: Ino, name: string, mode: number, flags: number, credentials: Credentials,
+  ): Promise<{ attr: Attr; fh: number }> {
+    const attr = await this.mknod(parentIno, name, S_IFREG | (mode & 0o7777), 0, credentials);
+    // The creator may write the new file whatever its mode says (open(O_CREAT|O_WRONLY, 0444) works).
+    return { attr, fh: this.addHandle(attr.ino, flags, credentials) };
+  }
+
+  async symlink(parentIno: Ino, name: string, target: string, credentials: Credentials): Promise<Attr> {
+    if (target === '') fail('NOT_FOUND', 'empty symlink target');
+    if (Buffer.byteLength(target) > constants.symlinkBytesMax) fail('NAME_TOO_LONG', 'symlink target too long');
+    return this.meta.mutate(() => {
+      const parent = this.prepareEntry(parentIno, name, credentials);
+      const inode = this.newInode(parent, S_IFLNK | 0o777, 0, credentials);
+      inode.sizeBytes = Buffer.byteLength(target);
+      this.meta.updateInode(inode);
+      this.meta.setSymlink(inode.ino, target);
+      this.addEntry(parent, name, inode);
+      return this.toAttr(inode);
+    });
+  }
+
+  async readlink(ino: Ino): Promise<string> {
+    const inode = this.inode(ino);
+    if ((inode.mode & S_IFMT) !== S_IFLNK) fail('INVALID', `inode ${ino} is not a symlink`);
+    return this.meta.getSymlink(ino) ?? fail('CORRUPT', `symlink ${ino} has no target`);
+  }
+
+  async link(ino: Ino, parentIno: Ino, name: string, credentials: Credentials): Promise<Attr> {
+    return this.meta.mutate(() => {
+      const inode = this.inode(ino);
+      if (isDir(inode.mode)) fail('NOT_PERMITTED', 'hard links to directories are not allowed');
+      const parent = this.prepareEntry(parentIno, name, credentials);
+      if (inode.nlink === 0) fail('NOT_FOUND', 'file was removed');
+      if (inode.nlink >= constants.linkCountMax) fail('TOO_MANY_LINKS', 'too many links');
+      inode.nlink += 1;
+      this.touch(inode, { c: true });
+      this.meta.updateInode(inode);
+      this.addEntry(parent, name, inode);
+      return this.toAttr(inode);
+    });
+  }
+
+  // ---- removing and moving names ----
+
+  async unlink(parentIno: Ino, name: string, credentials: Credentials): Promise<void> {
+    this.meta.mutate(() => {
+      checkName(name);
+      const parent = this.dir(parentIno);
+      this.require(parent, W_OK | X_OK, credentials);
+      const ino = this.meta.lookup(parentIno, name) ?? fail('NOT_FOUND', `${name} not found`);
+      const inode = this.inode(ino);
+      if (isDir(inode.mode)) fail('IS_DIR', `${name} is a directory`);
+      this.requireStickyOwner(parent, inode, credentials);
+      this.meta.removeDirent(parentIno, name);
+      this.touch(parent, { m: true, c: true });
+      this.meta.updateInode(parent);
+      this.dropLink(inode);
+    });
+  }
+
+  async rmdir(parentIno: Ino, name: string, credentials: Credentials): Promise<void> {
+    this.meta.mutate(() => {
+      if (name === '.') fail('INVALID', 'cannot remove .');
+      if (name === '..') fail('NOT_EMPTY', 'cannot remove ..');
+      checkName(name);
+      const parent = this.dir(parentIno);
+      this.require(parent, W_OK | X_OK, credentials);
+      const ino = this.meta.lookup(parentIno, name) ?? fail('NOT_FOUND', `${name} not found`);
+      const inode = this.inode(ino);
+      if (!isDir(inode.mode)) fail('NOT_DIR', `${name} is not a directory`);
+      if (this.meta.hasDirents(ino)) fail('NOT_EMPTY', `${name} is not empty`);
+      this.requireStickyOwner(parent, inode, credentials);
+      this.meta.removeDirent(parentIno, name);
+      parent.nlink -= 1;
+      this.touch(parent, { m: true, c: true });
+      this.meta.updateInode(parent);
+      this.dropLink(inode);
+    });
+  }
+
+  /** True when `ancestor` is `ino` or one of its parents. */
+  private isAncestor(ancestor: Ino, ino: Ino): boolean {
+    for (let at: Ino | undefined = ino; at !== undefined; at = at === ROOT_INO ? undefined : this.meta.parentOf(at)) {
+      if (at === ancestor) return true;
+    }
+    return false;
+  }
+
+  async rename(
+    oldParentIno: Ino, oldName: string, newParentIno: Ino, newName: string, flags: number, credentials: Credentials,
+  ): Promise<void> {
+    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) || (flags & RENAME_NOREPLACE && flags & RENAME_EXCHANGE))
+      fail('INVALID', 'bad rename flags');
+    this.meta.mutate(() => {
+      checkName(oldName);
+      checkName(newName);
+      const oldParent = this.dir(oldParentIno);
+      const newParent = newParentIno === oldParentIno ? oldParent : this.dir(newParentIno);
+      this.require(oldParent, W_OK | X_OK, credentials);
+      this.require(newParent, W_OK | X_OK, credentials);
+      const ino = this.meta.lookup(oldParentIno, oldName) ?? fail('NOT_FOUND', `${oldName} not found`);
+      const inode = this.inode(ino);
+      const targetIno = this.meta.lookup(newParentIno, newName);
+      if (targetIno === ino) return; // two names of one file: POSIX says do nothing
+      this.requireStickyOwner(oldParent, inode, credentials);
+      const target = targetIno === undefined ? undefined : this.inode(targetIno);
+      if (target) this.requireStickyOwner(newParent, target, credentials);
+      if (flags & RENAME_NOREPLACE && target) fail('EXISTS', `${newName} exists`);
+      if (flags & RENAME_EXCHANGE && !target) fail('NOT_FOUND', `${newName} not found`);
+      if (isDir(inode.mode) && this.isAncestor(ino, newParentIno)) fail('INVALID', 'cannot move a directory into itself');
+      if (target && flags & RENAME_EXCHANGE && isDir(target.mode) && this.isAncestor(target.ino, oldParentIno))
+        fail('INVALID', 'cannot move a directory into itself');
+      // A directory moved to another parent rewrites its "..": that needs write permission on it.
+      if (isDir(inode.mode) && oldParentIno !== newParentIno) this.require(inode, W_OK, credentials);
+
+      if (target && flags & RENAME_EXCHANGE) {
+        if (isDir(target.mode) && oldParentIno !== newParentIno) this.require(target, W_OK, credentials);
+        this.meta.removeDirent(oldParentIno, oldName);
+        this.meta.removeDirent(newParentIno, newName);
+        this.meta.addDirent(oldParentIno, oldName, target.ino);
+        this.meta.addDirent(newParentIno, newName, ino);
+        const delta = (isDir(inode.mode) ? 1 : 0) - (isDir(target.mode) ? 1 : 0);
+        oldParent.nlink -= delta;
+        if (newParent !== oldParent) newParent.nlink += delta;
+        this.touch(target, { c: true });
+        this.meta.updateInode(target);
+      } else {
+        if (target) {
+          if (isDir(inode.mode) && !isDir(target.mode)) fail('NOT_DIR', `${newName} is not a directory`);
+          if (!isDir(inode.mode) && isDir(target.mode)) fail('IS_DIR', `${newName} is a directory`);
+          if (isDir(target.mode) && this.meta.hasDirents(target.ino)) fail('NOT_EMPTY', `${newName} is not empty`);
+          this.meta.removeDirent(newParentIno, newName);
+          if (isDir(target.mode)) newParent.nlink -= 1;
+          this.dropLink(target);
+        }
+        this.meta.removeDirent(oldParentIno, oldName);
+        this.meta.addDirent(newParentIno, newName, ino);
+        if (isDir(inode.mode) && oldParent !== newParent) {
+          oldParent.nlink -= 1;
+          newParent.nlink += 1;
+        }
+      }
+      this.touch(inode, { c: true });
+      this.meta.updateInode(inode);
+      this.touch(oldParent, { m: true, c: true });
+      this.meta.updateInode(oldParent);
+      if (newParent !== oldParent) {
+        this.touch(newParent, { m: true, c: true });
+        this.meta.updateInode(newParent);
+      }
+    });
+  }
+
+  // ---- directories ----
+
+  /** Entries from `offset` ("." at 0, ".." at 1, then by creation order), at most `countMax`. */
+  async readdir(ino: Ino, offset: number, countMax: number, credentials: Credentials): Promise<DirEntry[]> {
+    const dir = this.dir(ino);
+    this.require(dir, R_OK, credentials);
+    const entries: DirEntry[] = [];
+    if (offset <= 0 && entries.length < countMax) entries.push({ name: '.', ino, mode: dir.mode, nextOffset: 1 });
+    if (offset <= 1 && entries.length < countMax) {
+      const parent = this.inode(ino === ROOT_INO ? ROOT_INO : (this.meta.parentOf(ino) ?? ROOT_INO));
+      entries.push({ name: '..', ino: parent.ino, mode: parent.mode, nextOffset: 2 });
+    }
+    const room = countMax - entries.length;
+    if (room > 0) {
+      for (const d of this.meta.listDirents(ino, Math.max(offset - 2, 0), room)) {
+        const child = this.inode(d.ino);
+        entries.push({ name: d.name, ino: d.ino, mode: child.mode, nextOffset: d.cookie + 3 });
+      }
+    }
+    return entries;
+  }
+
+  // ---- data ----
+
+  private addHandle(ino: Ino, flags: number, credentials: Credentials): number {
+    const fh = this.nextHandle++;
+    this.handles.set(fh, { ino, flags, credentials });
+    this.openCounts.set(ino, (this.openCounts.get(ino) ?? 0) + 1);
+    return fh;
+  }
+
+  async open(ino: Ino, flags: number, credentials: Credentials): Promise<number> {
+    const inode = this.inode(ino);
+    const access = flags & O_ACCMODE;
+    if (access !== O_RDONLY && access !== O_WRONLY && access !== O_RDWR) fail('INVALID', 'bad open mode');
+    if ((inode.mode & S_IFMT) === S_IFLNK) fail('INVALID', 'cannot open a symlink');
+    if (isDir(inode.mode) && access !== O_RDONLY) fail('IS_DIR', 'cannot open a directory for writing');
+    const mask = (access === O_RDONLY ? R_OK : 0) | (access === O_WRONLY ? W_OK : 0) | (access === O_RDWR ? R_OK | W_OK : 0);
+    this.require(inode, mask, credentials);
+    if (flags & O_TRUNC && access !== O_RDONLY && (inode.mode & S_IFMT) === S_IFREG && inode.sizeBytes > 0)
+      await this.setattr(ino, { sizeBytes: 0 }, credentials);
+    return this.addHandle(ino, flags, credentials);
+  }
+
+  async read(fh: number, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    const handle = this.handle(fh);
+    if ((handle.flags & O_ACCMODE) === O_WRONLY) fail('BAD_HANDLE', 'handle not open for reading');
+    if (offsetBytes < 0 || lengthBytes < 0) fail('INVALID', 'negative offset or length');
+    const inode = this.inode(handle.ino);
+    if (isDir(inode.mode)) fail('IS_DIR', 'read of a directory');
+    const n = Math.min(lengthBytes, constants.ioSizeBytesMax, Math.max(inode.sizeBytes - offsetBytes, 0));
+    const data = n > 0 ? await this.store.read(handle.ino, offsetBytes, n) : Buffer.alloc(0);
+    this.relatime(handle.ino);
+    return data;
+  }
+
+  /** relatime: the access time moves only when older than the last change or a day old (no metadata write per read). */
+  private relatime(ino: Ino): void {
+    const inode = this.meta.getInode(ino);
+    if (!inode) return;
+    const now = this.now();
+    if (inode.atimeNs <= inode.mtimeNs || inode.atimeNs <= inode.ctimeNs || now - inode.atimeNs >= DAY_NS) {
+      inode.atimeNs = now;
+      this.meta.mutate(() => this.meta.updateInode(inode));
+    }
+  }
+
+  async write(fh: number, offsetBytes: number, data: Buffer): Promise<number> {
+    const handle = this.handle(fh);
+    if ((handle.flags & O_ACCMODE) === O_RDONLY) fail('BAD_HANDLE', 'handle not open for writing');
+    if (offsetBytes < 0) fail('INVALID', 'negative offset');
+    if (data.length > constants.ioSizeBytesMax) fail('INVALID', `write larger than ${constants.ioSizeBytesMax} bytes`);
+    if (data.length === 0) return 0;
+    await this.withInodeLock(handle.ino, async () => {
+      const inode = this.inode(handle.ino);
+      if ((inode.mode & S_IFMT) !== S_IFREG) fail('INVALID', 'write to a non-regular file');
+      const at = handle.flags & O_APPEND ? inode.sizeBytes : offsetBytes;
+      if (at + data.length > constants.fileSizeBytesMax) fail('FILE_TOO_BIG', 'write beyond the largest file');
+      await this.store.write(handle.ino, at, data);
+      this.meta.mutate(() => {
+        const fresh = this.inode(handle.ino);
+        fresh.sizeBytes = Math.max(fresh.sizeBytes, at + data.length);
+        if (handle.credentials.uid !== 0 && fresh.mode & (S_ISUID | S_ISGID)) {
+          fresh.mode &= ~S_ISUID;
+          if (fresh.mode & S_IXGRP) fresh.mode &= ~S_ISGID;
+        }
+        this.touch(fresh, { m: true, c: true });
+        this.meta.updateInode(fresh);
+      });
+    });
+    if (this.meta.pendingCount >= constants.commitPendingCountMax) this.backgroundCommit();
+    return data.length;
+  }
+
+  /** Close of one file descriptor: nothing to do, data is already on flash. */
+  async flush(fh: number): Promise<void> {
+    this.handle(fh);
+  }
+
+  async release(fh: number): Promise<void> {
+    const handle = this.handle(fh);
+    this.handles.delete(fh);
+    const count = (this.openCounts.get(handle.ino) ?? 1) - 1;
+    if (count > 0) {
+      this.openCounts.set(handle.ino, count);
+      return;
+    }
+    this.openCounts.delete(handle.ino);
+    const inode = this.meta.getInode(handle.ino);
+    if (inode && inode.nlink === 0) {
+      await this.withInodeLock(handle.ino, async () => this.meta.mutate(() => this.destroy(handle.ino)));
+    }
+  }
+
+  /** fsync and fdatasync: data and metadata of the whole file system reach stable storage (one group commit). */
+  async fsync(fh?: number): Promise<void> {
+    if (fh !== undefined) this.handle(fh);
+    await this.store.commit();
+  }
+
+  // ---- extended attributes ----
+
+  private xattrAccess(inode: Inode, name: string, mask: number, credentials: Credentials): void {
+    const dot = name.indexOf('.');
+    const namespace = dot > 0 ? name.slice(0, dot) : '';
+    if (name.length === 0) fail('INVALID', 'empty xattr name');
+    if (Buffer.byteLength(name) > constants.xattrNameBytesMax) fail('RANGE', 'xattr name too long');
+    if (namespace === 'user') {
+      const type = inode.mode & S_IFMT;
+      if (type !== S_IFREG && type !== S_IFDIR) fail(mask === W_OK ? 'NOT_PERMITTED' : 'NO_XATTR', 'user xattrs only on files and directories');
+      if (isDir(inode.mode) && inode.mode & S_ISVTX && mask === W_OK && credentials.uid !== 0 && credentials.uid !== inode.uid)
+        fail('NOT_PERMITTED', 'sticky directory');
+      this.require(inode, mask, credentials);
+    } else if (namespace === 'trusted') {
+      if (credentials.uid !== 0) fail(mask === W_OK ? 'NOT_PERMITTED' : 'NO_XATTR', 'trusted xattrs need root');
+    } else if (namespace === 'security') {
+      if (mask === W_OK && credentials.uid !== 0 && credentials.uid !== inode.uid) fail('NOT_PERMITTED', 'not the owner');
+    } else {
+      fail('NOT_SUPPORTED', `xattr namespace of ${name} is not supported`);
+    }
+  }
+
+  async setxattr(ino: Ino, name: string, value: Buffer, flags: number, credentials: Credentials): Promise<void> {
+    if (value.length > constants.xattrValueBytesMax) fail('RANGE', 'xattr value too large');
+    if (flags & ~(XATTR_CREATE | XATTR_REPLACE)) fail('INVALID', 'bad xattr flags');
+    this.meta.mutate(() => {
+      const inode = this.inode(ino);
+      this.xattrAccess(inode, name, W_OK, credentials);
+      const exists = this.meta.getXattr(ino, name) !== undefined;
+      if (flags & XATTR_CREATE && exists) fail('EXISTS', `xattr ${name} exists`);
+      if (flags & XATTR_REPLACE && !exists) fail('NO_XATTR', `no xattr ${name}`);
+      this.meta.setXattr(ino, name, Buffer.from(value));
+      this.touch(inode, { c: true });
+      this.meta.updateInode(inode);
+    });
+  }
+
+  async getxattr(ino: Ino, name: string, credentials: Credentials): Promise<Buffer> {
+    const inode = this.inode(ino);
+    this.xattrAccess(inode, name, R_OK, credentials);
+    return this.meta.getXattr(ino, name) ?? fail('NO_XATTR', `no xattr ${name}`);
+  }
+
+  async listxattr(ino: Ino, credentials: Credentials): Promise<string[]> {
+    this.inode(ino);
+    return this.meta.listXattrs(ino).filter((name) => credentials.uid === 0 || !name.startsWith('trusted.'));
+  }
+
+  async removexattr(ino: Ino, name: string, credentials: Credentials): Promise<void> {
+    this.meta.mutate(() => {
+      const inode = this.inode(ino);
+      this.xattrAccess(inode, name, W_OK, credentials);
+      if (!this.meta.removeXattr(ino, name)) fail('NO_XATTR', `no xattr ${name}`);
+      this.touch(inode, { c: true });
+      this.meta.updateInode(inode);
+    });
+  }
+
+  // ---- the whole file system ----
+
+  async statfs(): Promise<StatFs> {
+    const blockSizeBytes = constants.blockSizeBytes;
+    const files = this.meta.inodeCount();
+    return {
+      blockSizeBytes,
+      blocks: this.store.capacityBytes / blockSizeBytes,
+      blocksFree: this.store.freeBytes / blockSizeBytes,
+      files,
+      filesFree: Math.max(2 ** 32 - files, 0),
+      nameBytesMax: constants.nameBytesMax,
+    };
+  }
+
+  get openHandleCount(): number {
+    return this.handles.size;
+  }
+
+  /** Commit everything and stop the background timer; the caller closes store, meta and device. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    await Promise.all([...this.inodeLocks.values()]);
+    await this.store.commit();
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * Creating a file system and opening one: the superblock on the flash tier,
+ * the metadata database with the same UUID and a root directory.
+ *
+ * format refuses a flash tier that already holds tierfs or anything else, and
+ * a metadata directory already in use, unless forced.  The superblock is
+ * written last, so an interrupted format leaves nothing that opens.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import fsConstants from 'node:constants';
+import path from 'node:path';
+import { constants } from '../constants';
+import { openFlashDevice, type FlashDevice } from '../device/device';
+import { TierfsError } from '../errors';
+import { ROOT_INO, SqliteMetaStore, type MetaStore } from '../meta/meta_store';
+import { FlashStore, newSuperblock, readSuperblock, writeSuperblock, type Superblock } from '../store/store';
+import { FileSystem, wallClockNs, type FileSystemOptions } from './file_system';
+
+export interface FormatOptions {
+  force?: boolean;
+  /** Owner of the root directory (default: the caller). */
+  uid?: number;
+  gid?: number;
+}
+
+const metaFiles = ['tierfs.db', 'tierfs.db-wal', 'tierfs.db-shm'];
+
+export async function formatFileSystem(device: FlashDevice, metaDir: string, options: FormatOptions = {}): Promise<Superblock> {
+  if (device.sizeBytes < constants.flashSizeBytesMin)
+    throw new TierfsError('INVALID', `${device.path} is ${device.sizeBytes} bytes; the flash tier needs at least ${constants.flashSizeBytesMin}`);
+  const probe = await readSuperblock(device).catch((error: unknown) => {
+    if (error instanceof TierfsError && (error.code === 'CORRUPT' || error.code === 'VERSION')) return { kind: 'tierfs' as const };
+    throw error;
+  });
+  if (!options.force && probe.kind === 'tierfs')
+    throw new TierfsError('EXISTS', `${device.path} already holds a tierfs file system; use --force to format it again (destroys its data)`);
+  if (!options.force && probe.kind === 'foreign')
+    throw new TierfsError('NOT_OURS', `${device.path} holds data that is not tierfs; use --force to overwrite it`);
+  const metaInUse = metaFiles.some((name) => fs.existsSync(path.join(metaDir, name)));
+  if (!options.force && metaInUse)
+    throw new TierfsError('EXISTS', `${metaDir} already holds tierfs metadata; use --force to replace it`);
+
+  for (const name of metaFiles) fs.rmSync(path.join(metaDir, name), { force: true });
+  const sb = newSuperblock(device.sizeBytes, Date.now());
+  const meta = new SqliteMetaStore(metaDir, { create: true });
+  try {
+    meta.setSetting('uuid', sb.uuid);
+    meta.setSetting('created', new Date(sb.createdMs).toISOString());
+    const now = wallClockNs();
+    const root = meta.createInode({
+      mode: fsConstants.S_IFDIR | 0o755,
+      uid: options.uid ?? process.getuid?.() ?? 0,
+      gid: options.gid ?? process.getgid?.() ?? 0,
+      nlink: 2,
+      sizeBytes: 4096,
+      rdev: 0,
+      atimeNs: now,
+      mtimeNs: now,
+      ctimeNs: now,
+      btimeNs: now,
+    });
+    assert.equal(root, ROOT_INO);
+    meta.commit();
+  } finally {
+    meta.close();
+  }
+  device.release(constants.superblockSizeBytes, device.sizeBytes - constants.superblockSizeBytes);
+  await writeSuperblock(device, sb);
+  return sb;
+}
+
+/** A file system opened from its flash tier and metadata directory, with what it owns. */
+export interface OpenFileSystem {
+  fs: FileSystem;
+  store: FlashStore;
+  meta: MetaStore;
+  device: FlashDevice;
+  /** Commit everything and close all parts. */
+  close(): Promise<void>;
+}
+
+export async function openFileSystem(
+  flashPath: string | FlashDevice,
+  metaDir: string,
+  options: FileSystemOptions & { direct?: boolean } = {},
+): Promise<OpenFileSystem> {
+  const device = typeof flashPath === 'string' ? openFlashDevice(flashPath, { direct: options.direct }) : flashPath;
+  let meta: MetaStore | undefined;
+  try {
+    meta = new SqliteMetaStore(metaDir, { create: false });
+    const store = await FlashStore.open(device, meta);
+    const fileSystem = new FileSystem(meta, store, options);
+    await fileSystem.reclaimOrphans();
+    const opened = meta;
+    return {
+      fs: fileSystem,
+      store,
+      meta: opened,
+      device,
+      async close() {
+        await fileSystem.close();
+        opened.close();
+        await device.close();
+      },
+    };
+  } catch (error) {
+    meta?.close();
+    await device.close();
+    throw error;
+  }
+}

@@ -1,0 +1,326 @@
+/**
+ * MetaStore on SQLite (better-sqlite3) in WAL mode.
+ *
+ * One connection, owned by tierfsd alone.  A transaction is always open;
+ * mutate() nests a savepoint in it and commit() ends it with one WAL fsync
+ * (synchronous=FULL) and opens the next.  The schema carries a version
+ * (PRAGMA user_version) and migrations run forward only; a database from a
+ * newer tierfs is refused.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { constants } from '../constants';
+import { TierfsError } from '../errors';
+import type { Dirent, Extent, Ino, Inode, MetaStore, NewInode } from './meta_store';
+
+const migrations: string[] = [
+  // 1: the namespace, extents and xattrs.
+  `
+  CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+  CREATE TABLE inodes (
+    ino INTEGER PRIMARY KEY AUTOINCREMENT,
+    mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
+    nlink INTEGER NOT NULL, size INTEGER NOT NULL, rdev INTEGER NOT NULL,
+    atime_ns INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, btime_ns INTEGER NOT NULL
+  );
+  CREATE INDEX inodes_orphans ON inodes (nlink) WHERE nlink = 0;
+  CREATE TABLE dirents (
+    cookie INTEGER PRIMARY KEY AUTOINCREMENT,
+    parent INTEGER NOT NULL, name TEXT NOT NULL, ino INTEGER NOT NULL
+  );
+  CREATE UNIQUE INDEX dirents_name ON dirents (parent, name);
+  CREATE INDEX dirents_order ON dirents (parent, cookie);
+  CREATE INDEX dirents_ino ON dirents (ino);
+  CREATE TABLE extents (
+    ino INTEGER NOT NULL, file_offset INTEGER NOT NULL, length INTEGER NOT NULL,
+    flash_offset INTEGER NOT NULL, checksums BLOB NOT NULL,
+    PRIMARY KEY (ino, file_offset)
+  ) WITHOUT ROWID;
+  CREATE INDEX extents_flash ON extents (flash_offset);
+  CREATE TABLE xattrs (
+    ino INTEGER NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (ino, name)
+  ) WITHOUT ROWID;
+  CREATE TABLE symlinks (ino INTEGER PRIMARY KEY, target TEXT NOT NULL);
+  `,
+];
+
+export const schemaVersion = migrations.length;
+
+interface InodeRow {
+  ino: bigint;
+  mode: bigint;
+  uid: bigint;
+  gid: bigint;
+  nlink: bigint;
+  size: bigint;
+  rdev: bigint;
+  atime_ns: bigint;
+  mtime_ns: bigint;
+  ctime_ns: bigint;
+  btime_ns: bigint;
+}
+
+interface ExtentRow {
+  ino: number;
+  file_offset: number;
+  length: number;
+  flash_offset: number;
+  checksums: Buffer;
+}
+
+function toExtent(row: ExtentRow): Extent {
+  return {
+    ino: row.ino as Ino,
+    fileOffsetBytes: row.file_offset,
+    lengthBytes: row.length,
+    flashOffsetBytes: row.flash_offset,
+    checksums: row.checksums,
+  };
+}
+
+export class SqliteMetaStore implements MetaStore {
+  readonly path: string;
+  private readonly db: Database.Database;
+  private pending = 0;
+  private readonly stmt;
+
+  /** Open (creating when `create`) the metadata database in `dir`. */
+  constructor(dir: string, options: { create: boolean }) {
+    this.path = path.join(dir, 'tierfs.db');
+    if (!options.create && !fs.existsSync(this.path))
+      throw new TierfsError('NOT_FOUND', `no tierfs metadata in ${dir} (run tierfs format first)`);
+    if (options.create) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    try {
+      this.db = new Database(this.path);
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.db.pragma('foreign_keys = OFF');
+      this.db.pragma('cache_size = -65536'); // 64 MiB of page cache, bounded
+      this.migrate();
+    } catch (error) {
+      if (error instanceof TierfsError) throw error;
+      throw new TierfsError('CORRUPT', `metadata ${this.path} cannot be opened: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    const db = this.db;
+    this.stmt = {
+      getSetting: db.prepare('SELECT value FROM settings WHERE key = ?').pluck(),
+      setSetting: db.prepare('INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)'),
+      getInode: db.prepare('SELECT * FROM inodes WHERE ino = ?').safeIntegers(true),
+      createInode: db.prepare(
+        `INSERT INTO inodes (mode, uid, gid, nlink, size, rdev, atime_ns, mtime_ns, ctime_ns, btime_ns)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      updateInode: db.prepare(
+        `UPDATE inodes SET mode = ?, uid = ?, gid = ?, nlink = ?, size = ?, rdev = ?,
+         atime_ns = ?, mtime_ns = ?, ctime_ns = ? WHERE ino = ?`,
+      ),
+      deleteInode: db.prepare('DELETE FROM inodes WHERE ino = ?'),
+      deleteInodeExtents: db.prepare('DELETE FROM extents WHERE ino = ?'),
+      deleteSymlink: db.prepare('DELETE FROM symlinks WHERE ino = ?'),
+      orphans: db.prepare('SELECT ino FROM inodes WHERE nlink = 0').pluck(),
+      inodeCount: db.prepare('SELECT count(*) FROM inodes').pluck(),
+      lookup: db.prepare('SELECT ino FROM dirents WHERE parent = ? AND name = ?').pluck(),
+      addDirent: db.prepare('INSERT INTO dirents (parent, name, ino) VALUES (?, ?, ?)'),
+      removeDirent: db.prepare('DELETE FROM dirents WHERE parent = ? AND name = ?'),
+      listDirents: db.prepare(
+        'SELECT cookie, name, ino FROM dirents WHERE parent = ? AND cookie >= ? ORDER BY cookie LIMIT ?',
+      ),
+      hasDirents: db.prepare('SELECT 1 FROM dirents WHERE parent = ? LIMIT 1').pluck(),
+      parentOf: db.prepare('SELECT parent FROM dirents WHERE ino = ? LIMIT 1').pluck(),
+      extentsInRange: db.prepare(
+        `SELECT * FROM extents WHERE ino = ? AND file_offset > ? AND file_offset < ?
+         ORDER BY file_offset`,
+      ),
+      putExtent: db.prepare(
+        'INSERT OR REPLACE INTO extents (ino, file_offset, length, flash_offset, checksums) VALUES (?, ?, ?, ?, ?)',
+      ),
+      deleteExtent: db.prepare('DELETE FROM extents WHERE ino = ? AND file_offset = ?'),
+      allExtents: db.prepare('SELECT * FROM extents ORDER BY flash_offset'),
+      getXattr: db.prepare('SELECT value FROM xattrs WHERE ino = ? AND name = ?').pluck(),
+      setXattr: db.prepare('INSERT OR REPLACE INTO xattrs (ino, name, value) VALUES (?, ?, ?)'),
+      removeXattr: db.prepare('DELETE FROM xattrs WHERE ino = ? AND name = ?'),
+      listXattrs: db.prepare('SELECT name FROM xattrs WHERE ino = ? ORDER BY name').pluck(),
+      deleteXattrs: db.prepare('DELETE FROM xattrs WHERE ino = ?'),
+      getSymlink: db.prepare('SELECT target FROM symlinks WHERE ino = ?').pluck(),
+      setSymlink: db.prepare('INSERT OR REPLACE INTO symlinks (ino, target) VALUES (?, ?)'),
+    };
+    this.db.exec('BEGIN');
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    if (version > schemaVersion)
+      throw new TierfsError(
+        'VERSION',
+        `metadata ${this.path} has schema version ${version}; this tierfs knows up to ${schemaVersion}`,
+      );
+    for (let next = version; next < schemaVersion; next += 1) {
+      this.db.transaction(() => {
+        this.db.exec(migrations[next]);
+        this.db.pragma(`user_version = ${next + 1}`);
+      })();
+    }
+  }
+
+  setting(key: string): string | undefined {
+    return this.stmt.getSetting.get(key) as string | undefined;
+  }
+
+  setSetting(key: string, value: string): void {
+    this.stmt.setSetting.run(key, value);
+    this.pending += 1;
+  }
+
+  mutate<T>(fn: () => T): T {
+    assert.ok(this.db.inTransaction, 'metadata transaction is not open');
+    const result = this.db.transaction(fn)(); // nested: a savepoint, rolled back if fn throws
+    this.pending += 1;
+    return result;
+  }
+
+  get pendingCount(): number {
+    return this.pending;
+  }
+
+  commit(): void {
+    this.db.exec('COMMIT');
+    this.pending = 0;
+    this.db.exec('BEGIN');
+  }
+
+  getInode(ino: Ino): Inode | undefined {
+    const row = this.stmt.getInode.get(ino) as InodeRow | undefined;
+    if (!row) return undefined;
+    return {
+      ino: Number(row.ino) as Ino,
+      mode: Number(row.mode),
+      uid: Number(row.uid),
+      gid: Number(row.gid),
+      nlink: Number(row.nlink),
+      sizeBytes: Number(row.size),
+      rdev: Number(row.rdev),
+      atimeNs: row.atime_ns,
+      mtimeNs: row.mtime_ns,
+      ctimeNs: row.ctime_ns,
+      btimeNs: row.btime_ns,
+    };
+  }
+
+  createInode(i: NewInode): Ino {
+    const info = this.stmt.createInode.run(
+      i.mode, i.uid, i.gid, i.nlink, i.sizeBytes, i.rdev, i.atimeNs, i.mtimeNs, i.ctimeNs, i.btimeNs,
+    );
+    return Number(info.lastInsertRowid) as Ino;
+  }
+
+  updateInode(i: Inode): void {
+    const info = this.stmt.updateInode.run(
+      i.mode, i.uid, i.gid, i.nlink, i.sizeBytes, i.rdev, i.atimeNs, i.mtimeNs, i.ctimeNs, i.ino,
+    );
+    assert.equal(info.changes, 1, `update of missing inode ${i.ino}`);
+  }
+
+  deleteInode(ino: Ino): void {
+    this.stmt.deleteInode.run(ino);
+    this.stmt.deleteInodeExtents.run(ino);
+    this.stmt.deleteXattrs.run(ino);
+    this.stmt.deleteSymlink.run(ino);
+  }
+
+  orphanInodes(): Ino[] {
+    return this.stmt.orphans.all() as Ino[];
+  }
+
+  inodeCount(): number {
+    return this.stmt.inodeCount.get() as number;
+  }
+
+  lookup(parent: Ino, name: string): Ino | undefined {
+    return this.stmt.lookup.get(parent, name) as Ino | undefined;
+  }
+
+  addDirent(parent: Ino, name: string, ino: Ino): void {
+    this.stmt.addDirent.run(parent, name, ino);
+  }
+
+  removeDirent(parent: Ino, name: string): void {
+    const info = this.stmt.removeDirent.run(parent, name);
+    assert.equal(info.changes, 1, `remove of missing entry ${name} in ${parent}`);
+  }
+
+  listDirents(parent: Ino, fromCookie: number, countMax: number): Dirent[] {
+    return this.stmt.listDirents.all(parent, fromCookie, countMax) as Dirent[];
+  }
+
+  hasDirents(parent: Ino): boolean {
+    return this.stmt.hasDirents.get(parent) !== undefined;
+  }
+
+  parentOf(ino: Ino): Ino | undefined {
+    return this.stmt.parentOf.get(ino) as Ino | undefined;
+  }
+
+  extentsInRange(ino: Ino, startBytes: number, endBytes: number): Extent[] {
+    // An extent never exceeds extentSizeBytesMax, so its start lies within that distance before startBytes.
+    const rows = this.stmt.extentsInRange.all(
+      ino,
+      startBytes - constants.extentSizeBytesMax,
+      endBytes,
+    ) as ExtentRow[];
+    const result: Extent[] = [];
+    for (const row of rows) if (row.file_offset + row.length > startBytes) result.push(toExtent(row));
+    return result;
+  }
+
+  putExtent(e: Extent): void {
+    this.stmt.putExtent.run(e.ino, e.fileOffsetBytes, e.lengthBytes, e.flashOffsetBytes, e.checksums);
+  }
+
+  deleteExtent(ino: Ino, fileOffsetBytes: number): void {
+    this.stmt.deleteExtent.run(ino, fileOffsetBytes);
+  }
+
+  *allExtents(): Iterable<Extent> {
+    for (const row of this.stmt.allExtents.iterate()) yield toExtent(row as ExtentRow);
+  }
+
+  getXattr(ino: Ino, name: string): Buffer | undefined {
+    return this.stmt.getXattr.get(ino, name) as Buffer | undefined;
+  }
+
+  setXattr(ino: Ino, name: string, value: Buffer): void {
+    this.stmt.setXattr.run(ino, name, value);
+  }
+
+  removeXattr(ino: Ino, name: string): boolean {
+    return this.stmt.removeXattr.run(ino, name).changes > 0;
+  }
+
+  listXattrs(ino: Ino): string[] {
+    return this.stmt.listXattrs.all(ino) as string[];
+  }
+
+  deleteXattrs(ino: Ino): void {
+    this.stmt.deleteXattrs.run(ino);
+  }
+
+  getSymlink(ino: Ino): string | undefined {
+    return this.stmt.getSymlink.get(ino) as string | undefined;
+  }
+
+  setSymlink(ino: Ino, target: string): void {
+    this.stmt.setSymlink.run(ino, target);
+  }
+
+  /** Commit what is pending and close.  Safe to call twice. */
+  close(): void {
+    if (!this.db.open) return;
+    if (this.db.inTransaction) this.db.exec('COMMIT');
+    this.db.pragma('wal_checkpoint(TRUNCATE)');
+    this.db.close();
+  }
+}

@@ -1,0 +1,32 @@
+import t from 'tap';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createFlashFile } from '../src/device/device';
+import { openFlashDevice } from '../src/device/device';
+import { formatFileSystem, openFileSystem, ROOT_CREDENTIALS, ROOT_INO } from '../src/fs/fs';
+
+t.test('format, write, read back, reopen', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tierfs-smoke-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const flash = path.join(dir, 'flash');
+  createFlashFile(flash, 64 * 1024 * 1024);
+  const dev = openFlashDevice(flash);
+  await formatFileSystem(dev, path.join(dir, 'meta'));
+  await dev.close();
+  let o = await openFileSystem(flash, path.join(dir, 'meta'), { commitIntervalMs: 0 });
+  const { attr, fh } = await o.fs.create(ROOT_INO, 'a', 0o644, fs.constants.O_RDWR, ROOT_CREDENTIALS);
+  const data = Buffer.alloc(3 * 1024 * 1024 + 123, 7);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 31) & 0xff;
+  await o.fs.write(fh, 5, data);
+  t.same(await o.fs.read(fh, 5, data.length), data);
+  await o.fs.release(fh);
+  await o.close();
+  o = await openFileSystem(flash, path.join(dir, 'meta'), { commitIntervalMs: 0 });
+  const fh2 = await o.fs.open(attr.ino, fs.constants.O_RDONLY, ROOT_CREDENTIALS);
+  const back = await o.fs.read(fh2, 0, data.length + 5);
+  t.same(back.subarray(5), data);
+  t.same(back.subarray(0, 5), Buffer.alloc(5));
+  await o.fs.release(fh2);
+  await o.close();
+});
