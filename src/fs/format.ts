@@ -41,6 +41,7 @@ export async function formatFileSystem(device: FlashDevice, metaDir: string, opt
   if (!options.force && metaInUse)
     throw new TierfsError('EXISTS', `${metaDir} already holds tierfs metadata; use --force to replace it`);
 
+  if (metaInUse) new SqliteMetaStore(metaDir, { create: false }).close(); // refuses metadata a running daemon holds
   for (const name of metaFiles) fs.rmSync(path.join(metaDir, name), { force: true });
   const sb = newSuperblock(device.sizeBytes, Date.now());
   const meta = new SqliteMetaStore(metaDir, { create: true });

@@ -70,4 +70,4 @@ export const XATTR_CREATE = 1;
 export const XATTR_REPLACE = 2;
 
 export { FileSystem, type FileSystemOptions } from './file_system';
-export { formatFileSystem, openFileSystem, type FormatOptions } from './format';
+export { formatFileSystem, openFileSystem, type FormatOptions, type OpenFileSystem } from './format';

@@ -99,6 +99,8 @@ export interface MetaStore {
   setSymlink(ino: Ino, target: string): void;
 
   close(): void;
+  /** Close without committing, as a crash would: everything since the last commit is gone. */
+  crash(): void;
 }
 
 export { SqliteMetaStore } from './sqlite_meta_store';

@@ -93,14 +93,19 @@ export class SqliteMetaStore implements MetaStore {
       throw new TierfsError('NOT_FOUND', `no tierfs metadata in ${dir} (run tierfs format first)`);
     if (options.create) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     try {
-      this.db = new Database(this.path);
+      this.db = new Database(this.path, { timeout: 0 });
+      // One owner: the write lock is taken at open and held until close, so a second daemon fails at once.
+      this.db.pragma('locking_mode = EXCLUSIVE');
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
       this.db.pragma('foreign_keys = OFF');
       this.db.pragma('cache_size = -65536'); // 64 MiB of page cache, bounded
       this.migrate();
+      this.db.exec('BEGIN IMMEDIATE');
     } catch (error) {
       if (error instanceof TierfsError) throw error;
+      if ((error as { code?: string }).code === 'SQLITE_BUSY')
+        throw new TierfsError('BUSY', `metadata ${this.path} is in use by another tierfs process`, { cause: error });
       throw new TierfsError('CORRUPT', `metadata ${this.path} cannot be opened: ${(error as Error).message}`, {
         cause: error,
       });
@@ -148,7 +153,6 @@ export class SqliteMetaStore implements MetaStore {
       getSymlink: db.prepare('SELECT target FROM symlinks WHERE ino = ?').pluck(),
       setSymlink: db.prepare('INSERT OR REPLACE INTO symlinks (ino, target) VALUES (?, ?)'),
     };
-    this.db.exec('BEGIN');
   }
 
   private migrate(): void {
@@ -189,7 +193,7 @@ export class SqliteMetaStore implements MetaStore {
   commit(): void {
     this.db.exec('COMMIT');
     this.pending = 0;
-    this.db.exec('BEGIN');
+    this.db.exec('BEGIN IMMEDIATE');
   }
 
   getInode(ino: Ino): Inode | undefined {
@@ -314,6 +318,10 @@ export class SqliteMetaStore implements MetaStore {
 
   setSymlink(ino: Ino, target: string): void {
     this.stmt.setSymlink.run(ino, target);
+  }
+
+  crash(): void {
+    if (this.db.open) this.db.close(); // SQLite rolls the open transaction back
   }
 
   /** Commit what is pending and close.  Safe to call twice. */

@@ -1,0 +1,46 @@
+# tierfs: `make run` serves an embedded default at ./mnt, `make test` runs every test.
+# Both install what a fresh Debian 12 machine lacks (apt packages, then npm ci).
+
+SHELL := /bin/bash
+APT_PACKAGES := libfuse2 fuse fio
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TS_SOURCES := $(shell find src bench -name '*.ts' 2>/dev/null)
+TIERFS := node bin/tierfs.js
+
+.PHONY: all deps apt-deps build run test bench clean
+
+all: build
+
+apt-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages:" $$missing; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+deps: apt-deps node_modules/.installed
+
+dist/.built: node_modules/.installed tsconfig.json $(TS_SOURCES)
+	npx tsc -p tsconfig.json
+	@touch $@
+
+build: deps dist/.built
+
+# Formats ./var on first use (a sparse 4 GiB flash file, metadata beside it), then serves at ./mnt.
+run: build
+	@mkdir -p var
+	@test -e var/meta/tierfs.db || $(TIERFS) format --flash var/flash --size 4G --meta var/meta
+	$(TIERFS) serve --flash var/flash --meta var/meta --mount mnt
+
+test: build
+	TIERFS_LOG=$${TIERFS_LOG:-warn} npx tap
+
+bench: build
+	node dist/bench/run.js
+
+clean:
+	rm -rf dist .tap src/device/native/build

@@ -1,0 +1,64 @@
+// Test helpers: a formatted file system in a temporary directory, removed by teardown.
+import 'tap';
+
+type Test = tap.Test;
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createFlashFile, openFlashDevice } from '../../src/device/device';
+import { formatFileSystem, openFileSystem, type OpenFileSystem } from '../../src/fs/fs';
+
+export interface Scratch {
+  dir: string;
+  flash: string;
+  meta: string;
+}
+
+export function scratchDir(t: Test, prefix = 'tierfs-test-'): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export async function formatScratch(t: Test, sizeBytes = 128 * 2 ** 20): Promise<Scratch> {
+  const dir = scratchDir(t);
+  const flash = path.join(dir, 'flash');
+  const meta = path.join(dir, 'meta');
+  createFlashFile(flash, sizeBytes);
+  const device = openFlashDevice(flash);
+  await formatFileSystem(device, meta);
+  await device.close();
+  return { dir, flash, meta };
+}
+
+/** Open the scratch file system; teardown closes it if the test did not. */
+export async function openScratch(t: Test, scratch: Scratch): Promise<OpenFileSystem> {
+  const opened = await openFileSystem(scratch.flash, scratch.meta, { commitIntervalMs: 0 });
+  t.teardown(() => opened.close().catch(() => undefined));
+  return opened;
+}
+
+/** A seeded PRNG (mulberry32): every random test prints its seed and replays from it. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = a;
+    x = Math.imul(x ^ (x >>> 15), x | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function seedFromEnv(): number {
+  const text = process.env.TIERFS_SEED;
+  return text ? Number(text) : Math.floor(Math.random() * 2 ** 31);
+}
+
+/** Deterministic bytes for (seed, length). */
+export function pattern(seed: number, length: number): Buffer {
+  const random = prng(seed);
+  const data = Buffer.allocUnsafe(length);
+  for (let i = 0; i < length; i++) data[i] = (random() * 256) | 0;
+  return data;
+}
