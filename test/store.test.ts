@@ -1,0 +1,179 @@
+// The flash store: superblock refusals, checksums on every read, space accounting,
+// copy-on-write reuse of space, and the allocator.
+import t from 'tap';
+import c from 'node:constants';
+import fs from 'node:fs';
+import path from 'node:path';
+import { constants } from '../src/constants';
+import { createFlashFile, openFlashDevice, SimulatedDevice } from '../src/device/device';
+import { isTierfsError } from '../src/errors';
+import { formatFileSystem, openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../src/fs/fs';
+import { Allocator } from '../src/store/allocator';
+import { encodeSuperblock, formatVersion, newSuperblock } from '../src/store/superblock';
+import { formatScratch, openScratch, pattern, scratchDir } from './helpers/fs';
+
+async function code(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+    return 'ok';
+  } catch (error) {
+    if (isTierfsError(error)) return error.code;
+    throw error;
+  }
+}
+
+function writeAt(file: string, offset: number, data: Buffer): void {
+  const fd = fs.openSync(file, 'r+');
+  fs.writeSync(fd, data, 0, data.length, offset);
+  fs.closeSync(fd);
+}
+
+t.test('format refuses what is not free to take, and open refuses what is not ours', async (t) => {
+  const dir = scratchDir(t);
+  const flash = path.join(dir, 'flash');
+  const meta = path.join(dir, 'meta');
+  createFlashFile(flash, 32 * 2 ** 20);
+  writeAt(flash, 0, Buffer.from('ext4 or something else'));
+  let device = openFlashDevice(flash);
+  t.equal(await code(formatFileSystem(device, meta)), 'NOT_OURS', 'foreign data is refused');
+  t.notOk(fs.existsSync(path.join(meta, 'tierfs.db')), 'nothing written');
+  t.equal(await code(formatFileSystem(device, meta, { force: true })), 'ok', '--force takes it');
+  t.equal(await code(formatFileSystem(device, meta)), 'EXISTS', 'double format is refused');
+  await device.close();
+
+  const other = path.join(dir, 'other');
+  createFlashFile(other, 32 * 2 ** 20);
+  device = openFlashDevice(other);
+  await formatFileSystem(device, path.join(dir, 'meta2'));
+  await device.close();
+  t.equal(await code(openFileSystem(other, meta)), 'NOT_OURS', 'flash and metadata of different file systems');
+
+  const header = Buffer.alloc(constants.superblockSizeBytes);
+  fs.readSync(fs.openSync(flash, 'r'), header, 0, header.length, 0);
+  const flipped = Buffer.from(header);
+  flipped[20] ^= 1;
+  writeAt(flash, 0, flipped);
+  t.equal(await code(openFileSystem(flash, meta)), 'CORRUPT', 'a corrupt superblock');
+  const newer = newSuperblock(32 * 2 ** 20, 0);
+  const block = Buffer.alloc(constants.superblockSizeBytes);
+  encodeSuperblock({ ...newer, formatVersion: formatVersion + 1 }, block);
+  writeAt(flash, 0, block);
+  t.equal(await code(openFileSystem(flash, meta)), 'VERSION', 'a newer format');
+  writeAt(flash, 0, Buffer.alloc(constants.superblockSizeBytes));
+  t.equal(await code(openFileSystem(flash, meta)), 'NOT_OURS', 'no superblock at all');
+  t.equal(await code(openFileSystem(flash, path.join(dir, 'nothing'))), 'NOT_FOUND', 'missing metadata');
+
+  const tiny = path.join(dir, 'tiny');
+  createFlashFile(tiny, 1 * 2 ** 20);
+  device = openFlashDevice(tiny);
+  t.equal(await code(formatFileSystem(device, path.join(dir, 'meta3'))), 'INVALID', 'too small');
+  await device.close();
+  t.throws(() => openFlashDevice(path.join(dir, 'absent')), { code: 'NOT_FOUND' });
+  t.throws(() => openFlashDevice(dir), { code: 'NOT_OURS' }, 'a directory is not a flash tier');
+});
+
+t.test('a corrupted block reads as EIO, is counted, and fsck names it', async (t) => {
+  const scratch = await formatScratch(t);
+  const opened = await openScratch(t, scratch);
+  const { attr, fh } = await opened.fs.create(ROOT_INO, 'f', 0o644, c.O_RDWR, ROOT);
+  const data = pattern(1, 3 * 2 ** 20);
+  await opened.fs.write(fh, 0, data);
+  await opened.fs.fsync(fh);
+  const [extent] = opened.meta.extentsInRange(attr.ino, 2 ** 20 + 5000, 2 ** 20 + 5001);
+  const victim = extent.flashOffsetBytes + (2 ** 20 + 5000 - extent.fileOffsetBytes);
+  const original = Buffer.alloc(1);
+  fs.readSync(fs.openSync(scratch.flash, 'r'), original, 0, 1, victim);
+  writeAt(scratch.flash, victim, Buffer.from([original[0] ^ 0x40]));
+  t.equal(await code(opened.fs.read(fh, 2 ** 20, 2 ** 20)), 'CHECKSUM', 'the damaged range fails');
+  t.equal(opened.store.counters.checksumErrorCount, 1, 'and is counted');
+  t.same(await opened.fs.read(fh, 0, 4096), data.subarray(0, 4096), 'other blocks still read');
+  t.same(await opened.fs.read(fh, 2 ** 20 + 8192, 4096), data.subarray(2 ** 20 + 8192, 2 ** 20 + 12288), 'even in the same extent');
+  const report = await opened.store.verifyAll();
+  t.equal(report.checksumErrors.length, 1, 'fsck finds exactly the damaged extent');
+  t.equal(report.checksumErrors[0].ino, attr.ino);
+  await opened.fs.write(fh, 2 ** 20, data.subarray(2 ** 20, 2 ** 21));
+  t.same(await opened.fs.read(fh, 2 ** 20, 2 ** 20), data.subarray(2 ** 20, 2 ** 21), 'rewriting the range heals it');
+  await opened.fs.release(fh);
+});
+
+t.test('a full flash tier answers NO_SPACE, and overwrites reuse space after commit', async (t) => {
+  const scratch = await formatScratch(t, 16 * 2 ** 20);
+  const opened = await openScratch(t, scratch);
+  const { fh } = await opened.fs.create(ROOT_INO, 'f', 0o644, c.O_RDWR, ROOT);
+  const chunk = Buffer.alloc(2 ** 20, 3);
+  let written = 0;
+  let failure = 'ok';
+  while (failure === 'ok' && written < 32 * 2 ** 20) {
+    failure = await code(opened.fs.write(fh, written, chunk));
+    if (failure === 'ok') written += chunk.length;
+  }
+  t.equal(failure, 'NO_SPACE', 'writes past capacity fail cleanly');
+  t.ok(written >= 14 * 2 ** 20, `most of the tier was usable (${written} bytes)`);
+  await opened.fs.setattr((await opened.fs.lookupPath('/f', ROOT)).ino, { sizeBytes: 4 * 2 ** 20 }, ROOT);
+  for (let i = 0; i < 40; i++) await opened.fs.write(fh, (i % 4) * 2 ** 20, chunk);
+  t.pass('forty overwrites of a 4 MiB file fit in a 16 MiB tier: freed blocks come back');
+  await opened.fs.release(fh);
+});
+
+t.test('writes never half-apply when the device fails', async (t) => {
+  const device = new SimulatedDevice(32 * 2 ** 20);
+  const meta = path.join(scratchDir(t), 'meta');
+  await formatFileSystem(device, meta);
+  const opened = await openFileSystem(device, meta, { commitIntervalMs: 0 });
+  t.teardown(() => opened.close().catch(() => undefined));
+  const { attr, fh } = await opened.fs.create(ROOT_INO, 'f', 0o644, c.O_RDWR, ROOT);
+  await opened.fs.write(fh, 0, Buffer.alloc(8192, 1));
+  const free = opened.store.freeBytes;
+  device.failAfterCount = 1; // the read-modify-write read succeeds, the write fails
+  t.equal(await code(opened.fs.write(fh, 100, Buffer.alloc(10, 2))), 'IO');
+  device.failAfterCount = Infinity;
+  t.equal(opened.store.freeBytes, free, 'no block leaked');
+  t.same(await opened.fs.read(fh, 0, 8192), Buffer.alloc(8192, 1), 'old contents intact');
+  t.equal((await opened.fs.getattr(attr.ino)).sizeBytes, 8192);
+  device.failAfterCount = 0;
+  t.equal(await code(opened.fs.fsync(fh)), 'IO', 'a failed device sync fails fsync');
+  device.failAfterCount = Infinity;
+  t.equal(await code(opened.fs.fsync(fh)), 'ok', 'and the next one commits');
+  await opened.fs.release(fh);
+});
+
+t.test('power loss on the simulated device loses only unsynced data', async (t) => {
+  const device = new SimulatedDevice(32 * 2 ** 20);
+  const meta = path.join(scratchDir(t), 'meta');
+  await formatFileSystem(device, meta);
+  let opened = await openFileSystem(device, meta, { commitIntervalMs: 0 });
+  const { attr, fh } = await opened.fs.create(ROOT_INO, 'f', 0o644, c.O_RDWR, ROOT);
+  await opened.fs.write(fh, 0, Buffer.alloc(10000, 5));
+  await opened.fs.fsync(fh);
+  await opened.fs.write(fh, 0, Buffer.alloc(10000, 6)); // not synced
+  opened.meta.crash();
+  device.crash();
+  opened = await openFileSystem(device, meta, { commitIntervalMs: 0 });
+  t.teardown(() => opened.close().catch(() => undefined));
+  const fh2 = await opened.fs.open(attr.ino, c.O_RDONLY, ROOT);
+  t.same(await opened.fs.read(fh2, 0, 10000), Buffer.alloc(10000, 5), 'the fsynced bytes, verified');
+  await opened.fs.release(fh2);
+});
+
+t.test('allocator', async (t) => {
+  const a = new Allocator(1, 100);
+  t.equal(a.freeCount, 99);
+  const r1 = a.allocate(10)!;
+  t.same(r1, { startBlock: 1, blockCount: 10 });
+  const r2 = a.allocate(10)!;
+  t.equal(r2.startBlock, 11, 'next fit: contiguous for a sequential writer');
+  a.free(r1);
+  t.equal(a.freeCount, 89);
+  const r3 = a.allocate(200)!;
+  t.same(r3, { startBlock: 21, blockCount: 79 }, 'a run stops at the end of the device');
+  const r4 = a.allocate(20)!;
+  t.same(r4, { startBlock: 1, blockCount: 10 }, 'wraps to free space at the start');
+  t.equal(a.allocate(1), undefined, 'full');
+  t.notOk(a.markUsed({ startBlock: 5, blockCount: 1 }), 'a block cannot be used twice');
+  t.notOk(a.markUsed({ startBlock: 0, blockCount: 1 }), 'the superblock is not allocatable');
+  a.free({ startBlock: 1, blockCount: 1 });
+  t.throws(() => a.free({ startBlock: 1, blockCount: 1 }), 'double free is a programmer error');
+  const big = new Allocator(1, 10000);
+  big.markUsed({ startBlock: 1, blockCount: 9000 });
+  t.equal(big.allocate(5)!.startBlock, 9001, 'skips whole used words quickly');
+});
