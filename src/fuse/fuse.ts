@@ -10,7 +10,8 @@
  * - hard links show distinct inode numbers: use_ino via fsname;
  * - attributes are cached per path, so hard links could show stale sizes:
  *   attr_timeout=0 and entry_timeout=0;
- * - a mount left dead by a crash: force:true unmounts it first.
+ * - a mount left dead by a crash: force:true unmounts it first;
+ * - utimens dropped mtime and mangled UTIME_OMIT/NOW: patched at install.
  * Limits it cannot remove are in docs/SEMANTICS.md (caller's uid/gid are not
  * passed, millisecond timestamps, 128 KiB requests, .fuse_hidden files).
  */
@@ -25,6 +26,7 @@ import {
   type FileSystem,
   type Ino,
   type SetAttr,
+  type TimeSpec,
 } from '../fs/fs';
 import { errnoOf } from './errno';
 
@@ -39,8 +41,14 @@ function nsToMs(ns: bigint): number {
   return Number(ns / 1_000_000n);
 }
 
-function msToNs(ms: number): bigint {
-  return BigInt(Math.round(ms * 1e6));
+// Sentinels for UTIME_OMIT and UTIME_NOW sent by our patched fuse-native (src/fuse/patch_fuse_native.js).
+const UTIME_OMIT_MS = 0xfffffffe * 2 ** 32;
+const UTIME_NOW_MS = 0xffffffff * 2 ** 32;
+
+function timeSpecOf(ms: number): TimeSpec | undefined {
+  if (ms === UTIME_OMIT_MS) return undefined;
+  if (ms === UTIME_NOW_MS) return 'now';
+  return BigInt(Math.round(ms)) * 1_000_000n;
 }
 
 function toStat(attr: Attr) {
@@ -186,7 +194,7 @@ export class FuseMount {
       chown: (path: string, uid: number, gid: number, cb: Fuse.Callback) =>
         setattr('chown', path, { uid: uid === NO_ID ? undefined : uid, gid: gid === NO_ID ? undefined : gid }, cb),
       utimens: (path: string, atimeMs: number, mtimeMs: number, cb: Fuse.Callback) =>
-        setattr('utimens', path, { atime: msToNs(atimeMs), mtime: msToNs(mtimeMs) }, cb),
+        setattr('utimens', path, { atime: timeSpecOf(atimeMs), mtime: timeSpecOf(mtimeMs) }, cb),
       mknod: (path: string, mode: number, dev: number, cb: Fuse.Callback) =>
         this.run('mknod', path, cb, async () => {
           const { parent, name } = await this.parentOf(path);

@@ -1,0 +1,81 @@
+// tierfs through a real FUSE mount: ordinary tools (cp, mv, ln, dd, truncate) and
+// python's os module, persistence across unmount and remount, and recovery of a
+// mount left dead by a killed daemon.
+import t from 'tap';
+import { execFileSync, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { formatScratch, pattern } from './helpers/fs';
+import { isMounted, serve } from './helpers/daemon';
+
+const sh = (script: string, cwd: string) => execFileSync('bash', ['-euo', 'pipefail', '-c', script], { cwd, encoding: 'utf8', timeout: 120_000 });
+const md5 = (file: string) => crypto.createHash('md5').update(fs.readFileSync(file)).digest('hex');
+
+t.test('POSIX through the mount with python os', async (t) => {
+  const scratch = await formatScratch(t, 256 * 2 ** 20);
+  const served = await serve(t, scratch);
+  const result = spawnSync('python3', [path.join(__dirname, 'scripts', 'posix_checks.py'), served.mount], { encoding: 'utf8', timeout: 120_000 });
+  const lines = result.stdout.trim().split('\n');
+  for (const line of lines) if (line.startsWith('FAIL')) t.fail(line);
+  t.equal(result.status, 0, `posix_checks.py: ${lines[lines.length - 1]} ${result.stderr}`);
+  t.equal(lines[lines.length - 1], 'ALL OK', `all ${lines.length - 1} checks ran`);
+  t.equal(await served.stop(), 0, 'SIGTERM: clean exit');
+  t.notOk(isMounted(served.mount), 'and unmounted');
+});
+
+t.test('ordinary tools, then persistence across unmount and remount', async (t) => {
+  const scratch = await formatScratch(t, 512 * 2 ** 20);
+  const source = path.join(scratch.dir, 'source.bin');
+  fs.writeFileSync(source, pattern(7, 40 * 2 ** 20 + 12345));
+  let served = await serve(t, scratch);
+  const m = served.mount;
+  sh(`
+    cp ${source} big.bin
+    mkdir -p tree/sub
+    cp big.bin tree/sub/copy.bin
+    mv tree/sub/copy.bin tree/renamed.bin
+    ln tree/renamed.bin tree/hardlink.bin
+    ln -s renamed.bin tree/symlink.bin
+    dd if=/dev/urandom of=random.bin bs=64k count=37 status=none
+    dd if=/dev/zero of=big.bin bs=4k seek=100 count=3 conv=notrunc status=none
+    truncate -s 7777777 tree/renamed.bin
+    printf 'line\\n' > log.txt; for i in $(seq 1 200); do echo "entry $i" >> log.txt; done
+    chmod 600 log.txt
+    sync
+  `, m);
+  const expected = new Map<string, string>();
+  for (const name of ['big.bin', 'random.bin', 'tree/renamed.bin', 'log.txt']) expected.set(name, md5(path.join(m, name)));
+  t.equal(fs.statSync(path.join(m, 'tree/hardlink.bin')).size, 7777777, 'truncate shows through the hard link');
+  t.equal(execFileSync('cmp', ['-n', String(400 * 1024), source, path.join(m, 'big.bin')], { encoding: 'utf8' }).trim(), '', 'cp copies bytes exactly (first 400 KiB)');
+  const patched = spawnSync('cmp', [source, path.join(m, 'big.bin')], { encoding: 'utf8' });
+  t.match(patched.stdout, /byte 409601/, 'dd conv=notrunc changed exactly the block it was told to');
+  t.equal(fs.readFileSync(path.join(m, 'log.txt'), 'utf8').split('\n').length, 202, 'appends through the shell');
+
+  t.equal(await served.stop(), 0, 'clean stop');
+  served = await serve(t, scratch);
+  for (const [name, sum] of expected) t.equal(md5(path.join(m, name)), sum, `${name} survives a remount`);
+  t.equal(fs.readlinkSync(path.join(m, 'tree/symlink.bin')), 'renamed.bin', 'symlink survives');
+  t.equal(fs.statSync(path.join(m, 'tree/hardlink.bin')).nlink, 2, 'link count survives');
+  t.equal(fs.statSync(path.join(m, 'log.txt')).mode & 0o777, 0o600, 'mode survives');
+  sh('rm -r tree big.bin && mv random.bin kept.bin', m);
+  t.same(fs.readdirSync(m).sort(), ['kept.bin', 'log.txt'], 'rm -r and mv');
+  t.equal(await served.stop(), 0);
+});
+
+t.test('a killed daemon: the dead mount is recovered and fsynced data survives', async (t) => {
+  const scratch = await formatScratch(t, 128 * 2 ** 20);
+  let served = await serve(t, scratch);
+  const file = path.join(served.mount, 'durable.bin');
+  const data = pattern(3, 3 * 2 ** 20);
+  const fd = fs.openSync(file, 'w');
+  fs.writeSync(fd, data);
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+  await served.kill();
+  const dead = spawnSync('stat', [served.mount], { encoding: 'utf8' });
+  t.match(dead.stderr, /Transport endpoint is not connected/, 'the mount point is left dead');
+  served = await serve(t, scratch);
+  t.ok(fs.readFileSync(file).equals(data), 'serve recovered the mount point and the fsynced bytes read back');
+  t.equal(await served.stop(), 0);
+});

@@ -1,0 +1,83 @@
+// Starts `tierfs serve` as a child process on a scratch file system and stops it by
+// PID in teardown (SIGTERM, then SIGKILL and a lazy unmount), even when a test fails.
+import 'tap';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Scratch } from './fs';
+
+type Test = tap.Test;
+
+export const repoRoot = path.resolve(__dirname, '..', '..');
+export const tierfsBin = path.join(repoRoot, 'bin', 'tierfs.js');
+
+export function isMounted(mountPoint: string): boolean {
+  const target = path.resolve(mountPoint);
+  return fs
+    .readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .some((line) => line.split(' ')[1] === target);
+}
+
+export function lazyUnmount(mountPoint: string): void {
+  if (isMounted(mountPoint)) spawnSync('fusermount', ['-uz', mountPoint]);
+}
+
+export interface Served {
+  child: ChildProcess;
+  mount: string;
+  stderr: () => string;
+  /** SIGTERM and wait for a clean exit; resolves with the exit code. */
+  stop(): Promise<number | null>;
+  /** SIGKILL, as a crash would; the mount is left dead. */
+  kill(): Promise<void>;
+}
+
+function waitExit(child: ChildProcess, timeoutMs: number): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(null), timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve(code);
+    });
+  });
+}
+
+export async function serve(t: Test, scratch: Scratch, mount = path.join(scratch.dir, 'mnt'), extraArgs: string[] = []): Promise<Served> {
+  const child = spawn(process.execPath, [tierfsBin, 'serve', '--flash', scratch.flash, '--meta', scratch.meta, '--mount', mount, ...extraArgs], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, TIERFS_LOG: 'info' },
+  });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      if ((await waitExit(child, 10_000)) === null && child.exitCode === null) {
+        child.kill('SIGKILL');
+        await waitExit(child, 5_000);
+      }
+    }
+    lazyUnmount(mount);
+  });
+  const deadline = Date.now() + 30_000;
+  while (!stderr.includes('info serving')) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`tierfs serve exited early: ${stderr}`);
+    if (Date.now() > deadline) throw new Error(`tierfs serve did not mount within 30 s: ${stderr}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    child,
+    mount,
+    stderr: () => stderr,
+    async stop() {
+      child.kill('SIGTERM');
+      return waitExit(child, 20_000);
+    },
+    async kill() {
+      child.kill('SIGKILL');
+      await waitExit(child, 5_000);
+    },
+  };
+}

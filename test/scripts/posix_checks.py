@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""POSIX behaviour through a tierfs mount, with plain syscalls (python's os module).
+
+Usage: posix_checks.py MOUNT.  Prints one line per check; exits 1 on the first failure.
+"""
+import errno
+import os
+import stat
+import sys
+
+root = sys.argv[1]
+p = lambda *parts: os.path.join(root, *parts)
+
+
+def check(name, condition):
+    if not condition:
+        print(f"FAIL {name}", flush=True)
+        sys.exit(1)
+    print(f"ok {name}", flush=True)
+
+
+def fails_with(name, code, fn, *args):
+    try:
+        fn(*args)
+    except OSError as e:
+        check(f"{name} -> {errno.errorcode.get(e.errno)}", e.errno == code)
+        return
+    check(f"{name} should fail with {errno.errorcode[code]}", False)
+
+
+# create, write at offsets, holes, append, pread/pwrite
+fd = os.open(p("data"), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o640)
+os.pwrite(fd, b"hello", 0)
+os.pwrite(fd, b"world", 1 << 20)
+check("size after a write past a hole", os.fstat(fd).st_size == (1 << 20) + 5)
+check("the hole reads as zeros", os.pread(fd, 16, 4096) == b"\0" * 16)
+check("bytes written back", os.pread(fd, 5, 1 << 20) == b"world")
+os.fsync(fd)
+os.fdatasync(fd)
+os.close(fd)
+fails_with("O_EXCL on an existing file", errno.EEXIST, os.open, p("data"), os.O_CREAT | os.O_EXCL | os.O_RDWR)
+with open(p("data"), "ab") as f:
+    f.write(b"!")
+check("append lands at the end", os.stat(p("data")).st_size == (1 << 20) + 6)
+check("mode of a new file", stat.S_IMODE(os.stat(p("data")).st_mode) == 0o640)
+
+# truncate down and up
+os.truncate(p("data"), 3)
+check("truncate down", open(p("data"), "rb").read() == b"hel")
+os.truncate(p("data"), 8192)
+check("truncate up reads zeros", open(p("data"), "rb").read() == b"hel" + b"\0" * 8189)
+
+# directories and rename
+os.makedirs(p("a", "b", "c"))
+fails_with("rmdir of a non-empty directory", errno.ENOTEMPTY, os.rmdir, p("a"))
+fails_with("mkdir over an existing name", errno.EEXIST, os.mkdir, p("a"))
+fails_with("open of a missing file", errno.ENOENT, os.open, p("missing"), os.O_RDONLY)
+fails_with("a path through a file", errno.ENOTDIR, os.open, p("data", "x"), os.O_RDONLY)
+fails_with("a name of 256 bytes", errno.ENAMETOOLONG, os.open, p("n" * 256), os.O_CREAT | os.O_RDWR)
+fd = os.open(p("n" * 255), os.O_CREAT | os.O_RDWR)
+os.close(fd)
+check("a name of 255 bytes", os.path.exists(p("n" * 255)))
+os.rename(p("data"), p("a", "moved"))
+check("rename across directories", os.path.exists(p("a", "moved")) and not os.path.exists(p("data")))
+open(p("over"), "w").write("new")
+os.rename(p("over"), p("a", "moved"))
+check("rename over a file replaces it", open(p("a", "moved")).read() == "new")
+os.mkdir(p("empty"))
+os.rename(p("a", "b", "c"), p("empty"))
+check("rename over an empty directory", os.path.isdir(p("empty")) and not os.path.exists(p("a", "b", "c")))
+fails_with("rename a directory into itself", errno.EINVAL, os.rename, p("a"), p("a", "b", "inside"))
+fails_with("rename a directory over a file", errno.ENOTDIR, os.rename, p("a", "b"), p("a", "moved"))
+fails_with("rename a file over a directory", errno.EISDIR, os.rename, p("a", "moved"), p("a", "b"))
+check("directory link count", os.stat(p("a")).st_nlink == 3)
+
+# hard links and symlinks
+os.link(p("a", "moved"), p("hard"))
+s1, s2 = os.stat(p("a", "moved")), os.stat(p("hard"))
+check("hard link shares the inode number", s1.st_ino == s2.st_ino)
+check("hard link count", s1.st_nlink == 2 and s2.st_nlink == 2)
+with open(p("hard"), "a") as f:
+    f.write("er")
+check("a write through one name shows through the other", open(p("a", "moved")).read() == "newer")
+os.unlink(p("a", "moved"))
+check("link count after unlink", os.stat(p("hard")).st_nlink == 1)
+os.symlink("a/b", p("sym"))
+check("readlink", os.readlink(p("sym")) == "a/b")
+check("symlink lstat", stat.S_ISLNK(os.lstat(p("sym")).st_mode))
+check("a path through a symlink", os.path.isdir(p("sym")))
+fails_with("hard link to a directory", errno.EPERM, os.link, p("a"), p("alink"))
+
+# special files, modes, owners, times
+os.mkfifo(p("fifo"), 0o600)
+check("mkfifo", stat.S_ISFIFO(os.stat(p("fifo")).st_mode))
+os.chmod(p("hard"), 0o4755)
+check("chmod", stat.S_IMODE(os.stat(p("hard")).st_mode) == 0o4755)
+os.chown(p("hard"), 1234, 5678)
+st = os.stat(p("hard"))
+check("chown", (st.st_uid, st.st_gid) == (1234, 5678))
+check("chown clears setuid", stat.S_IMODE(st.st_mode) == 0o755)
+os.utime(p("hard"), ns=(1_500_000_000_123_000_000, 1_600_000_000_456_000_000))
+st = os.stat(p("hard"))
+check("utimens sets atime and mtime (milliseconds through fuse-native)", (st.st_atime_ns, st.st_mtime_ns) == (1_500_000_000_123_000_000, 1_600_000_000_456_000_000))
+
+os.utime(p("hard"), ns=(1_400_000_000_000_000_000, 1_600_000_000_456_000_000))
+import subprocess
+subprocess.run(["touch", "-m", "-d", "@1700000000", p("hard")], check=True)
+st = os.stat(p("hard"))
+check("touch -m leaves atime alone (UTIME_OMIT)", (st.st_atime_ns, st.st_mtime_ns) == (1_400_000_000_000_000_000, 1_700_000_000_000_000_000))
+subprocess.run(["touch", "-a", p("hard")], check=True)
+st = os.stat(p("hard"))
+check("touch -a sets atime to now (UTIME_NOW) and leaves mtime", st.st_mtime_ns == 1_700_000_000_000_000_000 and st.st_atime_ns > 1_700_000_000_000_000_000)
+
+# xattrs
+os.setxattr(p("hard"), "user.color", b"blue")
+check("getxattr", os.getxattr(p("hard"), "user.color") == b"blue")
+check("listxattr", "user.color" in os.listxattr(p("hard")))
+fails_with("XATTR_CREATE on an existing xattr", errno.EEXIST, os.setxattr, p("hard"), "user.color", b"x", os.XATTR_CREATE)
+os.removexattr(p("hard"), "user.color")
+fails_with("getxattr of a removed xattr", errno.ENODATA, os.getxattr, p("hard"), "user.color")
+
+# an open file that is unlinked keeps its data
+fd = os.open(p("doomed"), os.O_CREAT | os.O_RDWR)
+os.write(fd, b"still here")
+os.unlink(p("doomed"))
+check("unlinked name is gone", not os.path.exists(p("doomed")))
+check("the open descriptor still reads", os.pread(fd, 10, 0) == b"still here")
+os.close(fd)
+
+# readdir and statvfs
+names = set(os.listdir(root))
+check("readdir", {"a", "hard", "sym", "fifo", "empty"} <= names)
+many = p("many")
+os.mkdir(many)
+for i in range(300):
+    open(os.path.join(many, f"f{i}"), "w").close()
+check("readdir of 300 entries", len(os.listdir(many)) == 300)
+vfs = os.statvfs(root)
+check("statvfs", vfs.f_bsize == 4096 and vfs.f_namemax == 255 and 0 < vfs.f_bfree <= vfs.f_blocks)
+print("ALL OK")
