@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { formatScratch, pattern } from './helpers/fs';
-import { isMounted, serve } from './helpers/daemon';
+import { isMounted, serve, tierfsBin } from './helpers/daemon';
 
 const sh = (script: string, cwd: string) => execFileSync('bash', ['-euo', 'pipefail', '-c', script], { cwd, encoding: 'utf8', timeout: 120_000 });
 const md5 = (file: string) => crypto.createHash('md5').update(fs.readFileSync(file)).digest('hex');
@@ -60,6 +60,17 @@ t.test('ordinary tools, then persistence across unmount and remount', async (t) 
   t.equal(fs.statSync(path.join(m, 'log.txt')).mode & 0o777, 0o600, 'mode survives');
   sh('rm -r tree big.bin && mv random.bin kept.bin', m);
   t.same(fs.readdirSync(m).sort(), ['kept.bin', 'log.txt'], 'rm -r and mv');
+  t.equal(await served.stop(), 0);
+});
+
+t.test('a second daemon on the same file system is refused, and nothing is mounted', async (t) => {
+  const scratch = await formatScratch(t, 64 * 2 ** 20);
+  const served = await serve(t, scratch);
+  const second = path.join(scratch.dir, 'second');
+  const r = spawnSync(process.execPath, [tierfsBin, 'serve', '--flash', scratch.flash, '--meta', scratch.meta, '--mount', second], { encoding: 'utf8', timeout: 30_000 });
+  t.equal(r.status, 1);
+  t.match(r.stderr, /tierfs: metadata .* is in use by another tierfs process/);
+  t.notOk(isMounted(second), 'no second mount');
   t.equal(await served.stop(), 0);
 });
 

@@ -283,9 +283,7 @@ export class FileSystem {
     if (change.sizeBytes !== undefined) {
       const sizeBytes = change.sizeBytes;
       await this.withInodeLock(ino, async () => {
-        const inode = this.inode(ino);
-        if (sizeBytes < inode.sizeBytes) await this.store.truncate(ino, sizeBytes);
-        this.meta.mutate(() => {
+        await this.store.truncate(ino, sizeBytes, this.inode(ino).sizeBytes, () => {
           const fresh = this.inode(ino);
           fresh.sizeBytes = sizeBytes;
           this.touch(fresh, { m: true, c: true });
@@ -581,10 +579,9 @@ export class FileSystem {
       if ((inode.mode & S_IFMT) !== S_IFREG) fail('INVALID', 'write to a non-regular file');
       const at = handle.flags & O_APPEND ? inode.sizeBytes : offsetBytes;
       if (at + data.length > constants.fileSizeBytesMax) fail('FILE_TOO_BIG', 'write beyond the largest file');
-      await this.store.write(handle.ino, at, data);
-      this.meta.mutate(() => {
+      await this.store.write(handle.ino, at, data, (endBytes) => {
         const fresh = this.inode(handle.ino);
-        fresh.sizeBytes = Math.max(fresh.sizeBytes, at + data.length);
+        fresh.sizeBytes = Math.max(fresh.sizeBytes, endBytes);
         if (handle.credentials.uid !== 0 && fresh.mode & (S_ISUID | S_ISGID)) {
           fresh.mode &= ~S_ISUID;
           if (fresh.mode & S_IXGRP) fresh.mode &= ~S_ISGID;

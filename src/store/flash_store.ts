@@ -204,20 +204,22 @@ export class FlashStore {
 
   /**
    * Store `data` at `offsetBytes` of a file.  The caller serializes writes and
-   * truncates of one inode and keeps the inode's size.
+   * truncates of one inode and keeps the inode's size: `inMutation` runs inside
+   * the metadata mutation that maps each piece (with the file offset the piece
+   * ends at), so a crash never separates the mapping from the size.
    */
-  async write(ino: Ino, offsetBytes: number, data: Buffer): Promise<void> {
+  async write(ino: Ino, offsetBytes: number, data: Buffer, inMutation: (endBytes: number) => void): Promise<void> {
     let done = 0;
     while (done < data.length) {
       const at = offsetBytes + done;
       const lengthBytes = Math.min(data.length - done, SLOT - (at % SLOT));
-      await this.writeWithinSlot(ino, at, data.subarray(done, done + lengthBytes));
+      await this.writeWithinSlot(ino, at, data.subarray(done, done + lengthBytes), () => inMutation(at + lengthBytes));
       done += lengthBytes;
     }
     this.counters.writtenBytes += data.length;
   }
 
-  private async writeWithinSlot(ino: Ino, at: number, piece: Buffer): Promise<void> {
+  private async writeWithinSlot(ino: Ino, at: number, piece: Buffer, inMutation: () => void): Promise<void> {
     const first = roundDown(at);
     const end = roundUp(at + piece.length);
     const lengthBytes = end - first;
@@ -245,7 +247,10 @@ export class FlashStore {
         throw error;
       }
       await this.commitGate();
-      this.meta.mutate(() => this.mapRange(ino, first, runs, checksums));
+      this.meta.mutate(() => {
+        this.mapRange(ino, first, runs, checksums);
+        inMutation();
+      });
     } finally {
       this.staging.give(buffer);
     }
@@ -306,13 +311,23 @@ export class FlashStore {
     }
   }
 
-  /** Shrink a file's mapping to `sizeBytes`, zeroing the rest of its last block. */
-  async truncate(ino: Ino, sizeBytes: number): Promise<void> {
+  /**
+   * Change a file's size: when it shrinks, zero the rest of its new last block
+   * and unmap what lies beyond, in one metadata mutation with `inMutation`
+   * (which records the new size).  Growing needs no data change: bytes past
+   * the old end are zero already.
+   */
+  async truncate(ino: Ino, sizeBytes: number, oldSizeBytes: number, inMutation: () => void): Promise<void> {
+    const apply = () => {
+      if (sizeBytes < oldSizeBytes) this.unmapRange(ino, roundUp(sizeBytes), END_OF_FILE);
+      inMutation();
+    };
     const tail = sizeBytes % BS;
-    if (tail !== 0 && this.meta.extentsInRange(ino, sizeBytes, sizeBytes + 1).length > 0) {
-      await this.writeWithinSlot(ino, sizeBytes, Buffer.alloc(BS - tail));
+    if (sizeBytes < oldSizeBytes && tail !== 0 && this.meta.extentsInRange(ino, sizeBytes, sizeBytes + 1).length > 0) {
+      await this.writeWithinSlot(ino, sizeBytes, Buffer.alloc(BS - tail), apply);
+    } else {
+      this.meta.mutate(apply);
     }
-    this.meta.mutate(() => this.unmapRange(ino, roundUp(sizeBytes), END_OF_FILE));
   }
 
   /** Unmap every extent of a file (inside the caller's metadata mutation that deletes it). */
