@@ -32,6 +32,8 @@ export const constants = {
   /** Hard links to one inode (as ext4's EXT4_LINK_MAX). */
   linkCountMax: 65000,
 
+  /** Inodes and directory entries cached in memory in front of SQLite (bytes, estimated per entry). */
+  metaCacheBytesMax: 32 * MiB,
   /** Metadata is committed at least this often without an fsync (ext4 commits every 5 s). */
   commitIntervalMs: 1000,
   /** A commit also starts once this many metadata changes wait. */
@@ -39,6 +41,18 @@ export const constants = {
 
   /** Largest single read or write the fs layer takes in one call. */
   ioSizeBytesMax: 16 * MiB,
+  /** A sequential reader gets windows of this much read ahead (or of its read size, if larger). */
+  readaheadWindowBytes: 1 * MiB,
+  /** Windows read ahead per handle, at most. */
+  readaheadWindowCountMax: 2,
+  /** All handles together hold at most this much read ahead. */
+  readaheadBytesMax: 64 * MiB,
+  /**
+   * A flash read up to this size, with no other flash read in flight, is a
+   * synchronous pread: at queue depth 1 the thread-pool round trip costs more
+   * than the read.  Under concurrency reads stay asynchronous.
+   */
+  syncReadBytesMax: 64 * KiB,
   /** Bytes of aligned staging buffers kept for reuse by the flash store. */
   stagingPoolBytesMax: 32 * MiB,
 
@@ -58,3 +72,6 @@ assert.ok(constants.ioSizeBytesMax >= constants.extentSizeBytesMax);
 assert.ok(constants.stagingPoolBytesMax >= 2 * constants.extentSizeBytesMax);
 assert.ok(constants.fileSizeBytesMax <= Number.MAX_SAFE_INTEGER);
 assert.ok(constants.fuseWriteBytesMax <= constants.ioSizeBytesMax);
+assert.ok(constants.readaheadBytesMax >= constants.readaheadWindowCountMax * constants.ioSizeBytesMax);
+assert.equal(constants.readaheadWindowBytes % constants.blockSizeBytes, 0);
+assert.ok(constants.syncReadBytesMax <= constants.extentSizeBytesMax && constants.syncReadBytesMax % constants.blockSizeBytes === 0);

@@ -251,3 +251,22 @@ t.test('extended attributes', async (t) => {
   t.equal(await code(fs.getxattr(f.attr.ino, 'user.color', ROOT)), 'NO_XATTR');
   t.equal(await code(fs.removexattr(f.attr.ino, 'user.color', ROOT)), 'NO_XATTR');
 });
+
+t.test('readahead never serves stale bytes', async (t) => {
+  const { fs, store } = await openScratch(t, await formatScratch(t));
+  const { attr, fh: writer } = await fs.create(ROOT_INO, 'f', 0o644, c.O_RDWR, ROOT);
+  const chunk = 256 * 1024;
+  for (let i = 0; i < 16; i++) await fs.write(writer, i * chunk, Buffer.alloc(chunk, i));
+  const reader = await fs.open(attr.ino, c.O_RDONLY, ROOT);
+  const readBefore = store.counters.readBytes;
+  for (let i = 0; i < 16; i++) {
+    if (i === 5) await fs.write(writer, 6 * chunk, Buffer.alloc(chunk, 0xee)); // lands on the chunk read ahead
+    if (i === 9) await fs.setattr(attr.ino, { sizeBytes: 12 * chunk }, ROOT); // truncate under the reader
+    const data = await fs.read(reader, i * chunk, chunk);
+    const expected = i >= 12 ? Buffer.alloc(0) : Buffer.alloc(chunk, i === 6 ? 0xee : i);
+    if (!t.same(data, expected, `chunk ${i}`)) break;
+  }
+  t.ok(store.counters.readBytes - readBefore >= 11 * chunk, 'the chunks were read (some ahead)');
+  await fs.release(reader);
+  await fs.release(writer);
+});

@@ -53,8 +53,11 @@ point left dead by a crashed daemon is recovered.
   --meta DIR       the metadata directory given to format
   --mount DIR      where to mount (created if missing)
   --config FILE    a JSON file with the keys flash, meta, mount and
-                   optionally allowOther (true/false)
+                   optionally allowOther, direct, discard (true/false)
   --no-direct      use buffered I/O on the flash tier instead of O_DIRECT
+  --discard        punch freed blocks out of a file-backed flash tier (gives
+                   the space back to the host file system; costs write speed
+                   there).  Block devices are always discarded.
 
 Examples:
   tierfs serve --flash ./var/flash --meta ./var/meta --mount ./mnt
@@ -89,7 +92,7 @@ async function format(argv: string[]): Promise<void> {
     if (!stat.isFile() || stat.size !== sizeBytes)
       throw new TierfsError('USAGE', `--size: ${flash} exists with another size; --size only applies to a new file`);
   }
-  const device = openFlashDevice(flash);
+  const device = openFlashDevice(flash, { discard: true }); // a new file system starts with nothing allocated
   try {
     const sb = await formatFileSystem(device, meta, { force: values.force });
     process.stdout.write(`formatted ${flash}: ${(sb.sizeBytes / 2 ** 30).toFixed(2)} GiB, file system ${sb.uuid}, metadata in ${meta}\n`);
@@ -110,7 +113,7 @@ function readConfig(file: string): ServeConfig {
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
     throw new TierfsError('USAGE', `--config ${file}: expected a JSON object`);
-  const allowed = ['flash', 'meta', 'mount', 'allowOther', 'direct'];
+  const allowed = ['flash', 'meta', 'mount', 'allowOther', 'direct', 'discard'];
   const config = parsed as Record<string, unknown>;
   for (const key of Object.keys(config)) {
     if (!allowed.includes(key)) throw new TierfsError('USAGE', `--config ${file}: unknown key "${key}" (known: ${allowed.join(', ')})`);
@@ -119,7 +122,7 @@ function readConfig(file: string): ServeConfig {
     if (typeof config[key] !== 'string' || config[key] === '')
       throw new TierfsError('USAGE', `--config ${file}: "${key}" must be a non-empty string`);
   }
-  for (const key of ['allowOther', 'direct']) {
+  for (const key of ['allowOther', 'direct', 'discard']) {
     if (config[key] !== undefined && typeof config[key] !== 'boolean')
       throw new TierfsError('USAGE', `--config ${file}: "${key}" must be true or false`);
   }
@@ -133,6 +136,7 @@ async function serve(argv: string[]): Promise<void> {
     mount: { type: 'string' },
     config: { type: 'string' },
     'no-direct': { type: 'boolean' },
+    discard: { type: 'boolean' },
   });
   if (values.help) return void process.stdout.write(help.serve);
   if (positionals.length > 0) throw new TierfsError('USAGE', `serve: unexpected argument ${positionals[0]}`);
@@ -145,6 +149,7 @@ async function serve(argv: string[]): Promise<void> {
     config = { flash: required(values, 'flash', 'serve'), meta: required(values, 'meta', 'serve'), mount: required(values, 'mount', 'serve') };
   }
   if (values['no-direct']) config.direct = false;
+  if (values.discard) config.discard = true;
   if (fs.existsSync(config.mount) && !fs.statSync(config.mount).isDirectory())
     throw new TierfsError('USAGE', `serve: mount point ${config.mount} is not a directory`);
   await serveForeground(config);

@@ -14,6 +14,8 @@ export interface ServeConfig {
   mount: string;
   allowOther?: boolean;
   direct?: boolean;
+  /** Punch freed ranges out of a file-backed flash tier (block devices always discard). */
+  discard?: boolean;
 }
 
 export interface Daemon {
@@ -25,7 +27,7 @@ export interface Daemon {
 }
 
 export async function startDaemon(config: ServeConfig): Promise<Daemon> {
-  const opened = await openFileSystem(config.flash, config.meta, { direct: config.direct });
+  const opened = await openFileSystem(config.flash, config.meta, { direct: config.direct, discard: config.discard });
   const mount = new FuseMount(opened.fs, config.mount, { allowOther: config.allowOther });
   try {
     await mount.mount();

@@ -15,6 +15,8 @@ export interface FlashDevice {
   allocBuffer(bytes: number): Buffer;
   /** Fill `buffer` from `offsetBytes`; both aligned to the block size. */
   read(buffer: Buffer, offsetBytes: number): Promise<void>;
+  /** read(), but synchronous: for small reads where a thread-pool round trip costs more than the I/O. */
+  readNow(buffer: Buffer, offsetBytes: number): void;
   /** Write all of `buffer` at `offsetBytes`; both aligned to the block size. */
   write(buffer: Buffer, offsetBytes: number): Promise<void>;
   /** Make every completed write durable (fdatasync, which also flushes the drive cache). */
@@ -28,5 +30,5 @@ export interface FlashDevice {
   close(): Promise<void>;
 }
 
-export { openFlashDevice, createFlashFile } from './file_device';
+export { openFlashDevice, createFlashFile, type OpenOptions } from './file_device';
 export { SimulatedDevice } from './simulated_device';

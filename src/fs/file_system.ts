@@ -46,10 +46,23 @@ const X_OK = 1;
 const DAY_NS = 86_400_000_000_000n;
 const DIR_SIZE_BYTES = 4096;
 
+/** A window of a file read ahead for a sequential reader. */
+interface Readahead {
+  offsetBytes: number;
+  lengthBytes: number;
+  /** The inode's data generation when it was issued; any write or truncate since makes it stale. */
+  generation: number;
+  data: Promise<Buffer | undefined>;
+}
+
 interface Handle {
   ino: Ino;
   flags: number;
   credentials: Credentials;
+  /** Where a sequential reader's next read starts. */
+  nextReadOffsetBytes: number;
+  /** Windows read ahead, in file order. */
+  readahead: Readahead[];
 }
 
 export interface FileSystemOptions {
@@ -87,6 +100,9 @@ export class FileSystem {
   private readonly openCounts = new Map<Ino, number>();
   private readonly inodeLocks = new Map<Ino, Promise<unknown>>();
   private nextHandle = 1;
+  /** Bumped by every write and truncate of an open inode; entries live while the inode is open. */
+  private readonly dataGenerations = new Map<Ino, number>();
+  private readaheadBytes = 0;
   private readonly clockNs: () => TimeNs;
   private readonly timer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -283,6 +299,7 @@ export class FileSystem {
     if (change.sizeBytes !== undefined) {
       const sizeBytes = change.sizeBytes;
       await this.withInodeLock(ino, async () => {
+        this.dataChanged(ino);
         await this.store.truncate(ino, sizeBytes, this.inode(ino).sizeBytes, () => {
           const fresh = this.inode(ino);
           fresh.sizeBytes = sizeBytes;
@@ -527,7 +544,7 @@ export class FileSystem {
 
   private addHandle(ino: Ino, flags: number, credentials: Credentials): number {
     const fh = this.nextHandle++;
-    this.handles.set(fh, { ino, flags, credentials });
+    this.handles.set(fh, { ino, flags, credentials, nextReadOffsetBytes: 0, readahead: [] });
     this.openCounts.set(ino, (this.openCounts.get(ino) ?? 0) + 1);
     return fh;
   }
@@ -552,21 +569,70 @@ export class FileSystem {
     const inode = this.inode(handle.ino);
     if (isDir(inode.mode)) fail('IS_DIR', 'read of a directory');
     const n = Math.min(lengthBytes, constants.ioSizeBytesMax, Math.max(inode.sizeBytes - offsetBytes, 0));
-    const data = n > 0 ? await this.store.read(handle.ino, offsetBytes, n) : Buffer.alloc(0);
-    this.relatime(handle.ino);
+    const window = this.readaheadWindow(handle, offsetBytes, n);
+    if (n > 0 && (window || offsetBytes === handle.nextReadOffsetBytes)) this.readAhead(handle, offsetBytes + n, n, inode.sizeBytes);
+    handle.nextReadOffsetBytes = offsetBytes + n;
+    const ahead = window ? await window.data : undefined;
+    const data = ahead
+      ? ahead.subarray(offsetBytes - window!.offsetBytes, offsetBytes - window!.offsetBytes + n)
+      : n > 0 ? await this.store.read(handle.ino, offsetBytes, n) : Buffer.alloc(0);
+    this.relatime(inode);
     return data;
   }
 
-  /** relatime: the access time moves only when older than the last change or a day old (no metadata write per read). */
-  private relatime(ino: Ino): void {
-    const inode = this.meta.getInode(ino);
-    if (!inode) return;
-    const now = this.now();
-    if (inode.atimeNs <= inode.mtimeNs || inode.atimeNs <= inode.ctimeNs || now - inode.atimeNs >= DAY_NS) {
-      inode.atimeNs = now;
-      this.meta.mutate(() => this.meta.updateInode(inode));
+  /**
+   * The window holding [offsetBytes, offsetBytes + lengthBytes) if it is still
+   * current; windows wholly before the read, and stale ones, are dropped.
+   */
+  private readaheadWindow(handle: Handle, offsetBytes: number, lengthBytes: number): Readahead | undefined {
+    const generation = this.dataGenerations.get(handle.ino) ?? 0;
+    const keep = (w: Readahead) => w.generation === generation && w.offsetBytes + w.lengthBytes > offsetBytes;
+    for (const w of handle.readahead) if (!keep(w)) this.readaheadBytes -= w.lengthBytes;
+    handle.readahead = handle.readahead.filter(keep);
+    return handle.readahead.find((w) => w.offsetBytes <= offsetBytes && offsetBytes + lengthBytes <= w.offsetBytes + w.lengthBytes);
+  }
+
+  /** Keep up to readaheadWindowCountMax windows ahead of a sequential reader, within the global budget. */
+  private readAhead(handle: Handle, fromBytes: number, readBytes: number, sizeBytes: number): void {
+    const windowBytes = Math.max(readBytes, constants.readaheadWindowBytes);
+    const generation = this.dataGenerations.get(handle.ino) ?? 0;
+    while (handle.readahead.length < constants.readaheadWindowCountMax) {
+      const last = handle.readahead[handle.readahead.length - 1];
+      const start = last ? last.offsetBytes + last.lengthBytes : fromBytes;
+      const lengthBytes = Math.min(windowBytes, sizeBytes - start);
+      if (lengthBytes <= 0 || this.readaheadBytes + lengthBytes > constants.readaheadBytesMax) return;
+      this.readaheadBytes += lengthBytes;
+      handle.readahead.push({
+        offsetBytes: start,
+        lengthBytes,
+        generation,
+        data: this.store.read(handle.ino, start, lengthBytes).catch(() => undefined), // a failed window is read again, which reports the error
+      });
     }
   }
+
+  private dropReadahead(handle: Handle): void {
+    for (const w of handle.readahead) this.readaheadBytes -= w.lengthBytes;
+    handle.readahead = [];
+  }
+
+  private dataChanged(ino: Ino): void {
+    if (this.openCounts.has(ino)) this.dataGenerations.set(ino, (this.dataGenerations.get(ino) ?? 0) + 1);
+  }
+
+  /** relatime: the access time moves only when older than the last change or a day old (no metadata write per read). */
+  private relatime(seen: Inode): void {
+    const now = this.now();
+    if (seen.atimeNs <= seen.mtimeNs || seen.atimeNs <= seen.ctimeNs || now - seen.atimeNs >= DAY_NS) {
+      this.meta.mutate(() => {
+        const fresh = this.meta.getInode(seen.ino); // the copy seen before the read may be stale by now
+        if (!fresh) return;
+        fresh.atimeNs = now;
+        this.meta.updateInode(fresh);
+      });
+    }
+  }
+
 
   async write(fh: number, offsetBytes: number, data: Buffer): Promise<number> {
     const handle = this.handle(fh);
@@ -579,6 +645,7 @@ export class FileSystem {
       if ((inode.mode & S_IFMT) !== S_IFREG) fail('INVALID', 'write to a non-regular file');
       const at = handle.flags & O_APPEND ? inode.sizeBytes : offsetBytes;
       if (at + data.length > constants.fileSizeBytesMax) fail('FILE_TOO_BIG', 'write beyond the largest file');
+      this.dataChanged(handle.ino);
       await this.store.write(handle.ino, at, data, (endBytes) => {
         const fresh = this.inode(handle.ino);
         fresh.sizeBytes = Math.max(fresh.sizeBytes, endBytes);
@@ -602,12 +669,14 @@ export class FileSystem {
   async release(fh: number): Promise<void> {
     const handle = this.handle(fh);
     this.handles.delete(fh);
+    this.dropReadahead(handle);
     const count = (this.openCounts.get(handle.ino) ?? 1) - 1;
     if (count > 0) {
       this.openCounts.set(handle.ino, count);
       return;
     }
     this.openCounts.delete(handle.ino);
+    this.dataGenerations.delete(handle.ino);
     const inode = this.meta.getInode(handle.ino);
     if (inode && inode.nlink === 0) {
       await this.withInodeLock(handle.ino, async () => this.meta.mutate(() => this.destroy(handle.ino)));

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import fsConstants from 'node:constants';
 import path from 'node:path';
 import { constants } from '../constants';
-import { openFlashDevice, type FlashDevice } from '../device/device';
+import { openFlashDevice, type FlashDevice, type OpenOptions } from '../device/device';
 import { TierfsError } from '../errors';
 import { ROOT_INO, SqliteMetaStore, type MetaStore } from '../meta/meta_store';
 import { FlashStore, newSuperblock, readSuperblock, writeSuperblock, type Superblock } from '../store/store';
@@ -84,9 +84,9 @@ export interface OpenFileSystem {
 export async function openFileSystem(
   flashPath: string | FlashDevice,
   metaDir: string,
-  options: FileSystemOptions & { direct?: boolean } = {},
+  options: FileSystemOptions & OpenOptions = {},
 ): Promise<OpenFileSystem> {
-  const device = typeof flashPath === 'string' ? openFlashDevice(flashPath, { direct: options.direct }) : flashPath;
+  const device = typeof flashPath === 'string' ? openFlashDevice(flashPath, { direct: options.direct, discard: options.discard }) : flashPath;
   let meta: MetaStore | undefined;
   try {
     meta = new SqliteMetaStore(metaDir, { create: false });

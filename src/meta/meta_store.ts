@@ -49,7 +49,7 @@ export interface Extent {
   lengthBytes: number;
   /** Offset of the first byte on the flash device, block aligned. */
   flashOffsetBytes: number;
-  /** One CRC-32 per block, 4 bytes each, in file order. */
+  /** One CRC-32C per block, 4 bytes each (little endian), in file order. */
   checksums: Buffer;
 }
 

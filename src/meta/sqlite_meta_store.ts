@@ -6,11 +6,17 @@
  * (synchronous=FULL) and opens the next.  The schema carries a version
  * (PRAGMA user_version) and migrations run forward only; a database from a
  * newer tierfs is refused.
+ *
+ * Inodes and directory entries are cached (LRU, bounded in bytes), written
+ * through on every change: path resolution on every FUSE request would
+ * otherwise cost several statements each.  A mutation that fails is rolled
+ * back by SQLite and clears the caches, so they never hold a rolled-back value.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { LRUCache } from 'lru-cache';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import type { Dirent, Extent, Ino, Inode, MetaStore, NewInode } from './meta_store';
@@ -80,10 +86,21 @@ function toExtent(row: ExtentRow): Extent {
   };
 }
 
+const inodeEntryBytes = 256; // an Inode object with its bigints, estimated
+const direntEntryBytes = 96; // key string and map overhead, plus the name
+
 export class SqliteMetaStore implements MetaStore {
   readonly path: string;
   private readonly db: Database.Database;
   private pending = 0;
+  private readonly inodes = new LRUCache<number, Inode>({
+    maxSize: constants.metaCacheBytesMax / 2,
+    sizeCalculation: () => inodeEntryBytes,
+  });
+  private readonly dirents = new LRUCache<string, number>({
+    maxSize: constants.metaCacheBytesMax / 2,
+    sizeCalculation: (_value, key) => direntEntryBytes + key.length,
+  });
   private readonly stmt;
 
   /** Open (creating when `create`) the metadata database in `dir`. */
@@ -181,7 +198,14 @@ export class SqliteMetaStore implements MetaStore {
 
   mutate<T>(fn: () => T): T {
     assert.ok(this.db.inTransaction, 'metadata transaction is not open');
-    const result = this.db.transaction(fn)(); // nested: a savepoint, rolled back if fn throws
+    let result: T;
+    try {
+      result = this.db.transaction(fn)(); // nested: a savepoint, rolled back if fn throws
+    } catch (error) {
+      this.inodes.clear();
+      this.dirents.clear();
+      throw error;
+    }
     this.pending += 1;
     return result;
   }
@@ -197,9 +221,11 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   getInode(ino: Ino): Inode | undefined {
+    const cached = this.inodes.get(ino);
+    if (cached) return { ...cached };
     const row = this.stmt.getInode.get(ino) as InodeRow | undefined;
     if (!row) return undefined;
-    return {
+    const inode: Inode = {
       ino: Number(row.ino) as Ino,
       mode: Number(row.mode),
       uid: Number(row.uid),
@@ -212,13 +238,17 @@ export class SqliteMetaStore implements MetaStore {
       ctimeNs: row.ctime_ns,
       btimeNs: row.btime_ns,
     };
+    this.inodes.set(ino, inode);
+    return { ...inode };
   }
 
   createInode(i: NewInode): Ino {
     const info = this.stmt.createInode.run(
       i.mode, i.uid, i.gid, i.nlink, i.sizeBytes, i.rdev, i.atimeNs, i.mtimeNs, i.ctimeNs, i.btimeNs,
     );
-    return Number(info.lastInsertRowid) as Ino;
+    const ino = Number(info.lastInsertRowid) as Ino;
+    this.inodes.set(ino, { ino, ...i });
+    return ino;
   }
 
   updateInode(i: Inode): void {
@@ -226,6 +256,7 @@ export class SqliteMetaStore implements MetaStore {
       i.mode, i.uid, i.gid, i.nlink, i.sizeBytes, i.rdev, i.atimeNs, i.mtimeNs, i.ctimeNs, i.ino,
     );
     assert.equal(info.changes, 1, `update of missing inode ${i.ino}`);
+    this.inodes.set(i.ino, { ...i });
   }
 
   deleteInode(ino: Ino): void {
@@ -233,6 +264,7 @@ export class SqliteMetaStore implements MetaStore {
     this.stmt.deleteInodeExtents.run(ino);
     this.stmt.deleteXattrs.run(ino);
     this.stmt.deleteSymlink.run(ino);
+    this.inodes.delete(ino);
   }
 
   orphanInodes(): Ino[] {
@@ -244,16 +276,23 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   lookup(parent: Ino, name: string): Ino | undefined {
-    return this.stmt.lookup.get(parent, name) as Ino | undefined;
+    const key = `${parent}/${name}`;
+    const cached = this.dirents.get(key);
+    if (cached !== undefined) return cached as Ino;
+    const ino = this.stmt.lookup.get(parent, name) as Ino | undefined;
+    if (ino !== undefined) this.dirents.set(key, ino);
+    return ino;
   }
 
   addDirent(parent: Ino, name: string, ino: Ino): void {
     this.stmt.addDirent.run(parent, name, ino);
+    this.dirents.set(`${parent}/${name}`, ino);
   }
 
   removeDirent(parent: Ino, name: string): void {
     const info = this.stmt.removeDirent.run(parent, name);
     assert.equal(info.changes, 1, `remove of missing entry ${name} in ${parent}`);
+    this.dirents.delete(`${parent}/${name}`);
   }
 
   listDirents(parent: Ino, fromCookie: number, countMax: number): Dirent[] {
@@ -321,6 +360,8 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   crash(): void {
+    this.inodes.clear();
+    this.dirents.clear();
     if (this.db.open) this.db.close(); // SQLite rolls the open transaction back
   }
 

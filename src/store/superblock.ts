@@ -4,11 +4,11 @@
  * UUID the metadata database must carry too).
  *
  * Layout (little endian): magic "TIERFSSB" | u32 formatVersion | u32 blockSizeBytes
- * | 16-byte uuid | u64 sizeBytes | u64 createdMs | u32 crc32 of the block with
+ * | 16-byte uuid | u64 sizeBytes | u64 createdMs | u32 CRC-32C of the block with
  * this field zero.  The rest of the block is zero.
  */
 import crypto from 'node:crypto';
-import zlib from 'node:zlib';
+import { crc32c } from '../checksum';
 import { constants } from '../constants';
 import type { FlashDevice } from '../device/device';
 import { TierfsError } from '../errors';
@@ -33,7 +33,7 @@ export function encodeSuperblock(sb: Superblock, block: Buffer): void {
   Buffer.from(sb.uuid.replace(/-/g, ''), 'hex').copy(block, 16);
   block.writeBigUInt64LE(BigInt(sb.sizeBytes), 32);
   block.writeBigUInt64LE(BigInt(sb.createdMs), 40);
-  block.writeUInt32LE(zlib.crc32(block.subarray(0, constants.superblockSizeBytes)), crcOffset);
+  block.writeUInt32LE(crc32c(block.subarray(0, constants.superblockSizeBytes)), crcOffset);
 }
 
 function formatUuid(hex: string): string {
@@ -50,7 +50,7 @@ export function decodeSuperblock(block: Buffer, path: string): Probe {
   const stored = block.readUInt32LE(crcOffset);
   const copy = Buffer.from(block.subarray(0, constants.superblockSizeBytes));
   copy.writeUInt32LE(0, crcOffset);
-  if (zlib.crc32(copy) !== stored) throw new TierfsError('CORRUPT', `${path}: tierfs superblock is corrupt (checksum mismatch)`);
+  if (crc32c(copy) !== stored) throw new TierfsError('CORRUPT', `${path}: tierfs superblock is corrupt (checksum mismatch)`);
   const sb: Superblock = {
     formatVersion: block.readUInt32LE(8),
     blockSizeBytes: block.readUInt32LE(12),

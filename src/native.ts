@@ -1,4 +1,4 @@
-/** Loads the device helpers built from src/device/native at `npm ci`. */
+/** Loads tierfs's native helpers (device calls and CRC-32C), built from src/device/native at `npm ci`. */
 import path from 'node:path';
 
 export interface DeviceNative {
@@ -6,12 +6,14 @@ export interface DeviceNative {
   punchHole(fd: number, offsetBytes: number, lengthBytes: number): void;
   discard(fd: number, offsetBytes: number, lengthBytes: number): void;
   blockDeviceBytes(fd: number): number;
+  crc32cBlocks(data: Buffer, blockBytes: number, out: Buffer): void;
+  crc32c(data: Buffer): number;
 }
 
-// dist/src/device → ../../../src/device/native; src/device (ts under tap) → ./native
+// src/ (TypeScript under tap) → ./device/native; dist/src → ../../src/device/native
 const candidates = [
-  path.join(__dirname, 'native', 'build', 'Release', 'tierfs_device.node'),
-  path.join(__dirname, '..', '..', '..', 'src', 'device', 'native', 'build', 'Release', 'tierfs_device.node'),
+  path.join(__dirname, 'device', 'native', 'build', 'Release', 'tierfs_device.node'),
+  path.join(__dirname, '..', '..', 'src', 'device', 'native', 'build', 'Release', 'tierfs_device.node'),
 ];
 
 function load(): DeviceNative {

@@ -1,0 +1,251 @@
+/**
+ * `make bench`: one table, each row tierfs against a baseline measured in the
+ * same run on the same disk, as a ratio of medians (these machines are shared
+ * and noisy; every figure is the median of BENCH_REPEATS runs, default 3).
+ *
+ * Baselines: fio (psync, O_DIRECT, 1 MiB sequential and 4 KiB random) on a
+ * file in the same directory as the flash tier; a memory-backed file system
+ * on fuse-native (bench/memfs.ts) as the FUSE ceiling.  Writes end with an
+ * fsync on both sides.  Reads through FUSE follow a cache drop.
+ *
+ * The src/fs rows measure steady state on both sides: fio lays out its file
+ * once and tierfs writes its whole flash file once before timing, as an NVMe
+ * namespace would already be.  (Filling the holes of a sparse host file costs
+ * ext4 about 40 % of write speed; fio's own first pass pays the same.)
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import c from 'node:constants';
+import fs from 'node:fs';
+import path from 'node:path';
+import { createFlashFile, openFlashDevice } from '../src/device/device';
+import { formatFileSystem, openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../src/fs/fs';
+
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+const repoRoot = path.resolve(__dirname, '..', '..');
+const work = path.resolve(process.env.BENCH_DIR ?? path.join(repoRoot, 'var', 'bench'));
+const repeats = Number(process.env.BENCH_REPEATS ?? 3);
+const seqBytes = Number(process.env.BENCH_SEQ_BYTES ?? GiB);
+const randomSeconds = Number(process.env.BENCH_RANDOM_SECONDS ?? 5);
+const metaFileCount = Number(process.env.BENCH_FILES ?? 10_000);
+const rssFileCount = Number(process.env.BENCH_RSS_FILES ?? 100_000);
+const rssBytes = Number(process.env.BENCH_RSS_BYTES ?? 2 * GiB);
+
+interface Row {
+  name: string;
+  ours: number;
+  base: number;
+  unit: string;
+  target: string;
+  pass: boolean;
+}
+const rows: Row[] = [];
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+function ratioRow(name: string, ours: number[], base: number[], unit: string, min: number): void {
+  const o = median(ours);
+  const b = median(base);
+  rows.push({ name, ours: o, base: b, unit, target: `>= ${min}`, pass: o / b >= min });
+  console.error(`  ${name}: ${o.toFixed(1)} vs ${b.toFixed(1)} ${unit} -> ${(o / b).toFixed(2)}`);
+}
+
+function run(cmd: string, args: string[], options: { cwd?: string } = {}): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * MiB, ...options });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr || r.stdout}`);
+  return r.stdout;
+}
+
+function dropCaches(): void {
+  run('sync', []);
+  fs.writeFileSync('/proc/sys/vm/drop_caches', '3');
+}
+
+function fio(args: string[]): { bw: number; iops: number } {
+  const out = JSON.parse(run('fio', ['--output-format=json', '--ioengine=psync', '--direct=1', '--numjobs=1', ...args]));
+  const job = out.jobs[0];
+  const side = job.write.io_bytes > 0 ? job.write : job.read;
+  return { bw: side.bw_bytes / MiB, iops: side.iops };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function startChild(args: string[], readyText: string, mount: string): Promise<{ child: ChildProcess; stop: () => Promise<void> }> {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TIERFS_LOG: 'info' } });
+  let output = '';
+  child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+  const deadline = Date.now() + 30_000;
+  while (!output.includes(readyText)) {
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`child did not start: ${output}`);
+    await sleep(50);
+  }
+  return {
+    child,
+    stop: async () => {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await Promise.race([exited, sleep(20_000)]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+      spawnSync('fusermount', ['-uz', mount]);
+    },
+  };
+}
+
+async function freshTierfs(name: string, sizeBytes: number): Promise<{ flash: string; meta: string }> {
+  const dir = path.join(work, name);
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const flash = path.join(dir, 'flash');
+  const meta = path.join(dir, 'meta');
+  createFlashFile(flash, sizeBytes);
+  const device = openFlashDevice(flash);
+  await formatFileSystem(device, meta);
+  await device.close();
+  return { flash, meta };
+}
+
+/** Sequential 1 MiB writes (then fsync) and reads, and 4 KiB random reads, through src/fs vs fio. */
+async function fsLayer(): Promise<void> {
+  console.error('src/fs vs fio, same directory');
+  const fioFile = path.join(work, 'fio.dat');
+  const target = await freshTierfs('fs-layer', 3 * seqBytes); // the file is a third of the flash tier
+  const opened = await openFileSystem(target.flash, target.meta);
+  const { attr, fh } = await opened.fs.create(ROOT_INO, 'seq', 0o644, c.O_RDWR, ROOT);
+  const chunk = Buffer.alloc(MiB);
+  for (let i = 0; i < MiB; i += 8) chunk.writeDoubleLE(Math.random(), i);
+  const w: number[] = [], fw: number[] = [], r: number[] = [], fr: number[] = [], rr: number[] = [], frr: number[] = [];
+  fio(['--name=layout', `--filename=${fioFile}`, '--rw=write', '--bs=1M', `--size=${seqBytes}`, '--end_fsync=1']);
+  for (let pass = 0; pass < 3; pass++) {
+    for (let at = 0; at < seqBytes; at += MiB) await opened.fs.write(fh, at, chunk); // copy-on-write: three passes touch the whole flash file
+    await opened.fs.fsync(fh);
+  }
+  for (let rep = 0; rep < repeats; rep++) {
+    fw.push(fio(['--name=seqw', `--filename=${fioFile}`, '--rw=write', '--bs=1M', `--size=${seqBytes}`, '--end_fsync=1']).bw);
+    let start = performance.now();
+    for (let at = 0; at < seqBytes; at += MiB) await opened.fs.write(fh, at, chunk);
+    await opened.fs.fsync(fh);
+    w.push(seqBytes / MiB / ((performance.now() - start) / 1000));
+
+    fr.push(fio(['--name=seqr', `--filename=${fioFile}`, '--rw=read', '--bs=1M', `--size=${seqBytes}`]).bw);
+    start = performance.now();
+    for (let at = 0; at < seqBytes; at += MiB) await opened.fs.read(fh, at, MiB);
+    r.push(seqBytes / MiB / ((performance.now() - start) / 1000));
+
+    frr.push(fio(['--name=randr', `--filename=${fioFile}`, '--rw=randread', '--bs=4k', `--size=${seqBytes}`, `--runtime=${randomSeconds}`, '--time_based']).iops);
+    const blocks = seqBytes / 4096;
+    let count = 0;
+    start = performance.now();
+    const end = start + randomSeconds * 1000;
+    while (performance.now() < end) {
+      for (let i = 0; i < 64; i++) await opened.fs.read(fh, Math.floor(Math.random() * blocks) * 4096, 4096);
+      count += 64;
+    }
+    rr.push(count / ((performance.now() - start) / 1000));
+  }
+  await opened.fs.release(fh);
+  void attr;
+  await opened.close();
+  fs.rmSync(fioFile, { force: true });
+  fs.rmSync(path.dirname(target.flash), { recursive: true, force: true });
+  ratioRow('seq write 1 MiB, src/fs vs fio', w, fw, 'MiB/s', 0.8);
+  ratioRow('seq read 1 MiB, src/fs vs fio', r, fr, 'MiB/s', 0.8);
+  ratioRow('rand read 4 KiB qd1, src/fs vs fio psync', rr, frr, 'IOPS', 0.5);
+}
+
+function ddRate(args: string[]): number {
+  const start = performance.now();
+  run('dd', [...args, 'status=none']);
+  return seqBytes / MiB / ((performance.now() - start) / 1000);
+}
+
+/** Through the mount vs the memory-backed fuse-native file system. */
+async function fuseLayer(): Promise<void> {
+  console.error('FUSE: tierfs mount vs memory-backed fuse-native');
+  const target = await freshTierfs('fuse', seqBytes + 2 * GiB);
+  const tMount = path.join(work, 'tierfs-mnt');
+  const mMount = path.join(work, 'memfs-mnt');
+  const tierfs = await startChild([path.join(repoRoot, 'bin', 'tierfs.js'), 'serve', '--flash', target.flash, '--meta', target.meta, '--mount', tMount], 'info serving', tMount);
+  const memfs = await startChild([path.join(repoRoot, 'dist', 'bench', 'memfs.js'), mMount], 'ready', mMount);
+  try {
+    const count = String(seqBytes / MiB);
+    const results: Record<string, number[]> = { tw: [], mw: [], tr: [], mr: [], tc: [], mc: [], ts: [], ms: [], tu: [], mu: [] };
+    for (let rep = 0; rep < repeats; rep++) {
+      for (const [mount, key] of [[tMount, 't'], [mMount, 'm']] as const) {
+        const file = path.join(mount, 'seq');
+        fs.rmSync(file, { force: true });
+        results[`${key}w`].push(ddRate(['if=/dev/zero', `of=${file}`, 'bs=1M', `count=${count}`, 'conv=fsync']));
+        dropCaches();
+        results[`${key}r`].push(ddRate([`if=${file}`, 'of=/dev/null', 'bs=1M']));
+        fs.rmSync(file, { force: true });
+        const rates = JSON.parse(run('python3', [path.join(repoRoot, 'bench', 'metadata_ops.py'), path.join(mount, `meta${rep}`), String(metaFileCount)]));
+        results[`${key}c`].push(rates.create);
+        results[`${key}s`].push(rates.stat);
+        results[`${key}u`].push(rates.unlink);
+      }
+    }
+    ratioRow('seq write 1 MiB via FUSE vs memfs', results.tw, results.mw, 'MiB/s', 0.7);
+    ratioRow('seq read 1 MiB via FUSE vs memfs', results.tr, results.mr, 'MiB/s', 0.7);
+    ratioRow(`create ${metaFileCount} files vs memfs`, results.tc, results.mc, 'ops/s', 0.5);
+    ratioRow(`stat ${metaFileCount} files (no attr cache) vs memfs`, results.ts, results.ms, 'ops/s', 0.5);
+    ratioRow(`unlink ${metaFileCount} files vs memfs`, results.tu, results.mu, 'ops/s', 0.5);
+  } finally {
+    await tierfs.stop();
+    await memfs.stop();
+    fs.rmSync(path.dirname(target.flash), { recursive: true, force: true });
+  }
+}
+
+/** Peak RSS of `tierfs serve` after many files and many bytes. */
+async function memory(): Promise<void> {
+  console.error(`RSS: ${rssFileCount} files and ${rssBytes / GiB} GiB written`);
+  const target = await freshTierfs('rss', rssBytes + 2 * GiB);
+  const mount = path.join(work, 'rss-mnt');
+  const tierfs = await startChild([path.join(repoRoot, 'bin', 'tierfs.js'), 'serve', '--flash', target.flash, '--meta', target.meta, '--mount', mount], 'info serving', mount);
+  try {
+    run('python3', ['-c', `
+import os
+d = os.path.join(${JSON.stringify(mount)}, 'many')
+for k in range(${Math.ceil(rssFileCount / 1000)}):
+    sub = os.path.join(d, str(k)); os.makedirs(sub)
+    for i in range(1000):
+        with open(os.path.join(sub, str(i)), 'wb') as f: f.write(b'x' * 100)
+`]);
+    run('dd', ['if=/dev/zero', `of=${path.join(mount, 'big')}`, 'bs=1M', `count=${rssBytes / MiB}`, 'conv=fsync', 'status=none']);
+    run('cat', [path.join(mount, 'big')], {});
+    const status = fs.readFileSync(`/proc/${tierfs.child.pid}/status`, 'utf8');
+    const peakMiB = Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) / 1024;
+    rows.push({ name: `peak RSS of serve, ${rssFileCount} files + ${rssBytes / GiB} GiB`, ours: peakMiB, base: 300, unit: 'MiB', target: '< 300 MiB', pass: peakMiB < 300 });
+    console.error(`  peak RSS ${peakMiB.toFixed(0)} MiB`);
+  } finally {
+    await tierfs.stop();
+    fs.rmSync(path.dirname(target.flash), { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('make bench needs root (FUSE mounts, drop_caches)');
+  fs.mkdirSync(work, { recursive: true });
+  const only = process.env.BENCH_ONLY?.split(',');
+  if (!only || only.includes('fs')) await fsLayer();
+  if (!only || only.includes('fuse')) await fuseLayer();
+  if (!only || only.includes('rss')) await memory();
+  const lines = ['| measurement | tierfs | baseline | unit | ratio | target | |', '| --- | ---: | ---: | --- | ---: | --- | --- |'];
+  for (const row of rows) {
+    const ratio = row.unit === 'MiB' ? '' : (row.ours / row.base).toFixed(2);
+    lines.push(`| ${row.name} | ${row.ours.toFixed(1)} | ${row.base.toFixed(1)} | ${row.unit} | ${ratio} | ${row.target} | ${row.pass ? 'ok' : 'MISSED'} |`);
+  }
+  console.log(`\ntierfs bench, medians of ${repeats} runs, ${new Date().toISOString()}\n`);
+  console.log(lines.join('\n'));
+  fs.rmSync(work, { recursive: true, force: true });
+}
+
+main().catch((error) => {
+  console.error(`bench: ${error.message}`);
+  process.exit(1);
+});
