@@ -17,8 +17,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import c from 'node:constants';
 import fs from 'node:fs';
 import path from 'node:path';
-import { createFlashFile, openFlashDevice } from '../src/device/device';
-import { formatFileSystem, openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../src/fs/fs';
+import { formatFlashPath, openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../src/fs/fs';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -103,10 +102,7 @@ async function freshTierfs(name: string, sizeBytes: number): Promise<{ flash: st
   fs.mkdirSync(dir, { recursive: true });
   const flash = path.join(dir, 'flash');
   const meta = path.join(dir, 'meta');
-  createFlashFile(flash, sizeBytes);
-  const device = openFlashDevice(flash);
-  await formatFileSystem(device, meta);
-  await device.close();
+  await formatFlashPath(flash, meta, { sizeBytes });
   return { flash, meta };
 }
 

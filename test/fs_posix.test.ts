@@ -3,22 +3,11 @@
 // offsets, O_APPEND, holes, timestamps and name limits.
 import t from 'tap';
 import c from 'node:constants';
-import { isTierfsError } from '../src/errors';
 import { RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_CREDENTIALS as ROOT, ROOT_INO, XATTR_CREATE, XATTR_REPLACE, type Credentials } from '../src/fs/fs';
-import { formatScratch, openScratch } from './helpers/fs';
+import { code, formatScratch, openScratch } from './helpers/fs';
 
 const alice: Credentials = { uid: 1000, gid: 1000, groups: [] };
 const bob: Credentials = { uid: 1001, gid: 1001, groups: [50] };
-
-async function code(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-    return 'ok';
-  } catch (error) {
-    if (isTierfsError(error)) return error.code;
-    throw error;
-  }
-}
 
 t.test('permissions follow the mode bits for non-root callers', async (t) => {
   const { fs } = await openScratch(t, await formatScratch(t));

@@ -6,21 +6,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { constants } from '../src/constants';
 import { createFlashFile, openFlashDevice, SimulatedDevice } from '../src/device/device';
-import { isTierfsError } from '../src/errors';
 import { formatFileSystem, openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../src/fs/fs';
 import { Allocator } from '../src/store/allocator';
 import { encodeSuperblock, formatVersion, newSuperblock } from '../src/store/superblock';
-import { formatScratch, openScratch, pattern, scratchDir } from './helpers/fs';
-
-async function code(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-    return 'ok';
-  } catch (error) {
-    if (isTierfsError(error)) return error.code;
-    throw error;
-  }
-}
+import { code, formatScratch, openScratch, pattern, scratchDir } from './helpers/fs';
 
 function writeAt(file: string, offset: number, data: Buffer): void {
   const fd = fs.openSync(file, 'r+');

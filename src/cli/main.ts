@@ -7,12 +7,10 @@
  * mistake, 1 for anything else.  No stack trace for a user's mistake.
  */
 import fs from 'node:fs';
-import path from 'node:path';
 import { constants } from '../constants';
-import { createFlashFile, openFlashDevice } from '../device/device';
 import { serveForeground, type ServeConfig } from '../daemon/daemon';
 import { TierfsError, isTierfsError } from '../errors';
-import { formatFileSystem } from '../fs/fs';
+import { formatFlashPath } from '../fs/fs';
 import { parseOptions, parseSize, required } from './args';
 
 const help = {
@@ -81,27 +79,8 @@ async function format(argv: string[]): Promise<void> {
     throw new TierfsError('USAGE', `--size: the flash tier needs at least ${constants.flashSizeBytesMin / 2 ** 20} MiB`);
   if (sizeBytes !== undefined && sizeBytes % constants.blockSizeBytes !== 0)
     throw new TierfsError('USAGE', `--size: must be a multiple of ${constants.blockSizeBytes} bytes`);
-  let created = false;
-  if (!fs.existsSync(flash)) {
-    if (!fs.existsSync(path.dirname(path.resolve(flash))))
-      throw new TierfsError('NOT_FOUND', `format: directory of ${flash} does not exist`);
-    createFlashFile(flash, sizeBytes ?? constants.flashSizeBytesDefault);
-    created = true;
-  } else if (sizeBytes !== undefined) {
-    const stat = fs.statSync(flash);
-    if (!stat.isFile() || stat.size !== sizeBytes)
-      throw new TierfsError('USAGE', `--size: ${flash} exists with another size; --size only applies to a new file`);
-  }
-  const device = openFlashDevice(flash, { discard: true }); // a new file system starts with nothing allocated
-  try {
-    const sb = await formatFileSystem(device, meta, { force: values.force });
-    process.stdout.write(`formatted ${flash}: ${(sb.sizeBytes / 2 ** 30).toFixed(2)} GiB, file system ${sb.uuid}, metadata in ${meta}\n`);
-  } catch (error) {
-    await device.close();
-    if (created) fs.rmSync(flash, { force: true });
-    throw error;
-  }
-  await device.close();
+  const sb = await formatFlashPath(flash, meta, { force: values.force, sizeBytes });
+  process.stdout.write(`formatted ${flash}: ${(sb.sizeBytes / 2 ** 30).toFixed(2)} GiB, file system ${sb.uuid}, metadata in ${meta}\n`);
 }
 
 function readConfig(file: string): ServeConfig {

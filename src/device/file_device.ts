@@ -26,6 +26,11 @@ function ioError(op: string, path: string, error: unknown): TierfsError {
   return new TierfsError('IO', `${op} ${path}: ${(error as Error).message}`, { cause: error });
 }
 
+/** The error for a transfer that moved fewer bytes than asked, or undefined when it moved them all. */
+function shortError(op: string, path: string, offsetBytes: number, done: number, wanted: number): TierfsError | undefined {
+  return done === wanted ? undefined : new TierfsError('IO', `short ${op} of ${path} at ${offsetBytes}: ${done}/${wanted}`);
+}
+
 class FileDevice implements FlashDevice {
   private closed = false;
   constructor(
@@ -53,9 +58,8 @@ class FileDevice implements FlashDevice {
     this.checkRange(buffer, offsetBytes);
     return new Promise((resolve, reject) => {
       fs.read(this.fd, buffer, 0, buffer.length, offsetBytes, (error, bytesRead) => {
-        if (error) reject(ioError('read', this.path, error));
-        else if (bytesRead !== buffer.length)
-          reject(new TierfsError('IO', `short read of ${this.path} at ${offsetBytes}: ${bytesRead}/${buffer.length}`));
+        const failure = error ? ioError('read', this.path, error) : shortError('read', this.path, offsetBytes, bytesRead, buffer.length);
+        if (failure) reject(failure);
         else resolve();
       });
     });
@@ -69,17 +73,16 @@ class FileDevice implements FlashDevice {
     } catch (error) {
       throw ioError('read', this.path, error);
     }
-    if (bytesRead !== buffer.length)
-      throw new TierfsError('IO', `short read of ${this.path} at ${offsetBytes}: ${bytesRead}/${buffer.length}`);
+    const failure = shortError('read', this.path, offsetBytes, bytesRead, buffer.length);
+    if (failure) throw failure;
   }
 
   write(buffer: Buffer, offsetBytes: number): Promise<void> {
     this.checkRange(buffer, offsetBytes);
     return new Promise((resolve, reject) => {
       fs.write(this.fd, buffer, 0, buffer.length, offsetBytes, (error, written) => {
-        if (error) reject(ioError('write', this.path, error));
-        else if (written !== buffer.length)
-          reject(new TierfsError('IO', `short write of ${this.path} at ${offsetBytes}: ${written}/${buffer.length}`));
+        const failure = error ? ioError('write', this.path, error) : shortError('write', this.path, offsetBytes, written, buffer.length);
+        if (failure) reject(failure);
         else resolve();
       });
     });

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import fsConstants from 'node:constants';
 import path from 'node:path';
 import { constants } from '../constants';
-import { openFlashDevice, type FlashDevice, type OpenOptions } from '../device/device';
+import { createFlashFile, openFlashDevice, type FlashDevice, type OpenOptions } from '../device/device';
 import { TierfsError } from '../errors';
 import { ROOT_INO, SqliteMetaStore, type MetaStore } from '../meta/meta_store';
 import { FlashStore, newSuperblock, readSuperblock, writeSuperblock, type Superblock } from '../store/store';
@@ -69,6 +69,38 @@ export async function formatFileSystem(device: FlashDevice, metaDir: string, opt
   device.release(constants.superblockSizeBytes, device.sizeBytes - constants.superblockSizeBytes);
   await writeSuperblock(device, sb);
   return sb;
+}
+
+/**
+ * Format the flash tier at `flash` (a device, or a file created sparse with
+ * `sizeBytes` when missing; a file created here is removed again if the
+ * format is refused).  The CLI, the tests and the benchmark all format this way.
+ */
+export async function formatFlashPath(
+  flash: string,
+  metaDir: string,
+  options: FormatOptions & { sizeBytes?: number } = {},
+): Promise<Superblock> {
+  let created = false;
+  if (!fs.existsSync(flash)) {
+    if (!fs.existsSync(path.dirname(path.resolve(flash))))
+      throw new TierfsError('NOT_FOUND', `format: directory of ${flash} does not exist`);
+    createFlashFile(flash, options.sizeBytes ?? constants.flashSizeBytesDefault);
+    created = true;
+  } else if (options.sizeBytes !== undefined) {
+    const stat = fs.statSync(flash);
+    if (!stat.isFile() || stat.size !== options.sizeBytes)
+      throw new TierfsError('USAGE', `--size: ${flash} exists with another size; --size only applies to a new file`);
+  }
+  const device = openFlashDevice(flash, { discard: true }); // a new file system starts with nothing allocated
+  try {
+    return await formatFileSystem(device, metaDir, options);
+  } catch (error) {
+    if (created) fs.rmSync(flash, { force: true });
+    throw error;
+  } finally {
+    await device.close();
+  }
 }
 
 /** A file system opened from its flash tier and metadata directory, with what it owns. */

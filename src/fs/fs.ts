@@ -3,7 +3,7 @@
  * or S3 front ends) see it: inode-based operations, each taking the caller's
  * credentials, each failing with a TierfsError whose code maps to one errno.
  */
-import type { Ino, TimeNs } from '../meta/meta_store';
+import type { Ino, Inode, TimeNs } from '../meta/meta_store';
 
 export type { Ino, TimeNs } from '../meta/meta_store';
 export { ROOT_INO } from '../meta/meta_store';
@@ -17,20 +17,10 @@ export interface Credentials {
 
 export const ROOT_CREDENTIALS: Credentials = { uid: 0, gid: 0, groups: [] };
 
-export interface Attr {
-  ino: Ino;
-  mode: number;
-  uid: number;
-  gid: number;
-  nlink: number;
-  sizeBytes: number;
-  rdev: number;
+/** What stat shows: the inode plus its allocation. */
+export interface Attr extends Inode {
   /** st_blocks: 512-byte units allocated. */
   blocks: number;
-  atimeNs: TimeNs;
-  mtimeNs: TimeNs;
-  ctimeNs: TimeNs;
-  btimeNs: TimeNs;
 }
 
 /** A time to set: nanoseconds since the epoch, or the clock's now (UTIME_NOW). */
@@ -70,4 +60,4 @@ export const XATTR_CREATE = 1;
 export const XATTR_REPLACE = 2;
 
 export { FileSystem, type FileSystemOptions } from './file_system';
-export { formatFileSystem, openFileSystem, type FormatOptions, type OpenFileSystem } from './format';
+export { formatFileSystem, formatFlashPath, openFileSystem, type FormatOptions, type OpenFileSystem } from './format';

@@ -142,6 +142,12 @@ export class FuseMount {
     const done = (cb: Fuse.Callback) => () => cb(0);
     const setattr = (op: string, path: string, change: SetAttr, cb: Fuse.Callback) =>
       this.run(op, path, cb, async () => fsys.setattr((await this.resolve(path)).ino, change, who), done(cb));
+    /** An operation on the entry `name` of the directory holding `path`. */
+    const onEntry = (op: string, path: string, cb: Fuse.Callback, fn: (parent: Ino, name: string) => Promise<unknown>) =>
+      this.run(op, path, cb, async () => {
+        const { parent, name } = await this.parentOf(path);
+        return fn(parent, name);
+      }, done(cb));
 
     return {
       init: (cb: Fuse.Callback) => cb(0),
@@ -196,25 +202,11 @@ export class FuseMount {
       utimens: (path: string, atimeMs: number, mtimeMs: number, cb: Fuse.Callback) =>
         setattr('utimens', path, { atime: timeSpecOf(atimeMs), mtime: timeSpecOf(mtimeMs) }, cb),
       mknod: (path: string, mode: number, dev: number, cb: Fuse.Callback) =>
-        this.run('mknod', path, cb, async () => {
-          const { parent, name } = await this.parentOf(path);
-          return fsys.mknod(parent, name, mode, dev, who);
-        }, done(cb)),
+        onEntry('mknod', path, cb, (parent, name) => fsys.mknod(parent, name, mode, dev, who)),
       mkdir: (path: string, mode: number, cb: Fuse.Callback) =>
-        this.run('mkdir', path, cb, async () => {
-          const { parent, name } = await this.parentOf(path);
-          return fsys.mkdir(parent, name, mode, who);
-        }, done(cb)),
-      unlink: (path: string, cb: Fuse.Callback) =>
-        this.run('unlink', path, cb, async () => {
-          const { parent, name } = await this.parentOf(path);
-          return fsys.unlink(parent, name, who);
-        }, done(cb)),
-      rmdir: (path: string, cb: Fuse.Callback) =>
-        this.run('rmdir', path, cb, async () => {
-          const { parent, name } = await this.parentOf(path);
-          return fsys.rmdir(parent, name, who);
-        }, done(cb)),
+        onEntry('mkdir', path, cb, (parent, name) => fsys.mkdir(parent, name, mode, who)),
+      unlink: (path: string, cb: Fuse.Callback) => onEntry('unlink', path, cb, (parent, name) => fsys.unlink(parent, name, who)),
+      rmdir: (path: string, cb: Fuse.Callback) => onEntry('rmdir', path, cb, (parent, name) => fsys.rmdir(parent, name, who)),
       rename: (src: string, dest: string, cb: Fuse.Callback) =>
         this.run('rename', src, cb, async () => {
           const from = await this.parentOf(src);
@@ -223,15 +215,12 @@ export class FuseMount {
         }, done(cb)),
       link: (src: string, dest: string, cb: Fuse.Callback) =>
         this.run('link', dest, cb, async () => {
-          const target = await this.resolve(src);
+          const target = await this.resolve(src); // the old path first, as link(2) resolves it
           const { parent, name } = await this.parentOf(dest);
           return fsys.link(target.ino, parent, name, who);
         }, done(cb)),
       symlink: (target: string, path: string, cb: Fuse.Callback) =>
-        this.run('symlink', path, cb, async () => {
-          const { parent, name } = await this.parentOf(path);
-          return fsys.symlink(parent, name, target, who);
-        }, done(cb)),
+        onEntry('symlink', path, cb, (parent, name) => fsys.symlink(parent, name, target, who)),
       readlink: (path: string, cb: Fuse.Callback) =>
         this.run('readlink', path, cb, async () => fsys.readlink((await this.resolve(path)).ino), (target) => cb(0, target)),
       setxattr: (path: string, name: string, value: Buffer, _position: number, flags: number, cb: Fuse.Callback) =>

@@ -5,8 +5,8 @@ type Test = tap.Test;
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createFlashFile, openFlashDevice } from '../../src/device/device';
-import { formatFileSystem, openFileSystem, type OpenFileSystem } from '../../src/fs/fs';
+import { isTierfsError } from '../../src/errors';
+import { formatFlashPath, openFileSystem, type OpenFileSystem } from '../../src/fs/fs';
 
 export interface Scratch {
   dir: string;
@@ -24,10 +24,7 @@ export async function formatScratch(t: Test, sizeBytes = 128 * 2 ** 20): Promise
   const dir = scratchDir(t);
   const flash = path.join(dir, 'flash');
   const meta = path.join(dir, 'meta');
-  createFlashFile(flash, sizeBytes);
-  const device = openFlashDevice(flash);
-  await formatFileSystem(device, meta);
-  await device.close();
+  await formatFlashPath(flash, meta, { sizeBytes });
   return { dir, flash, meta };
 }
 
@@ -61,4 +58,15 @@ export function pattern(seed: number, length: number): Buffer {
   const data = Buffer.allocUnsafe(length);
   for (let i = 0; i < length; i++) data[i] = (random() * 256) | 0;
   return data;
+}
+
+/** The TierfsError code a promise fails with, or 'ok'. */
+export async function code(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+    return 'ok';
+  } catch (error) {
+    if (isTierfsError(error)) return error.code;
+    throw error;
+  }
 }
