@@ -116,6 +116,11 @@ os.setxattr(p("hard"), "user.color", b"blue")
 check("getxattr", os.getxattr(p("hard"), "user.color") == b"blue")
 check("listxattr", "user.color" in os.listxattr(p("hard")))
 fails_with("XATTR_CREATE on an existing xattr", errno.EEXIST, os.setxattr, p("hard"), "user.color", b"x", os.XATTR_CREATE)
+os.setxattr(p("hard"), "user.big", b"v" * 5000)
+check("an xattr value larger than the first buffer tried (ERANGE, then the right size)", os.getxattr(p("hard"), "user.big") == b"v" * 5000)
+for i in range(60):
+    os.setxattr(p("hard"), f"user.name{i:03d}", b"x")
+check("listxattr of more names than the first buffer holds", len(os.listxattr(p("hard"))) == 62)
 os.removexattr(p("hard"), "user.color")
 fails_with("getxattr of a removed xattr", errno.ENODATA, os.getxattr, p("hard"), "user.color")
 
