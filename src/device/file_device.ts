@@ -142,24 +142,30 @@ export function openFlashDevice(path: string, options: OpenOptions = {}): FlashD
   if (!block && !stat.isFile())
     throw new TierfsError('NOT_OURS', `flash tier ${path} is neither a regular file nor a block device`);
   const wantDirect = options.direct ?? true;
+  // O_EXCL on a block device: refused (EBUSY) while it is mounted or claimed by another owner.
+  const exclusive = block ? fs.constants.O_EXCL : 0;
   let fd = -1;
   let direct = false;
   if (wantDirect) {
     try {
-      fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_DIRECT);
+      fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_DIRECT | exclusive);
       direct = directWorks(fd);
       if (!direct) {
         fs.closeSync(fd);
         fd = -1;
       }
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EINVAL') throw ioError('open', path, error);
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EBUSY') throw new TierfsError('BUSY', `${path} is in use (mounted or claimed by another program)`, { cause: error });
+      if (code !== 'EINVAL') throw ioError('open', path, error);
     }
   }
   if (fd < 0) {
     try {
-      fd = fs.openSync(path, fs.constants.O_RDWR);
+      fd = fs.openSync(path, fs.constants.O_RDWR | exclusive);
     } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EBUSY')
+        throw new TierfsError('BUSY', `${path} is in use (mounted or claimed by another program)`, { cause: error });
       throw ioError('open', path, error);
     }
   }

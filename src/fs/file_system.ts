@@ -14,6 +14,7 @@
 import fsConstants from 'node:constants';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
+import { log } from '../log';
 import type { Inode, MetaStore } from '../meta/meta_store';
 import type { FlashStore } from '../store/store';
 import {
@@ -131,7 +132,8 @@ export class FileSystem {
   }
 
   private backgroundCommit(): void {
-    this.store.commit().catch(() => undefined); // a failed commit is retried by the next one; fsync callers see the error
+    // A failed commit keeps its changes pending for the next one; fsync callers get the error themselves.
+    this.store.commit().catch((error) => log.error('background commit failed; will retry', { error }));
   }
 
   // ---- helpers ----
