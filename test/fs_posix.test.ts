@@ -3,8 +3,12 @@
 // offsets, O_APPEND, holes, timestamps and name limits.
 import t from 'tap';
 import c from 'node:constants';
-import { RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_CREDENTIALS as ROOT, ROOT_INO, XATTR_CREATE, XATTR_REPLACE, type Credentials } from '../src/fs/fs';
-import { code, formatScratch, openScratch } from './helpers/fs';
+import path from 'node:path';
+import { SimulatedDevice, type FlashDevice } from '../src/device/device';
+import {
+  formatFileSystem, openFileSystem, RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_CREDENTIALS as ROOT, ROOT_INO, XATTR_CREATE, XATTR_REPLACE, type Credentials,
+} from '../src/fs/fs';
+import { code, formatScratch, openScratch, scratchDir } from './helpers/fs';
 
 const alice: Credentials = { uid: 1000, gid: 1000, groups: [] };
 const bob: Credentials = { uid: 1001, gid: 1001, groups: [50] };
@@ -256,6 +260,51 @@ t.test('readahead never serves stale bytes', async (t) => {
     if (!t.same(data, expected, `chunk ${i}`)) break;
   }
   t.ok(store.counters.readBytes - readBefore >= 11 * chunk, 'the chunks were read (some ahead)');
+  await fs.release(reader);
+  await fs.release(writer);
+});
+
+t.test('a window read ahead while a write is in flight is not served after it', async (t) => {
+  // A device whose writes wait until released: the read below lands exactly between
+  // the write's device I/O and its mapping switch.
+  const sim = new SimulatedDevice(64 * 2 ** 20);
+  let hold: Promise<void> | undefined;
+  let held!: () => void;
+  let release!: () => void;
+  const device: FlashDevice = {
+    path: sim.path, sizeBytes: sim.sizeBytes, direct: false,
+    allocBuffer: (bytes) => sim.allocBuffer(bytes),
+    read: (buffer, offset) => sim.read(buffer, offset),
+    readNow: (buffer, offset) => sim.readNow(buffer, offset),
+    write: async (buffer, offset) => {
+      if (hold) {
+        held();
+        await hold;
+      }
+      return sim.write(buffer, offset);
+    },
+    sync: () => sim.sync(),
+    release: (offset, length) => sim.release(offset, length),
+    close: () => sim.close(),
+  };
+  const meta = path.join(scratchDir(t), 'meta');
+  await formatFileSystem(device, meta);
+  const opened = await openFileSystem(device, meta, { commitIntervalMs: 0 });
+  t.teardown(() => opened.close().catch(() => undefined));
+  const { fs } = opened;
+  const { attr, fh: writer } = await fs.create(ROOT_INO, 'f', 0o644, c.O_RDWR, ROOT);
+  const chunk = 256 * 1024;
+  await fs.write(writer, 0, Buffer.alloc(8 * chunk, 1));
+  const reader = await fs.open(attr.ino, c.O_RDONLY, ROOT);
+  const isHeld = new Promise<void>((resolve) => (held = resolve));
+  hold = new Promise<void>((resolve) => (release = resolve));
+  const writing = fs.write(writer, chunk, Buffer.alloc(chunk, 2));
+  await isHeld; // the write's bytes are on their way to the device, not yet mapped
+  t.same(await fs.read(reader, 0, chunk), Buffer.alloc(chunk, 1), 'a read during the write');
+  hold = undefined;
+  release();
+  await writing;
+  t.same(await fs.read(reader, chunk, chunk), Buffer.alloc(chunk, 2), 'the read after the write sees the write');
   await fs.release(reader);
   await fs.release(writer);
 });

@@ -101,7 +101,11 @@ export class FileSystem {
   private readonly openCounts = new Map<Ino, number>();
   private readonly inodeLocks = new Map<Ino, Promise<unknown>>();
   private nextHandle = 1;
-  /** Bumped by every write and truncate of an open inode; entries live while the inode is open. */
+  /**
+   * Bumped inside every mutation that changes an open inode's data mapping
+   * (write, truncate); a readahead window issued under an older value is
+   * stale.  Entries live while the inode is open.
+   */
   private readonly dataGenerations = new Map<Ino, number>();
   private readaheadBytes = 0;
   private readonly clockNs: () => TimeNs;
@@ -301,8 +305,8 @@ export class FileSystem {
     if (change.sizeBytes !== undefined) {
       const sizeBytes = change.sizeBytes;
       await this.withInodeLock(ino, async () => {
-        this.dataChanged(ino);
         await this.store.truncate(ino, sizeBytes, this.inode(ino).sizeBytes, () => {
+          this.dataChanged(ino);
           const fresh = this.inode(ino);
           fresh.sizeBytes = sizeBytes;
           this.touch(fresh, { m: true, c: true });
@@ -647,8 +651,8 @@ export class FileSystem {
       if ((inode.mode & S_IFMT) !== S_IFREG) fail('INVALID', 'write to a non-regular file');
       const at = handle.flags & O_APPEND ? inode.sizeBytes : offsetBytes;
       if (at + data.length > constants.fileSizeBytesMax) fail('FILE_TOO_BIG', 'write beyond the largest file');
-      this.dataChanged(handle.ino);
       await this.store.write(handle.ino, at, data, (endBytes) => {
+        this.dataChanged(handle.ino); // with the mapping switch: a window read before it is stale from here on
         const fresh = this.inode(handle.ino);
         fresh.sizeBytes = Math.max(fresh.sizeBytes, endBytes);
         if (handle.credentials.uid !== 0 && fresh.mode & (S_ISUID | S_ISGID)) {
