@@ -1,12 +1,14 @@
 // The flash store: superblock refusals, checksums on every read, space accounting,
 // copy-on-write reuse of space, and the allocator.
 import t from 'tap';
+import { execFileSync, spawnSync } from 'node:child_process';
 import c from 'node:constants';
 import fs from 'node:fs';
 import path from 'node:path';
 import { constants } from '../src/constants';
 import { createFlashFile, openFlashDevice, SimulatedDevice } from '../src/device/device';
-import { formatFileSystem, openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../src/fs/fs';
+import Database from 'better-sqlite3';
+import { formatFileSystem, formatFlashPath, openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../src/fs/fs';
 import { Allocator } from '../src/store/allocator';
 import { encodeSuperblock, formatVersion, newSuperblock } from '../src/store/superblock';
 import { code, formatScratch, openScratch, pattern, scratchDir } from './helpers/fs';
@@ -165,4 +167,49 @@ t.test('allocator', async (t) => {
   const big = new Allocator(1, 10000);
   big.markUsed({ startBlock: 1, blockCount: 9000 });
   t.equal(big.allocate(5)!.startBlock, 9001, 'skips whole used words quickly');
+});
+
+t.test('a file system that refuses O_DIRECT (ramfs): buffered I/O, and the log says so', async (t) => {
+  // tmpfs accepts O_DIRECT since Linux 6.6; ramfs still refuses it.
+  const dir = scratchDir(t);
+  execFileSync('mount', ['-t', 'ramfs', 'tierfs-test', dir]);
+  t.teardown(() => void spawnSync('umount', [dir]));
+  const flash = path.join(dir, 'flash');
+  const meta = path.join(dir, 'meta');
+  await formatFlashPath(flash, meta, { sizeBytes: 32 * 2 ** 20 });
+  let logged = '';
+  const write = process.stderr.write.bind(process.stderr);
+  const level = process.env.TIERFS_LOG;
+  process.env.TIERFS_LOG = 'info';
+  process.stderr.write = ((chunk: string) => ((logged += chunk), true)) as typeof process.stderr.write;
+  let device;
+  try {
+    device = openFlashDevice(flash);
+  } finally {
+    process.stderr.write = write;
+    process.env.TIERFS_LOG = level;
+  }
+  t.notOk(device.direct, 'buffered');
+  t.match(logged, /O_DIRECT refused here; fdatasync for durability/, 'the log says which');
+  await device.close();
+  const opened = await openFileSystem(flash, meta, { commitIntervalMs: 0 });
+  const { fh } = await opened.fs.create(ROOT_INO, 'f', 0o644, c.O_RDWR, ROOT);
+  await opened.fs.write(fh, 123, Buffer.from('buffered but checked'));
+  await opened.fs.fsync(fh);
+  t.equal((await opened.fs.read(fh, 123, 100)).toString(), 'buffered but checked');
+  await opened.fs.release(fh);
+  await opened.close();
+});
+
+t.test('metadata that is not ours, or from a newer tierfs, is refused with one clear error', async (t) => {
+  const scratch = await formatScratch(t);
+  const db = new Database(path.join(scratch.meta, 'tierfs.db'));
+  db.pragma('user_version = 99');
+  db.close();
+  const newer = await openFileSystem(scratch.flash, scratch.meta).catch((error: Error) => error);
+  t.match(newer, { code: 'VERSION', message: /schema version 99; this tierfs knows up to 1/ });
+  const garbage = scratchDir(t);
+  fs.writeFileSync(path.join(garbage, 'tierfs.db'), 'this is not a database'.repeat(100));
+  const corrupt = await openFileSystem(scratch.flash, garbage).catch((error: Error) => error);
+  t.match(corrupt, { code: 'CORRUPT', message: /cannot be opened/ });
 });

@@ -3,7 +3,7 @@
  *
  * It opens with O_DIRECT so that flash I/O bypasses the page cache (hot data
  * lives on flash, not twice in RAM), and falls back to buffered I/O where the
- * file system refuses O_DIRECT (tmpfs, some overlays); the log says which.
+ * file system refuses O_DIRECT (ramfs, some overlays); the log says which.
  * Durability comes from fdatasync in both modes.
  *
  * Freed ranges are discarded on a block device, so the SSD learns what is
