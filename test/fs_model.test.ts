@@ -6,7 +6,7 @@
 import t from 'tap';
 import fsConstants from 'node:constants';
 import { isTierfsError, type ErrorCode } from '../src/errors';
-import { ROOT_CREDENTIALS as ROOT, ROOT_INO, type FileSystem, type OpenFileSystem } from '../src/fs/fs';
+import { RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_CREDENTIALS as ROOT, ROOT_INO, type FileSystem, type OpenFileSystem } from '../src/fs/fs';
 import { openFileSystem } from '../src/fs/fs';
 import { formatScratch, pattern, prng, seedFromEnv } from './helpers/fs';
 
@@ -142,6 +142,8 @@ async function compareTrees(t: tap.Test, fs: FileSystem, model: Model, step: str
       const entries = await fs.readdir(attr.ino, 0, 100000, ROOT);
       const names = entries.map((e) => e.name).filter((n) => n !== '.' && n !== '..').sort();
       if (!t.same(names, [...node.entries.keys()].sort(), `${step}: entries of ${path || '/'}`)) return false;
+      const subdirs = [...node.entries.values()].filter((child) => model.node(child).kind === 'dir').length;
+      if (!t.equal(attr.nlink, 2 + subdirs, `${step}: nlink of directory ${path || '/'}`)) return false;
       for (const [name, child] of node.entries) if (!(await walk(`${path}/${name}`, child))) return false;
       return true;
     }
@@ -260,11 +262,13 @@ async function runModel(t: tap.Test, seed: number, steps: number): Promise<void>
       });
     } else if (roll < 0.8) {
       const q = randomPath(random, model);
-      label = `rename ${p} ${q}`;
+      const flagRoll = random();
+      const flags = flagRoll < 0.1 ? RENAME_NOREPLACE : flagRoll < 0.2 ? RENAME_EXCHANGE : 0;
+      label = `rename ${p} ${q}${flags ? ` flags=${flags}` : ''}`;
       ours = await run(async () => {
         const from = await parentIno(fs, p);
         const to = await parentIno(fs, q);
-        await fs.rename(from.ino, from.name, to.ino, to.name, 0, ROOT);
+        await fs.rename(from.ino, from.name, to.ino, to.name, flags, ROOT);
       });
       theirs = await run(() => {
         const from = model.parent(p);
@@ -272,8 +276,16 @@ async function runModel(t: tap.Test, seed: number, steps: number): Promise<void>
         const id = from.dir.get(from.name) ?? fail('NOT_FOUND');
         const targetId = to.dir.get(to.name);
         if (targetId === id) return;
+        if (flags === RENAME_NOREPLACE && targetId !== undefined) fail('EXISTS');
+        if (flags === RENAME_EXCHANGE && targetId === undefined) fail('NOT_FOUND');
         const node = model.node(id);
         if (node.kind === 'dir' && model.isWithin(id, to.dirId)) fail('INVALID');
+        if (flags === RENAME_EXCHANGE) {
+          if (model.node(targetId!).kind === 'dir' && model.isWithin(targetId!, from.dirId)) fail('INVALID');
+          from.dir.set(from.name, targetId!);
+          to.dir.set(to.name, id);
+          return;
+        }
         if (targetId !== undefined) {
           const target = model.node(targetId);
           if (node.kind === 'dir' && target.kind !== 'dir') fail('NOT_DIR');

@@ -133,6 +133,15 @@ t.test('rename: errors POSIX demands, NOREPLACE, EXCHANGE, directories', async (
   t.equal((await fs.getattr(b.ino)).nlink, 3, 'its old parent lost a link');
   t.equal(await code(fs.getattr(a.ino)), 'NOT_FOUND', 'the replaced directory is gone');
   t.equal(await code(fs.rename(ROOT_INO, 'g', ROOT_INO, 'f', 3, ROOT)), 'INVALID', 'contradictory flags');
+  const before = (await fs.getattr(ROOT_INO)).nlink;
+  await fs.rename(ROOT_INO, 'a', ROOT_INO, 'g', RENAME_EXCHANGE, ROOT);
+  t.equal((await fs.getattr(ROOT_INO)).nlink, before, 'EXCHANGE of a directory and a file in one directory keeps its link count');
+  t.equal((await fs.lookup(ROOT_INO, 'g', ROOT)).mode & c.S_IFMT, c.S_IFDIR);
+  const far = await fs.mkdir(ROOT_INO, 'far', 0o755, ROOT);
+  await fs.mknod(far.ino, 'file', c.S_IFREG | 0o644, 0, ROOT);
+  await fs.rename(ROOT_INO, 'g', far.ino, 'file', RENAME_EXCHANGE, ROOT);
+  t.equal((await fs.getattr(far.ino)).nlink, 3, 'across directories the ".." link moves with the directory');
+  t.equal((await fs.getattr(ROOT_INO)).nlink, before, 'root lost the directory and gained the far one');
 });
 
 t.test('hard links, symlinks and names', async (t) => {

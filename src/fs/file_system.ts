@@ -492,9 +492,12 @@ export class FileSystem {
         this.meta.removeDirent(newParentIno, newName);
         this.meta.addDirent(oldParentIno, oldName, target.ino);
         this.meta.addDirent(newParentIno, newName, ino);
-        const delta = (isDir(inode.mode) ? 1 : 0) - (isDir(target.mode) ? 1 : 0);
-        oldParent.nlink -= delta;
-        if (newParent !== oldParent) newParent.nlink += delta;
+        if (newParent !== oldParent) {
+          // A directory changing parents moves one ".." link with it.
+          const delta = (isDir(inode.mode) ? 1 : 0) - (isDir(target.mode) ? 1 : 0);
+          oldParent.nlink -= delta;
+          newParent.nlink += delta;
+        }
         this.touch(target, { c: true });
         this.meta.updateInode(target);
       } else {
