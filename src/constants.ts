@@ -53,6 +53,11 @@ export const constants = {
    * than the read.  Under concurrency reads stay asynchronous.
    */
   syncReadBytesMax: 64 * KiB,
+  /**
+   * Write-behind: bytes of writes acknowledged to the caller but not yet on
+   * flash and mapped.  Beyond it, writers wait.  (fsync waits for all.)
+   */
+  writeBehindBytesMax: 16 * MiB,
   /** Bytes of aligned staging buffers kept for reuse by the flash store. */
   stagingPoolBytesMax: 32 * MiB,
 
@@ -70,6 +75,7 @@ assert.ok(constants.flashSizeBytesMin >= constants.superblockSizeBytes + constan
 assert.ok(constants.flashSizeBytesDefault >= constants.flashSizeBytesMin);
 assert.ok(constants.ioSizeBytesMax >= constants.extentSizeBytesMax);
 assert.ok(constants.stagingPoolBytesMax >= 2 * constants.extentSizeBytesMax);
+assert.ok(constants.writeBehindBytesMax >= constants.extentSizeBytesMax && constants.writeBehindBytesMax <= constants.stagingPoolBytesMax);
 assert.ok(constants.fileSizeBytesMax <= Number.MAX_SAFE_INTEGER);
 assert.ok(constants.fuseWriteBytesMax <= constants.ioSizeBytesMax);
 assert.ok(constants.readaheadBytesMax >= constants.readaheadWindowCountMax * constants.ioSizeBytesMax);

@@ -4,11 +4,10 @@
 import t from 'tap';
 import c from 'node:constants';
 import path from 'node:path';
-import { SimulatedDevice, type FlashDevice } from '../src/device/device';
 import {
   formatFileSystem, openFileSystem, RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_CREDENTIALS as ROOT, ROOT_INO, XATTR_CREATE, XATTR_REPLACE, type Credentials,
 } from '../src/fs/fs';
-import { code, formatScratch, openScratch, scratchDir } from './helpers/fs';
+import { code, formatScratch, heldDevice, openScratch, scratchDir } from './helpers/fs';
 
 const alice: Credentials = { uid: 1000, gid: 1000, groups: [] };
 const bob: Credentials = { uid: 1001, gid: 1001, groups: [50] };
@@ -273,47 +272,55 @@ t.test('readahead never serves stale bytes', async (t) => {
   await fs.release(writer);
 });
 
-t.test('a window read ahead while a write is in flight is not served after it', async (t) => {
-  // A device whose writes wait until released: the read below lands exactly between
-  // the write's device I/O and its mapping switch.
-  const sim = new SimulatedDevice(64 * 2 ** 20);
-  let hold: Promise<void> | undefined;
-  let held!: () => void;
-  let release!: () => void;
-  const device: FlashDevice = {
-    path: sim.path, sizeBytes: sim.sizeBytes, direct: false,
-    allocBuffer: (bytes) => sim.allocBuffer(bytes),
-    read: (buffer, offset) => sim.read(buffer, offset),
-    readNow: (buffer, offset) => sim.readNow(buffer, offset),
-    write: async (buffer, offset) => {
-      if (hold) {
-        held();
-        await hold;
-      }
-      return sim.write(buffer, offset);
-    },
-    sync: () => sim.sync(),
-    release: (offset, length) => sim.release(offset, length),
-    close: () => sim.close(),
-  };
+async function openHeld(t: tap.Test) {
+  const held = heldDevice(64 * 2 ** 20);
   const meta = path.join(scratchDir(t), 'meta');
-  await formatFileSystem(device, meta);
-  const opened = await openFileSystem(device, meta, { commitIntervalMs: 0 });
+  await formatFileSystem(held.device, meta);
+  const opened = await openFileSystem(held.device, meta, { commitIntervalMs: 0 });
   t.teardown(() => opened.close().catch(() => undefined));
-  const { fs } = opened;
+  return { held, opened, fs: opened.fs };
+}
+
+t.test('a window read ahead while a write is in flight is not served after it', async (t) => {
+  const { held, fs } = await openHeld(t);
   const { attr, fh: writer } = await fs.create(ROOT_INO, 'f', 0o644, c.O_RDWR, ROOT);
   const chunk = 256 * 1024;
   await fs.write(writer, 0, Buffer.alloc(8 * chunk, 1));
+  await fs.flush(writer);
   const reader = await fs.open(attr.ino, c.O_RDONLY, ROOT);
-  const isHeld = new Promise<void>((resolve) => (held = resolve));
-  hold = new Promise<void>((resolve) => (release = resolve));
+  const { arrived } = held.hold();
   const writing = fs.write(writer, chunk, Buffer.alloc(chunk, 2));
-  await isHeld; // the write's bytes are on their way to the device, not yet mapped
-  t.same(await fs.read(reader, 0, chunk), Buffer.alloc(chunk, 1), 'a read during the write');
-  hold = undefined;
-  release();
+  await arrived; // the write's bytes are on their way to the device, not yet mapped
+  const during = fs.read(reader, 0, chunk); // waits for the write, then reads ahead from the new mapping
+  held.release();
   await writing;
+  t.same(await during, Buffer.alloc(chunk, 1), 'a read issued during the write');
   t.same(await fs.read(reader, chunk, chunk), Buffer.alloc(chunk, 2), 'the read after the write sees the write');
   await fs.release(reader);
   await fs.release(writer);
+});
+
+t.test('write-behind: acknowledged before the device answers, visible at once, durable at fsync', async (t) => {
+  const { held, opened, fs } = await openHeld(t);
+  const { attr, fh } = await fs.create(ROOT_INO, 'f', 0o644, c.O_RDWR | c.O_APPEND, ROOT);
+  const { arrived } = held.hold();
+  t.equal(await fs.write(fh, 0, Buffer.alloc(10000, 7)), 10000, 'write returns while the device holds the bytes');
+  await arrived;
+  t.equal((await fs.getattr(attr.ino)).sizeBytes, 10000, 'stat shows the new size already');
+  t.equal(opened.meta.getInode(attr.ino)!.sizeBytes, 0, 'though nothing is mapped yet');
+  // It shares a block with the held write, so it waits for that one to land before its read-modify-write.
+  const appending = fs.write(fh, 0, Buffer.alloc(100, 8));
+  let synced = false;
+  const fsync = fs.fsync(fh).then(() => (synced = true));
+  const reading = fs.read(fh, 9990, 200);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  t.notOk(synced, 'fsync waits for the bytes to land');
+  held.release();
+  t.equal(await appending, 100);
+  await fsync;
+  await fs.fsync(fh);
+  t.same((await reading).subarray(0, 10), Buffer.alloc(10, 7), 'a read waits for the acknowledged write');
+  t.same(await fs.read(fh, 9990, 200), Buffer.concat([Buffer.alloc(10, 7), Buffer.alloc(100, 8)]), 'O_APPEND went after the pending end');
+  t.equal(opened.meta.getInode(attr.ino)!.sizeBytes, 10100, 'mapped and committed');
+  await fs.release(fh);
 });

@@ -108,6 +108,10 @@ export class FileSystem {
    */
   private readonly dataGenerations = new Map<Ino, number>();
   private readaheadBytes = 0;
+  /** Writes acknowledged but not yet mapped, per inode: what stat must already show. */
+  private readonly pendingWrites = new Map<Ino, { count: number; endBytes: number; timeNs: TimeNs }>();
+  /** A write-behind that failed, per inode, reported by the next fsync or close of that file. */
+  private readonly writeErrors = new Map<Ino, unknown>();
   private readonly clockNs: () => TimeNs;
   private readonly timer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -157,7 +161,22 @@ export class FileSystem {
   }
 
   private toAttr(inode: Inode): Attr {
+    const pending = this.pendingWrites.get(inode.ino);
+    if (pending) {
+      // Acknowledged writes not yet mapped: stat shows them already.
+      inode = { ...inode, sizeBytes: Math.max(inode.sizeBytes, pending.endBytes), mtimeNs: pending.timeNs, ctimeNs: pending.timeNs };
+    }
     return { ...inode, blocks: Math.ceil(inode.sizeBytes / 4096) * 8 };
+  }
+
+  /** Wait until the writes acknowledged on `ino` are mapped; then a failed one is reported once. */
+  private async settle(ino: Ino): Promise<void> {
+    await this.store.whenMapped(ino);
+    const error = this.writeErrors.get(ino);
+    if (error !== undefined) {
+      this.writeErrors.delete(ino);
+      throw error;
+    }
   }
 
   private may(inode: Inode, mask: number, credentials: Credentials): boolean {
@@ -305,6 +324,7 @@ export class FileSystem {
     if (change.sizeBytes !== undefined) {
       const sizeBytes = change.sizeBytes;
       await this.withInodeLock(ino, async () => {
+        await this.store.whenMapped(ino);
         await this.store.truncate(ino, sizeBytes, this.inode(ino).sizeBytes, () => {
           this.dataChanged(ino);
           const fresh = this.inode(ino);
@@ -575,6 +595,7 @@ export class FileSystem {
     const handle = this.handle(fh);
     if ((handle.flags & O_ACCMODE) === O_WRONLY) fail('BAD_HANDLE', 'handle not open for reading');
     if (offsetBytes < 0 || lengthBytes < 0) fail('INVALID', 'negative offset or length');
+    await this.store.whenMapped(handle.ino); // reads see every acknowledged write
     const inode = this.inode(handle.ino);
     if (isDir(inode.mode)) fail('IS_DIR', 'read of a directory');
     const n = Math.min(lengthBytes, constants.ioSizeBytesMax, Math.max(inode.sizeBytes - offsetBytes, 0));
@@ -649,34 +670,56 @@ export class FileSystem {
     if (offsetBytes < 0) fail('INVALID', 'negative offset');
     if (data.length > constants.ioSizeBytesMax) fail('INVALID', `write larger than ${constants.ioSizeBytesMax} bytes`);
     if (data.length === 0) return 0;
-    await this.withInodeLock(handle.ino, async () => {
-      const inode = this.inode(handle.ino);
+    const ino = handle.ino;
+    await this.withInodeLock(ino, async () => {
+      const inode = this.inode(ino);
       if ((inode.mode & S_IFMT) !== S_IFREG) fail('INVALID', 'write to a non-regular file');
-      const at = handle.flags & O_APPEND ? inode.sizeBytes : offsetBytes;
+      const at = handle.flags & O_APPEND ? this.toAttr(inode).sizeBytes : offsetBytes;
       if (at + data.length > constants.fileSizeBytesMax) fail('FILE_TOO_BIG', 'write beyond the largest file');
-      await this.store.write(handle.ino, at, data, (endBytes) => {
-        this.dataChanged(handle.ino); // with the mapping switch: a window read before it is stale from here on
-        const fresh = this.inode(handle.ino);
+      const timeNs = this.now();
+      // Write-behind: acknowledged once the bytes are on their way to flash; mapped (with size and times) when they land.
+      const { mapped } = await this.store.startWrite(ino, at, data, (endBytes) => {
+        this.dataChanged(ino); // with the mapping switch: a window read before it is stale from here on
+        const fresh = this.inode(ino);
         fresh.sizeBytes = Math.max(fresh.sizeBytes, endBytes);
         if (handle.credentials.uid !== 0 && fresh.mode & (S_ISUID | S_ISGID)) {
           fresh.mode &= ~S_ISUID;
           if (fresh.mode & S_IXGRP) fresh.mode &= ~S_ISGID;
         }
-        this.touch(fresh, { m: true, c: true });
+        fresh.mtimeNs = fresh.ctimeNs = timeNs;
         this.meta.updateInode(fresh);
       });
+      const pending = this.pendingWrites.get(ino) ?? { count: 0, endBytes: 0, timeNs };
+      pending.count += 1;
+      pending.endBytes = Math.max(pending.endBytes, at + data.length);
+      pending.timeNs = timeNs;
+      this.pendingWrites.set(ino, pending);
+      mapped.then(
+        () => this.writeSettled(ino, pending),
+        (error: unknown) => {
+          log.error('write-behind failed; reported by the next fsync or close', { ino, offsetBytes: at, error });
+          this.writeErrors.set(ino, error);
+          this.writeSettled(ino, pending);
+        },
+      );
     });
     if (this.meta.pendingCount >= constants.commitPendingCountMax) this.backgroundCommit();
     return data.length;
   }
 
-  /** Close of one file descriptor: nothing to do, data is already on flash. */
+  private writeSettled(ino: Ino, pending: { count: number }): void {
+    pending.count -= 1;
+    if (pending.count === 0 && this.pendingWrites.get(ino) === pending) this.pendingWrites.delete(ino);
+  }
+
+  /** Close of one file descriptor: waits for its file's acknowledged writes and reports one that failed. */
   async flush(fh: number): Promise<void> {
-    this.handle(fh);
+    await this.settle(this.handle(fh).ino);
   }
 
   async release(fh: number): Promise<void> {
     const handle = this.handle(fh);
+    await this.store.whenMapped(handle.ino); // no inode is destroyed under its own pending writes
     this.handles.delete(fh);
     this.dropReadahead(handle);
     const count = (this.openCounts.get(handle.ino) ?? 1) - 1;
@@ -692,10 +735,16 @@ export class FileSystem {
     }
   }
 
-  /** fsync and fdatasync: data and metadata of the whole file system reach stable storage (one group commit). */
+  /**
+   * fsync and fdatasync: every acknowledged write lands, then data and
+   * metadata of the whole file system reach stable storage (one group
+   * commit); a write-behind of this file that failed is reported here.
+   */
   async fsync(fh?: number): Promise<void> {
-    if (fh !== undefined) this.handle(fh);
+    const handle = fh === undefined ? undefined : this.handle(fh);
+    await this.store.whenAllMapped();
     await this.store.commit();
+    if (handle) await this.settle(handle.ino);
   }
 
   // ---- extended attributes ----
@@ -781,6 +830,7 @@ export class FileSystem {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     await Promise.all([...this.inodeLocks.values()]);
+    await this.store.whenAllMapped();
     await this.store.commit();
   }
 }

@@ -37,6 +37,17 @@ interface FlashRange {
   lengthBytes: number;
 }
 
+/** A piece of a write on its way to flash, not yet mapped. */
+interface IssuedSlot {
+  ino: Ino;
+  first: number;
+  lengthBytes: number;
+  buffer: Buffer;
+  runs: Run[];
+  checksums: Buffer;
+  written: Promise<unknown>;
+}
+
 function roundDown(value: number): number {
   return value - (value % BS);
 }
@@ -105,6 +116,11 @@ export class FlashStore {
   private epoch = 0;
   private readonly activeReads = new Map<number, number>();
   private deviceReadsInFlight = 0;
+  /** Per inode, the mapping of its last started write; mappings run in order. */
+  private readonly mapTails = new Map<Ino, Promise<void>>();
+  /** Writes started and not yet mapped, and their bytes (bounded by writeBehindBytesMax). */
+  private readonly inFlight = new Set<Promise<void>>();
+  private inFlightBytes = 0;
   private committing: Promise<void> | undefined;
   private nextCommit: Promise<void> | undefined;
 
@@ -217,62 +233,118 @@ export class FlashStore {
   // ---- writes ----
 
   /**
-   * Store `data` at `offsetBytes` of a file.  The caller serializes writes and
-   * truncates of one inode and keeps the inode's size: `inMutation` runs inside
-   * the metadata mutation that maps each piece (with the file offset the piece
-   * ends at), so a crash never separates the mapping from the size.
+   * Start writing `data` at `offsetBytes` of a file; returns once the bytes
+   * are copied and on their way to flash (write-behind), with `mapped`, which
+   * settles when they are mapped (or rejects when the device failed, leaving
+   * the old bytes mapped).  Mappings of one inode happen in the order writes
+   * were started.  The caller serializes starts, writes and truncates of one
+   * inode and keeps its size: `inMutation` runs inside the metadata mutation
+   * that maps each piece (with the file offset the piece ends at), so a crash
+   * never separates the mapping from the size.
    */
-  async write(ino: Ino, offsetBytes: number, data: Buffer, inMutation: (endBytes: number) => void): Promise<void> {
+  async startWrite(ino: Ino, offsetBytes: number, data: Buffer, inMutation: (endBytes: number) => void): Promise<{ mapped: Promise<void> }> {
+    const pieces: Promise<void>[] = [];
     let done = 0;
     while (done < data.length) {
       const at = offsetBytes + done;
       const lengthBytes = Math.min(data.length - done, SLOT - (at % SLOT));
-      await this.writeWithinSlot(ino, at, data.subarray(done, done + lengthBytes), () => inMutation(at + lengthBytes));
+      const issued = await this.issueSlot(ino, at, data.subarray(done, done + lengthBytes));
+      const previous = this.mapTails.get(ino) ?? Promise.resolve();
+      const mapped = previous.then(() => this.mapSlot(issued, () => inMutation(at + lengthBytes)));
+      const tail = mapped.catch(() => undefined);
+      this.mapTails.set(ino, tail);
+      this.inFlight.add(tail);
+      void tail.then(() => {
+        this.inFlight.delete(tail);
+        this.inFlightBytes -= issued.lengthBytes;
+        if (this.mapTails.get(ino) === tail) this.mapTails.delete(ino);
+      });
+      pieces.push(mapped);
       done += lengthBytes;
     }
     this.counters.writtenBytes += data.length;
+    const mapped = Promise.all(pieces).then(() => undefined);
+    mapped.catch(() => undefined); // the caller may only look later
+    return { mapped };
   }
 
-  private async writeWithinSlot(ino: Ino, at: number, piece: Buffer, inMutation: () => void): Promise<void> {
+  /** Write and map `data` at `offsetBytes` before returning (no write-behind). */
+  async write(ino: Ino, offsetBytes: number, data: Buffer, inMutation: (endBytes: number) => void): Promise<void> {
+    await (await this.startWrite(ino, offsetBytes, data, inMutation)).mapped;
+  }
+
+  /** Settles when every write started on `ino` so far is mapped (or has failed). */
+  whenMapped(ino: Ino): Promise<void> {
+    return this.mapTails.get(ino) ?? Promise.resolve();
+  }
+
+  /** Settles when every write started so far, on any inode, is mapped (or has failed). */
+  async whenAllMapped(): Promise<void> {
+    await Promise.all([...this.inFlight]);
+  }
+
+  /** Read-modify-write the edges, copy, allocate and start the device write of one piece within a slot. */
+  private async issueSlot(ino: Ino, at: number, piece: Buffer): Promise<IssuedSlot> {
     const first = roundDown(at);
     const end = roundUp(at + piece.length);
     const lengthBytes = end - first;
+    while (this.inFlight.size > 0 && this.inFlightBytes + lengthBytes > constants.writeBehindBytesMax) {
+      await Promise.race(this.inFlight); // bounded: wait for the oldest writes to land
+    }
+    const readHead = at > first;
+    const readTail = at + piece.length < end && !(readHead && end - BS === first);
+    if (readHead || readTail) await this.whenMapped(ino); // the edge blocks must include earlier writes
+    this.inFlightBytes += lengthBytes;
     const buffer = this.staging.take();
     try {
       const view = buffer.subarray(0, lengthBytes);
-      const readHead = at > first;
-      const readTail = at + piece.length < end && !(readHead && end - BS === first);
       if (readHead) (await this.read(ino, first, BS)).copy(view, 0);
       if (readTail) (await this.read(ino, end - BS, BS)).copy(view, lengthBytes - BS);
       piece.copy(view, at - first);
       const runs = await this.allocate(lengthBytes / BS);
-      let checksums: Buffer;
+      let offset = 0;
+      const written = Promise.all(
+        runs.map((run) => {
+          const part = view.subarray(offset, offset + run.blockCount * BS);
+          offset += part.length;
+          return this.device.write(part, run.startBlock * BS);
+        }),
+      );
+      written.catch(() => undefined); // mapSlot reports it
+      const checksums = blockChecksums(view); // while the device writes: the checksums go to metadata only
+      return { ino, first, lengthBytes, buffer, runs, checksums, written };
+    } catch (error) {
+      this.inFlightBytes -= lengthBytes;
+      this.staging.give(buffer);
+      throw error;
+    }
+  }
+
+  /** Wait for a piece's device write, then map it (behind the commit gate); on failure free its blocks. */
+  private async mapSlot(slot: IssuedSlot, inMutation: () => void): Promise<void> {
+    try {
       try {
-        let offset = 0;
-        const written = Promise.all(
-          runs.map((run) => {
-            const part = view.subarray(offset, offset + run.blockCount * BS);
-            offset += part.length;
-            return this.device.write(part, run.startBlock * BS);
-          }),
-        );
-        checksums = blockChecksums(view); // while the device writes: the checksums go to metadata only
-        await written;
+        await slot.written;
       } catch (error) {
-        for (const run of runs) this.allocator.free(run);
+        for (const run of slot.runs) this.allocator.free(run);
         throw error;
       }
       await this.commitGate();
       this.meta.mutate(() => {
-        this.mapRange(ino, first, runs, checksums);
+        this.mapRange(slot.ino, slot.first, slot.runs, slot.checksums);
         inMutation();
       });
     } finally {
-      this.staging.give(buffer);
+      this.staging.give(slot.buffer);
     }
   }
 
-  /** Runs totalling `blockCount`; commits once to reclaim blocks an overwrite is holding. */
+  /** One piece written and mapped before returning (truncate's zeroed tail). */
+  private async writeWithinSlot(ino: Ino, at: number, piece: Buffer, inMutation: () => void): Promise<void> {
+    await this.mapSlot(await this.issueSlot(ino, at, piece), inMutation);
+  }
+
+  /** Runs totalling `blockCount`; when short, waits for writes in flight and commits once to reclaim blocks overwrites hold. */
   private async allocate(blockCount: number): Promise<Run[]> {
     for (let attempt = 0; ; attempt++) {
       const runs: Run[] = [];
@@ -286,8 +358,10 @@ export class FlashStore {
         }
         return runs;
       }
-      if (attempt > 0 || (this.pendingFree.length === 0 && this.quarantine.length === 0))
+      if (attempt > 0 || (this.pendingFree.length === 0 && this.quarantine.length === 0 && this.inFlight.size === 0))
         throw new TierfsError('NO_SPACE', `flash tier full: ${blockCount} blocks wanted, ${this.allocator.freeCount} free`);
+      // Near full: let the writes in flight land (their overwritten blocks become free at the commit), then commit.
+      await this.whenAllMapped();
       await this.commit();
     }
   }

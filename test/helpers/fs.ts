@@ -5,6 +5,7 @@ type Test = tap.Test;
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { SimulatedDevice, type FlashDevice } from '../../src/device/device';
 import { isTierfsError } from '../../src/errors';
 import { formatFlashPath, openFileSystem, type OpenFileSystem } from '../../src/fs/fs';
 
@@ -69,4 +70,43 @@ export async function code(promise: Promise<unknown>): Promise<string> {
     if (isTierfsError(error)) return error.code;
     throw error;
   }
+}
+
+/** A simulated device whose writes wait while held: tests land operations between a write's I/O and its mapping. */
+export function heldDevice(sizeBytes: number) {
+  const sim = new SimulatedDevice(sizeBytes);
+  let gate: Promise<void> | undefined;
+  let open: () => void = () => undefined;
+  let arrived: () => void = () => undefined;
+  let writeArrived = Promise.resolve();
+  const device: FlashDevice = {
+    path: sim.path, sizeBytes: sim.sizeBytes, direct: false,
+    allocBuffer: (bytes) => sim.allocBuffer(bytes),
+    read: (buffer, offset) => sim.read(buffer, offset),
+    readNow: (buffer, offset) => sim.readNow(buffer, offset),
+    write: async (buffer, offset) => {
+      if (gate) {
+        arrived();
+        await gate;
+      }
+      return sim.write(buffer, offset);
+    },
+    sync: () => sim.sync(),
+    release: (offset, length) => sim.release(offset, length),
+    close: () => sim.close(),
+  };
+  return {
+    sim,
+    device,
+    /** Hold the next writes; resolves `arrived` when the first one reaches the device. */
+    hold(): { arrived: Promise<void> } {
+      gate = new Promise<void>((resolve) => (open = resolve));
+      writeArrived = new Promise<void>((resolve) => (arrived = resolve));
+      return { arrived: writeArrived };
+    },
+    release(): void {
+      gate = undefined;
+      open();
+    },
+  };
 }
