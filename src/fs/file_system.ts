@@ -6,10 +6,16 @@
  * changes wait.  Data is written copy-on-write by the store before the
  * mapping that points at it, so a crash shows each file as of the last commit.
  *
+ * Writes are write-behind: acknowledged once on their way to flash, mapped
+ * in order when the device confirms them (see FlashStore.startWrite).  stat
+ * shows pending sizes; reads, truncate and release wait for them; fsync waits
+ * for all; a failed one is reported by the file's next fsync or close.
+ *
  * Permission checks use the credentials passed with each call (root passes
  * every read/write check, as CAP_DAC_OVERRIDE does).  Writes and truncates of
- * one inode are serialized; reads are not.  An unlinked file keeps its data
- * while a handle is open; orphans left by a crash are reclaimed at open.
+ * one inode start one at a time; reads do not lock.  An unlinked file keeps
+ * its data while a handle is open; orphans left by a crash are reclaimed at
+ * open.
  */
 import fsConstants from 'node:constants';
 import { constants } from '../constants';

@@ -16,6 +16,9 @@
  *   Extent mappings that point at new blocks wait while a commit syncs the
  *   device, so a commit never references data written after its sync began
  *   (data before metadata, like ext4's data=ordered).
+ * - Write-behind: startWrite() returns once the bytes are copied and their
+ *   device write is issued; mappings of one inode run in issue order when
+ *   the device confirms.  In-flight bytes are bounded (writeBehindBytesMax).
  * - Bytes of a file's last block beyond its size are always zero, so
  *   extending a file (truncate up, write past the end) reads zeros.
  */
