@@ -735,6 +735,7 @@ export class FileSystem {
     }
     this.openCounts.delete(handle.ino);
     this.dataGenerations.delete(handle.ino);
+    this.writeErrors.delete(handle.ino); // nobody left to report it to (FUSE reports it at flush, before release)
     const inode = this.meta.getInode(handle.ino);
     if (inode && inode.nlink === 0) {
       await this.withInodeLock(handle.ino, async () => this.meta.mutate(() => this.destroy(handle.ino)));
