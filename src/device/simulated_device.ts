@@ -16,7 +16,6 @@ export class SimulatedDevice implements FlashDevice {
   private volatile = new Map<number, Buffer>();
   /** Fail every I/O once this many more have succeeded (Infinity: never). */
   failAfterCount = Infinity;
-  releasedBytes = 0;
 
   constructor(
     readonly sizeBytes: number,
@@ -70,7 +69,6 @@ export class SimulatedDevice implements FlashDevice {
     for (let at = 0; at < lengthBytes; at += blockSizeBytes) {
       this.volatile.set((offsetBytes + at) / blockSizeBytes, Buffer.alloc(blockSizeBytes));
     }
-    this.releasedBytes += lengthBytes;
   }
 
   async close(): Promise<void> {}

@@ -827,10 +827,6 @@ export class FileSystem {
     };
   }
 
-  get openHandleCount(): number {
-    return this.handles.size;
-  }
-
   /** Commit everything and stop the background timer; the caller closes store, meta and device. */
   async close(): Promise<void> {
     if (this.closed) return;

@@ -271,11 +271,6 @@ export class FlashStore {
     return { mapped };
   }
 
-  /** Write and map `data` at `offsetBytes` before returning (no write-behind). */
-  async write(ino: Ino, offsetBytes: number, data: Buffer, inMutation: (endBytes: number) => void): Promise<void> {
-    await (await this.startWrite(ino, offsetBytes, data, inMutation)).mapped;
-  }
-
   /** Settles when every write started on `ino` so far is mapped (or has failed). */
   whenMapped(ino: Ino): Promise<void> {
     return this.mapTails.get(ino) ?? Promise.resolve();
@@ -498,10 +493,5 @@ export class FlashStore {
       }
     }
     return report;
-  }
-
-  /** Commit what is pending; the caller closes device and metadata. */
-  async close(): Promise<void> {
-    await this.commit();
   }
 }
