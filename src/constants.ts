@@ -65,6 +65,48 @@ export const constants = {
   fuseWriteBytesMax: 128 * KiB,
   /** FUSE: fuse-native's per-operation timeout; must outlast any slow operation. */
   fuseOperationTimeoutMs: 24 * 60 * 60 * 1000,
+
+  // ---- the object tier ----
+  /** Packs: the engine fills one up to the target; it uploads a smaller one only when told to or when nothing colder waits. */
+  packSizeBytesMin: 16 * MiB,
+  packSizeBytesTarget: 32 * MiB,
+  packSizeBytesMax: 64 * MiB,
+  /** Bodies above this go up as multipart (S3) or block (Azure) uploads, in parts of this size. */
+  uploadPartSizeBytes: 8 * MiB,
+  uploadPartConcurrency: 4,
+  /** Packs uploading at once (each held in memory while it goes up). */
+  destagePackCountMax: 2,
+  /** Retries: one object operation gives up after this long; each attempt after attemptTimeoutMs. */
+  objectDeadlineMs: 60_000,
+  objectAttemptTimeoutMs: 30_000,
+  retryBaseDelayMs: 50,
+  retryDelayMsMax: 5_000,
+  /** A read of data only in the object tier answers EIO after this long (degraded mode). */
+  recallTimeoutMsDefault: 30_000,
+  /** Watermarks of flash use, in percent of capacity. */
+  watermarkHighPercentDefault: 90,
+  watermarkLowPercentDefault: 80,
+  /** The default policy (no policy matches a path): auto, tier after this long untouched. */
+  coolAfterMsDefault: 60 * 60 * 1000,
+  /** Decay of the heat count: it halves in this time without access. */
+  heatHalfLifeMs: 60 * 60 * 1000,
+  /** Heat of reads is kept in memory and written in one batch this often, or when this many extents wait. */
+  heatFlushIntervalMs: 10_000,
+  heatPendingCountMax: 100_000,
+  /** The tiering engine looks for work this often. */
+  tierScanIntervalMs: 1_000,
+  /** Extents looked at per scan step. */
+  tierScanCountMax: 4096,
+  /** Recalled plain bytes kept in memory (readahead and shared fetches). */
+  recallCacheBytesMax: 64 * MiB,
+  /** A sequential reader of cold data gets this much fetched ahead, in one ranged GET where the pack allows. */
+  recallReadaheadBytes: 8 * MiB,
+  /** Files at least this large read sequentially are served straight through from packs, not written back to flash. */
+  sequentialScanBytesMin: 64 * MiB,
+  /** Packs with at most this fraction of their bytes live are repacked. */
+  repackLiveFractionMax: 0.5,
+  /** A writer waits at most this long for the engine to free flash before ENOSPC. */
+  spaceWaitMsMax: 120_000,
 } as const;
 
 export const units = { KiB, MiB, GiB } as const;
@@ -81,3 +123,10 @@ assert.ok(constants.fuseWriteBytesMax <= constants.ioSizeBytesMax);
 assert.ok(constants.readaheadBytesMax >= constants.readaheadWindowCountMax * constants.ioSizeBytesMax);
 assert.equal(constants.readaheadWindowBytes % constants.blockSizeBytes, 0);
 assert.ok(constants.syncReadBytesMax <= constants.extentSizeBytesMax && constants.syncReadBytesMax % constants.blockSizeBytes === 0);
+assert.ok(constants.packSizeBytesMin <= constants.packSizeBytesTarget && constants.packSizeBytesTarget <= constants.packSizeBytesMax);
+assert.ok(constants.packSizeBytesMin >= 16 * MiB && constants.packSizeBytesMax <= 64 * MiB);
+assert.ok(constants.uploadPartSizeBytes >= 5 * MiB); // S3's smallest multipart part
+assert.ok(constants.objectAttemptTimeoutMs <= constants.objectDeadlineMs);
+assert.ok(constants.watermarkLowPercentDefault < constants.watermarkHighPercentDefault && constants.watermarkHighPercentDefault < 100);
+assert.ok(constants.recallCacheBytesMax >= 4 * constants.recallReadaheadBytes);
+assert.ok(constants.recallReadaheadBytes >= constants.extentSizeBytesMax);

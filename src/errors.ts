@@ -25,6 +25,7 @@ export const errorCodes = [
   'BUSY', // EBUSY
   'CHECKSUM', // EIO: bytes read back do not match their checksum
   'IO', // EIO: the device failed
+  'UNAVAILABLE', // EIO: the object tier did not answer in time (degraded mode)
   'NOT_OURS', // not a tierfs flash tier (CLI/daemon only)
   'VERSION', // a newer on-disk format (CLI/daemon only)
   'CORRUPT', // superblock or metadata damaged (CLI/daemon only)

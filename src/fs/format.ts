@@ -7,6 +7,7 @@
  * written last, so an interrupted format leaves nothing that opens.
  */
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import fs from 'node:fs';
 import fsConstants from 'node:constants';
 import path from 'node:path';
@@ -15,10 +16,15 @@ import { createFlashFile, openFlashDevice, type FlashDevice, type OpenOptions } 
 import { TierfsError } from '../errors';
 import { ROOT_INO, SqliteMetaStore, type MetaStore } from '../meta/meta_store';
 import { FlashStore, newSuperblock, readSuperblock, writeSuperblock, type Superblock } from '../store/store';
+import { defaultTieringOptions, openTarget, TieringEngine, type ObjectStore, type TieringOptions } from '../tier/tier';
 import { FileSystem, wallClockNs, type FileSystemOptions } from './file_system';
 
 export interface FormatOptions {
   force?: boolean;
+  /** Object target URL recorded with the file system (see src/tier/targets.ts). */
+  target?: string;
+  /** Encrypt the object tier with this key (32 bytes); only a check value is recorded, never the key. */
+  encryptionKey?: Buffer;
   /** Owner of the root directory (default: the caller). */
   uid?: number;
   gid?: number;
@@ -48,6 +54,8 @@ export async function formatFileSystem(device: FlashDevice, metaDir: string, opt
   try {
     meta.setSetting('uuid', sb.uuid);
     meta.setSetting('created', new Date(sb.createdMs).toISOString());
+    if (options.target !== undefined) meta.setSetting('target', options.target);
+    if (options.encryptionKey) meta.setSetting('encryptionKeyCheck', keyCheck(options.encryptionKey, sb.uuid));
     const now = wallClockNs();
     const root = meta.createInode({
       mode: fsConstants.S_IFDIR | 0o755,
@@ -103,12 +111,27 @@ export async function formatFlashPath(
   }
 }
 
+/** A value that shows a key is the one given at format, and nothing about the key. */
+function keyCheck(key: Buffer, uuid: string): string {
+  return createHmac('sha256', key).update(`tierfs key check ${uuid}`).digest('hex');
+}
+
+export interface OpenTierOptions extends Partial<Omit<TieringOptions, 'objects' | 'encryptionKey'>> {
+  /** Target URL; by default the one recorded at format.  A different one is refused. */
+  url?: string;
+  /** Use this object store instead of opening the URL (tests wrap one with faults). */
+  objects?: ObjectStore;
+  encryptionKey?: Buffer;
+}
+
 /** A file system opened from its flash tier and metadata directory, with what it owns. */
 export interface OpenFileSystem {
   fs: FileSystem;
   store: FlashStore;
   meta: MetaStore;
   device: FlashDevice;
+  /** The tiering engine, when the file system has an object target. */
+  tier: TieringEngine | undefined;
   /** Commit everything and close all parts. */
   close(): Promise<void>;
 }
@@ -116,28 +139,61 @@ export interface OpenFileSystem {
 export async function openFileSystem(
   flashPath: string | FlashDevice,
   metaDir: string,
-  options: FileSystemOptions & OpenOptions = {},
+  options: FileSystemOptions & OpenOptions & { tier?: OpenTierOptions; clock?: () => number } = {},
 ): Promise<OpenFileSystem> {
   const device = typeof flashPath === 'string' ? openFlashDevice(flashPath, { direct: options.direct, discard: options.discard }) : flashPath;
   let meta: MetaStore | undefined;
+  let objects: ObjectStore | undefined;
   try {
     meta = new SqliteMetaStore(metaDir, { create: false });
-    const store = await FlashStore.open(device, meta);
+    const store = await FlashStore.open(device, meta, options.clock);
     const fileSystem = new FileSystem(meta, store, options);
     await fileSystem.reclaimOrphans();
+    let tier: TieringEngine | undefined;
+    const recorded = meta.setting('target');
+    const url = options.tier?.url ?? recorded;
+    if (options.tier?.url !== undefined && recorded !== undefined && options.tier.url !== recorded)
+      throw new TierfsError('USAGE', `this file system's packs are in ${recorded}; --target ${options.tier.url} differs`);
+    if (url !== undefined || options.tier?.objects) {
+      if (recorded === undefined && url !== undefined) {
+        meta.setSetting('target', url);
+        meta.commit();
+      }
+      const check = meta.setting('encryptionKeyCheck');
+      const key = options.tier?.encryptionKey;
+      if (check !== undefined && key === undefined)
+        throw new TierfsError('USAGE', 'this file system encrypts its object tier: give its key (--encryption-key FILE)');
+      if (check === undefined && key !== undefined) throw new TierfsError('USAGE', 'this file system was formatted without encryption; --encryption-key does not apply');
+      if (check !== undefined && key !== undefined && keyCheck(key, store.superblock.uuid) !== check)
+        throw new TierfsError('USAGE', 'the encryption key is not the one this file system was formatted with');
+      objects = options.tier?.objects ?? openTarget(url!);
+      tier = new TieringEngine(store, {
+        ...defaultTieringOptions,
+        ...(options.clock ? { clock: options.clock } : {}),
+        ...options.tier,
+        objects,
+        encryptionKey: key ?? null,
+      });
+      await tier.start();
+    }
     const opened = meta;
+    const engine = tier;
     return {
       fs: fileSystem,
       store,
       meta: opened,
       device,
+      tier,
       async close() {
+        await engine?.stop();
         await fileSystem.close();
+        await objects?.close();
         opened.close();
         await device.close();
       },
     };
   } catch (error) {
+    await objects?.close();
     meta?.close();
     await device.close();
     throw error;

@@ -60,4 +60,4 @@ export const XATTR_CREATE = 1;
 export const XATTR_REPLACE = 2;
 
 export { FileSystem, type FileSystemOptions } from './file_system';
-export { formatFileSystem, formatFlashPath, openFileSystem, type FormatOptions, type OpenFileSystem } from './format';
+export { formatFileSystem, formatFlashPath, openFileSystem, type FormatOptions, type OpenFileSystem, type OpenTierOptions } from './format';

@@ -29,6 +29,7 @@ const errnoByCode: Record<ErrorCode, number> = {
   BUSY: E.EBUSY,
   CHECKSUM: E.EIO,
   IO: E.EIO,
+  UNAVAILABLE: E.EIO,
   NOT_OURS: E.EIO,
   VERSION: E.EIO,
   CORRUPT: E.EIO,

@@ -40,17 +40,106 @@ export interface Dirent {
   cookie: number;
 }
 
-/** A run of file bytes stored contiguously on flash. */
+export type PackId = string & { readonly __brand: 'PackId' };
+
+/** Where an extent's stored copy lies in a pack. */
+export interface PackRef {
+  packId: PackId;
+  /** Position of the entry in the pack's index (part of its nonce and authenticated data). */
+  entryIndex: number;
+  /** Byte range of the stored (possibly compressed, encrypted) entry in the pack object. */
+  storedOffsetBytes: number;
+  storedLengthBytes: number;
+  /** How the entry is stored: bit flags of PACK_ENCODING. */
+  encoding: number;
+  /** Plain bytes of the entry before this extent's first byte (an overwrite may have cut its head off). */
+  skipBytes: number;
+}
+
+export const PACK_ENCODING = { deflate: 1, aes256gcm: 2 } as const;
+
+/**
+ * A run of file bytes: on flash (contiguous blocks), in a pack, or both.
+ * Residency follows from the two locations: FLASH (flash only), BOTH, OBJECT (pack only).
+ */
 export interface Extent {
   ino: Ino;
   /** Offset in the file, block aligned. */
   fileOffsetBytes: number;
   /** Bytes covered, a whole number of blocks, within one extent-size slot of the file. */
   lengthBytes: number;
-  /** Offset of the first byte on the flash device, block aligned. */
-  flashOffsetBytes: number;
-  /** One CRC-32C per block, 4 bytes each (little endian), in file order. */
+  /** Offset of the first byte on the flash device, block aligned; null when evicted (OBJECT). */
+  flashOffsetBytes: number | null;
+  /** One CRC-32C per block of the plain bytes, 4 bytes each (little endian), in file order. */
   checksums: Buffer;
+  /** The copy in a pack, if any. */
+  pack: PackRef | null;
+  /** Last access (write, or a read recorded by the heat tracker), ms since the epoch. */
+  accessedMs: number;
+  /** Decayed access count as of accessedMs. */
+  heatCount: number;
+}
+
+export type Residency = 'FLASH' | 'BOTH' | 'OBJECT';
+
+export function residencyOf(e: Extent): Residency {
+  if (e.pack === null) return 'FLASH';
+  return e.flashOffsetBytes === null ? 'OBJECT' : 'BOTH';
+}
+
+/** A pack's life: a row is written (and committed) before its upload starts, so a crash never orphans it. */
+export type PackState = 'uploading' | 'live' | 'deleting';
+
+export interface PackRecord {
+  packId: PackId;
+  state: PackState;
+  /** Size of the object. */
+  storedBytes: number;
+  /** Plain bytes of all its entries. */
+  logicalBytes: number;
+  /** Plain bytes still referenced by extents (kept by triggers on the extents table). */
+  liveBytes: number;
+  createdMs: number;
+  /** Per-pack nonce prefix of an encrypted pack, else null. */
+  nonce: Buffer | null;
+}
+
+export type PolicyMode = 'auto' | 'pin' | 'all' | 'never';
+
+export interface PolicyRecord {
+  name: string;
+  /** Glob over paths in the file system, from its root ("/projects/**", "*.iso"). */
+  pathGlob: string;
+  mode: PolicyMode;
+  /** auto: an extent untouched this long is destaged. */
+  coolAfterMs: number;
+  /** Files smaller than this are not tiered. */
+  sizeBytesMin: number;
+  /** Name of the object target (one per file system today: "default"). */
+  target: string;
+  /** Compress entries of this policy's files in packs. */
+  compress: boolean;
+}
+
+export interface ResidencyTotals {
+  flashOnlyBytes: number;
+  bothBytes: number;
+  objectOnlyBytes: number;
+}
+
+export interface PackTotals {
+  count: number;
+  storedBytes: number;
+  logicalBytes: number;
+  liveBytes: number;
+  garbageBytes: number;
+}
+
+export interface HeatUpdate {
+  ino: Ino;
+  fileOffsetBytes: number;
+  accessedMs: number;
+  heatCount: number;
 }
 
 export interface MetaStore {
@@ -81,13 +170,37 @@ export interface MetaStore {
   hasDirents(parent: Ino): boolean;
   /** The directory holding an entry for `ino` (a directory has exactly one). */
   parentOf(ino: Ino): Ino | undefined;
+  /** The oldest entry naming `ino`. */
+  firstLink(ino: Ino): { parent: Ino; name: string } | undefined;
 
   /** Extents of `ino` overlapping [startBytes, endBytes), by file offset. */
   extentsInRange(ino: Ino, startBytes: number, endBytes: number): Extent[];
   putExtent(extent: Extent): void;
   deleteExtent(ino: Ino, fileOffsetBytes: number): void;
-  /** Every extent of the file system, in flash order (start-up and fsck). */
+  /** Every extent with blocks on flash, in flash order (start-up and fsck). */
   allExtents(): Iterable<Extent>;
+  /** Coldest extents first: FLASH-only ('flash') or BOTH ('both') ones accessed before `accessedBeforeMs`. */
+  coldExtents(kind: 'flash' | 'both', accessedBeforeMs: number, countMax: number): Extent[];
+  /** Extents of one file with a given residency, by offset. */
+  fileExtents(ino: Ino): Extent[];
+  /** Extents whose copy is in `packId`. */
+  extentsOfPack(packId: PackId): Extent[];
+  /** Record reads (heat) in a batch; extents gone since are skipped. */
+  updateHeat(updates: HeatUpdate[]): void;
+  residencyTotals(): ResidencyTotals;
+
+  putPack(pack: PackRecord): void;
+  getPack(packId: PackId): PackRecord | undefined;
+  setPackState(packId: PackId, state: PackState): void;
+  deletePack(packId: PackId): void;
+  packsInState(state: PackState): PackRecord[];
+  /** Live packs with at most `liveFractionMax` of their bytes still referenced, emptiest first. */
+  sparsePacks(liveFractionMax: number, countMax: number): PackRecord[];
+  packTotals(): PackTotals;
+
+  policies(): PolicyRecord[];
+  putPolicy(policy: PolicyRecord): void;
+  deletePolicy(name: string): boolean;
 
   getXattr(ino: Ino, name: string): Buffer | undefined;
   setXattr(ino: Ino, name: string, value: Buffer): void;

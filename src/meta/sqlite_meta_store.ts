@@ -19,7 +19,10 @@ import Database from 'better-sqlite3';
 import { LRUCache } from 'lru-cache';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
-import type { Dirent, Extent, Ino, Inode, MetaStore, NewInode } from './meta_store';
+import type {
+  Dirent, Extent, HeatUpdate, Ino, Inode, MetaStore, NewInode, PackId, PackRecord, PackState, PackTotals,
+  PolicyMode, PolicyRecord, ResidencyTotals,
+} from './meta_store';
 
 const migrations: string[] = [
   // 1: the namespace, extents and xattrs.
@@ -50,6 +53,45 @@ const migrations: string[] = [
   ) WITHOUT ROWID;
   CREATE TABLE symlinks (ino INTEGER PRIMARY KEY, target TEXT NOT NULL);
   `,
+  // 2: the object tier: extents gain a pack copy and heat (flash_offset NULL = evicted), packs, policies.
+  `
+  DROP INDEX extents_flash;
+  ALTER TABLE extents RENAME TO extents_v1;
+  CREATE TABLE extents (
+    ino INTEGER NOT NULL, file_offset INTEGER NOT NULL, length INTEGER NOT NULL,
+    flash_offset INTEGER, checksums BLOB NOT NULL,
+    pack_id TEXT, pack_entry INTEGER, pack_offset INTEGER, pack_length INTEGER, pack_encoding INTEGER, pack_skip INTEGER,
+    accessed_ms INTEGER NOT NULL, heat_count REAL NOT NULL,
+    PRIMARY KEY (ino, file_offset),
+    CHECK (flash_offset IS NOT NULL OR pack_id IS NOT NULL)
+  ) WITHOUT ROWID;
+  INSERT INTO extents (ino, file_offset, length, flash_offset, checksums, accessed_ms, heat_count)
+    SELECT ino, file_offset, length, flash_offset, checksums, CAST(unixepoch('now') AS INTEGER) * 1000, 1 FROM extents_v1;
+  DROP TABLE extents_v1;
+  CREATE INDEX extents_flash ON extents (flash_offset) WHERE flash_offset IS NOT NULL;
+  CREATE INDEX extents_flash_only ON extents (accessed_ms) WHERE pack_id IS NULL;
+  CREATE INDEX extents_both ON extents (accessed_ms) WHERE pack_id IS NOT NULL AND flash_offset IS NOT NULL;
+  CREATE INDEX extents_pack ON extents (pack_id) WHERE pack_id IS NOT NULL;
+  CREATE TABLE packs (
+    id TEXT PRIMARY KEY, state TEXT NOT NULL CHECK (state IN ('uploading', 'live', 'deleting')),
+    stored_bytes INTEGER NOT NULL, logical_bytes INTEGER NOT NULL, live_bytes INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL, nonce BLOB
+  ) WITHOUT ROWID;
+  CREATE TRIGGER extents_pack_insert AFTER INSERT ON extents WHEN new.pack_id IS NOT NULL BEGIN
+    UPDATE packs SET live_bytes = live_bytes + new.length WHERE id = new.pack_id;
+  END;
+  CREATE TRIGGER extents_pack_delete AFTER DELETE ON extents WHEN old.pack_id IS NOT NULL BEGIN
+    UPDATE packs SET live_bytes = live_bytes - old.length WHERE id = old.pack_id;
+  END;
+  CREATE TRIGGER extents_pack_update AFTER UPDATE OF pack_id, length ON extents BEGIN
+    UPDATE packs SET live_bytes = live_bytes - old.length WHERE id = old.pack_id;
+    UPDATE packs SET live_bytes = live_bytes + new.length WHERE id = new.pack_id;
+  END;
+  CREATE TABLE policies (
+    name TEXT PRIMARY KEY, path_glob TEXT NOT NULL, mode TEXT NOT NULL, cool_after_ms INTEGER NOT NULL,
+    size_min INTEGER NOT NULL, target TEXT NOT NULL, compress INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  `,
 ];
 
 export const schemaVersion = migrations.length;
@@ -72,8 +114,16 @@ interface ExtentRow {
   ino: number;
   file_offset: number;
   length: number;
-  flash_offset: number;
+  flash_offset: number | null;
   checksums: Buffer;
+  pack_id: string | null;
+  pack_entry: number | null;
+  pack_offset: number | null;
+  pack_length: number | null;
+  pack_encoding: number | null;
+  pack_skip: number | null;
+  accessed_ms: number;
+  heat_count: number;
 }
 
 function toExtent(row: ExtentRow): Extent {
@@ -83,7 +133,52 @@ function toExtent(row: ExtentRow): Extent {
     lengthBytes: row.length,
     flashOffsetBytes: row.flash_offset,
     checksums: row.checksums,
+    pack:
+      row.pack_id === null
+        ? null
+        : {
+            packId: row.pack_id as PackId,
+            entryIndex: row.pack_entry!,
+            storedOffsetBytes: row.pack_offset!,
+            storedLengthBytes: row.pack_length!,
+            encoding: row.pack_encoding!,
+            skipBytes: row.pack_skip!,
+          },
+    accessedMs: row.accessed_ms,
+    heatCount: row.heat_count,
   };
+}
+
+interface PackRow {
+  id: string;
+  state: PackState;
+  stored_bytes: number;
+  logical_bytes: number;
+  live_bytes: number;
+  created_ms: number;
+  nonce: Buffer | null;
+}
+
+function toPack(row: PackRow): PackRecord {
+  return {
+    packId: row.id as PackId,
+    state: row.state,
+    storedBytes: row.stored_bytes,
+    logicalBytes: row.logical_bytes,
+    liveBytes: row.live_bytes,
+    createdMs: row.created_ms,
+    nonce: row.nonce,
+  };
+}
+
+interface PolicyRow {
+  name: string;
+  path_glob: string;
+  mode: PolicyMode;
+  cool_after_ms: number;
+  size_min: number;
+  target: string;
+  compress: number;
 }
 
 const inodeEntryBytes = 256; // an Inode object with its bigints, estimated
@@ -116,6 +211,7 @@ export class SqliteMetaStore implements MetaStore {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
       this.db.pragma('foreign_keys = OFF');
+      this.db.pragma('recursive_triggers = ON'); // INSERT OR REPLACE fires the delete trigger of the row it replaces
       this.db.pragma('cache_size = -65536'); // 64 MiB of page cache, bounded
       this.migrate();
       this.db.exec('BEGIN IMMEDIATE');
@@ -153,15 +249,60 @@ export class SqliteMetaStore implements MetaStore {
       ),
       hasDirents: db.prepare('SELECT 1 FROM dirents WHERE parent = ? LIMIT 1').pluck(),
       parentOf: db.prepare('SELECT parent FROM dirents WHERE ino = ? LIMIT 1').pluck(),
+      firstLink: db.prepare('SELECT parent, name FROM dirents WHERE ino = ? ORDER BY cookie LIMIT 1'),
       extentsInRange: db.prepare(
         `SELECT * FROM extents WHERE ino = ? AND file_offset > ? AND file_offset < ?
          ORDER BY file_offset`,
       ),
       putExtent: db.prepare(
-        'INSERT OR REPLACE INTO extents (ino, file_offset, length, flash_offset, checksums) VALUES (?, ?, ?, ?, ?)',
+        `INSERT OR REPLACE INTO extents (ino, file_offset, length, flash_offset, checksums,
+           pack_id, pack_entry, pack_offset, pack_length, pack_encoding, pack_skip, accessed_ms, heat_count)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       deleteExtent: db.prepare('DELETE FROM extents WHERE ino = ? AND file_offset = ?'),
-      allExtents: db.prepare('SELECT * FROM extents ORDER BY flash_offset'),
+      allExtents: db.prepare('SELECT * FROM extents WHERE flash_offset IS NOT NULL ORDER BY flash_offset'),
+      coldFlash: db.prepare(
+        'SELECT * FROM extents WHERE pack_id IS NULL AND accessed_ms < ? ORDER BY accessed_ms LIMIT ?',
+      ),
+      coldBoth: db.prepare(
+        `SELECT * FROM extents WHERE pack_id IS NOT NULL AND flash_offset IS NOT NULL AND accessed_ms < ?
+         ORDER BY accessed_ms LIMIT ?`,
+      ),
+      fileExtents: db.prepare('SELECT * FROM extents WHERE ino = ? ORDER BY file_offset'),
+      extentsOfPack: db.prepare('SELECT * FROM extents WHERE pack_id = ?'),
+      updateHeat: db.prepare(
+        'UPDATE extents SET accessed_ms = max(accessed_ms, ?), heat_count = ? WHERE ino = ? AND file_offset = ?',
+      ),
+      residencyTotals: db.prepare(
+        `SELECT coalesce(sum(CASE WHEN pack_id IS NULL THEN length END), 0) AS flashOnlyBytes,
+                coalesce(sum(CASE WHEN pack_id IS NOT NULL AND flash_offset IS NOT NULL THEN length END), 0) AS bothBytes,
+                coalesce(sum(CASE WHEN flash_offset IS NULL THEN length END), 0) AS objectOnlyBytes
+         FROM extents`,
+      ),
+      putPack: db.prepare(
+        `INSERT OR REPLACE INTO packs (id, state, stored_bytes, logical_bytes, live_bytes, created_ms, nonce)
+         VALUES (?, ?, ?, ?, (SELECT coalesce(sum(length), 0) FROM extents WHERE pack_id = ?), ?, ?)`,
+      ),
+      getPack: db.prepare('SELECT * FROM packs WHERE id = ?'),
+      setPackState: db.prepare('UPDATE packs SET state = ? WHERE id = ?'),
+      deletePack: db.prepare('DELETE FROM packs WHERE id = ?'),
+      packsInState: db.prepare('SELECT * FROM packs WHERE state = ? ORDER BY created_ms'),
+      sparsePacks: db.prepare(
+        `SELECT * FROM packs WHERE state = 'live' AND live_bytes <= ? * logical_bytes
+         ORDER BY live_bytes * 1.0 / max(logical_bytes, 1) LIMIT ?`,
+      ),
+      packTotals: db.prepare(
+        `SELECT count(*) AS count, coalesce(sum(stored_bytes), 0) AS storedBytes,
+                coalesce(sum(logical_bytes), 0) AS logicalBytes, coalesce(sum(live_bytes), 0) AS liveBytes,
+                coalesce(sum(stored_bytes * (logical_bytes - live_bytes) / max(logical_bytes, 1)), 0) AS garbageBytes
+         FROM packs WHERE state != 'uploading'`,
+      ),
+      policies: db.prepare('SELECT * FROM policies ORDER BY name'),
+      putPolicy: db.prepare(
+        `INSERT OR REPLACE INTO policies (name, path_glob, mode, cool_after_ms, size_min, target, compress)
+         VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      deletePolicy: db.prepare('DELETE FROM policies WHERE name = ?'),
       getXattr: db.prepare('SELECT value FROM xattrs WHERE ino = ? AND name = ?').pluck(),
       setXattr: db.prepare('INSERT OR REPLACE INTO xattrs (ino, name, value) VALUES (?, ?, ?)'),
       removeXattr: db.prepare('DELETE FROM xattrs WHERE ino = ? AND name = ?'),
@@ -307,6 +448,10 @@ export class SqliteMetaStore implements MetaStore {
     return this.stmt.parentOf.get(ino) as Ino | undefined;
   }
 
+  firstLink(ino: Ino): { parent: Ino; name: string } | undefined {
+    return this.stmt.firstLink.get(ino) as { parent: Ino; name: string } | undefined;
+  }
+
   extentsInRange(ino: Ino, startBytes: number, endBytes: number): Extent[] {
     // An extent never exceeds extentSizeBytesMax, so its start lies within that distance before startBytes.
     const rows = this.stmt.extentsInRange.all(
@@ -320,7 +465,13 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   putExtent(e: Extent): void {
-    this.stmt.putExtent.run(e.ino, e.fileOffsetBytes, e.lengthBytes, e.flashOffsetBytes, e.checksums);
+    assert.ok(e.flashOffsetBytes !== null || e.pack !== null, 'an extent must be somewhere');
+    const p = e.pack;
+    this.stmt.putExtent.run(
+      e.ino, e.fileOffsetBytes, e.lengthBytes, e.flashOffsetBytes, e.checksums,
+      p?.packId ?? null, p?.entryIndex ?? null, p?.storedOffsetBytes ?? null, p?.storedLengthBytes ?? null,
+      p?.encoding ?? null, p?.skipBytes ?? null, e.accessedMs, e.heatCount,
+    );
   }
 
   deleteExtent(ino: Ino, fileOffsetBytes: number): void {
@@ -329,6 +480,81 @@ export class SqliteMetaStore implements MetaStore {
 
   *allExtents(): Iterable<Extent> {
     for (const row of this.stmt.allExtents.iterate()) yield toExtent(row as ExtentRow);
+  }
+
+  coldExtents(kind: 'flash' | 'both', accessedBeforeMs: number, countMax: number): Extent[] {
+    const stmt = kind === 'flash' ? this.stmt.coldFlash : this.stmt.coldBoth;
+    return (stmt.all(accessedBeforeMs, countMax) as ExtentRow[]).map(toExtent);
+  }
+
+  fileExtents(ino: Ino): Extent[] {
+    return (this.stmt.fileExtents.all(ino) as ExtentRow[]).map(toExtent);
+  }
+
+  extentsOfPack(packId: PackId): Extent[] {
+    return (this.stmt.extentsOfPack.all(packId) as ExtentRow[]).map(toExtent);
+  }
+
+  updateHeat(updates: HeatUpdate[]): void {
+    for (const u of updates) this.stmt.updateHeat.run(u.accessedMs, u.heatCount, u.ino, u.fileOffsetBytes);
+  }
+
+  residencyTotals(): ResidencyTotals {
+    return this.stmt.residencyTotals.get() as ResidencyTotals;
+  }
+
+  putPack(p: PackRecord): void {
+    this.stmt.putPack.run(p.packId, p.state, p.storedBytes, p.logicalBytes, p.packId, p.createdMs, p.nonce);
+  }
+
+  getPack(packId: PackId): PackRecord | undefined {
+    const row = this.stmt.getPack.get(packId) as PackRow | undefined;
+    return row && toPack(row);
+  }
+
+  setPackState(packId: PackId, state: PackState): void {
+    const info = this.stmt.setPackState.run(state, packId);
+    assert.equal(info.changes, 1, `state change of missing pack ${packId}`);
+  }
+
+  deletePack(packId: PackId): void {
+    this.stmt.deletePack.run(packId);
+  }
+
+  packsInState(state: PackState): PackRecord[] {
+    return (this.stmt.packsInState.all(state) as PackRow[]).map(toPack);
+  }
+
+  sparsePacks(liveFractionMax: number, countMax: number): PackRecord[] {
+    return (this.stmt.sparsePacks.all(liveFractionMax, countMax) as PackRow[]).map(toPack);
+  }
+
+  packTotals(): PackTotals {
+    const t = this.stmt.packTotals.get() as PackTotals;
+    return { ...t, garbageBytes: Math.round(t.garbageBytes) };
+  }
+
+  policies(): PolicyRecord[] {
+    return (this.stmt.policies.all() as PolicyRow[]).map((r) => ({
+      name: r.name,
+      pathGlob: r.path_glob,
+      mode: r.mode,
+      coolAfterMs: r.cool_after_ms,
+      sizeBytesMin: r.size_min,
+      target: r.target,
+      compress: r.compress !== 0,
+    }));
+  }
+
+  putPolicy(p: PolicyRecord): void {
+    this.stmt.putPolicy.run(p.name, p.pathGlob, p.mode, p.coolAfterMs, p.sizeBytesMin, p.target, p.compress ? 1 : 0);
+    this.pending += 1;
+  }
+
+  deletePolicy(name: string): boolean {
+    const gone = this.stmt.deletePolicy.run(name).changes > 0;
+    this.pending += 1;
+    return gone;
   }
 
   getXattr(ino: Ino, name: string): Buffer | undefined {

@@ -28,7 +28,7 @@ import { constants } from '../constants';
 import type { FlashDevice } from '../device/device';
 import { TierfsError } from '../errors';
 import { log } from '../log';
-import type { Extent, Ino, MetaStore } from '../meta/meta_store';
+import type { Extent, Ino, MetaStore, PackRef } from '../meta/meta_store';
 import { Allocator, type Run } from './allocator';
 import { readSuperblock, type Superblock } from './superblock';
 
@@ -76,12 +76,40 @@ function slice(e: Extent, fromBytes: number, lengthBytes: number): Extent {
   const skip = fromBytes - e.fileOffsetBytes;
   assert.ok(skip >= 0 && skip % BS === 0 && lengthBytes > 0 && skip + lengthBytes <= e.lengthBytes);
   return {
-    ino: e.ino,
+    ...e,
     fileOffsetBytes: fromBytes,
     lengthBytes,
-    flashOffsetBytes: e.flashOffsetBytes + skip,
+    flashOffsetBytes: e.flashOffsetBytes === null ? null : e.flashOffsetBytes + skip,
     checksums: e.checksums.subarray((skip / BS) * 4, ((skip + lengthBytes) / BS) * 4),
+    pack: e.pack && { ...e.pack, skipBytes: e.pack.skipBytes + skip },
   };
+}
+
+/** The same extent, in the same place: nothing rewrote, moved, destaged or evicted it meanwhile. */
+export function sameExtent(a: Extent, b: Extent | undefined): boolean {
+  return (
+    b !== undefined &&
+    a.ino === b.ino &&
+    a.fileOffsetBytes === b.fileOffsetBytes &&
+    a.lengthBytes === b.lengthBytes &&
+    a.flashOffsetBytes === b.flashOffsetBytes &&
+    a.pack?.packId === b.pack?.packId &&
+    a.pack?.entryIndex === b.pack?.entryIndex &&
+    a.pack?.skipBytes === b.pack?.skipBytes
+  );
+}
+
+/**
+ * What the store needs from the tier above it (set by the tiering engine;
+ * without one, every extent is on flash).
+ */
+export interface TierHooks {
+  /** Plain bytes [fromBytes, fromBytes + lengthBytes) of an extent, relative to it, from its pack; the store verifies them. */
+  readFromPack(e: Extent, fromBytes: number, lengthBytes: number): Promise<Buffer>;
+  /** An extent was read (heat); called for every read part, must be cheap. */
+  extentRead(e: Extent): void;
+  /** The flash tier is short of `blockCount` blocks: free some; resolves false when nothing more can be freed. */
+  spaceWanted(blockCount: number): Promise<boolean>;
 }
 
 /** Aligned buffers of one extent each, reused so the data path does not allocate. */
@@ -98,6 +126,10 @@ class StagingPool {
 
 export interface StoreCounters {
   checksumErrorCount: number;
+  /** Of which in bytes recalled from the object tier. */
+  objectChecksumErrorCount: number;
+  /** Writers that waited for the tiering engine to free flash (backpressure). */
+  spaceWaitCount: number;
   readBytes: number;
   writtenBytes: number;
   commitCount: number;
@@ -110,7 +142,15 @@ export interface FsckReport {
 }
 
 export class FlashStore {
-  readonly counters: StoreCounters = { checksumErrorCount: 0, readBytes: 0, writtenBytes: 0, commitCount: 0 };
+  readonly counters: StoreCounters = {
+    checksumErrorCount: 0,
+    objectChecksumErrorCount: 0,
+    spaceWaitCount: 0,
+    readBytes: 0,
+    writtenBytes: 0,
+    commitCount: 0,
+  };
+  tier: TierHooks | undefined;
   private readonly staging: StagingPool;
   /** Ranges unmapped since the last commit: not free until it is durable. */
   private pendingFree: FlashRange[] = [];
@@ -132,12 +172,13 @@ export class FlashStore {
     readonly meta: MetaStore,
     readonly superblock: Superblock,
     private readonly allocator: Allocator,
+    readonly clock: () => number,
   ) {
     this.staging = new StagingPool(device);
   }
 
   /** Open a formatted flash tier with its metadata; checks that the two belong together. */
-  static async open(device: FlashDevice, meta: MetaStore): Promise<FlashStore> {
+  static async open(device: FlashDevice, meta: MetaStore, clock: () => number = Date.now): Promise<FlashStore> {
     const probe = await readSuperblock(device);
     if (probe.kind !== 'tierfs')
       throw new TierfsError('NOT_OURS', `${device.path} is not a tierfs flash tier (${probe.kind === 'empty' ? 'no superblock' : 'foreign data'})`);
@@ -149,10 +190,11 @@ export class FlashStore {
       throw new TierfsError('CORRUPT', `${device.path} is ${device.sizeBytes} bytes, smaller than the ${sb.sizeBytes} it was formatted with`);
     const allocator = new Allocator(constants.superblockSizeBytes / BS, sb.sizeBytes / BS);
     for (const e of meta.allExtents()) {
+      assert.ok(e.flashOffsetBytes !== null);
       if (!allocator.markUsed({ startBlock: e.flashOffsetBytes / BS, blockCount: e.lengthBytes / BS }))
         throw new TierfsError('CORRUPT', `metadata maps flash offset ${e.flashOffsetBytes} (inode ${e.ino}) twice or out of range; run tierfs fsck`);
     }
-    return new FlashStore(device, meta, sb, allocator);
+    return new FlashStore(device, meta, sb, allocator, clock);
   }
 
   get capacityBytes(): number {
@@ -161,6 +203,11 @@ export class FlashStore {
 
   get freeBytes(): number {
     return this.allocator.freeCount * BS;
+  }
+
+  /** Bytes in use on flash, counting blocks freed but not yet reusable (their commit or older reads pending). */
+  get usedBytes(): number {
+    return this.capacityBytes - this.freeBytes;
   }
 
   // ---- reads ----
@@ -207,6 +254,15 @@ export class FlashStore {
   private async readPart(e: Extent, from: number, to: number, dest: Buffer, destOffset: number): Promise<void> {
     const firstBytes = roundDown(from - e.fileOffsetBytes);
     const lengthBytes = roundUp(to - e.fileOffsetBytes) - firstBytes;
+    this.tier?.extentRead(e);
+    if (e.flashOffsetBytes === null) {
+      assert.ok(this.tier && e.pack, `extent of inode ${e.ino} at ${e.fileOffsetBytes} is nowhere`);
+      const view = await this.tier.readFromPack(e, firstBytes, lengthBytes);
+      assert.equal(view.length, lengthBytes);
+      this.verify(e, firstBytes, view, 'object tier');
+      view.copy(dest, destOffset, from - e.fileOffsetBytes - firstBytes, to - e.fileOffsetBytes - firstBytes);
+      return;
+    }
     const buffer = this.staging.take();
     try {
       const view = buffer.subarray(0, lengthBytes);
@@ -220,16 +276,105 @@ export class FlashStore {
           this.deviceReadsInFlight -= 1;
         }
       }
-      const bad = firstBadBlock(view, e.checksums.subarray((firstBytes / BS) * 4, ((firstBytes + lengthBytes) / BS) * 4));
-      if (bad >= 0) {
-        this.counters.checksumErrorCount += 1;
-        const fileOffsetBytes = e.fileOffsetBytes + firstBytes + bad * BS;
-        log.error('checksum mismatch on flash', { ino: e.ino, fileOffsetBytes, flashOffsetBytes: e.flashOffsetBytes + firstBytes + bad * BS });
-        throw new TierfsError('CHECKSUM', `checksum mismatch in inode ${e.ino} at offset ${fileOffsetBytes}`);
-      }
+      this.verify(e, firstBytes, view, 'flash');
       view.copy(dest, destOffset, from - e.fileOffsetBytes - firstBytes, to - e.fileOffsetBytes - firstBytes);
     } finally {
       this.staging.give(buffer);
+    }
+  }
+
+  /** Check plain bytes of `e` from `firstBytes` (relative, block aligned) against its block checksums. */
+  private verify(e: Extent, firstBytes: number, view: Buffer, source: 'flash' | 'object tier'): void {
+    const bad = firstBadBlock(view, e.checksums.subarray((firstBytes / BS) * 4, ((firstBytes + view.length) / BS) * 4));
+    if (bad < 0) return;
+    this.counters.checksumErrorCount += 1;
+    if (source === 'object tier') this.counters.objectChecksumErrorCount += 1;
+    const fileOffsetBytes = e.fileOffsetBytes + firstBytes + bad * BS;
+    log.error(`checksum mismatch on ${source}`, { ino: e.ino, fileOffsetBytes, flashOffsetBytes: e.flashOffsetBytes, pack: e.pack?.packId });
+    throw new TierfsError('CHECKSUM', `checksum mismatch in inode ${e.ino} at offset ${fileOffsetBytes} (${source})`);
+  }
+
+  /**
+   * Whole extents, verified, for a pack (destage and repack).  The read epoch
+   * is entered before the first await, so blocks of an extent the caller has
+   * just looked up cannot be freed and reused under it.  A failed extent is
+   * an Error in its place.
+   */
+  async readExtents(extents: Extent[]): Promise<(Buffer | Error)[]> {
+    const epoch = this.enterRead();
+    try {
+      return await Promise.all(
+        extents.map(async (e) => {
+          const data = Buffer.allocUnsafe(e.lengthBytes);
+          try {
+            await this.readPart(e, e.fileOffsetBytes, e.fileOffsetBytes + e.lengthBytes, data, 0);
+            return data;
+          } catch (error) {
+            return error as Error;
+          }
+        }),
+      );
+    } finally {
+      this.leaveRead(epoch);
+    }
+  }
+
+  /**
+   * Residency changes, inside the caller's metadata mutation.  Each applies
+   * only when the extent is still exactly `was` (an extent rewritten,
+   * truncated or merged meanwhile keeps its new state); returns whether it did.
+   */
+  markPacked(was: Extent, pack: PackRef): boolean {
+    const now = this.meta.extentsInRange(was.ino, was.fileOffsetBytes, was.fileOffsetBytes + 1)[0];
+    if (!sameExtent(was, now)) return false;
+    this.meta.putExtent({ ...now!, pack });
+    return true;
+  }
+
+  /** BOTH → OBJECT: drop the flash copy (its blocks are free after the commit). */
+  evict(was: Extent): boolean {
+    const now = this.meta.extentsInRange(was.ino, was.fileOffsetBytes, was.fileOffsetBytes + 1)[0];
+    if (!sameExtent(was, now) || now!.pack === null || now!.flashOffsetBytes === null) return false;
+    this.meta.putExtent({ ...now!, flashOffsetBytes: null });
+    this.pendingFree.push({ flashOffsetBytes: now!.flashOffsetBytes, lengthBytes: now!.lengthBytes });
+    return true;
+  }
+
+  /** OBJECT → BOTH: write recalled plain bytes of a whole extent back to flash and map them, unless it changed meanwhile. */
+  async writeBack(was: Extent, plain: Buffer): Promise<boolean> {
+    assert.ok(was.flashOffsetBytes === null && was.pack !== null && plain.length === was.lengthBytes);
+    const blockCount = was.lengthBytes / BS;
+    if (this.allocator.freeCount < blockCount) return false; // never make room for a recall by evicting
+    const runs = await this.allocate(blockCount);
+    const buffer = this.staging.take();
+    let mapped = false;
+    try {
+      plain.copy(buffer);
+      let offset = 0;
+      await Promise.all(
+        runs.map((run) => {
+          const part = buffer.subarray(offset, offset + run.blockCount * BS);
+          offset += part.length;
+          return this.device.write(part, run.startBlock * BS);
+        }),
+      );
+      await this.commitGate();
+      this.meta.mutate(() => {
+        const now = this.meta.extentsInRange(was.ino, was.fileOffsetBytes, was.fileOffsetBytes + 1)[0];
+        if (!sameExtent(was, now)) return;
+        let at = was.fileOffsetBytes;
+        this.meta.deleteExtent(was.ino, was.fileOffsetBytes);
+        for (const run of runs) {
+          const piece = slice(now!, at, run.blockCount * BS);
+          this.meta.putExtent({ ...piece, flashOffsetBytes: run.startBlock * BS });
+          at += run.blockCount * BS;
+        }
+        mapped = true;
+      });
+      return mapped;
+    } finally {
+      this.staging.give(buffer);
+      if (!mapped) for (const run of runs) this.allocator.free(run);
     }
   }
 
@@ -356,17 +501,24 @@ export class FlashStore {
         }
         return runs;
       }
-      if (attempt > 0 || (this.pendingFree.length === 0 && this.quarantine.length === 0 && this.inFlight.size === 0))
+      const reclaimable = this.pendingFree.length > 0 || this.quarantine.length > 0 || this.inFlight.size > 0;
+      if (attempt === 0 && reclaimable) {
+        // Near full: let the writes in flight land (their overwritten blocks become free at the commit), then commit.
+        await this.whenAllMapped();
+        await this.commit();
+        continue;
+      }
+      // Backpressure: the writer waits while the tiering engine destages and evicts; ENOSPC only when it cannot.
+      this.counters.spaceWaitCount += 1;
+      if (!this.tier || !(await this.tier.spaceWanted(blockCount)))
         throw new TierfsError('NO_SPACE', `flash tier full: ${blockCount} blocks wanted, ${this.allocator.freeCount} free`);
-      // Near full: let the writes in flight land (their overwritten blocks become free at the commit), then commit.
-      await this.whenAllMapped();
       await this.commit();
     }
   }
 
   private unmap(e: Extent): void {
     this.meta.deleteExtent(e.ino, e.fileOffsetBytes);
-    this.pendingFree.push({ flashOffsetBytes: e.flashOffsetBytes, lengthBytes: e.lengthBytes });
+    if (e.flashOffsetBytes !== null) this.pendingFree.push({ flashOffsetBytes: e.flashOffsetBytes, lengthBytes: e.lengthBytes });
   }
 
   /** Remove the mapping of [from, to), keeping what lies outside it (inside a metadata mutation). */
@@ -377,7 +529,7 @@ export class FlashStore {
       if (e.fileOffsetBytes < from) this.meta.putExtent(slice(e, e.fileOffsetBytes, from - e.fileOffsetBytes));
       if (eEnd > to) this.meta.putExtent(slice(e, to, eEnd - to));
       const cut = slice(e, Math.max(from, e.fileOffsetBytes), Math.min(to, eEnd) - Math.max(from, e.fileOffsetBytes));
-      this.pendingFree.push({ flashOffsetBytes: cut.flashOffsetBytes, lengthBytes: cut.lengthBytes });
+      if (cut.flashOffsetBytes !== null) this.pendingFree.push({ flashOffsetBytes: cut.flashOffsetBytes, lengthBytes: cut.lengthBytes });
     }
   }
 
@@ -389,9 +541,13 @@ export class FlashStore {
     for (const run of runs) {
       const lengthBytes = run.blockCount * BS;
       const sums = checksums.subarray(((at - first) / BS) * 4, ((at - first + lengthBytes) / BS) * 4);
-      let extent: Extent = { ino, fileOffsetBytes: at, lengthBytes, flashOffsetBytes: run.startBlock * BS, checksums: sums };
+      let extent: Extent = {
+        ino, fileOffsetBytes: at, lengthBytes, flashOffsetBytes: run.startBlock * BS, checksums: sums,
+        pack: null, accessedMs: this.clock(), heatCount: 1,
+      };
       const before = at % SLOT === 0 ? undefined : this.meta.extentsInRange(ino, at - 1, at)[0];
-      if (before && before.flashOffsetBytes + before.lengthBytes === extent.flashOffsetBytes) {
+      // Merge only with a FLASH predecessor: a pack copy covers its old bytes, not the new ones.
+      if (before && before.pack === null && before.flashOffsetBytes !== null && before.flashOffsetBytes + before.lengthBytes === extent.flashOffsetBytes) {
         extent = { ...before, lengthBytes: before.lengthBytes + lengthBytes, checksums: Buffer.concat([before.checksums, sums]) };
       }
       this.meta.putExtent(extent);

@@ -3,7 +3,7 @@
  * offset, copy-on-write on flash with a checksum per block, the superblock,
  * and the group commit that makes flash data and metadata durable together.
  */
-export { FlashStore, type FsckReport, type StoreCounters } from './flash_store';
+export { FlashStore, sameExtent, type FsckReport, type StoreCounters, type TierHooks } from './flash_store';
 export {
   readSuperblock,
   writeSuperblock,

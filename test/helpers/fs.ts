@@ -7,7 +7,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { SimulatedDevice, type FlashDevice } from '../../src/device/device';
 import { isTierfsError } from '../../src/errors';
-import { formatFlashPath, openFileSystem, type OpenFileSystem } from '../../src/fs/fs';
+import { formatFlashPath, openFileSystem, ROOT_CREDENTIALS, ROOT_INO, type Ino, type OpenFileSystem, type OpenTierOptions } from '../../src/fs/fs';
+import type { FileSystem } from '../../src/fs/fs';
+import type { TieringEngine } from '../../src/tier/tier';
 
 export interface Scratch {
   dir: string;
@@ -109,4 +111,34 @@ export function heldDevice(sizeBytes: number) {
       open();
     },
   };
+}
+
+/** Open the scratch file system with an object target; background tiering off unless asked. */
+export async function openTiered(t: Test, scratch: Scratch, tier: OpenTierOptions, clock?: () => number): Promise<OpenFileSystem & { tier: TieringEngine }> {
+  const opened = await openFileSystem(scratch.flash, scratch.meta, { commitIntervalMs: 0, clock, tier: { scanIntervalMs: 0, ...tier } });
+  t.teardown(() => opened.close().catch(() => undefined));
+  if (!opened.tier) throw new Error('no tiering engine');
+  return opened as OpenFileSystem & { tier: TieringEngine };
+}
+
+/** Write `data` as a new file `name` in the root and fsync it; returns its inode. */
+export async function writeFile(fs: FileSystem, name: string, data: Buffer, chunkBytes = 1 << 20): Promise<Ino> {
+  const { attr, fh } = await fs.create(ROOT_INO, name, 0o644, 2 /* O_RDWR */, ROOT_CREDENTIALS);
+  for (let at = 0; at < data.length; at += chunkBytes) await fs.write(fh, at, data.subarray(at, Math.min(at + chunkBytes, data.length)));
+  await fs.fsync(fh);
+  await fs.release(fh);
+  return attr.ino;
+}
+
+/** The whole content of file `ino`. */
+export async function readFile(fs: FileSystem, ino: Ino, chunkBytes = 1 << 20): Promise<Buffer> {
+  const size = (await fs.getattr(ino)).sizeBytes;
+  const fh = await fs.open(ino, 0, ROOT_CREDENTIALS);
+  try {
+    const parts: Buffer[] = [];
+    for (let at = 0; at < size; at += chunkBytes) parts.push(await fs.read(fh, at, Math.min(chunkBytes, size - at)));
+    return Buffer.concat(parts);
+  } finally {
+    await fs.release(fh);
+  }
 }

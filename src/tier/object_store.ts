@@ -1,0 +1,76 @@
+/**
+ * The object tier as the tiering engine sees it: a flat key space holding
+ * immutable objects (packs and, later, metadata snapshots).
+ *
+ * Backends register by URL scheme (file:, s3:, azure:).  Behaviour shared by
+ * all of them — retries, fault injection — is a wrapper around this same
+ * interface, never a flag inside a backend.  Every backend maps its failures
+ * to ObjectStoreError with one of a few kinds, so wrappers can tell a
+ * missing object from throttling from a transient network failure.
+ *
+ * Keys are relative to the target's prefix; backends never see credentials
+ * in the URL (they come from each SDK's usual sources) and never log them.
+ */
+export interface ObjectInfo {
+  key: string;
+  sizeBytes: number;
+}
+
+export interface ObjectStore {
+  /** The target, for messages: scheme, bucket or directory, prefix; never a secret. */
+  readonly description: string;
+  /** Store `body` (its parts concatenated) as `key`, replacing any object there; large bodies go up as multipart or block uploads. */
+  put(key: string, body: Buffer[], signal?: AbortSignal): Promise<void>;
+  /** Bytes [offsetBytes, offsetBytes + lengthBytes) of `key`, or all of it; exactly that many bytes or an error. */
+  get(key: string, range?: { offsetBytes: number; lengthBytes: number }, signal?: AbortSignal): Promise<Buffer>;
+  /** Size of `key`, or undefined when it does not exist. */
+  head(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined>;
+  /** Every key under `prefix` (a key prefix, not a directory), in any order. */
+  list(prefix: string, signal?: AbortSignal): AsyncIterable<ObjectInfo>;
+  /** Remove `key`; removing a missing key succeeds. */
+  delete(key: string, signal?: AbortSignal): Promise<void>;
+  /** Release sockets and timers. */
+  close(): Promise<void>;
+}
+
+export type ObjectStoreErrorKind = 'NotFound' | 'Throttled' | 'Transient' | 'Auth' | 'PreconditionFailed' | 'Corrupt' | 'Fatal';
+
+export class ObjectStoreError extends Error {
+  constructor(
+    readonly kind: ObjectStoreErrorKind,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'ObjectStoreError';
+  }
+}
+
+/** Errors a retry may cure. */
+export function isRetryable(error: unknown): boolean {
+  return error instanceof ObjectStoreError && (error.kind === 'Throttled' || error.kind === 'Transient');
+}
+
+/** Node's network failures and an aborted attempt: worth a retry. */
+export function isTransientNetworkError(error: unknown): boolean {
+  const code = (error as { code?: string }).code ?? '';
+  const name = (error as { name?: string }).name ?? '';
+  return (
+    ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_SOCKET'].includes(code) ||
+    ['TimeoutError', 'RequestTimeout', 'NetworkingError'].includes(name)
+  );
+}
+
+/** Kind of an HTTP failure status. */
+export function kindOfStatus(status: number | undefined): ObjectStoreErrorKind {
+  if (status === 404) return 'NotFound';
+  if (status === 412 || status === 409) return 'PreconditionFailed';
+  if (status === 401 || status === 403) return 'Auth';
+  if (status === 429 || status === 503) return 'Throttled';
+  if (status === undefined || status >= 500 || status === 408) return 'Transient';
+  return 'Fatal';
+}
+
+export { openObjectStore, parseTargetUrl, type TargetUrl } from './targets';
+export { RetryingObjectStore, type RetryOptions } from './retrying_object_store';
+export { FaultyObjectStore, type Fault } from './faulty_object_store';

@@ -1,0 +1,173 @@
+/**
+ * ObjectStore on S3 or an S3-compatible server (s3://bucket/prefix?endpoint=…&region=…).
+ *
+ * - Checksums are computed and validated only when an API requires them
+ *   (WHEN_REQUIRED): with the SDK's defaults, streamed bodies are sent with
+ *   aws-chunked framing that S3-compatible servers such as s3rver store
+ *   inside the object.  tierfs verifies every byte itself (block CRCs).
+ * - A custom endpoint implies path-style addressing.
+ * - The SDK's own retries are off (maxAttempts 1): RetryingObjectStore is the
+ *   one retry policy, bounded by time, for every backend.
+ * - Bodies above partSizeBytes go up as a multipart upload (lib-storage),
+ *   parts in parallel.
+ * - Credentials come from the SDK's default chain, never from the URL.
+ */
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import {
+  isTransientNetworkError,
+  kindOfStatus,
+  ObjectStoreError,
+  type ObjectInfo,
+  type ObjectStore,
+} from './object_store';
+
+export interface S3Options {
+  bucket: string;
+  prefix: string;
+  endpoint?: string;
+  region?: string;
+  partSizeBytes: number;
+  partConcurrency: number;
+}
+
+function s3Error(error: unknown, what: string): ObjectStoreError {
+  if (error instanceof ObjectStoreError) return error;
+  const e = error as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+  const status = e.$metadata?.httpStatusCode;
+  let kind = kindOfStatus(status);
+  if (e.name === 'NoSuchKey' || e.name === 'NotFound') kind = 'NotFound';
+  else if (e.name === 'SlowDown' || e.name === 'ThrottlingException' || e.name === 'TooManyRequestsException') kind = 'Throttled';
+  else if (e.name === 'AbortError' || isTransientNetworkError(error)) kind = 'Transient';
+  else if (e.name === 'NoSuchBucket' || e.name === 'CredentialsProviderError') kind = 'Fatal';
+  else if (status === undefined && kind === 'Transient' && !e.$metadata) kind = 'Transient';
+  return new ObjectStoreError(kind, `${what}: ${e.name ?? 'error'}${status ? ` (HTTP ${status})` : ''}: ${e.message ?? ''}`, { cause: error });
+}
+
+export class S3ObjectStore implements ObjectStore {
+  readonly description: string;
+  private readonly client: S3Client;
+  private readonly prefix: string;
+
+  constructor(private readonly options: S3Options) {
+    this.prefix = options.prefix === '' ? '' : `${options.prefix.replace(/\/+$/, '')}/`;
+    this.description = `s3://${options.bucket}/${options.prefix}${options.endpoint ? ` at ${options.endpoint}` : ''}`;
+    this.client = new S3Client({
+      region: options.region ?? process.env.AWS_REGION ?? 'us-east-1',
+      ...(options.endpoint ? { endpoint: options.endpoint, forcePathStyle: true } : {}),
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      maxAttempts: 1,
+    });
+  }
+
+  private keyOf(key: string): string {
+    return this.prefix + key;
+  }
+
+  async put(key: string, body: Buffer[], signal?: AbortSignal): Promise<void> {
+    const sizeBytes = body.reduce((sum, part) => sum + part.length, 0);
+    const data = body.length === 1 ? body[0] : Buffer.concat(body, sizeBytes);
+    try {
+      if (sizeBytes <= this.options.partSizeBytes) {
+        await this.client.send(new PutObjectCommand({ Bucket: this.options.bucket, Key: this.keyOf(key), Body: data, ContentLength: sizeBytes }), {
+          abortSignal: signal,
+        });
+        return;
+      }
+      const upload = new Upload({
+        client: this.client,
+        params: { Bucket: this.options.bucket, Key: this.keyOf(key), Body: data },
+        partSize: this.options.partSizeBytes,
+        queueSize: this.options.partConcurrency,
+        leavePartsOnError: false,
+      });
+      const abort = () => void upload.abort().catch(() => undefined);
+      signal?.addEventListener('abort', abort, { once: true });
+      try {
+        await upload.done();
+      } finally {
+        signal?.removeEventListener('abort', abort);
+      }
+    } catch (error) {
+      throw s3Error(error, `put ${key}`);
+    }
+  }
+
+  async get(key: string, range?: { offsetBytes: number; lengthBytes: number }, signal?: AbortSignal): Promise<Buffer> {
+    try {
+      const out = await this.client.send(
+        new GetObjectCommand({
+          Bucket: this.options.bucket,
+          Key: this.keyOf(key),
+          ...(range ? { Range: `bytes=${range.offsetBytes}-${range.offsetBytes + range.lengthBytes - 1}` } : {}),
+        }),
+        { abortSignal: signal },
+      );
+      const expected = range?.lengthBytes ?? out.ContentLength;
+      const chunks: Buffer[] = [];
+      let received = 0;
+      for await (const chunk of out.Body as AsyncIterable<Uint8Array>) {
+        chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        received += chunk.byteLength;
+      }
+      if (expected !== undefined && received !== expected)
+        throw new ObjectStoreError('Transient', `get ${key}: ${received} bytes received, ${expected} expected`);
+      return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, received);
+    } catch (error) {
+      if ((error as { name?: string }).name === 'InvalidRange')
+        throw new ObjectStoreError('Fatal', `get ${key}: range beyond the object`, { cause: error });
+      throw s3Error(error, `get ${key}`);
+    }
+  }
+
+  async head(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined> {
+    try {
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: this.keyOf(key) }), { abortSignal: signal });
+      return { key, sizeBytes: out.ContentLength ?? 0 };
+    } catch (error) {
+      const mapped = s3Error(error, `head ${key}`);
+      if (mapped.kind === 'NotFound') return undefined;
+      throw mapped;
+    }
+  }
+
+  async *list(prefix: string, signal?: AbortSignal): AsyncIterable<ObjectInfo> {
+    let token: string | undefined;
+    do {
+      let out;
+      try {
+        out = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.options.bucket, Prefix: this.keyOf(prefix), ContinuationToken: token }),
+          { abortSignal: signal },
+        );
+      } catch (error) {
+        throw s3Error(error, `list ${prefix}`);
+      }
+      for (const item of out.Contents ?? []) {
+        if (item.Key?.startsWith(this.prefix)) yield { key: item.Key.slice(this.prefix.length), sizeBytes: item.Size ?? 0 };
+      }
+      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async delete(key: string, signal?: AbortSignal): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.options.bucket, Key: this.keyOf(key) }), { abortSignal: signal });
+    } catch (error) {
+      const mapped = s3Error(error, `delete ${key}`);
+      if (mapped.kind !== 'NotFound') throw mapped;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy();
+  }
+}

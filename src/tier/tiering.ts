@@ -1,0 +1,949 @@
+/**
+ * The tiering engine: destage, evict, recall, heat, policies and garbage
+ * collection of packs, over the flash store and one object target.
+ *
+ * - Destage (FLASH → BOTH): the coldest eligible extents are read from flash
+ *   (verified), written into a pack, and the pack's row is committed as
+ *   `uploading` BEFORE the upload starts, so a crash at any point leaves
+ *   either nothing or a row that names the object to delete at the next
+ *   start.  After the upload (and a HEAD that checks its size) one metadata
+ *   mutation marks each extent BOTH — only if it is still exactly the extent
+ *   that was read: one rewritten, truncated or merged during the upload
+ *   stays FLASH and its bytes in the pack are garbage from the start.
+ * - Evict (BOTH → OBJECT): metadata only; the flash blocks are freed after
+ *   the commit (and after older reads), like any overwrite.  It runs when use
+ *   passes the high watermark, coldest first, until below the low one; if
+ *   that is not enough, urgent destage of the coldest FLASH extents follows
+ *   (pin and never excepted).  A writer short of flash waits for this
+ *   (backpressure) and sees ENOSPC only when nothing more can be freed.
+ * - Recall: a read of an OBJECT extent fetches its pack entry with a ranged
+ *   GET (a small random read of a plain entry fetches just its blocks),
+ *   shared by concurrent readers and kept in a bounded cache.  Sequential
+ *   readers get the following entries fetched ahead in one GET where they lie
+ *   together in the pack.  Random or repeated reads write the extent back to
+ *   flash (BOTH); a sequential scan of a large file is served straight
+ *   through, so one backup read does not flush the working set.  Every
+ *   recalled block is verified against the extent's block checksums.
+ * - Degraded mode: with the target unreachable, flash-resident data is
+ *   served and written as usual; a read that needs the object tier answers
+ *   EIO after recallTimeoutMs, and is counted.
+ * - GC: packs whose live bytes (kept by SQLite triggers) reach zero are
+ *   marked `deleting`, committed, then deleted; packs below
+ *   repackLiveFractionMax are repacked (their live extents move to a new
+ *   pack).  At start the engine finishes interrupted uploads and deletions,
+ *   then lists the target's pack prefix: a pack object with no row is an
+ *   orphan and is deleted; an object that is not a pack of ours is counted
+ *   and left alone.
+ */
+import assert from 'node:assert/strict';
+import { LRUCache } from 'lru-cache';
+import { firstBadBlock } from '../checksum';
+import { constants } from '../constants';
+import { TierfsError } from '../errors';
+import { log } from '../log';
+import {
+  ROOT_INO,
+  residencyOf,
+  type Extent,
+  type Ino,
+  type MetaStore,
+  type PackId,
+  type PackRecord,
+  type PackRef,
+  type PolicyRecord,
+} from '../meta/meta_store';
+import type { FlashStore } from '../store/store';
+import { HeatTracker } from './heat';
+import { ObjectStoreError, type ObjectStore } from './object_store';
+import { decodeEntry, packIdOfKey, packKey, packKeyPrefix, PackWriter, type PackCrypto } from './pack';
+import { PolicySet, validatePolicy } from './policy';
+
+const BS = constants.blockSizeBytes;
+
+export interface TieringOptions {
+  objects: ObjectStore;
+  encryptionKey: Buffer | null;
+  /** Compress entries of files under the default policy. */
+  compress: boolean;
+  coolAfterMs: number;
+  watermarkHighPercent: number;
+  watermarkLowPercent: number;
+  packSizeBytesTarget: number;
+  /** A partial pack of cold data goes up once its oldest extent has waited this long. */
+  packWaitMsMax: number;
+  recallTimeoutMs: number;
+  /** 0: no background work (tests drive the engine by calling its passes). */
+  scanIntervalMs: number;
+  clock: () => number;
+}
+
+export const defaultTieringOptions = {
+  compress: false,
+  coolAfterMs: constants.coolAfterMsDefault,
+  watermarkHighPercent: constants.watermarkHighPercentDefault,
+  watermarkLowPercent: constants.watermarkLowPercentDefault,
+  packSizeBytesTarget: constants.packSizeBytesTarget,
+  packWaitMsMax: 60_000,
+  recallTimeoutMs: constants.recallTimeoutMsDefault,
+  scanIntervalMs: constants.tierScanIntervalMs,
+  clock: Date.now,
+} satisfies Partial<TieringOptions>;
+
+export interface TierCounters {
+  destagedBytes: number;
+  destagedPackCount: number;
+  destageFailureCount: number;
+  /** Extents read into a pack but rewritten before it was committed (their pack bytes are garbage). */
+  destageRacedCount: number;
+  evictedBytes: number;
+  recallGetCount: number;
+  recalledBytes: number;
+  writtenBackBytes: number;
+  straightThroughBytes: number;
+  recallFailureCount: number;
+  recallChecksumErrorCount: number;
+  gcDeletedPackCount: number;
+  repackedPackCount: number;
+  orphanPackCount: number;
+  foreignObjectCount: number;
+}
+
+export interface FileResidency {
+  size: number;
+  flashBytes: number;
+  objectBytes: number;
+  flashOnlyBytes: number;
+  bothBytes: number;
+  objectOnlyBytes: number;
+  extentCount: number;
+  policy: string;
+  mode: string;
+  heat: { accessedMs: number; count: number };
+}
+
+export interface ProgressReport {
+  doneBytes: number;
+  totalBytes: number;
+}
+
+interface PlannedExtent {
+  extent: Extent;
+  compress: boolean;
+}
+
+/** Fetched plain bytes of one pack entry. */
+function entryKey(ref: PackRef): string {
+  return `${ref.packId}:${ref.entryIndex}`;
+}
+
+function errorText(error: unknown): string {
+  return (error as Error)?.message ?? String(error);
+}
+
+export class TieringEngine {
+  readonly counters: TierCounters = {
+    destagedBytes: 0,
+    destagedPackCount: 0,
+    destageFailureCount: 0,
+    destageRacedCount: 0,
+    evictedBytes: 0,
+    recallGetCount: 0,
+    recalledBytes: 0,
+    writtenBackBytes: 0,
+    straightThroughBytes: 0,
+    recallFailureCount: 0,
+    recallChecksumErrorCount: 0,
+    gcDeletedPackCount: 0,
+    repackedPackCount: 0,
+    orphanPackCount: 0,
+    foreignObjectCount: 0,
+  };
+  /** The last failure talking to the target, cleared by the next success. */
+  lastError: string | undefined;
+  readonly heat: HeatTracker;
+  private readonly crypto: PackCrypto;
+  private policies: PolicySet;
+  private readonly meta: MetaStore;
+  private readonly objects: ObjectStore;
+  private readonly clock: () => number;
+  private work: Promise<unknown> = Promise.resolve();
+  private readonly cache = new LRUCache<string, Buffer>({
+    maxSize: constants.recallCacheBytesMax,
+    sizeCalculation: (value) => value.length,
+  });
+  private readonly fetches = new Map<string, Promise<Buffer>>();
+  private readonly readEnds = new LRUCache<number, number>({ max: 4096 });
+  private writeBacksInFlight = 0;
+  private readonly packNonces = new LRUCache<string, { nonce: Buffer | null }>({ max: 4096 });
+  private timer: NodeJS.Timeout | undefined;
+  private heatTimer: NodeJS.Timeout | undefined;
+  private makingRoom: Promise<number> | undefined;
+  private stopped = false;
+  private background: Promise<void> | undefined;
+
+  constructor(
+    readonly flash: FlashStore,
+    readonly options: TieringOptions,
+  ) {
+    this.meta = flash.meta;
+    this.objects = options.objects;
+    this.clock = options.clock;
+    this.heat = new HeatTracker(options.clock);
+    const uuid = this.meta.setting('uuid');
+    assert.ok(uuid);
+    this.crypto = { fsUuid: uuid, key: options.encryptionKey };
+    this.policies = this.loadPolicies();
+  }
+
+  get fsUuid(): string {
+    return this.crypto.fsUuid;
+  }
+
+  get encrypted(): boolean {
+    return this.crypto.key !== null;
+  }
+
+  /** Attach to the flash store, finish what a crash interrupted, and start the background loop. */
+  async start(): Promise<void> {
+    await this.recover();
+    this.flash.tier = {
+      readFromPack: (e, from, length) => this.readFromPack(e, from, length),
+      extentRead: (e) => this.recordRead(e),
+      spaceWanted: (blockCount) => this.spaceWanted(blockCount),
+    };
+    if (this.options.scanIntervalMs > 0) {
+      this.timer = setInterval(() => this.tick(), this.options.scanIntervalMs);
+      this.timer.unref();
+    }
+    this.heatTimer = setInterval(() => this.flushHeat(), constants.heatFlushIntervalMs);
+    this.heatTimer.unref();
+    this.background = this.reconcile().then(() => undefined, (error: unknown) => log.warn('listing the target for orphan packs failed', { error: errorText(error) }));
+  }
+
+  /** Stop background work, wait for the running pass, write pending heat. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    clearInterval(this.heatTimer);
+    await this.work.catch(() => undefined);
+    await this.background;
+    while (this.writeBacksInFlight > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    this.flushHeat();
+    this.flash.tier = undefined;
+  }
+
+  /** Run `fn` after every pass before it (destage, evict, GC and the commands take turns). */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.work.catch(() => undefined).then(fn);
+    this.work = result.catch(() => undefined);
+    return result;
+  }
+
+  private tick(): void {
+    if (this.stopped || this.busy) return;
+    this.busy = true;
+    const run = async () => {
+      await this.destage({ background: true });
+      if (this.flash.usedBytes > this.highBytes) await this.makeRoom();
+      await this.collectGarbage();
+    };
+    run()
+      .catch((error) => log.warn('tiering pass failed', { error: errorText(error) }))
+      .finally(() => (this.busy = false));
+  }
+
+  private busy = false;
+
+  get highBytes(): number {
+    return Math.floor((this.flash.capacityBytes * this.options.watermarkHighPercent) / 100);
+  }
+
+  get lowBytes(): number {
+    return Math.floor((this.flash.capacityBytes * this.options.watermarkLowPercent) / 100);
+  }
+
+  // ---- policies ----
+
+  private loadPolicies(): PolicySet {
+    const fallback: PolicyRecord = {
+      name: 'default',
+      pathGlob: '**',
+      mode: 'auto',
+      coolAfterMs: this.options.coolAfterMs,
+      sizeBytesMin: 0,
+      target: 'default',
+      compress: this.options.compress,
+    };
+    return new PolicySet(this.meta.policies(), fallback);
+  }
+
+  listPolicies(): PolicyRecord[] {
+    return this.meta.policies();
+  }
+
+  async putPolicy(policy: PolicyRecord): Promise<void> {
+    validatePolicy(policy);
+    this.meta.mutate(() => this.meta.putPolicy(policy));
+    await this.flash.commit();
+    this.policies = this.loadPolicies();
+  }
+
+  async deletePolicy(name: string): Promise<void> {
+    if (!this.meta.mutate(() => this.meta.deletePolicy(name))) throw new TierfsError('NOT_FOUND', `no policy named ${name}`);
+    await this.flash.commit();
+    this.policies = this.loadPolicies();
+  }
+
+  /** The path of an inode from the root (its first link), or undefined when it has no name left. */
+  pathOf(ino: Ino): string | undefined {
+    const names: string[] = [];
+    let at = ino;
+    for (let depth = 0; at !== ROOT_INO; depth++) {
+      if (depth > 4096) return undefined;
+      const link = this.meta.firstLink(at);
+      if (!link) return undefined;
+      names.push(link.name);
+      at = link.parent;
+    }
+    return `/${names.reverse().join('/')}`;
+  }
+
+  policyOf(ino: Ino): PolicyRecord {
+    const path = this.pathOf(ino);
+    return path === undefined ? this.policies.defaultPolicy : this.policies.match(path);
+  }
+
+  // ---- heat ----
+
+  private recordRead(e: Extent): void {
+    this.heat.record(e);
+    if (this.heat.pendingCount >= constants.heatPendingCountMax) this.flushHeat();
+  }
+
+  flushHeat(): void {
+    try {
+      this.heat.flush(this.meta);
+    } catch (error) {
+      log.warn('heat flush failed', { error: errorText(error) });
+    }
+  }
+
+  // ---- destage ----
+
+  /**
+   * Destage eligible FLASH extents.  `ino`: only that file, regardless of
+   * its cooling period (the destage command).  `urgent`: the coldest of any
+   * policy but pin and never, up to `bytesMax`.  Background passes upload a
+   * partial pack only once its oldest extent has waited packWaitMsMax.
+   */
+  destage(request: { ino?: Ino; urgent?: boolean; bytesMax?: number; background?: boolean; progress?: (p: ProgressReport) => void }): Promise<number> {
+    return this.exclusive(() => this.destageNow(request));
+  }
+
+  private async destageNow(request: {
+    ino?: Ino;
+    urgent?: boolean;
+    bytesMax?: number;
+    background?: boolean;
+    progress?: (p: ProgressReport) => void;
+  }): Promise<number> {
+    if (this.stopped) return 0;
+    const now = this.clock();
+    const planned = request.ino !== undefined ? this.planFile(request.ino) : this.planCold(now, request.urgent ?? false, request.bytesMax ?? Infinity);
+    if (planned.length === 0) return 0;
+    const totalBytes = planned.reduce((sum, p) => sum + p.extent.lengthBytes, 0);
+    const batches: PlannedExtent[][] = [[]];
+    let batchBytes = 0;
+    for (const p of planned) {
+      if (batchBytes + p.extent.lengthBytes > this.options.packSizeBytesTarget && batchBytes > 0) {
+        batches.push([]);
+        batchBytes = 0;
+      }
+      batches[batches.length - 1].push(p);
+      batchBytes += p.extent.lengthBytes;
+    }
+    const last = batches[batches.length - 1];
+    if (request.background && batchBytes < constants.packSizeBytesMin) {
+      const oldest = Math.min(...last.map((p) => p.extent.accessedMs));
+      if (now - oldest < this.options.packWaitMsMax + this.policyOf(last[0].extent.ino).coolAfterMs) batches.pop();
+    }
+    let doneBytes = 0;
+    const uploads: Promise<number>[] = [];
+    let failure: unknown;
+    for (const batch of batches) {
+      if (failure || this.stopped) break;
+      while (uploads.length >= constants.destagePackCountMax) doneBytes += await uploads.shift()!;
+      const upload = this.writePack(batch);
+      upload.catch((error) => (failure ??= error));
+      uploads.push(
+        upload.then((bytes) => {
+          request.progress?.({ doneBytes: doneBytes + bytes, totalBytes });
+          return bytes;
+        }),
+      );
+    }
+    for (const upload of uploads) doneBytes += await upload.catch(() => 0);
+    if (failure) throw failure;
+    return doneBytes;
+  }
+
+  /** Every FLASH extent of one file; refused when its policy keeps it on flash. */
+  private planFile(ino: Ino): PlannedExtent[] {
+    const policy = this.policyOf(ino);
+    if (policy.mode === 'pin' || policy.mode === 'never')
+      throw new TierfsError('INVALID', `policy ${policy.name} (${policy.mode}) keeps ${this.pathOf(ino) ?? `inode ${ino}`} on flash`);
+    return this.meta
+      .fileExtents(ino)
+      .filter((e) => e.pack === null)
+      .map((extent) => ({ extent, compress: policy.compress }));
+  }
+
+  /** The coldest FLASH extents whose policy lets them go now, oldest first. */
+  private planCold(now: number, urgent: boolean, bytesMax: number): PlannedExtent[] {
+    const decided = new Map<Ino, PolicyRecord | null>();
+    const planned: PlannedExtent[] = [];
+    let bytes = 0;
+    const limit = Math.min(bytesMax, constants.packSizeBytesMax * constants.destagePackCountMax * 4);
+    for (const e of this.meta.coldExtents('flash', now + 1, constants.tierScanCountMax)) {
+      if (bytes >= limit) break;
+      let policy = decided.get(e.ino);
+      if (policy === undefined) {
+        const p = this.policyOf(e.ino);
+        const size = this.meta.getInode(e.ino)?.sizeBytes ?? 0;
+        policy = p.mode === 'pin' || p.mode === 'never' || size < p.sizeBytesMin ? null : p;
+        decided.set(e.ino, policy);
+      }
+      if (policy === null) continue;
+      const accessedMs = this.heat.heatOf(e).accessedMs;
+      if (!urgent && policy.mode === 'auto' && accessedMs > now - policy.coolAfterMs) continue;
+      planned.push({ extent: e, compress: policy.compress });
+      bytes += e.lengthBytes;
+    }
+    return planned;
+  }
+
+  /** Read, pack, upload and commit one batch; returns the bytes that became BOTH. */
+  private async writePack(batch: PlannedExtent[]): Promise<number> {
+    const writer = new PackWriter(this.crypto, this.clock());
+    const datas = await this.flash.readExtents(batch.map((p) => p.extent));
+    const packed: { extent: Extent; ref: PackRef }[] = [];
+    batch.forEach((p, i) => {
+      const data = datas[i];
+      if (data instanceof Error) {
+        log.warn('extent not destaged: flash read failed', { ino: p.extent.ino, offset: p.extent.fileOffsetBytes, error: data.message });
+        return;
+      }
+      packed.push({ extent: p.extent, ref: writer.add(p.extent.ino, p.extent.fileOffsetBytes, data, p.extent.checksums, p.compress) });
+    });
+    if (packed.length === 0) return 0;
+    const body = writer.finish();
+    const storedBytes = body.reduce((sum, part) => sum + part.length, 0);
+    const record: PackRecord = {
+      packId: writer.packId,
+      state: 'uploading',
+      storedBytes,
+      logicalBytes: writer.logicalBytes,
+      liveBytes: 0,
+      createdMs: writer.createdMs,
+      nonce: this.encrypted ? writer.nonce : null,
+    };
+    this.meta.mutate(() => this.meta.putPack(record));
+    await this.flash.commit(); // the row is durable before any byte of the object exists
+    const key = packKey(this.fsUuid, writer.packId);
+    try {
+      await this.objects.put(key, body);
+      const head = await this.objects.head(key);
+      if (head?.sizeBytes !== storedBytes)
+        throw new ObjectStoreError('Corrupt', `put ${key}: the target holds ${head?.sizeBytes ?? 'nothing'} bytes, ${storedBytes} were sent`);
+    } catch (error) {
+      this.counters.destageFailureCount += 1;
+      this.lastError = errorText(error);
+      log.warn('pack upload failed; its extents stay on flash', { pack: writer.packId, error: this.lastError });
+      this.meta.mutate(() => this.meta.setPackState(writer.packId, 'deleting'));
+      throw new TierfsError('UNAVAILABLE', `destage: ${this.lastError}`, { cause: error });
+    }
+    this.lastError = undefined;
+    let bytes = 0;
+    this.meta.mutate(() => {
+      for (const { extent, ref } of packed) {
+        if (this.flash.markPacked(extent, ref)) bytes += extent.lengthBytes;
+        else this.counters.destageRacedCount += 1;
+      }
+      this.meta.setPackState(writer.packId, 'live');
+    });
+    this.packNonces.set(writer.packId, { nonce: record.nonce });
+    this.counters.destagedBytes += bytes;
+    this.counters.destagedPackCount += 1;
+    log.debug('pack destaged', { pack: writer.packId, extents: packed.length, bytes, storedBytes });
+    return bytes;
+  }
+
+  // ---- evict ----
+
+  /** BOTH → OBJECT for the coldest clean extents (pinned files excepted) until use is at most `toBytes`. */
+  private evictTo(toBytes: number): number {
+    let freed = 0;
+    const decided = new Map<Ino, boolean>();
+    const now = this.clock();
+    this.meta.mutate(() => {
+      for (const e of this.meta.coldExtents('both', now + 1, constants.tierScanCountMax)) {
+        if (this.flash.usedBytes - freed <= toBytes) break;
+        let pinned = decided.get(e.ino);
+        if (pinned === undefined) {
+          pinned = this.policyOf(e.ino).mode === 'pin';
+          decided.set(e.ino, pinned);
+        }
+        if (!pinned && this.flash.evict(e)) freed += e.lengthBytes;
+      }
+    });
+    this.counters.evictedBytes += freed;
+    return freed;
+  }
+
+  /** Drop the flash copy of every extent of `ino` that is already in a pack. */
+  async release(ino: Ino): Promise<{ releasedBytes: number; flashOnlyBytes: number }> {
+    return this.exclusive(async () => {
+      const policy = this.policyOf(ino);
+      if (policy.mode === 'pin') throw new TierfsError('INVALID', `policy ${policy.name} pins ${this.pathOf(ino) ?? `inode ${ino}`} to flash`);
+      let releasedBytes = 0;
+      let flashOnlyBytes = 0;
+      this.meta.mutate(() => {
+        for (const e of this.meta.fileExtents(ino)) {
+          if (e.pack === null) flashOnlyBytes += e.lengthBytes;
+          else if (this.flash.evict(e)) releasedBytes += e.lengthBytes;
+        }
+      });
+      await this.flash.commit();
+      this.counters.evictedBytes += releasedBytes;
+      return { releasedBytes, flashOnlyBytes };
+    });
+  }
+
+  /**
+   * Bring use under the low watermark: evict, then urgent destage and evict
+   * again.  Concurrent callers share one run.  Returns the bytes freed.
+   */
+  makeRoom(): Promise<number> {
+    this.makingRoom ??= this.exclusive(async () => {
+      let freed = this.evictTo(this.lowBytes);
+      const short = this.flash.usedBytes - freed - this.lowBytes;
+      if (short > 0) {
+        try {
+          await this.destageNow({ urgent: true, bytesMax: short });
+        } catch (error) {
+          log.warn('urgent destage failed', { error: errorText(error) });
+        }
+        freed += this.evictTo(this.lowBytes);
+      }
+      await this.flash.commit();
+      return freed;
+    }).finally(() => (this.makingRoom = undefined));
+    return this.makingRoom;
+  }
+
+  /** Backpressure: a writer is short of flash.  True when room was made, false when none can be. */
+  private async spaceWanted(blockCount: number): Promise<boolean> {
+    const deadline = this.clock() + constants.spaceWaitMsMax;
+    while (this.clock() < deadline && !this.stopped) {
+      const freed = await this.makeRoom();
+      await this.flash.commit();
+      if (this.flash.freeBytes >= blockCount * BS) return true;
+      if (freed === 0) return false;
+    }
+    return false;
+  }
+
+  // ---- recall ----
+
+  private async nonceOf(packId: PackId): Promise<Buffer | null> {
+    let known = this.packNonces.get(packId);
+    if (!known) {
+      known = { nonce: this.meta.getPack(packId)?.nonce ?? null };
+      this.packNonces.set(packId, known);
+    }
+    return known.nonce;
+  }
+
+  /** Is this read the continuation of the last one of the same file? */
+  private sequential(ino: Ino, startBytes: number, endBytes: number): boolean {
+    const last = this.readEnds.get(ino);
+    this.readEnds.set(ino, endBytes);
+    return last !== undefined && Math.abs(last - startBytes) <= constants.recallReadaheadBytes && startBytes >= last - constants.extentSizeBytesMax;
+  }
+
+  private async readFromPack(e: Extent, fromBytes: number, lengthBytes: number): Promise<Buffer> {
+    const ref = e.pack!;
+    const at = e.fileOffsetBytes + fromBytes;
+    const seq = this.sequential(e.ino, at, at + lengthBytes);
+    const cached = this.cache.get(entryKey(ref));
+    let plain: Buffer;
+    if (cached) plain = cached;
+    else if (ref.encoding === 0 && !seq && lengthBytes * 4 <= e.lengthBytes && !this.fetches.has(entryKey(ref))) {
+      // A small random read of a plain entry: fetch just its blocks (time to first byte), write back behind it.
+      const data = await this.fetch(packKey(this.fsUuid, ref.packId), ref.storedOffsetBytes + ref.skipBytes + fromBytes, lengthBytes);
+      this.counters.recalledBytes += data.length;
+      this.considerWriteBack(e, false);
+      return data;
+    } else {
+      plain = await this.fetchEntries(e, seq);
+    }
+    if (seq) this.readAhead(e);
+    this.considerWriteBack(e, seq, plain);
+    return plain.subarray(ref.skipBytes + fromBytes, ref.skipBytes + fromBytes + lengthBytes);
+  }
+
+  /** One ranged GET under the recall deadline; failures become EIO-mapped errors, counted. */
+  private async fetch(key: string, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    this.counters.recallGetCount += 1;
+    const signal = AbortSignal.timeout(this.options.recallTimeoutMs);
+    try {
+      const data = await this.objects.get(key, { offsetBytes, lengthBytes }, signal);
+      this.lastError = undefined;
+      return data;
+    } catch (error) {
+      this.counters.recallFailureCount += 1;
+      const message = signal.aborted ? `the object tier did not answer within ${this.options.recallTimeoutMs} ms` : errorText(error);
+      if (!(error instanceof ObjectStoreError && error.kind === 'NotFound')) this.lastError = message;
+      log.error('recall failed', { key, offsetBytes, lengthBytes, error: message });
+      if (error instanceof ObjectStoreError && (error.kind === 'Throttled' || error.kind === 'Transient'))
+        throw new TierfsError('UNAVAILABLE', `recall: ${message}`, { cause: error });
+      throw new TierfsError('IO', `recall of ${key}: ${message}`, { cause: error });
+    }
+  }
+
+  /**
+   * Plain bytes of `e`'s pack entry, shared with concurrent readers.  A
+   * sequential reader's fetch takes the entries of the following extents
+   * with it when they lie next to it in the same pack (one larger GET).
+   */
+  private fetchEntries(e: Extent, seq: boolean): Promise<Buffer> {
+    const key = entryKey(e.pack!);
+    const running = this.fetches.get(key);
+    if (running) return running;
+    const group = [e];
+    if (seq) group.push(...this.followers(e, constants.recallReadaheadBytes));
+    const fetched = this.fetchGroup(group);
+    return fetched.get(key)!;
+  }
+
+  /** OBJECT extents after `e` in its file, whose entries follow e's in the same pack, not cached or fetching. */
+  private followers(e: Extent, bytesMax: number): Extent[] {
+    const out: Extent[] = [];
+    let prev = e;
+    const end = e.fileOffsetBytes + e.lengthBytes;
+    let bytes = e.pack!.storedLengthBytes;
+    for (const next of this.meta.extentsInRange(e.ino, end, end + bytesMax)) {
+      const ref = next.pack;
+      if (
+        next.fileOffsetBytes !== prev.fileOffsetBytes + prev.lengthBytes ||
+        residencyOf(next) !== 'OBJECT' ||
+        ref!.packId !== prev.pack!.packId ||
+        ref!.storedOffsetBytes !== prev.pack!.storedOffsetBytes + prev.pack!.storedLengthBytes ||
+        ref!.skipBytes !== 0 ||
+        bytes + ref!.storedLengthBytes > bytesMax ||
+        this.cache.has(entryKey(ref!)) ||
+        this.fetches.has(entryKey(ref!))
+      )
+        break;
+      out.push(next);
+      bytes += ref!.storedLengthBytes;
+      prev = next;
+    }
+    return out;
+  }
+
+  /** Start fetching the entries a sequential reader will want next. */
+  private readAhead(e: Extent): void {
+    const end = e.fileOffsetBytes + e.lengthBytes;
+    const ahead = this.meta.extentsInRange(e.ino, end, end + constants.recallReadaheadBytes);
+    const first = ahead.find((x) => residencyOf(x) === 'OBJECT' && !this.cache.has(entryKey(x.pack!)) && !this.fetches.has(entryKey(x.pack!)));
+    if (!first || this.fetches.size * constants.extentSizeBytesMax >= constants.recallCacheBytesMax / 2) return;
+    const group = [first, ...this.followers(first, constants.recallReadaheadBytes)];
+    for (const promise of this.fetchGroup(group).values()) promise.catch(() => undefined); // a reader that wants it reports it
+  }
+
+  /** Fetch the entries of contiguous extents of one pack with one GET; each is verified against its extent's checksums. */
+  private fetchGroup(group: Extent[]): Map<string, Promise<Buffer>> {
+    const first = group[0].pack!;
+    const lastRef = group[group.length - 1].pack!;
+    const offsetBytes = first.storedOffsetBytes;
+    const lengthBytes = lastRef.storedOffsetBytes + lastRef.storedLengthBytes - offsetBytes;
+    const whole = (async () => {
+      const nonce = await this.nonceOf(first.packId);
+      for (let attempt = 0; ; attempt++) {
+        const stored = await this.fetch(packKey(this.fsUuid, first.packId), offsetBytes, lengthBytes);
+        try {
+          return group.map((x) => {
+            const ref = x.pack!;
+            const part = stored.subarray(ref.storedOffsetBytes - offsetBytes, ref.storedOffsetBytes - offsetBytes + ref.storedLengthBytes);
+            const plain = decodeEntry(this.crypto, ref.packId, nonce, ref, part, ref.skipBytes + x.lengthBytes);
+            const mine = plain.subarray(ref.skipBytes, ref.skipBytes + x.lengthBytes);
+            if (mine.length !== x.lengthBytes || firstBadBlock(mine, x.checksums) >= 0)
+              throw new TierfsError('CHECKSUM', `pack ${ref.packId} entry ${ref.entryIndex}: bytes do not match the extent's checksums`);
+            return plain;
+          });
+        } catch (error) {
+          this.counters.recallChecksumErrorCount += 1;
+          log.error('recalled bytes failed verification', { pack: first.packId, offsetBytes, lengthBytes, attempt, error: errorText(error) });
+          if (attempt >= 1 || !(error instanceof TierfsError)) throw error; // one fresh GET, for bytes damaged in transit
+        }
+      }
+    })();
+    const result = new Map<string, Promise<Buffer>>();
+    group.forEach((x, i) => {
+      const key = entryKey(x.pack!);
+      const promise = whole.then((plains) => {
+        this.cache.set(key, plains[i]);
+        return plains[i];
+      });
+      promise.catch(() => undefined);
+      const tracked = promise.finally(() => this.fetches.delete(key));
+      tracked.catch(() => undefined);
+      this.fetches.set(key, promise);
+      result.set(key, promise);
+    });
+    void whole.then(
+      (plains) => (this.counters.recalledBytes += plains.reduce((sum, p) => sum + p.length, 0)),
+      () => undefined,
+    );
+    return result;
+  }
+
+  /** Write a recalled extent back to flash, unless a large sequential scan is passing through. */
+  private considerWriteBack(e: Extent, seq: boolean, plain?: Buffer): void {
+    const size = this.meta.getInode(e.ino)?.sizeBytes ?? 0;
+    if (seq && size >= constants.sequentialScanBytesMin) {
+      this.counters.straightThroughBytes += e.lengthBytes;
+      return;
+    }
+    if (this.stopped || this.writeBacksInFlight >= 4 || this.flash.usedBytes + e.lengthBytes > this.highBytes) return;
+    this.writeBacksInFlight += 1;
+    void (async () => {
+      try {
+        const whole = plain ?? (await this.fetchEntries(e, false));
+        const mine = whole.subarray(e.pack!.skipBytes, e.pack!.skipBytes + e.lengthBytes);
+        if (await this.flash.writeBack(e, Buffer.from(mine))) this.counters.writtenBackBytes += e.lengthBytes;
+      } catch (error) {
+        log.debug('write-back after recall skipped', { ino: e.ino, offset: e.fileOffsetBytes, error: errorText(error) });
+      } finally {
+        this.writeBacksInFlight -= 1;
+      }
+    })();
+  }
+
+  /** OBJECT → BOTH for every extent of a file (the recall command); makes room by evicting colder data if needed. */
+  async recallFile(ino: Ino, progress?: (p: ProgressReport) => void): Promise<number> {
+    const cold = this.meta.fileExtents(ino).filter((e) => residencyOf(e) === 'OBJECT');
+    const totalBytes = cold.reduce((sum, e) => sum + e.lengthBytes, 0);
+    let doneBytes = 0;
+    for (let i = 0; i < cold.length; ) {
+      const group = [cold[i], ...this.followers(cold[i], constants.recallReadaheadBytes)];
+      const groupBytes = group.reduce((sum, e) => sum + e.lengthBytes, 0);
+      if (this.flash.freeBytes < groupBytes + (this.flash.capacityBytes - this.highBytes)) await this.makeRoom();
+      if (this.flash.freeBytes < groupBytes)
+        throw new TierfsError('NO_SPACE', `recall: flash is full of data that cannot leave it (${doneBytes} of ${totalBytes} bytes recalled)`);
+      const fetched = this.fetchGroup(group);
+      for (const e of group) {
+        const plain = await fetched.get(entryKey(e.pack!))!;
+        const mine = Buffer.from(plain.subarray(e.pack!.skipBytes, e.pack!.skipBytes + e.lengthBytes));
+        if (await this.flash.writeBack(e, mine)) this.counters.writtenBackBytes += e.lengthBytes;
+        doneBytes += e.lengthBytes;
+        progress?.({ doneBytes, totalBytes });
+      }
+      i += group.length;
+    }
+    await this.flash.commit();
+    return doneBytes;
+  }
+
+  // ---- garbage collection ----
+
+  /** Delete packs nothing references; repack sparse ones.  Returns the packs deleted. */
+  collectGarbage(): Promise<number> {
+    return this.exclusive(async () => {
+      const dead = this.meta.sparsePacks(0, 1000).filter((p) => p.liveBytes === 0);
+      if (dead.length > 0) {
+        this.meta.mutate(() => dead.forEach((p) => this.meta.setPackState(p.packId, 'deleting')));
+      }
+      let deleted = 0;
+      const doomed = this.meta.packsInState('deleting');
+      if (doomed.length > 0) await this.flash.commit(); // no object goes before the commit that lets it go
+      for (const p of doomed) {
+        try {
+          await this.objects.delete(packKey(this.fsUuid, p.packId));
+        } catch (error) {
+          this.lastError = errorText(error);
+          log.warn('pack deletion failed; retried later', { pack: p.packId, error: this.lastError });
+          continue;
+        }
+        this.meta.mutate(() => this.meta.deletePack(p.packId));
+        this.packNonces.delete(p.packId);
+        deleted += 1;
+      }
+      this.counters.gcDeletedPackCount += deleted;
+      await this.repack();
+      return deleted;
+    });
+  }
+
+  /** Move the live extents of sparse packs into a new pack; the old ones become dead and go at the next pass. */
+  private async repack(): Promise<void> {
+    const sparse = this.meta.sparsePacks(constants.repackLiveFractionMax, 64).filter((p) => p.liveBytes > 0);
+    const extents: Extent[] = [];
+    let bytes = 0;
+    const packs = new Set<PackId>();
+    for (const p of sparse) {
+      if (bytes >= this.options.packSizeBytesTarget) break;
+      for (const e of this.meta.extentsOfPack(p.packId)) {
+        extents.push(e);
+        bytes += e.lengthBytes;
+      }
+      packs.add(p.packId);
+    }
+    if (extents.length === 0) return;
+    const writer = new PackWriter(this.crypto, this.clock());
+    const moved: { extent: Extent; ref: PackRef }[] = [];
+    for (const e of extents) {
+      let data: Buffer;
+      try {
+        if (e.flashOffsetBytes !== null) {
+          const [read] = await this.flash.readExtents([e]);
+          if (read instanceof Error) throw read;
+          data = read;
+        } else {
+          const plain = await this.fetchGroup([e]).get(entryKey(e.pack!))!;
+          data = Buffer.from(plain.subarray(e.pack!.skipBytes, e.pack!.skipBytes + e.lengthBytes));
+        }
+      } catch (error) {
+        log.warn('repack skipped an extent', { ino: e.ino, offset: e.fileOffsetBytes, error: errorText(error) });
+        continue;
+      }
+      moved.push({ extent: e, ref: writer.add(e.ino, e.fileOffsetBytes, data, e.checksums, this.policyOf(e.ino).compress) });
+    }
+    if (moved.length === 0) return;
+    const body = writer.finish();
+    const storedBytes = body.reduce((sum, part) => sum + part.length, 0);
+    const nonce = this.encrypted ? writer.nonce : null;
+    this.meta.mutate(() =>
+      this.meta.putPack({ packId: writer.packId, state: 'uploading', storedBytes, logicalBytes: writer.logicalBytes, liveBytes: 0, createdMs: writer.createdMs, nonce }),
+    );
+    await this.flash.commit();
+    const key = packKey(this.fsUuid, writer.packId);
+    try {
+      await this.objects.put(key, body);
+      if ((await this.objects.head(key))?.sizeBytes !== storedBytes) throw new ObjectStoreError('Corrupt', `put ${key}: size mismatch after upload`);
+    } catch (error) {
+      this.lastError = errorText(error);
+      this.meta.mutate(() => this.meta.setPackState(writer.packId, 'deleting'));
+      log.warn('repack upload failed', { pack: writer.packId, error: this.lastError });
+      return;
+    }
+    this.meta.mutate(() => {
+      for (const { extent, ref } of moved) this.flash.markPacked(extent, ref);
+      this.meta.setPackState(writer.packId, 'live');
+    });
+    this.packNonces.set(writer.packId, { nonce });
+    this.counters.repackedPackCount += packs.size;
+    log.info('packs repacked', { from: packs.size, to: writer.packId, extents: moved.length });
+  }
+
+  // ---- start-up ----
+
+  /** Finish what a crash interrupted: uploads that never committed, deletions that never finished. */
+  private async recover(): Promise<void> {
+    const unfinished = [...this.meta.packsInState('uploading'), ...this.meta.packsInState('deleting')];
+    for (const p of unfinished) {
+      try {
+        await this.objects.delete(packKey(this.fsUuid, p.packId));
+        this.meta.mutate(() => this.meta.deletePack(p.packId));
+        this.counters.orphanPackCount += p.state === 'uploading' ? 1 : 0;
+      } catch (error) {
+        this.lastError = errorText(error);
+        this.meta.mutate(() => this.meta.setPackState(p.packId, 'deleting')); // GC retries it
+        log.warn('could not delete an unfinished pack yet', { pack: p.packId, error: this.lastError });
+      }
+    }
+    if (unfinished.length > 0) {
+      await this.flash.commit();
+      log.info('unfinished packs from before a restart deleted', { count: unfinished.length });
+    }
+  }
+
+  /** List the pack prefix: delete pack objects with no row (orphans), count foreign objects. */
+  async reconcile(): Promise<{ orphanCount: number; foreignCount: number }> {
+    let orphanCount = 0;
+    let foreignCount = 0;
+    for await (const item of this.objects.list(packKeyPrefix(this.fsUuid))) {
+      if (this.stopped) break;
+      const packId = packIdOfKey(this.fsUuid, item.key);
+      if (packId === undefined) {
+        foreignCount += 1;
+        log.warn('object in the pack prefix is not a tierfs pack; left alone', { key: item.key });
+        continue;
+      }
+      if (this.meta.getPack(packId)) continue;
+      await this.objects.delete(item.key);
+      orphanCount += 1;
+      log.warn('orphan pack deleted', { key: item.key });
+    }
+    this.counters.orphanPackCount += orphanCount;
+    this.counters.foreignObjectCount = foreignCount;
+    return { orphanCount, foreignCount };
+  }
+
+  // ---- reports ----
+
+  fileResidency(ino: Ino): FileResidency {
+    const inode = this.meta.getInode(ino);
+    if (!inode) throw new TierfsError('NOT_FOUND', `inode ${ino} does not exist`);
+    const r: FileResidency = {
+      size: inode.sizeBytes,
+      flashBytes: 0,
+      objectBytes: 0,
+      flashOnlyBytes: 0,
+      bothBytes: 0,
+      objectOnlyBytes: 0,
+      extentCount: 0,
+      policy: '',
+      mode: '',
+      heat: { accessedMs: 0, count: 0 },
+    };
+    for (const e of this.meta.fileExtents(ino)) {
+      r.extentCount += 1;
+      const residency = residencyOf(e);
+      if (residency !== 'OBJECT') r.flashBytes += e.lengthBytes;
+      if (residency !== 'FLASH') r.objectBytes += e.lengthBytes;
+      if (residency === 'FLASH') r.flashOnlyBytes += e.lengthBytes;
+      else if (residency === 'BOTH') r.bothBytes += e.lengthBytes;
+      else r.objectOnlyBytes += e.lengthBytes;
+      const heat = this.heat.heatOf(e);
+      r.heat.accessedMs = Math.max(r.heat.accessedMs, heat.accessedMs);
+      r.heat.count += heat.heatCount;
+    }
+    r.heat.count = Math.round(r.heat.count * 100) / 100;
+    const policy = this.policyOf(ino);
+    r.policy = policy.name;
+    r.mode = policy.mode;
+    return r;
+  }
+
+  status() {
+    return {
+      flash: {
+        capacityBytes: this.flash.capacityBytes,
+        usedBytes: this.flash.usedBytes,
+        highWatermarkBytes: this.highBytes,
+        lowWatermarkBytes: this.lowBytes,
+      },
+      residency: this.meta.residencyTotals(),
+      packs: this.meta.packTotals(),
+      target: {
+        url: this.objects.description,
+        encrypted: this.encrypted,
+        reachable: this.lastError === undefined,
+        ...(this.lastError === undefined ? {} : { lastError: this.lastError }),
+      },
+      counters: { ...this.counters, ...this.flash.counters },
+    };
+  }
+}
