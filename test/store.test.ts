@@ -209,9 +209,40 @@ t.test('metadata that is not ours, or from a newer tierfs, is refused with one c
   db.pragma('user_version = 99');
   db.close();
   const newer = await openFileSystem(scratch.flash, scratch.meta).catch((error: Error) => error);
-  t.match(newer, { code: 'VERSION', message: /schema version 99; this tierfs knows up to 1/ });
+  t.match(newer, { code: 'VERSION', message: /schema version 99; this tierfs knows up to 2/ });
   const garbage = scratchDir(t);
   fs.writeFileSync(path.join(garbage, 'tierfs.db'), 'this is not a database'.repeat(100));
   const corrupt = await openFileSystem(scratch.flash, garbage).catch((error: Error) => error);
   t.match(corrupt, { code: 'CORRUPT', message: /cannot be opened/ });
+});
+
+t.test('a file system from schema 1 (before the object tier) migrates: its extents stay readable, on flash', async (t) => {
+  const scratch = await formatScratch(t);
+  const opened = await openFileSystem(scratch.flash, scratch.meta, { commitIntervalMs: 0 });
+  const { attr, fh } = await opened.fs.create(ROOT_INO, 'old', 0o644, c.O_RDWR, ROOT);
+  const data = Buffer.alloc(3 * 2 ** 20 + 100, 'v1 data ');
+  await opened.fs.write(fh, 0, data);
+  await opened.fs.release(fh);
+  await opened.close();
+  // Rewrite the database the way schema 1 kept it: the extents table without residency or heat.
+  const db = new Database(path.join(scratch.meta, 'tierfs.db'));
+  const rows = db.prepare('SELECT ino, file_offset, length, flash_offset, checksums FROM extents').all();
+  db.exec(`DROP TRIGGER extents_pack_insert; DROP TRIGGER extents_pack_delete; DROP TRIGGER extents_pack_update;
+    DROP TABLE extents; DROP TABLE packs; DROP TABLE policies;
+    CREATE TABLE extents (ino INTEGER NOT NULL, file_offset INTEGER NOT NULL, length INTEGER NOT NULL,
+      flash_offset INTEGER NOT NULL, checksums BLOB NOT NULL, PRIMARY KEY (ino, file_offset)) WITHOUT ROWID;
+    CREATE INDEX extents_flash ON extents (flash_offset);`);
+  const insert = db.prepare('INSERT INTO extents VALUES (@ino, @file_offset, @length, @flash_offset, @checksums)');
+  for (const row of rows) insert.run(row);
+  db.pragma('user_version = 1');
+  db.close();
+  t.equal(rows.length, 4);
+  const migrated = await openFileSystem(scratch.flash, scratch.meta, { commitIntervalMs: 0 });
+  t.teardown(() => migrated.close());
+  const extents = migrated.meta.fileExtents(attr.ino);
+  t.equal(extents.length, 4);
+  t.ok(extents.every((e) => e.pack === null && e.flashOffsetBytes !== null && e.accessedMs > 0), 'FLASH, with a time');
+  const readFh = await migrated.fs.open(attr.ino, c.O_RDONLY, ROOT);
+  t.ok((await migrated.fs.read(readFh, 0, data.length)).equals(data));
+  await migrated.fs.release(readFh);
 });

@@ -24,7 +24,7 @@ import type {
   PolicyMode, PolicyRecord, ResidencyTotals,
 } from './meta_store';
 
-const migrations: string[] = [
+export const migrations: string[] = [
   // 1: the namespace, extents and xattrs.
   `
   CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;

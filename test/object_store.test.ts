@@ -1,0 +1,90 @@
+// The ObjectStore conformance suite against the file backend, s3rver and
+// azurite (both started here on loopback), plus the retry and fault wrappers.
+import t from 'tap';
+import { FaultyObjectStore, ObjectStoreError, openObjectStore, parseTargetUrl, RetryingObjectStore } from '../src/tier/object_store';
+import { scratchDir } from './helpers/fs';
+import { objectStoreConformance } from './helpers/object_store_conformance';
+import { startAzurite, startS3rver } from './helpers/servers';
+
+t.test('file backend', async (t) => {
+  const store = openObjectStore(`file://${scratchDir(t)}`);
+  await objectStoreConformance(t, store);
+});
+
+t.test('s3 backend on s3rver', async (t) => {
+  const server = await startS3rver(t);
+  const store = openObjectStore(server.url('conformance'));
+  t.teardown(() => store.close());
+  await objectStoreConformance(t, store);
+});
+
+t.test('azure backend on azurite', async (t) => {
+  const server = await startAzurite(t);
+  const store = openObjectStore(server.url('conformance'));
+  t.teardown(() => store.close());
+  await objectStoreConformance(t, store);
+});
+
+t.test('target URLs: bad ones are refused with one clear line', async (t) => {
+  const bad: [string, RegExp][] = [
+    ['not a url', /is not a URL/],
+    ['ftp://host/x', /scheme ftp: is not supported/],
+    ['s3://key:secret@bucket/p', /credentials do not belong/],
+    ['s3://bucket/p?endpiont=http://x', /parameter endpiont is not known/],
+    ['s3://Bad_Bucket/p', /bucket name/],
+    ['s3://bucket/p?endpoint=ftp://x', /endpoint must be http/],
+    ['file://host/dir', /no host/],
+    ['file:///', /absolute directory other than \//],
+    ['azure://a/p', /container name/],
+  ];
+  for (const [url, message] of bad) t.throws(() => parseTargetUrl(url), { code: 'USAGE', message }, url);
+  t.same(parseTargetUrl('s3://my-bucket/some/prefix/?endpoint=http://127.0.0.1:9000&region=eu-west-1'), {
+    scheme: 's3', bucket: 'my-bucket', prefix: 'some/prefix', endpoint: 'http://127.0.0.1:9000', region: 'eu-west-1',
+  });
+  const saved = { ...process.env };
+  delete process.env.AZURE_STORAGE_CONNECTION_STRING;
+  delete process.env.AZURE_STORAGE_ACCOUNT;
+  t.teardown(() => Object.assign(process.env, saved));
+  t.throws(() => openObjectStore('azure://container/p'), { code: 'USAGE', message: /AZURE_STORAGE_CONNECTION_STRING/ });
+});
+
+t.test('retries: transient and throttled failures are retried with backoff, bounded by the deadline', async (t) => {
+  const faulty = new FaultyObjectStore(openObjectStore(`file://${scratchDir(t)}`));
+  let now = 0;
+  const delays: number[] = [];
+  const retrying = new RetryingObjectStore(faulty, {
+    deadlineMs: 1000, attemptTimeoutMs: 500, baseDelayMs: 10, delayMsMax: 200,
+    clock: () => now, random: () => 1,
+    sleep: async (ms) => { delays.push(ms); now += ms; },
+  });
+  faulty.inject({ op: 'put', kind: 'fail', count: 2 });
+  faulty.inject({ op: 'put', kind: 'throttle', count: 1 });
+  await retrying.put('k', [Buffer.from('v')]);
+  t.same(delays, [10, 20, 40], 'exponential backoff');
+  t.match(retrying.counters, { retryCount: 3, throttledCount: 1, failedCount: 0 });
+  t.equal((await retrying.get('k')).toString(), 'v');
+
+  faulty.inject({ op: 'get', kind: 'auth', count: 1 });
+  await t.rejects(retrying.get('k'), { kind: 'Auth' }, 'auth errors are not retried');
+  await t.rejects(retrying.get('missing'), { kind: 'NotFound' }, 'neither is not-found');
+
+  delays.length = 0;
+  faulty.unreachable = true;
+  await t.rejects(retrying.get('k'), { kind: 'Transient', message: /gave up after \d+ attempts/ });
+  t.ok(now <= 2000 && delays.reduce((a, b) => a + b, 0) < 1000, 'within the deadline');
+  t.ok(delays.every((d) => d <= 200), 'no delay above the cap');
+});
+
+t.test('retries: a hung attempt is cut by its timeout and retried', async (t) => {
+  const faulty = new FaultyObjectStore(openObjectStore(`file://${scratchDir(t)}`));
+  const retrying = new RetryingObjectStore(faulty, { deadlineMs: 5000, attemptTimeoutMs: 100, baseDelayMs: 1, delayMsMax: 5 });
+  const keepAlive = setInterval(() => undefined, 1000); // attempt timeouts are unref'd timers
+  t.teardown(() => clearInterval(keepAlive));
+  await retrying.put('k', [Buffer.from('v')]);
+  faulty.inject({ op: 'get', kind: 'hang', count: 1 });
+  const started = Date.now();
+  t.equal((await retrying.get('k')).toString(), 'v');
+  t.ok(Date.now() - started >= 100 && Date.now() - started < 3000, 'the second attempt answered');
+  t.ok(retrying.counters.retryCount >= 1);
+  t.ok(new ObjectStoreError('Throttled', 'x') instanceof Error);
+});
