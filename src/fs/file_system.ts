@@ -21,7 +21,7 @@ import fsConstants from 'node:constants';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import { log } from '../log';
-import type { Inode, MetaStore } from '../meta/meta_store';
+import type { Extent, Inode, MetaStore } from '../meta/meta_store';
 import type { FlashStore } from '../store/store';
 import {
   RENAME_EXCHANGE,
@@ -59,6 +59,8 @@ interface Readahead {
   lengthBytes: number;
   /** The inode's data generation when it was issued; any write or truncate since makes it stale. */
   generation: number;
+  /** Extents the window was read from: a read served from it reports them as accessed (heat). */
+  extents: Extent[];
   data: Promise<Buffer | undefined>;
 }
 
@@ -609,6 +611,7 @@ export class FileSystem {
     if (n > 0 && (window || offsetBytes === handle.nextReadOffsetBytes)) this.readAhead(handle, offsetBytes + n, n, inode.sizeBytes);
     handle.nextReadOffsetBytes = offsetBytes + n;
     const ahead = window ? await window.data : undefined;
+    if (ahead) this.store.touched(window!.extents, offsetBytes, offsetBytes + n);
     const data = ahead
       ? ahead.subarray(offsetBytes - window!.offsetBytes, offsetBytes - window!.offsetBytes + n)
       : n > 0 ? await this.store.read(handle.ino, offsetBytes, n) : Buffer.alloc(0);
@@ -638,11 +641,13 @@ export class FileSystem {
       const lengthBytes = Math.min(windowBytes, sizeBytes - start);
       if (lengthBytes <= 0 || this.readaheadBytes + lengthBytes > constants.readaheadBytesMax) return;
       this.readaheadBytes += lengthBytes;
+      const extents: Extent[] = [];
       handle.readahead.push({
         offsetBytes: start,
         lengthBytes,
         generation,
-        data: this.store.read(handle.ino, start, lengthBytes).catch(() => undefined), // a failed window is read again, which reports the error
+        extents,
+        data: this.store.read(handle.ino, start, lengthBytes, { extentsOut: extents }).catch(() => undefined), // a failed window is read again, which reports the error
       });
     }
   }

@@ -227,8 +227,13 @@ export class FlashStore {
     }
   }
 
-  /** Bytes [offsetBytes, offsetBytes + lengthBytes) of a file; holes read as zeros. */
-  async read(ino: Ino, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  /**
+   * Bytes [offsetBytes, offsetBytes + lengthBytes) of a file; holes read as
+   * zeros.  A speculative read (readahead) does not count as an access: it
+   * hands the extents it read to `extentsOut`, and the caller reports the
+   * access with touched() if the bytes are used.
+   */
+  async read(ino: Ino, offsetBytes: number, lengthBytes: number, speculative?: { extentsOut: Extent[] }): Promise<Buffer> {
     const result = Buffer.allocUnsafe(lengthBytes);
     const end = offsetBytes + lengthBytes;
     const epoch = this.enterRead();
@@ -239,7 +244,8 @@ export class FlashStore {
         const from = Math.max(e.fileOffsetBytes, offsetBytes);
         const to = Math.min(e.fileOffsetBytes + e.lengthBytes, end);
         if (from > cursor) result.fill(0, cursor - offsetBytes, from - offsetBytes);
-        parts.push(this.readPart(e, from, to, result, from - offsetBytes));
+        speculative?.extentsOut.push(e);
+        parts.push(this.readPart(e, from, to, result, from - offsetBytes, !speculative));
         cursor = to;
       }
       if (cursor < end) result.fill(0, cursor - offsetBytes);
@@ -251,10 +257,16 @@ export class FlashStore {
     return result;
   }
 
-  private async readPart(e: Extent, from: number, to: number, dest: Buffer, destOffset: number): Promise<void> {
+  /** Bytes of [from, to) of a speculative read were used after all: they count as accessed. */
+  touched(extents: Extent[], from: number, to: number): void {
+    if (!this.tier) return;
+    for (const e of extents) if (e.fileOffsetBytes < to && e.fileOffsetBytes + e.lengthBytes > from) this.tier.extentRead(e);
+  }
+
+  private async readPart(e: Extent, from: number, to: number, dest: Buffer, destOffset: number, heat = true): Promise<void> {
     const firstBytes = roundDown(from - e.fileOffsetBytes);
     const lengthBytes = roundUp(to - e.fileOffsetBytes) - firstBytes;
-    this.tier?.extentRead(e);
+    if (heat) this.tier?.extentRead(e);
     if (e.flashOffsetBytes === null) {
       assert.ok(this.tier && e.pack, `extent of inode ${e.ino} at ${e.fileOffsetBytes} is nowhere`);
       const view = await this.tier.readFromPack(e, firstBytes, lengthBytes);
@@ -307,7 +319,7 @@ export class FlashStore {
         extents.map(async (e) => {
           const data = Buffer.allocUnsafe(e.lengthBytes);
           try {
-            await this.readPart(e, e.fileOffsetBytes, e.fileOffsetBytes + e.lengthBytes, data, 0);
+            await this.readPart(e, e.fileOffsetBytes, e.fileOffsetBytes + e.lengthBytes, data, 0, false);
             return data;
           } catch (error) {
             return error as Error;
@@ -642,7 +654,7 @@ export class FlashStore {
       report.extentCount += 1;
       report.mappedBytes += e.lengthBytes;
       try {
-        await this.readPart(e, e.fileOffsetBytes, e.fileOffsetBytes + e.lengthBytes, Buffer.allocUnsafe(e.lengthBytes), 0);
+        await this.readPart(e, e.fileOffsetBytes, e.fileOffsetBytes + e.lengthBytes, Buffer.allocUnsafe(e.lengthBytes), 0, false);
       } catch (error) {
         if (!(error instanceof TierfsError && error.code === 'CHECKSUM')) throw error;
         report.checksumErrors.push({ ino: e.ino, fileOffsetBytes: e.fileOffsetBytes });

@@ -129,6 +129,8 @@ export interface ProgressReport {
 interface PlannedExtent {
   extent: Extent;
   compress: boolean;
+  /** When its policy let it go (ms). */
+  eligibleMs: number;
 }
 
 /** Fetched plain bytes of one pack entry. */
@@ -364,8 +366,8 @@ export class TieringEngine {
     }
     const last = batches[batches.length - 1];
     if (request.background && batchBytes < constants.packSizeBytesMin) {
-      const oldest = Math.min(...last.map((p) => p.extent.accessedMs));
-      if (now - oldest < this.options.packWaitMsMax + this.policyOf(last[0].extent.ino).coolAfterMs) batches.pop();
+      const longestWaitMs = now - Math.min(...last.map((p) => p.eligibleMs));
+      if (longestWaitMs < this.options.packWaitMsMax) batches.pop(); // wait for more to fill the pack
     }
     let doneBytes = 0;
     const uploads: Promise<number>[] = [];
@@ -395,7 +397,7 @@ export class TieringEngine {
     return this.meta
       .fileExtents(ino)
       .filter((e) => e.pack === null)
-      .map((extent) => ({ extent, compress: policy.compress }));
+      .map((extent) => ({ extent, compress: policy.compress, eligibleMs: 0 }));
   }
 
   /** The coldest FLASH extents whose policy lets them go now, oldest first. */
@@ -414,9 +416,9 @@ export class TieringEngine {
         decided.set(e.ino, policy);
       }
       if (policy === null) continue;
-      const accessedMs = this.heat.heatOf(e).accessedMs;
-      if (!urgent && policy.mode === 'auto' && accessedMs > now - policy.coolAfterMs) continue;
-      planned.push({ extent: e, compress: policy.compress });
+      const eligibleMs = this.heat.heatOf(e).accessedMs + (policy.mode === 'auto' ? policy.coolAfterMs : 0);
+      if (!urgent && eligibleMs > now) continue;
+      planned.push({ extent: e, compress: policy.compress, eligibleMs });
       bytes += e.lengthBytes;
     }
     return planned;
