@@ -146,3 +146,220 @@ t.test('flash full of pinned data: ENOSPC, nothing lost', async (t) => {
   const back = await readFile(fs, attr.ino);
   t.ok(back.subarray(0, written).equals(Buffer.concat(Array.from({ length: written / MiB }, (_, i) => pattern(i * MiB, MiB)))), 'acknowledged bytes intact');
 });
+
+/** A file target wrapped in fault injection (retries quick, for tests). */
+function faultyTarget(t: Parameters<Parameters<typeof t.test>[1]>[0]) {
+  const dir = scratchDir(t);
+  const faulty = new FaultyObjectStore(openObjectStore(`file://${dir}`));
+  const objects = new RetryingObjectStore(faulty, { deadlineMs: 400, attemptTimeoutMs: 200, baseDelayMs: 5, delayMsMax: 50 });
+  return { dir, faulty, objects };
+}
+
+async function coldFile(t: Parameters<Parameters<typeof t.test>[1]>[0], sizeBytes: number, tierOptions = {}) {
+  const scratch = await formatScratch(t, 128 * MiB);
+  const target = faultyTarget(t);
+  const opened = await openTiered(t, scratch, { objects: target.objects, recallTimeoutMs: 1000, ...tierOptions });
+  const data = pattern(sizeBytes, sizeBytes);
+  const ino = await writeFile(opened.fs, 'cold', data);
+  await opened.tier.destage({ ino });
+  await opened.tier.release(ino);
+  return { ...opened, ...target, scratch, data, ino };
+}
+
+t.test('faults: a failed or truncated upload leaves the extents on flash; the retry is safe', async (t) => {
+  const scratch = await formatScratch(t);
+  const { dir, faulty, objects } = faultyTarget(t);
+  const { fs, tier } = await openTiered(t, scratch, { objects });
+  const data = pattern(11, 3 * MiB);
+  const ino = await writeFile(fs, 'f', data);
+  faulty.inject({ op: 'put', kind: 'fail', count: Infinity });
+  await t.rejects(tier.destage({ ino }), { code: 'UNAVAILABLE' });
+  t.equal(tier.fileResidency(ino).flashOnlyBytes, 3 * MiB, 'still FLASH');
+  t.ok(tier.status().target.reachable === false && tier.counters.destageFailureCount === 1);
+  faulty.faults.length = 0;
+  faulty.inject({ op: 'put', kind: 'truncate', count: 1 });
+  await t.rejects(tier.destage({ ino }), { code: 'UNAVAILABLE', message: /were sent/ }, 'a short object is caught by the size check');
+  t.equal(tier.fileResidency(ino).flashOnlyBytes, 3 * MiB);
+  faulty.inject({ op: 'put', kind: 'throttle', count: 2 });
+  t.equal(await tier.destage({ ino }), 3 * MiB, 'throttling is retried through');
+  t.equal(tier.status().target.reachable, true);
+  await tier.collectGarbage();
+  const left: string[] = [];
+  for await (const item of objects.list('')) left.push(item.key);
+  t.equal(left.length, 1, 'the failed packs were deleted; one pack remains');
+  t.equal(tier.status().packs.count, 1);
+  await tier.release(ino);
+  t.ok((await readFile(fs, ino)).equals(data));
+  t.ok(dir);
+});
+
+t.test('faults: corrupted reads are EIO and counted; damage in transit is healed by one fresh GET', async (t) => {
+  const { fs, tier, faulty, ino, data, store } = await coldFile(t, 2 * MiB);
+  faulty.inject({ op: 'get', kind: 'corrupt', count: 1 });
+  t.ok((await readFile(fs, ino)).equals(data), 'one bad response: fetched again, correct');
+  t.equal(tier.counters.recallChecksumErrorCount, 1);
+  await tier.settle();
+  await tier.release(ino); // drop what the read wrote back
+  (tier as unknown as { cache: Map<string, Buffer> }).cache.clear();
+  faulty.inject({ op: 'get', kind: 'corrupt', count: Infinity });
+  const fh = await fs.open(ino, 0, ROOT);
+  t.equal(await code(fs.read(fh, 0, MiB)), 'CHECKSUM', 'persistent corruption: EIO, never wrong bytes');
+  t.equal(await code(fs.read(fh, 12288, 4096)), 'CHECKSUM', 'a small read of a plain entry is verified too');
+  await fs.release(fh);
+  t.ok(store.counters.objectChecksumErrorCount + tier.counters.recallChecksumErrorCount >= 3);
+});
+
+t.test('degraded mode: flash keeps serving; a cold read answers EIO within the recall deadline', async (t) => {
+  const { fs, tier, faulty, ino } = await coldFile(t, 2 * MiB, { recallTimeoutMs: 300 });
+  const keepAlive = setInterval(() => undefined, 1000); // deadlines are unref'd timers; a daemon has its mount to keep it alive
+  t.teardown(() => clearInterval(keepAlive));
+  const hot = await writeFile(fs, 'hot', pattern(12, MiB));
+  faulty.unreachable = true;
+  const started = Date.now();
+  const fh = await fs.open(ino, 0, ROOT);
+  t.equal(await code(fs.read(fh, 0, 4096)), 'UNAVAILABLE');
+  t.ok(Date.now() - started < 1500, `answered in ${Date.now() - started} ms`);
+  await fs.release(fh);
+  t.ok(tier.counters.recallFailureCount >= 1);
+  t.equal(tier.status().target.reachable, false);
+  t.ok((await readFile(fs, hot)).equals(pattern(12, MiB)), 'flash-resident data is served');
+  const more = await writeFile(fs, 'new', pattern(13, 3 * MiB));
+  t.ok((await readFile(fs, more)).equals(pattern(13, 3 * MiB)), 'and written');
+  faulty.inject({ op: 'get', kind: 'hang', count: Infinity });
+  faulty.unreachable = false;
+  const hung = Date.now();
+  const fh2 = await fs.open(ino, 0, ROOT);
+  t.equal(await code(fs.read(fh2, MiB, 4096)), 'UNAVAILABLE', 'a target that never answers: same bound');
+  t.ok(Date.now() - hung < 1500);
+  await fs.release(fh2);
+});
+
+t.test('recall: concurrent reads share one fetch; random reads write back, large sequential scans pass through', async (t) => {
+  const { fs, tier, ino, data } = await coldFile(t, 4 * MiB);
+  const fh = await fs.open(ino, 0, ROOT);
+  const gets = tier.counters.recallGetCount;
+  const at = [3, 0, 6, 12].map((i) => 2 * MiB + i * 65536); // not sequential: no readahead in the way
+  const reads = await Promise.all(at.map((offset) => fs.read(fh, offset, 65536)));
+  at.forEach((offset, i) => t.ok(reads[i].equals(data.subarray(offset, offset + 65536))));
+  t.equal(tier.counters.recallGetCount - gets, 2, "one GET for the first reader's blocks, one whole-extent GET shared by the rest");
+  await fs.release(fh);
+  await tier.settle();
+  t.ok(tier.counters.writtenBackBytes >= MiB, 'a random read writes its extent back to flash');
+  t.ok(tier.fileResidency(ino).bothBytes >= MiB);
+
+  const big = pattern(77, 72 * MiB);
+  const bigIno = await writeFile(fs, 'backup.tar', big);
+  await tier.destage({ ino: bigIno });
+  await tier.release(bigIno);
+  const before = tier.counters.writtenBackBytes;
+  const getsBefore = tier.counters.recallGetCount;
+  t.ok((await readFile(fs, bigIno, 128 * 1024)).equals(big), 'a sequential scan reads correct bytes');
+  t.ok(tier.counters.straightThroughBytes >= 64 * MiB, 'served straight through');
+  t.ok(tier.counters.writtenBackBytes - before <= 2 * MiB, 'not written back to flash');
+  t.ok(tier.counters.recallGetCount - getsBefore <= 72 / 4, `readahead fetches several entries per GET (${tier.counters.recallGetCount - getsBefore} GETs)`);
+  t.ok(tier.fileResidency(bigIno).objectOnlyBytes >= 70 * MiB);
+});
+
+t.test('garbage collection: dead packs deleted, sparse ones repacked, garbage visible', async (t) => {
+  const scratch = await formatScratch(t, 128 * MiB);
+  const dir = scratchDir(t);
+  const { fs, tier } = await openTiered(t, scratch, { url: `file://${dir}` });
+  const a = await writeFile(fs, 'a', pattern(21, 4 * MiB));
+  const b = await writeFile(fs, 'b', pattern(22, 4 * MiB));
+  await tier.destage({ ino: a });
+  await tier.destage({ ino: b });
+  await tier.release(b);
+  t.match(tier.status().packs, { count: 2, liveBytes: 8 * MiB, garbageBytes: 0 });
+  // a: overwritten whole → its pack is dead.  b: 3 of 4 MiB overwritten → sparse.
+  const fha = await fs.open(a, 2, ROOT);
+  await fs.write(fha, 0, pattern(23, 4 * MiB));
+  await fs.release(fha);
+  const fhb = await fs.open(b, 2, ROOT);
+  await fs.write(fhb, MiB, pattern(24, 3 * MiB));
+  await fs.release(fhb);
+  await fs.fsync();
+  const mid = tier.status().packs;
+  t.equal(mid.liveBytes, MiB);
+  t.ok(mid.garbageBytes >= 6 * MiB, `garbage visible: ${mid.garbageBytes}`);
+  await tier.collectGarbage(); // deletes a's pack, repacks b's live MiB
+  await tier.collectGarbage(); // deletes b's old pack
+  const end = tier.status().packs;
+  t.match(end, { count: 1, liveBytes: MiB, garbageBytes: 0 });
+  t.equal(tier.counters.gcDeletedPackCount, 2);
+  t.equal(tier.counters.repackedPackCount, 1);
+  const objects: string[] = [];
+  for await (const item of openObjectStore(`file://${dir}`).list('')) objects.push(item.key);
+  t.equal(objects.length, 1, 'the bucket holds exactly the live pack');
+  const expectB = Buffer.concat([pattern(22, 4 * MiB).subarray(0, MiB), pattern(24, 3 * MiB)]);
+  t.ok((await readFile(fs, b)).equals(expectB), 'b reads back from the new pack and flash');
+  t.ok((await readFile(fs, a)).equals(pattern(23, 4 * MiB)));
+});
+
+t.test('orphans and foreign objects in the prefix; unfinished uploads after a crash', async (t) => {
+  const scratch = await formatScratch(t, 128 * MiB);
+  const dir = scratchDir(t);
+  const first = await openTiered(t, scratch, { url: `file://${dir}` });
+  const ino = await writeFile(first.fs, 'f', pattern(31, 2 * MiB));
+  await first.tier.destage({ ino });
+  const uuid = first.tier.fsUuid;
+  // A crash between committing the row and the upload's end: the row says uploading.
+  const ghost = '0123456789abcdef0123456789abcdef';
+  first.meta.mutate(() =>
+    first.meta.putPack({ packId: ghost as never, state: 'uploading', storedBytes: 10, logicalBytes: 10, liveBytes: 0, createdMs: 1, nonce: null }),
+  );
+  await first.store.commit();
+  await first.close();
+  const store = openObjectStore(`file://${dir}`);
+  await store.put(`${uuid}/packs/01/${ghost}`, [Buffer.from('half a pack')]);
+  await store.put(`${uuid}/packs/fe/fedcba9876543210fedcba9876543210`, [Buffer.from('no row: an orphan')]);
+  await store.put(`${uuid}/packs/README.txt`, [Buffer.from('someone else put this here')]);
+  const second = await openTiered(t, scratch, { url: `file://${dir}` });
+  const report = await second.tier.reconcile();
+  t.same(report, { orphanCount: 1, foreignCount: 1 });
+  t.equal(await store.head(`${uuid}/packs/01/${ghost}`), undefined, 'the unfinished upload was deleted at start');
+  t.equal(await store.head(`${uuid}/packs/fe/fedcba9876543210fedcba9876543210`), undefined, 'the orphan was deleted');
+  t.ok(await store.head(`${uuid}/packs/README.txt`), 'the foreign object was left alone');
+  t.equal(second.tier.status().packs.count, 1);
+  t.equal(second.tier.fileResidency(ino).bothBytes, 2 * MiB, 'the committed destage survived the restart');
+});
+
+t.test('encryption and compression: nothing readable in the bucket, everything readable through tierfs', async (t) => {
+  const dir = scratchDir(t);
+  const flash = path.join(dir, 'flash');
+  const meta = path.join(dir, 'meta');
+  const key = Buffer.alloc(32, 7);
+  const { formatFlashPath } = await import('../src/fs/fs');
+  await formatFlashPath(flash, meta, { sizeBytes: 64 * MiB, target: `file://${dir}/objects`, encryptionKey: key });
+  const scratch = { dir, flash, meta };
+  const { fs, tier } = await openTiered(t, scratch, { encryptionKey: key, compress: true });
+  const text = Buffer.from('a very compressible secret line of text\n'.repeat(80_000));
+  const ino = await writeFile(fs, 'secret.txt', text);
+  await tier.destage({ ino });
+  await tier.release(ino);
+  const status = tier.status();
+  t.ok(status.packs.storedBytes < text.length / 4, `compressed: ${status.packs.storedBytes} stored for ${text.length}`);
+  t.equal(status.target.encrypted, true);
+  const objects: string[] = [];
+  for await (const item of openObjectStore(`file://${dir}/objects`).list('')) objects.push(item.key);
+  const raw = await fsp.readFile(path.join(dir, 'objects', objects[0]));
+  t.notOk(raw.includes(Buffer.from('secret line')), 'no plaintext in the pack');
+  t.throws(() => describePack(raw, { fsUuid: tier.fsUuid, key: null }), { message: /encrypted and no key/ });
+  t.throws(() => describePack(raw, { fsUuid: tier.fsUuid, key: Buffer.alloc(32, 8) }), { code: 'CHECKSUM', message: /authentication failed/ });
+  t.equal(describePack(raw, { fsUuid: tier.fsUuid, key }).entries.length, Math.ceil(text.length / MiB));
+  t.ok((await readFile(fs, ino)).equals(text), 'decrypted and inflated on recall');
+});
+
+t.test('encryption keys: missing, wrong or unexpected keys are refused at open', async (t) => {
+  const dir = scratchDir(t);
+  const { formatFlashPath, openFileSystem } = await import('../src/fs/fs');
+  const flash = path.join(dir, 'flash');
+  await formatFlashPath(flash, path.join(dir, 'meta'), { sizeBytes: 32 * MiB, target: `file://${dir}/o`, encryptionKey: Buffer.alloc(32, 1) });
+  await t.rejects(openFileSystem(flash, path.join(dir, 'meta')), { code: 'USAGE', message: /encrypts its object tier/ });
+  await t.rejects(openFileSystem(flash, path.join(dir, 'meta'), { tier: { encryptionKey: Buffer.alloc(32, 2) } }), { message: /not the one/ });
+  await t.rejects(openFileSystem(flash, path.join(dir, 'meta'), { tier: { url: `file://${dir}/other`, encryptionKey: Buffer.alloc(32, 1) } }), {
+    message: /packs are in file:\/\/.*\/o; --target .* differs/,
+  });
+  const plain = path.join(dir, 'plain');
+  await formatFlashPath(plain, path.join(dir, 'meta2'), { sizeBytes: 32 * MiB, target: `file://${dir}/p` });
+  await t.rejects(openFileSystem(plain, path.join(dir, 'meta2'), { tier: { encryptionKey: Buffer.alloc(32, 1) } }), { message: /without encryption/ });
+});

@@ -29,9 +29,19 @@ export interface RetryCounters {
 
 const realSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/** Resolves when `signal` aborts (never without one): a backoff ends early when the caller gives up. */
-function abortion(signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => signal?.addEventListener('abort', () => resolve(), { once: true }));
+/** A backoff that ends early when the caller gives up. */
+async function backoff(sleep: (ms: number) => Promise<void>, ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (!signal) return sleep(ms);
+  let onAbort!: () => void;
+  const aborted = new Promise<void>((resolve) => {
+    onAbort = resolve;
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    await Promise.race([sleep(ms), aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
 }
 
 export class RetryingObjectStore implements ObjectStore {
@@ -77,7 +87,7 @@ export class RetryingObjectStore implements ObjectStore {
         }
         this.counters.retryCount += 1;
         log.debug('object store retry', { what, attempt: attempt + 1, kind: error.kind, delayMs: Math.round(delayMs) });
-        await Promise.race([this.sleep(delayMs), abortion(signal)]);
+        await backoff(this.sleep, delayMs, signal);
       }
     }
   }

@@ -229,9 +229,14 @@ export class TieringEngine {
     clearInterval(this.heatTimer);
     await this.work.catch(() => undefined);
     await this.background;
-    while (this.writeBacksInFlight > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    await this.settle();
     this.flushHeat();
     this.flash.tier = undefined;
+  }
+
+  /** Resolves once no write-back after a recall is running. */
+  async settle(): Promise<void> {
+    while (this.writeBacksInFlight > 0) await new Promise((resolve) => setTimeout(resolve, 5));
   }
 
   /** Run `fn` after every pass before it (destage, evict, GC and the commands take turns). */
@@ -570,7 +575,8 @@ export class TieringEngine {
   private sequential(ino: Ino, startBytes: number, endBytes: number): boolean {
     const last = this.readEnds.get(ino);
     this.readEnds.set(ino, endBytes);
-    return last !== undefined && Math.abs(last - startBytes) <= constants.recallReadaheadBytes && startBytes >= last - constants.extentSizeBytesMax;
+    const slackBytes = 128 * 1024; // the kernel and the readahead windows may issue neighbouring reads out of order
+    return last !== undefined && Math.abs(startBytes - last) <= slackBytes;
   }
 
   private async readFromPack(e: Extent, fromBytes: number, lengthBytes: number): Promise<Buffer> {
@@ -581,10 +587,11 @@ export class TieringEngine {
     let plain: Buffer;
     if (cached) plain = cached;
     else if (ref.encoding === 0 && !seq && lengthBytes * 4 <= e.lengthBytes && !this.fetches.has(entryKey(ref))) {
-      // A small random read of a plain entry: fetch just its blocks (time to first byte), write back behind it.
+      // A small random read of a plain entry: fetch just its blocks (time to first byte).  The write-back
+      // behind it fetches the whole entry, and concurrent readers of the extent share that fetch.
+      this.considerWriteBack(e, false);
       const data = await this.fetch(packKey(this.fsUuid, ref.packId), ref.storedOffsetBytes + ref.skipBytes + fromBytes, lengthBytes);
       this.counters.recalledBytes += data.length;
-      this.considerWriteBack(e, false);
       return data;
     } else {
       plain = await this.fetchEntries(e, seq);
