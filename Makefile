@@ -30,11 +30,14 @@ dist/.built: node_modules/.installed tsconfig.json $(TS_SOURCES)
 
 build: deps dist/.built
 
-# Formats ./var on first use (a sparse 4 GiB flash file, metadata beside it), then serves at ./mnt.
+# Formats ./var on first use (a sparse 4 GiB flash file, metadata beside it, packs in
+# ./var/objects), then serves at ./mnt; the admin socket is ./var/admin.sock
+# (export TIERFS_SOCKET=$PWD/var/admin.sock for tierfs status, stat, destage ...).
+OBJECTS := file://$(CURDIR)/var/objects
 run: build
-	@mkdir -p var
-	@test -e var/meta/tierfs.db || $(TIERFS) format --flash var/flash --size 4G --meta var/meta
-	$(TIERFS) serve --flash var/flash --meta var/meta --mount mnt
+	@mkdir -p var/objects
+	@test -e var/meta/tierfs.db || $(TIERFS) format --flash var/flash --size 4G --meta var/meta --target $(OBJECTS)
+	$(TIERFS) serve --flash var/flash --meta var/meta --mount mnt --target $(OBJECTS) --admin-socket var/admin.sock
 
 test: build
 	TIERFS_LOG=$${TIERFS_LOG:-warn} npx tap

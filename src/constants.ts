@@ -78,6 +78,8 @@ export const constants = {
   destagePackCountMax: 2,
   /** Retries: one object operation gives up after this long; each attempt after attemptTimeoutMs. */
   objectDeadlineMs: 60_000,
+  /** format --target gives up on a target that does not take a probe object within this. */
+  targetProbeDeadlineMs: 5_000,
   objectAttemptTimeoutMs: 30_000,
   retryBaseDelayMs: 50,
   retryDelayMsMax: 5_000,

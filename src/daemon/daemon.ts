@@ -3,10 +3,14 @@
  * SIGINT or SIGTERM, then unmount, commit and close.  A second signal while
  * shutting down is ignored, so an impatient Ctrl-C cannot cut a commit short.
  */
+import fs from 'node:fs';
 import path from 'node:path';
-import { openFileSystem, type OpenFileSystem } from '../fs/fs';
+import { TierfsError } from '../errors';
+import { openFileSystem, type OpenFileSystem, type OpenTierOptions } from '../fs/fs';
 import { FuseMount } from '../fuse/fuse';
 import { log } from '../log';
+import { parseEncryptionKey } from '../tier/tier';
+import { startAdminServer, type AdminServer } from './admin';
 
 export interface ServeConfig {
   flash: string;
@@ -16,23 +20,74 @@ export interface ServeConfig {
   direct?: boolean;
   /** Punch freed ranges out of a file-backed flash tier (block devices always discard). */
   discard?: boolean;
+  /** Object target URL (default: the one recorded at format). */
+  target?: string;
+  /** File holding the object tier's 32-byte key (raw or 64 hex digits). */
+  encryptionKeyFile?: string;
+  /** The admin API's unix socket; '' turns it off. */
+  adminSocket?: string;
+  /** Tiering: cooling period of the default policy, watermarks, recall deadline, compression by default. */
+  coolAfterMs?: number;
+  watermarkHighPercent?: number;
+  watermarkLowPercent?: number;
+  recallTimeoutMs?: number;
+  /** A partial pack of cold data goes up once its oldest extent has waited this long. */
+  packWaitMs?: number;
+  compress?: boolean;
+}
+
+export const defaultAdminSocket = '/run/tierfs/admin.sock';
+
+export function readEncryptionKey(file: string): Buffer {
+  let content: Buffer;
+  try {
+    content = fs.readFileSync(file);
+  } catch (error) {
+    throw new TierfsError('USAGE', `encryption key ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+  if ((fs.statSync(file).mode & 0o077) !== 0) log.warn('encryption key file is readable by others', { file });
+  return parseEncryptionKey(content, file);
 }
 
 export interface Daemon {
   opened: OpenFileSystem;
   mount: FuseMount;
+  admin: AdminServer | undefined;
   /** Resolves once the daemon has unmounted and closed. */
   stopped: Promise<void>;
   stop(reason: string): Promise<void>;
 }
 
 export async function startDaemon(config: ServeConfig): Promise<Daemon> {
-  const opened = await openFileSystem(config.flash, config.meta, { direct: config.direct, discard: config.discard });
+  const tier: OpenTierOptions = {
+    url: config.target,
+    encryptionKey: config.encryptionKeyFile === undefined ? undefined : readEncryptionKey(config.encryptionKeyFile),
+    ...(config.coolAfterMs === undefined ? {} : { coolAfterMs: config.coolAfterMs }),
+    ...(config.watermarkHighPercent === undefined ? {} : { watermarkHighPercent: config.watermarkHighPercent }),
+    ...(config.watermarkLowPercent === undefined ? {} : { watermarkLowPercent: config.watermarkLowPercent }),
+    ...(config.recallTimeoutMs === undefined ? {} : { recallTimeoutMs: config.recallTimeoutMs }),
+    ...(config.compress === undefined ? {} : { compress: config.compress }),
+    ...(config.packWaitMs === undefined ? {} : { packWaitMsMax: config.packWaitMs }),
+  };
+  const opened = await openFileSystem(config.flash, config.meta, { direct: config.direct, discard: config.discard, tier });
   const mount = new FuseMount(opened.fs, config.mount, { allowOther: config.allowOther });
+  let admin: AdminServer | undefined;
   try {
+    fs.mkdirSync(config.mount, { recursive: true });
+    const mountPath = fs.realpathSync(config.mount); // before mounting: the daemon never touches its own mount
+    const socket = config.adminSocket ?? defaultAdminSocket;
+    try {
+      if (socket !== '') admin = await startAdminServer({ opened, mountPath }, path.resolve(socket));
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (config.adminSocket !== undefined || (code !== 'EACCES' && code !== 'EPERM')) throw error;
+      log.warn('admin API off: cannot create the default socket (give --admin-socket PATH)', { socket, error: code });
+    }
     await mount.mount();
   } catch (error) {
+    await admin?.close();
     await opened.close();
+    if (error instanceof TierfsError) throw error;
     throw new Error(`cannot mount ${config.mount}: ${(error as Error).message}`, { cause: error });
   }
   let resolveStopped!: () => void;
@@ -41,6 +96,7 @@ export async function startDaemon(config: ServeConfig): Promise<Daemon> {
   const stop = (reason: string) => {
     stopping ??= (async () => {
       log.info('stopping', { reason });
+      await admin?.close();
       try {
         await mount.unmount();
       } catch (error) {
@@ -52,8 +108,14 @@ export async function startDaemon(config: ServeConfig): Promise<Daemon> {
     })();
     return stopping;
   };
-  log.info('serving', { mount: path.resolve(config.mount), flash: config.flash, meta: config.meta });
-  return { opened, mount, stopped, stop };
+  log.info('serving', {
+    mount: path.resolve(config.mount),
+    flash: config.flash,
+    meta: config.meta,
+    target: opened.tier?.status().target.url ?? 'none',
+    admin: admin?.socketPath ?? 'off',
+  });
+  return { opened, mount, admin, stopped, stop };
 }
 
 /** Run in the foreground until a signal; the process exit code says how it ended. */

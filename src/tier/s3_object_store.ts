@@ -59,6 +59,8 @@ export class S3ObjectStore implements ObjectStore {
   constructor(private readonly options: S3Options) {
     this.prefix = options.prefix === '' ? '' : `${options.prefix.replace(/\/+$/, '')}/`;
     this.description = `s3://${options.bucket}/${options.prefix}${options.endpoint ? ` at ${options.endpoint}` : ''}`;
+    // tierfs pins the SDK version with its lockfile; the SDK's Node 22 notice is not the user's business.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     this.client = new S3Client({
       region: options.region ?? process.env.AWS_REGION ?? 'us-east-1',
       ...(options.endpoint ? { endpoint: options.endpoint, forcePathStyle: true } : {}),

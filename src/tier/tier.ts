@@ -3,7 +3,7 @@
  * tiering engine, policies and the pack format.
  */
 import { constants } from '../constants';
-import { openObjectStore, RetryingObjectStore, type ObjectStore } from './object_store';
+import { openObjectStore, RetryingObjectStore } from './object_store';
 
 export { TieringEngine, defaultTieringOptions, type TieringOptions, type TierCounters, type FileResidency, type ProgressReport } from './tiering';
 export { parseDuration, validatePolicy, policyModes, PolicySet, globToRegExp } from './policy';
@@ -11,10 +11,10 @@ export { describePack, packKey, packKeyPrefix, parseEncryptionKey } from './pack
 export * from './object_store';
 
 /** The object store of a target URL, with the standard retry policy around it. */
-export function openTarget(url: string, wrap: (store: ObjectStore) => ObjectStore = (s) => s): RetryingObjectStore {
-  return new RetryingObjectStore(wrap(openObjectStore(url)), {
-    deadlineMs: constants.objectDeadlineMs,
-    attemptTimeoutMs: constants.objectAttemptTimeoutMs,
+export function openTarget(url: string, deadlineMs: number = constants.objectDeadlineMs): RetryingObjectStore {
+  return new RetryingObjectStore(openObjectStore(url), {
+    deadlineMs,
+    attemptTimeoutMs: Math.min(constants.objectAttemptTimeoutMs, deadlineMs),
     baseDelayMs: constants.retryBaseDelayMs,
     delayMsMax: constants.retryDelayMsMax,
   });

@@ -26,6 +26,8 @@ export function lazyUnmount(mountPoint: string): void {
 export interface Served {
   child: ChildProcess;
   mount: string;
+  /** The admin socket (in the scratch directory). */
+  socket: string;
   stderr: () => string;
   /** SIGTERM and wait for a clean exit; resolves with the exit code. */
   stop(): Promise<number | null>;
@@ -45,7 +47,10 @@ function waitExit(child: ChildProcess, timeoutMs: number): Promise<number | null
 }
 
 export async function serve(t: Test, scratch: Scratch, mount = path.join(scratch.dir, 'mnt'), extraArgs: string[] = []): Promise<Served> {
-  const child = spawn(process.execPath, [tierfsBin, 'serve', '--flash', scratch.flash, '--meta', scratch.meta, '--mount', mount, ...extraArgs], {
+  const socket = path.join(scratch.dir, 'admin.sock');
+  // With --config, the file says everything (tests put the socket at the same place).
+  const args = extraArgs[0] === '--config' ? ['serve', ...extraArgs] : ['serve', '--flash', scratch.flash, '--meta', scratch.meta, '--mount', mount, '--admin-socket', socket, ...extraArgs];
+  const child = spawn(process.execPath, [tierfsBin, ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, TIERFS_LOG: 'info' },
   });
@@ -70,6 +75,7 @@ export async function serve(t: Test, scratch: Scratch, mount = path.join(scratch
   return {
     child,
     mount,
+    socket,
     stderr: () => stderr,
     async stop() {
       child.kill('SIGTERM');
@@ -80,4 +86,10 @@ export async function serve(t: Test, scratch: Scratch, mount = path.join(scratch
       await waitExit(child, 5_000);
     },
   };
+}
+
+/** Run the tierfs CLI to completion. */
+export function runCli(args: string[], env: Record<string, string> = {}): { status: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [tierfsBin, ...args], { encoding: 'utf8', env: { ...process.env, TIERFS_LOG: 'warn', ...env }, timeout: 120_000 });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
