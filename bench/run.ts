@@ -18,6 +18,7 @@ import c from 'node:constants';
 import fs from 'node:fs';
 import path from 'node:path';
 import { formatFlashPath, openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../src/fs/fs';
+import { tierLayer } from './tier';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -50,6 +51,13 @@ function ratioRow(name: string, ours: number[], base: number[], unit: string, mi
   const b = median(base);
   rows.push({ name, ours: o, base: b, unit, target: `>= ${min}`, pass: o / b >= min });
   console.error(`  ${name}: ${o.toFixed(1)} vs ${b.toFixed(1)} ${unit} -> ${(o / b).toFixed(2)}`);
+}
+
+function maxRow(name: string, ours: number[], base: number[], unit: string, max: number): void {
+  const o = median(ours);
+  const b = median(base);
+  rows.push({ name, ours: o, base: b, unit, target: `<= ${max}`, pass: o / b <= max });
+  console.error(`  ${name}: ${o.toFixed(2)} vs ${b.toFixed(2)} ${unit} -> ${(o / b).toFixed(2)}`);
 }
 
 function run(cmd: string, args: string[], options: { cwd?: string } = {}): string {
@@ -96,15 +104,20 @@ async function startChild(args: string[], readyText: string, mount: string): Pro
   };
 }
 
-async function freshTierfs(name: string, sizeBytes: number): Promise<{ flash: string; meta: string }> {
+async function freshTierfs(name: string, sizeBytes: number, target?: string): Promise<{ flash: string; meta: string }> {
   const dir = path.join(work, name);
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   const flash = path.join(dir, 'flash');
   const meta = path.join(dir, 'meta');
-  await formatFlashPath(flash, meta, { sizeBytes });
+  await formatFlashPath(flash, meta, { sizeBytes, target });
   return { flash, meta };
 }
+
+const tierfsArgs = (flash: string, meta: string, mount: string, extra: string[] = []) => [
+  path.join(repoRoot, 'bin', 'tierfs.js'), 'serve', '--flash', flash, '--meta', meta, '--mount', mount,
+  ...(extra.includes('--admin-socket') ? [] : ['--admin-socket', '']), ...extra,
+];
 
 /** Sequential 1 MiB writes (then fsync) and reads, and 4 KiB random reads, through src/fs vs fio. */
 async function fsLayer(): Promise<void> {
@@ -166,7 +179,7 @@ async function fuseLayer(): Promise<void> {
   const target = await freshTierfs('fuse', seqBytes + 2 * GiB);
   const tMount = path.join(work, 'tierfs-mnt');
   const mMount = path.join(work, 'memfs-mnt');
-  const tierfs = await startChild([path.join(repoRoot, 'bin', 'tierfs.js'), 'serve', '--flash', target.flash, '--meta', target.meta, '--mount', tMount], 'info serving', tMount);
+  const tierfs = await startChild(tierfsArgs(target.flash, target.meta, tMount), 'info serving', tMount);
   const memfs = await startChild([path.join(repoRoot, 'dist', 'bench', 'memfs.js'), mMount], 'ready', mMount);
   try {
     const count = String(seqBytes / MiB);
@@ -202,7 +215,7 @@ async function memory(): Promise<void> {
   console.error(`RSS: ${rssFileCount} files and ${rssBytes / GiB} GiB written`);
   const target = await freshTierfs('rss', rssBytes + 2 * GiB);
   const mount = path.join(work, 'rss-mnt');
-  const tierfs = await startChild([path.join(repoRoot, 'bin', 'tierfs.js'), 'serve', '--flash', target.flash, '--meta', target.meta, '--mount', mount], 'info serving', mount);
+  const tierfs = await startChild(tierfsArgs(target.flash, target.meta, mount), 'info serving', mount);
   try {
     run('python3', ['-c', `
 import os
@@ -231,6 +244,22 @@ async function main(): Promise<void> {
   if (!only || only.includes('fs')) await fsLayer();
   if (!only || only.includes('fuse')) await fuseLayer();
   if (!only || only.includes('rss')) await memory();
+  if (!only || only.includes('tier'))
+    await tierLayer({
+      work,
+      repeats,
+      median,
+      ratioRow,
+      maxRow,
+      freshTierfs,
+      dropCaches,
+      serve: (flash, meta, mount, extra) => startChild(tierfsArgs(flash, meta, mount, extra), 'info serving', mount),
+      cli: (args, env) => {
+        const r = spawnSync(process.execPath, [path.join(repoRoot, 'bin', 'tierfs.js'), ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+        if (r.status !== 0) throw new Error(`tierfs ${args.join(' ')}: ${r.stderr}`);
+        return r.stdout;
+      },
+    });
   const lines = ['| measurement | tierfs | baseline | unit | ratio | target | |', '| --- | ---: | ---: | --- | ---: | --- | --- |'];
   for (const row of rows) {
     const ratio = row.unit === 'MiB' ? '' : (row.ours / row.base).toFixed(2);

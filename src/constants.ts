@@ -74,8 +74,15 @@ export const constants = {
   /** Bodies above this go up as multipart (S3) or block (Azure) uploads, in parts of this size. */
   uploadPartSizeBytes: 8 * MiB,
   uploadPartConcurrency: 4,
-  /** Packs uploading at once (each held in memory while it goes up). */
-  destagePackCountMax: 2,
+  /** Azure: bodies up to this size go up in one Put Blob (the SDK's uploadData default); larger ones in staged blocks. */
+  azureSingleShotBytesMax: 256 * MiB,
+  /**
+   * Packs uploading at once in a destage by default (each with its parts in
+   * parallel); one more is read and built meanwhile.  Serve config
+   * uploadConcurrency changes it: single-threaded emulators (azurite) take
+   * one at a time best, real clouds more.
+   */
+  destageUploadCountMax: 2,
   /** Retries: one object operation gives up after this long; each attempt after attemptTimeoutMs. */
   objectDeadlineMs: 60_000,
   /** format --target gives up on a target that does not take a probe object within this. */

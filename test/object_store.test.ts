@@ -4,7 +4,8 @@ import t from 'tap';
 import { FaultyObjectStore, ObjectStoreError, openObjectStore, parseTargetUrl, RetryingObjectStore } from '../src/tier/object_store';
 import { scratchDir } from './helpers/fs';
 import { objectStoreConformance } from './helpers/object_store_conformance';
-import { startAzurite, startS3rver } from './helpers/servers';
+import { AzureObjectStore } from '../src/tier/azure_object_store';
+import { startAzurite, startS3rver, testBucket } from './helpers/servers';
 
 t.test('file backend', async (t) => {
   const store = openObjectStore(`file://${scratchDir(t)}`);
@@ -23,6 +24,9 @@ t.test('azure backend on azurite', async (t) => {
   const store = openObjectStore(server.url('conformance'));
   t.teardown(() => store.close());
   await objectStoreConformance(t, store);
+  // The same suite with staged blocks (stageBlock + commitBlockList) for everything above 1 MiB.
+  const staged = new AzureObjectStore({ container: testBucket, prefix: 'staged', endpoint: server.endpoint, partSizeBytes: 1 << 20, partConcurrency: 3, singleShotBytesMax: 1 << 20 });
+  t.test('staged blocks', async (t) => objectStoreConformance(t, staged, { manyKeys: 20 }));
 });
 
 t.test('target URLs: bad ones are refused with one clear line', async (t) => {

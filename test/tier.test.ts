@@ -363,3 +363,16 @@ t.test('encryption keys: missing, wrong or unexpected keys are refused at open',
   await formatFlashPath(plain, path.join(dir, 'meta2'), { sizeBytes: 32 * MiB, target: `file://${dir}/p` });
   await t.rejects(openFileSystem(plain, path.join(dir, 'meta2'), { tier: { encryptionKey: Buffer.alloc(32, 1) } }), { message: /without encryption/ });
 });
+
+t.test('regression: an extent rewritten into the very blocks it was read from is not marked clean (ABA)', async (t) => {
+  const scratch = await formatScratch(t);
+  const { fs, tier, store, meta } = await openTiered(t, scratch, { url: `file://${scratchDir(t)}` });
+  const ino = await writeFile(fs, 'f', pattern(61, MiB));
+  const [read] = meta.fileExtents(ino);
+  // The same place and length, other bytes: what a rewrite that reused the freed blocks leaves.
+  meta.mutate(() => meta.putExtent({ ...read, checksums: Buffer.from(read.checksums).fill(0x5a, 0, 4) }));
+  const ref = { packId: '0'.repeat(32) as never, entryIndex: 0, storedOffsetBytes: 64, storedLengthBytes: MiB, encoding: 0, skipBytes: 0 };
+  t.equal(meta.mutate(() => store.markPacked(read, ref)), false, 'not the extent that was read');
+  t.equal(meta.mutate(() => store.markPacked(meta.fileExtents(ino)[0], ref)), true, 'the extent as it is now');
+  t.ok(tier);
+});

@@ -82,7 +82,8 @@ point left dead by a crashed daemon is recovered.
                    (true/false), target, encryptionKeyFile, adminSocket
                    (strings), coolAfter, recallTimeout, packWait (durations
                    such as "30s", "1h"), watermarkHighPercent,
-                   watermarkLowPercent
+                   watermarkLowPercent, uploadConcurrency (packs uploading
+                   at once, 1-16, default 2)
   --target URL     the object target (default: the one given to format; a
                    file system formatted without one gets it recorded now)
   --encryption-key FILE  the key given to format --encryption-key
@@ -219,7 +220,7 @@ function readConfig(file: string): ServeConfig {
   const booleans = ['allowOther', 'direct', 'discard', 'compress'];
   const durations = ['coolAfter', 'recallTimeout', 'packWait'];
   const percents = ['watermarkHighPercent', 'watermarkLowPercent'];
-  const allowed = [...strings, ...booleans, ...durations, ...percents];
+  const allowed = [...strings, ...booleans, ...durations, ...percents, 'uploadConcurrency'];
   const config = parsed as Record<string, unknown>;
   for (const key of Object.keys(config)) {
     if (!allowed.includes(key)) throw new TierfsError('USAGE', `--config ${file}: unknown key "${key}" (known: ${allowed.join(', ')})`);
@@ -239,6 +240,9 @@ function readConfig(file: string): ServeConfig {
     if (config[key] !== undefined && typeof config[key] !== 'string' && typeof config[key] !== 'number')
       throw new TierfsError('USAGE', `--config ${file}: "${key}" must be a ${durations.includes(key) ? 'duration such as "1h"' : 'number'}`);
   }
+  const concurrency = config.uploadConcurrency;
+  if (concurrency !== undefined && (typeof concurrency !== 'number' || !Number.isInteger(concurrency) || concurrency < 1 || concurrency > 16))
+    throw new TierfsError('USAGE', `--config ${file}: "uploadConcurrency" must be a whole number from 1 to 16`);
   const { coolAfter, recallTimeout, packWait, ...rest } = config;
   const serveConfig = rest as unknown as ServeConfig;
   if (coolAfter !== undefined) serveConfig.coolAfterMs = parseDuration(String(coolAfter), `--config ${file}: coolAfter`);

@@ -33,6 +33,8 @@ export interface ServeConfig {
   recallTimeoutMs?: number;
   /** A partial pack of cold data goes up once its oldest extent has waited this long. */
   packWaitMs?: number;
+  /** Packs uploading at once. */
+  uploadConcurrency?: number;
   compress?: boolean;
 }
 
@@ -68,13 +70,16 @@ export async function startDaemon(config: ServeConfig): Promise<Daemon> {
     ...(config.recallTimeoutMs === undefined ? {} : { recallTimeoutMs: config.recallTimeoutMs }),
     ...(config.compress === undefined ? {} : { compress: config.compress }),
     ...(config.packWaitMs === undefined ? {} : { packWaitMsMax: config.packWaitMs }),
+    ...(config.uploadConcurrency === undefined ? {} : { uploadCountMax: config.uploadConcurrency }),
   };
   const opened = await openFileSystem(config.flash, config.meta, { direct: config.direct, discard: config.discard, tier });
   const mount = new FuseMount(opened.fs, config.mount, { allowOther: config.allowOther });
   let admin: AdminServer | undefined;
   try {
-    fs.mkdirSync(config.mount, { recursive: true });
-    const mountPath = fs.realpathSync(config.mount); // before mounting: the daemon never touches its own mount
+    // Resolved without touching the mount point itself (it may be a dead mount to recover), and
+    // before mounting: the daemon never makes calls on its own mount.
+    const absolute = path.resolve(config.mount);
+    const mountPath = path.join(fs.realpathSync(path.dirname(absolute)), path.basename(absolute));
     const socket = config.adminSocket ?? defaultAdminSocket;
     try {
       if (socket !== '') admin = await startAdminServer({ opened, mountPath }, path.resolve(socket));

@@ -85,7 +85,11 @@ function slice(e: Extent, fromBytes: number, lengthBytes: number): Extent {
   };
 }
 
-/** The same extent, in the same place: nothing rewrote, moved, destaged or evicted it meanwhile. */
+/**
+ * The same extent, in the same place: nothing rewrote, moved, destaged or
+ * evicted it meanwhile.  The checksums take part: a rewrite can land in the
+ * very blocks the old bytes were freed from (same place, other bytes).
+ */
 export function sameExtent(a: Extent, b: Extent | undefined): boolean {
   return (
     b !== undefined &&
@@ -95,7 +99,8 @@ export function sameExtent(a: Extent, b: Extent | undefined): boolean {
     a.flashOffsetBytes === b.flashOffsetBytes &&
     a.pack?.packId === b.pack?.packId &&
     a.pack?.entryIndex === b.pack?.entryIndex &&
-    a.pack?.skipBytes === b.pack?.skipBytes
+    a.pack?.skipBytes === b.pack?.skipBytes &&
+    a.checksums.equals(b.checksums)
   );
 }
 
@@ -307,20 +312,35 @@ export class FlashStore {
   }
 
   /**
-   * Whole extents, verified, for a pack (destage and repack).  The read epoch
-   * is entered before the first await, so blocks of an extent the caller has
-   * just looked up cannot be freed and reused under it.  A failed extent is
-   * an Error in its place.
+   * Whole extents, verified, for a pack (destage and repack), read straight
+   * into one aligned buffer (`into`, from allocBuffer(), or a new one), back
+   * to back: no per-extent buffers, no copies; a pack is built from views.  The read epoch is entered before the
+   * first await, so blocks of an extent the caller has just looked up cannot
+   * be freed and reused under it.  A failed extent is an Error in its place.
    */
-  async readExtents(extents: Extent[]): Promise<(Buffer | Error)[]> {
+  async readExtents(extents: Extent[], into?: Buffer): Promise<(Buffer | Error)[]> {
     const epoch = this.enterRead();
     try {
+      const totalBytes = extents.reduce((sum, e) => sum + e.lengthBytes, 0);
+      assert.ok(!into || into.length >= totalBytes);
+      const buffer = into ?? this.device.allocBuffer(totalBytes);
+      let at = 0;
       return await Promise.all(
         extents.map(async (e) => {
-          const data = Buffer.allocUnsafe(e.lengthBytes);
+          const view = buffer.subarray(at, (at += e.lengthBytes));
           try {
-            await this.readPart(e, e.fileOffsetBytes, e.fileOffsetBytes + e.lengthBytes, data, 0, false);
-            return data;
+            if (e.flashOffsetBytes === null) {
+              await this.readPart(e, e.fileOffsetBytes, e.fileOffsetBytes + e.lengthBytes, view, 0, false);
+              return view;
+            }
+            this.deviceReadsInFlight += 1;
+            try {
+              await this.device.read(view, e.flashOffsetBytes);
+            } finally {
+              this.deviceReadsInFlight -= 1;
+            }
+            this.verify(e, 0, view, 'flash');
+            return view;
           } catch (error) {
             return error as Error;
           }

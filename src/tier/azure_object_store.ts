@@ -1,9 +1,11 @@
 /**
  * ObjectStore on Azure Blob storage (azure://container/prefix?endpoint=…).
  *
- * Packs are block blobs: bodies above partSizeBytes are staged as blocks
- * (stageBlock, several in parallel) and committed with one commitBlockList,
- * so a blob is either absent or complete.  The SDK's retries are off (one
+ * Packs are block blobs.  A body up to singleShotBytesMax (256 MiB, the
+ * SDK's own uploadData threshold) goes up in one Put Blob — on azurite four
+ * times faster than staging blocks; larger ones are staged as blocks
+ * (stageBlock, several in parallel) and committed with one commitBlockList.
+ * Either way a blob is absent or complete.  The SDK's retries are off (one
  * try): RetryingObjectStore is the one retry policy for every backend.
  *
  * Credentials: AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with
@@ -16,6 +18,8 @@ import {
   type ContainerClient,
   type StoragePipelineOptions,
 } from '@azure/storage-blob';
+import { Readable } from 'node:stream';
+import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import {
   isTransientNetworkError,
@@ -31,6 +35,8 @@ export interface AzureOptions {
   endpoint?: string;
   partSizeBytes: number;
   partConcurrency: number;
+  /** Bodies up to this size go up in one Put Blob, as the SDK's own uploadData does (default 256 MiB). */
+  singleShotBytesMax?: number;
 }
 
 function azureError(error: unknown, what: string): ObjectStoreError {
@@ -82,13 +88,14 @@ export class AzureObjectStore implements ObjectStore {
 
   async put(key: string, body: Buffer[], signal?: AbortSignal): Promise<void> {
     const sizeBytes = body.reduce((sum, part) => sum + part.length, 0);
-    const data = body.length === 1 ? body[0] : Buffer.concat(body, sizeBytes);
     const blob = this.blob(key);
     try {
-      if (sizeBytes <= this.options.partSizeBytes) {
-        await blob.upload(data, sizeBytes, { abortSignal: signal });
+      if (sizeBytes <= (this.options.singleShotBytesMax ?? constants.azureSingleShotBytesMax)) {
+        // The parts streamed as they are: no copy of a 32 MiB pack into one buffer.
+        await blob.upload(() => Readable.from(body, { objectMode: false }), sizeBytes, { abortSignal: signal });
         return;
       }
+      const data = body.length === 1 ? body[0] : Buffer.concat(body, sizeBytes);
       const ids: string[] = [];
       for (let offset = 0; offset < sizeBytes; offset += this.options.partSizeBytes) ids.push(blockId(ids.length));
       let next = 0;

@@ -158,7 +158,7 @@ export class PackWriter {
     return this.storedBytes;
   }
 
-  /** Add the plain bytes of one extent; returns where it lies. */
+  /** Add the plain bytes of one extent (kept by reference until finish(): the caller must not reuse them); returns where it lies. */
   add(ino: Ino, fileOffsetBytes: number, plain: Buffer, checksums: Buffer, compress: boolean): PackRef {
     assert.ok(plain.length > 0 && plain.length <= constants.extentSizeBytesMax && plain.length % constants.blockSizeBytes === 0);
     assert.equal(checksums.length, (plain.length / constants.blockSizeBytes) * 4);
@@ -175,8 +175,6 @@ export class PackWriter {
     if (this.crypto.key) {
       stored = seal(this.crypto, this.packId, this.nonce, index, stored);
       encoding |= PACK_ENCODING.aes256gcm;
-    } else if (stored === plain) {
-      stored = Buffer.from(plain); // the caller reuses its buffer
     }
     const entry: PackEntry = {
       ino,
@@ -195,7 +193,7 @@ export class PackWriter {
     return { packId: this.packId, entryIndex: index, storedOffsetBytes: entry.storedOffsetBytes, storedLengthBytes: stored.length, encoding, skipBytes: 0 };
   }
 
-  /** The whole object, as parts to upload. */
+  /** The whole object, as parts to upload (entries that lie back to back in one buffer go as one part). */
   finish(): Buffer[] {
     const indexPlain = Buffer.concat(
       this.entries.map((e) => {
@@ -221,7 +219,14 @@ export class PackWriter {
     trailer.writeUInt32LE(this.entries.length, 12);
     trailer.writeUInt32LE(crc32c(indexStored), 16);
     END_MAGIC.copy(trailer, 24);
-    return [...this.parts, indexStored, trailer];
+    const parts: Buffer[] = [];
+    for (const part of [...this.parts, indexStored, trailer]) {
+      const last = parts[parts.length - 1];
+      if (last && last.buffer === part.buffer && last.byteOffset + last.length === part.byteOffset)
+        parts[parts.length - 1] = Buffer.from(last.buffer, last.byteOffset, last.length + part.length);
+      else parts.push(part);
+    }
+    return parts;
   }
 }
 

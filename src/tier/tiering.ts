@@ -72,6 +72,8 @@ export interface TieringOptions {
   /** A partial pack of cold data goes up once its oldest extent has waited this long. */
   packWaitMsMax: number;
   recallTimeoutMs: number;
+  /** Packs uploading at once in a destage (each with its parts in parallel). */
+  uploadCountMax: number;
   /** 0: no background work (tests drive the engine by calling its passes). */
   scanIntervalMs: number;
   clock: () => number;
@@ -85,6 +87,7 @@ export const defaultTieringOptions = {
   packSizeBytesTarget: constants.packSizeBytesTarget,
   packWaitMsMax: 60_000,
   recallTimeoutMs: constants.recallTimeoutMsDefault,
+  uploadCountMax: constants.destageUploadCountMax,
   scanIntervalMs: constants.tierScanIntervalMs,
   clock: Date.now,
 } satisfies Partial<TieringOptions>;
@@ -124,6 +127,21 @@ export interface FileResidency {
 export interface ProgressReport {
   doneBytes: number;
   totalBytes: number;
+}
+
+interface PackItem {
+  extent: Extent;
+  data: Buffer;
+  compress: boolean;
+}
+
+interface BuiltPack {
+  /** The buffer its raw entries are views of, reused once the pack is up. */
+  buffer?: Buffer;
+  writer: PackWriter;
+  body: Buffer[];
+  storedBytes: number;
+  packed: { extent: Extent; ref: PackRef }[];
 }
 
 interface PlannedExtent {
@@ -180,6 +198,8 @@ export class TieringEngine {
   private timer: NodeJS.Timeout | undefined;
   private heatTimer: NodeJS.Timeout | undefined;
   private makingRoom: Promise<number> | undefined;
+  /** Pack buffers of the destage running now (reading into them pays page faults only once); dropped after it. */
+  private packBuffers: Buffer[] = [];
   private stopped = false;
   private background: Promise<void> | undefined;
 
@@ -374,23 +394,33 @@ export class TieringEngine {
       const longestWaitMs = now - Math.min(...last.map((p) => p.eligibleMs));
       if (longestWaitMs < this.options.packWaitMsMax) batches.pop(); // wait for more to fill the pack
     }
+    // A pipeline: the next pack is read and built while earlier ones upload (at most
+    // uploadCountMax at once, each with its parts in parallel).
     let doneBytes = 0;
+    let building = this.readAndBuild(batches[0]);
     const uploads: Promise<number>[] = [];
-    let failure: unknown;
-    for (const batch of batches) {
-      if (failure || this.stopped) break;
-      while (uploads.length >= constants.destagePackCountMax) doneBytes += await uploads.shift()!;
-      const upload = this.writePack(batch);
-      upload.catch((error) => (failure ??= error));
-      uploads.push(
-        upload.then((bytes) => {
-          request.progress?.({ doneBytes: doneBytes + bytes, totalBytes });
-          return bytes;
-        }),
-      );
+    try {
+      for (let i = 0; i < batches.length && !this.stopped; i++) {
+        const built = await building;
+        if (i + 1 < batches.length) building = this.readAndBuild(batches[i + 1]);
+        while (uploads.length >= this.options.uploadCountMax) doneBytes += await uploads.shift()!;
+        request.progress?.({ doneBytes, totalBytes });
+        if (built)
+          uploads.push(
+            this.uploadPack(built).finally(() => {
+              if (built.buffer && this.packBuffers.length <= this.options.uploadCountMax) this.packBuffers.push(built.buffer);
+            }),
+          );
+      }
+      while (uploads.length > 0) doneBytes += await uploads.shift()!;
+    } finally {
+      await building.catch(() => undefined);
+      await Promise.allSettled(uploads);
+      this.packBuffers = [];
     }
-    for (const upload of uploads) doneBytes += await upload.catch(() => 0);
-    if (failure) throw failure;
+    this.counters.destagedBytes += doneBytes;
+    this.counters.destagedPackCount += batches.length;
+    request.progress?.({ doneBytes, totalBytes });
     return doneBytes;
   }
 
@@ -410,7 +440,7 @@ export class TieringEngine {
     const decided = new Map<Ino, PolicyRecord | null>();
     const planned: PlannedExtent[] = [];
     let bytes = 0;
-    const limit = Math.min(bytesMax, constants.packSizeBytesMax * constants.destagePackCountMax * 4);
+    const limit = Math.min(bytesMax, constants.packSizeBytesMax * (constants.destageUploadCountMax + 1) * 4);
     for (const e of this.meta.coldExtents('flash', now + 1, constants.tierScanCountMax)) {
       if (bytes >= limit) break;
       let policy = decided.get(e.ino);
@@ -429,33 +459,51 @@ export class TieringEngine {
     return planned;
   }
 
-  /** Read, pack, upload and commit one batch; returns the bytes that became BOTH. */
-  private async writePack(batch: PlannedExtent[]): Promise<number> {
-    const writer = new PackWriter(this.crypto, this.clock());
-    const datas = await this.flash.readExtents(batch.map((p) => p.extent));
-    const packed: { extent: Extent; ref: PackRef }[] = [];
+  /** Read a batch from flash (verified) into a pack buffer and build its pack from views of it. */
+  private async readAndBuild(batch: PlannedExtent[]): Promise<BuiltPack | undefined> {
+    const bytes = batch.reduce((sum, p) => sum + p.extent.lengthBytes, 0);
+    const buffer = this.packBuffers.pop() ?? this.flash.device.allocBuffer(Math.max(bytes, this.options.packSizeBytesTarget + constants.extentSizeBytesMax));
+    if (buffer.length < bytes) throw new Error(`pack buffer of ${buffer.length} bytes for a batch of ${bytes}`);
+    const datas = await this.flash.readExtents(batch.map((p) => p.extent), buffer);
+    const items: PackItem[] = [];
     batch.forEach((p, i) => {
       const data = datas[i];
-      if (data instanceof Error) {
-        log.warn('extent not destaged: flash read failed', { ino: p.extent.ino, offset: p.extent.fileOffsetBytes, error: data.message });
-        return;
-      }
-      packed.push({ extent: p.extent, ref: writer.add(p.extent.ino, p.extent.fileOffsetBytes, data, p.extent.checksums, p.compress) });
+      if (data instanceof Error) log.warn('extent not destaged: flash read failed', { ino: p.extent.ino, offset: p.extent.fileOffsetBytes, error: data.message });
+      else items.push({ extent: p.extent, data, compress: p.compress });
     });
-    if (packed.length === 0) return 0;
+    const built = await this.buildPack(items);
+    if (built) built.buffer = buffer;
+    else this.packBuffers.push(buffer);
+    return built;
+  }
+
+  /**
+   * Build a pack in memory and commit its row (state uploading) before any
+   * byte of it goes up: a crash from here on leaves a row naming the object
+   * to delete at the next start, never an orphan.
+   */
+  private async buildPack(items: PackItem[]): Promise<BuiltPack | undefined> {
+    if (items.length === 0) return undefined;
+    const writer = new PackWriter(this.crypto, this.clock());
+    const packed = items.map(({ extent, data, compress }) => ({ extent, ref: writer.add(extent.ino, extent.fileOffsetBytes, data, extent.checksums, compress) }));
     const body = writer.finish();
     const storedBytes = body.reduce((sum, part) => sum + part.length, 0);
-    const record: PackRecord = {
-      packId: writer.packId,
-      state: 'uploading',
-      storedBytes,
-      logicalBytes: writer.logicalBytes,
-      liveBytes: 0,
-      createdMs: writer.createdMs,
-      nonce: this.encrypted ? writer.nonce : null,
-    };
-    this.meta.mutate(() => this.meta.putPack(record));
-    await this.flash.commit(); // the row is durable before any byte of the object exists
+    const nonce = this.encrypted ? writer.nonce : null;
+    this.meta.mutate(() =>
+      this.meta.putPack({ packId: writer.packId, state: 'uploading', storedBytes, logicalBytes: writer.logicalBytes, liveBytes: 0, createdMs: writer.createdMs, nonce }),
+    );
+    await this.flash.commit();
+    return { writer, body, storedBytes, packed };
+  }
+
+  /**
+   * Upload a built pack and point its extents at it: after the upload a HEAD
+   * checks the size, then one mutation repoints every extent that is still
+   * exactly what was read.  Returns the bytes repointed.
+   */
+  private async uploadPack(built: BuiltPack): Promise<number> {
+    const { writer, body, storedBytes, packed } = built;
+    const nonce = this.encrypted ? writer.nonce : null;
     const key = packKey(this.fsUuid, writer.packId);
     try {
       await this.objects.put(key, body);
@@ -465,9 +513,9 @@ export class TieringEngine {
     } catch (error) {
       this.counters.destageFailureCount += 1;
       this.lastError = errorText(error);
-      log.warn('pack upload failed; its extents stay on flash', { pack: writer.packId, error: this.lastError });
+      log.warn('pack upload failed; its extents stay where they were', { pack: writer.packId, error: this.lastError });
       this.meta.mutate(() => this.meta.setPackState(writer.packId, 'deleting'));
-      throw new TierfsError('UNAVAILABLE', `destage: ${this.lastError}`, { cause: error });
+      throw new TierfsError('UNAVAILABLE', `pack upload: ${this.lastError}`, { cause: error });
     }
     this.lastError = undefined;
     let bytes = 0;
@@ -478,10 +526,8 @@ export class TieringEngine {
       }
       this.meta.setPackState(writer.packId, 'live');
     });
-    this.packNonces.set(writer.packId, { nonce: record.nonce });
-    this.counters.destagedBytes += bytes;
-    this.counters.destagedPackCount += 1;
-    log.debug('pack destaged', { pack: writer.packId, extents: packed.length, bytes, storedBytes });
+    this.packNonces.set(writer.packId, { nonce });
+    log.debug('pack uploaded', { pack: writer.packId, extents: packed.length, bytes, storedBytes });
     return bytes;
   }
 
@@ -810,11 +856,10 @@ export class TieringEngine {
       packs.add(p.packId);
     }
     if (extents.length === 0) return;
-    const writer = new PackWriter(this.crypto, this.clock());
-    const moved: { extent: Extent; ref: PackRef }[] = [];
+    const items: PackItem[] = [];
     for (const e of extents) {
-      let data: Buffer;
       try {
+        let data: Buffer;
         if (e.flashOffsetBytes !== null) {
           const [read] = await this.flash.readExtents([e]);
           if (read instanceof Error) throw read;
@@ -823,37 +868,20 @@ export class TieringEngine {
           const plain = await this.fetchGroup([e]).get(entryKey(e.pack!))!;
           data = Buffer.from(plain.subarray(e.pack!.skipBytes, e.pack!.skipBytes + e.lengthBytes));
         }
+        items.push({ extent: e, data, compress: this.policyOf(e.ino).compress });
       } catch (error) {
         log.warn('repack skipped an extent', { ino: e.ino, offset: e.fileOffsetBytes, error: errorText(error) });
-        continue;
       }
-      moved.push({ extent: e, ref: writer.add(e.ino, e.fileOffsetBytes, data, e.checksums, this.policyOf(e.ino).compress) });
     }
-    if (moved.length === 0) return;
-    const body = writer.finish();
-    const storedBytes = body.reduce((sum, part) => sum + part.length, 0);
-    const nonce = this.encrypted ? writer.nonce : null;
-    this.meta.mutate(() =>
-      this.meta.putPack({ packId: writer.packId, state: 'uploading', storedBytes, logicalBytes: writer.logicalBytes, liveBytes: 0, createdMs: writer.createdMs, nonce }),
-    );
-    await this.flash.commit();
-    const key = packKey(this.fsUuid, writer.packId);
+    const built = await this.buildPack(items);
+    if (!built) return;
     try {
-      await this.objects.put(key, body);
-      if ((await this.objects.head(key))?.sizeBytes !== storedBytes) throw new ObjectStoreError('Corrupt', `put ${key}: size mismatch after upload`);
-    } catch (error) {
-      this.lastError = errorText(error);
-      this.meta.mutate(() => this.meta.setPackState(writer.packId, 'deleting'));
-      log.warn('repack upload failed', { pack: writer.packId, error: this.lastError });
-      return;
+      await this.uploadPack(built);
+    } catch {
+      return; // logged; the old packs stay live and are tried again at the next pass
     }
-    this.meta.mutate(() => {
-      for (const { extent, ref } of moved) this.flash.markPacked(extent, ref);
-      this.meta.setPackState(writer.packId, 'live');
-    });
-    this.packNonces.set(writer.packId, { nonce });
     this.counters.repackedPackCount += packs.size;
-    log.info('packs repacked', { from: packs.size, to: writer.packId, extents: moved.length });
+    log.info('packs repacked', { from: packs.size, to: built.writer.packId, extents: items.length });
   }
 
   // ---- start-up ----

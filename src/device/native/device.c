@@ -26,6 +26,7 @@
 #include <linux/fs.h>
 #include <node_api.h>
 #include <stdint.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -71,6 +72,13 @@ static void free_aligned(napi_env env, void *data, void *hint) {
   free(data);
 }
 
+#define MMAP_BYTES_MIN (1024 * 1024)
+
+static void unmap_aligned(napi_env env, void *data, void *hint) {
+  (void)env;
+  munmap(data, (size_t)(uintptr_t)hint);
+}
+
 static napi_value aligned_buffer(napi_env env, napi_callback_info info) {
   napi_value argv[1], result;
   int64_t bytes;
@@ -80,11 +88,20 @@ static napi_value aligned_buffer(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "aligned buffer size must be a positive multiple of 4096");
     return NULL;
   }
-  int err = posix_memalign(&data, ALIGNMENT_BYTES, (size_t)bytes);
-  if (err != 0) return throw_errno(env, err, "posix_memalign");
-  memset(data, 0, (size_t)bytes);
-  if (napi_create_external_arraybuffer(env, data, (size_t)bytes, free_aligned, NULL, &result) != napi_ok) {
-    free(data);
+  // Large buffers (pack buffers, staging) come straight from mmap: page aligned and zero filled by
+  // the kernel on first touch, so no memset faults every page in on the event loop's thread.
+  bool mapped = bytes >= MMAP_BYTES_MIN;
+  if (mapped) {
+    data = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (data == MAP_FAILED) return throw_errno(env, errno, "mmap");
+  } else {
+    int err = posix_memalign(&data, ALIGNMENT_BYTES, (size_t)bytes);
+    if (err != 0) return throw_errno(env, err, "posix_memalign");
+    memset(data, 0, (size_t)bytes);
+  }
+  if (napi_create_external_arraybuffer(env, data, (size_t)bytes, mapped ? unmap_aligned : free_aligned, (void *)(uintptr_t)bytes, &result) != napi_ok) {
+    if (mapped) munmap(data, (size_t)bytes);
+    else free(data);
     napi_throw_error(env, NULL, "cannot create external ArrayBuffer");
     return NULL;
   }

@@ -1,0 +1,262 @@
+/**
+ * Tiering rows of `make bench`, each against the SDK doing the same work on
+ * the same loopback server in the same run:
+ *
+ * - destage throughput (src/fs engine → s3rver / azurite) vs the SDK's own
+ *   upload loop of the same bytes in objects of the same size (lib-storage
+ *   Upload for S3, uploadData for Azure, same part size and concurrency);
+ * - recall throughput of a cold file read sequentially through the mount vs
+ *   the SDK's ranged GET loop over the same pack objects (8 MiB ranges);
+ * - time to first byte of a cold 4 KiB read through the mount vs one ranged
+ *   4 KiB GET (medians of many samples);
+ * - sequential hot reads (src/fs) while a destage runs vs with tiering idle.
+ */
+import c from 'node:constants';
+import fs from 'node:fs';
+import path from 'node:path';
+import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { BlobServiceClient } from '@azure/storage-blob';
+import { constants } from '../src/constants';
+import { openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO, type Ino, type OpenFileSystem } from '../src/fs/fs';
+import { openObjectStore, packKeyPrefix, type ObjectStore } from '../src/tier/tier';
+import { startAzuriteProcess, startS3rverProcess, testBucket, type ObjectServer } from '../test/helpers/object_servers';
+
+const MiB = 2 ** 20;
+
+export interface BenchContext {
+  work: string;
+  repeats: number;
+  median(values: number[]): number;
+  ratioRow(name: string, ours: number[], base: number[], unit: string, min: number): void;
+  maxRow(name: string, ours: number[], base: number[], unit: string, max: number): void;
+  freshTierfs(name: string, sizeBytes: number, target?: string): Promise<{ flash: string; meta: string }>;
+  dropCaches(): void;
+  serve(flash: string, meta: string, mount: string, extra: string[]): Promise<{ stop(): Promise<void> }>;
+  cli(args: string[], env: Record<string, string>): string;
+}
+
+const destageBytes = Number(process.env.BENCH_DESTAGE_BYTES ?? 512 * MiB);
+const recallBytes = Number(process.env.BENCH_RECALL_BYTES ?? 1024 * MiB);
+
+function randomChunk(seed: number): Buffer {
+  const chunk = Buffer.allocUnsafe(MiB);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < MiB; i += 4) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    chunk.writeUInt32LE(x >>> 0, i);
+  }
+  return chunk;
+}
+
+async function writeWhole(opened: OpenFileSystem, name: string, bytes: number, seed: number): Promise<Ino> {
+  const existing = await opened.fs.lookup(ROOT_INO, name, ROOT).catch(() => undefined);
+  const fh = existing ? await opened.fs.open(existing.ino, c.O_RDWR, ROOT) : (await opened.fs.create(ROOT_INO, name, 0o644, c.O_RDWR, ROOT)).fh;
+  for (let at = 0; at < bytes; at += MiB) await opened.fs.write(fh, at, randomChunk(seed + at / MiB));
+  await opened.fs.fsync(fh);
+  await opened.fs.release(fh);
+  return (await opened.fs.lookup(ROOT_INO, name, ROOT)).ino;
+}
+
+/** The SDK's own upload loop: the same bytes, in objects the size of our packs, one after the other. */
+async function sdkUploadLoop(server: ObjectServer, kind: 's3' | 'azure', prefix: string): Promise<number> {
+  const objectBytes = constants.packSizeBytesTarget;
+  const body = Buffer.concat(Array.from({ length: objectBytes / MiB }, (_, i) => randomChunk(1000 + i)));
+  const started = performance.now();
+  if (kind === 's3') {
+    const client = new S3Client({ endpoint: server.endpoint, forcePathStyle: true, region: 'us-east-1', requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' });
+    for (let i = 0; i < destageBytes / objectBytes; i++)
+      await new Upload({ client, params: { Bucket: testBucket, Key: `${prefix}/${i}`, Body: body }, partSize: constants.uploadPartSizeBytes, queueSize: constants.uploadPartConcurrency }).done();
+    client.destroy();
+  } else {
+    const container = BlobServiceClient.fromConnectionString(server.env.AZURE_STORAGE_CONNECTION_STRING).getContainerClient(testBucket);
+    for (let i = 0; i < destageBytes / objectBytes; i++)
+      await container.getBlockBlobClient(`${prefix}/${i}`).uploadData(body, { blockSize: constants.uploadPartSizeBytes, concurrency: constants.uploadPartConcurrency });
+  }
+  return destageBytes / MiB / ((performance.now() - started) / 1000);
+}
+
+async function destageRows(ctx: BenchContext, server: ObjectServer, kind: 's3' | 'azure'): Promise<void> {
+  const target = await ctx.freshTierfs(`destage-${kind}`, destageBytes * 3);
+  // One pack uploading at a time, like the SDK loop (each with its parts in parallel on both sides).
+  const opened = await openFileSystem(target.flash, target.meta, { tier: { url: server.url(`destage-${kind}`), scanIntervalMs: 0, uploadCountMax: 1 } });
+  const ours: number[] = [];
+  const base: number[] = [];
+  try {
+    const sdkStore = openObjectStore(server.url(`destage-${kind}`));
+    for (let rep = 0; rep < ctx.repeats; rep++) {
+      const ino = await writeWhole(opened, 'cold', destageBytes, rep * 7919);
+      const ourRun = async () => {
+        const started = performance.now();
+        const bytes = await opened.tier!.destage({ ino });
+        ours.push(bytes / MiB / ((performance.now() - started) / 1000));
+      };
+      // Alternate who goes first; both clean up after themselves, so the server holds the same each time.
+      if (rep % 2 === 0) await ourRun();
+      base.push(await sdkUploadLoop(server, kind, `destage-${kind}/sdk-${rep}`));
+      if (rep % 2 === 1) await ourRun();
+      console.error(`    rep ${rep}: ${ours[rep].toFixed(0)} vs ${base[rep].toFixed(0)} MiB/s`);
+      for await (const item of sdkStore.list(`sdk-${rep}/`)) await sdkStore.delete(item.key);
+      await opened.tier!.release(ino);
+      const fh = await opened.fs.open(ino, c.O_RDWR, ROOT);
+      await opened.fs.setattr(ino, { sizeBytes: 0 }, ROOT);
+      await opened.fs.release(fh);
+      await opened.fs.fsync();
+      await opened.tier!.collectGarbage();
+    }
+    await sdkStore.close();
+  } finally {
+    await opened.close();
+  }
+  ctx.ratioRow(`destage ${destageBytes / MiB} MiB to ${kind === 's3' ? 's3rver' : 'azurite'} vs SDK upload loop (1 object at a time)`, ours, base, 'MiB/s', 0.8);
+}
+
+/** The SDK's ranged GET loop over every pack object under the prefix, 8 MiB at a time. */
+async function sdkRangedGetLoop(server: ObjectServer, store: ObjectStore, prefix: string, fsUuid: string): Promise<number> {
+  const client = new S3Client({ endpoint: server.endpoint, forcePathStyle: true, region: 'us-east-1', requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' });
+  const packs: { key: string; sizeBytes: number }[] = [];
+  for await (const item of store.list(packKeyPrefix(fsUuid))) packs.push(item);
+  let total = 0;
+  const started = performance.now();
+  for (const pack of packs) {
+    for (let at = 0; at < pack.sizeBytes; at += 8 * MiB) {
+      const end = Math.min(at + 8 * MiB, pack.sizeBytes) - 1;
+      const out = await client.send(new GetObjectCommand({ Bucket: testBucket, Key: `${prefix}/${pack.key}`, Range: `bytes=${at}-${end}` }));
+      for await (const chunk of out.Body as AsyncIterable<Uint8Array>) total += chunk.byteLength;
+    }
+  }
+  client.destroy();
+  return total / MiB / ((performance.now() - started) / 1000);
+}
+
+async function sdkSmallGets(server: ObjectServer, store: ObjectStore, prefix: string, fsUuid: string, samples: number): Promise<number[]> {
+  const client = new S3Client({ endpoint: server.endpoint, forcePathStyle: true, region: 'us-east-1', requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' });
+  const packs: { key: string; sizeBytes: number }[] = [];
+  for await (const item of store.list(packKeyPrefix(fsUuid))) packs.push(item);
+  const times: number[] = [];
+  for (let i = 0; i < samples; i++) {
+    const pack = packs[i % packs.length];
+    const at = Math.floor((Math.random() * (pack.sizeBytes - 8192)) / 4096) * 4096;
+    const started = performance.now();
+    const out = await client.send(new GetObjectCommand({ Bucket: testBucket, Key: `${prefix}/${pack.key}`, Range: `bytes=${at}-${at + 4095}` }));
+    for await (const chunk of out.Body as AsyncIterable<Uint8Array>) void chunk;
+    times.push(performance.now() - started);
+  }
+  client.destroy();
+  return times;
+}
+
+async function recallRows(ctx: BenchContext, server: ObjectServer): Promise<void> {
+  const prefix = 'recall';
+  const target = await ctx.freshTierfs('recall', recallBytes + 1024 * MiB, server.url(prefix));
+  const mount = path.join(ctx.work, 'recall-mnt');
+  const socket = path.join(ctx.work, 'recall.sock');
+  const daemon = await ctx.serve(target.flash, target.meta, mount, ['--admin-socket', socket]);
+  const env = { TIERFS_SOCKET: socket };
+  const file = path.join(mount, 'cold.bin');
+  const ours: number[] = [];
+  const base: number[] = [];
+  const firstByte: number[] = [];
+  const oneGet: number[] = [];
+  try {
+    const fd = fs.openSync(file, 'w');
+    for (let at = 0; at < recallBytes; at += MiB) fs.writeSync(fd, randomChunk(at / MiB + 1));
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    ctx.cli(['destage', file, '--wait'], env);
+    const fsUuid = JSON.parse(ctx.cli(['status', '--json'], env)).fsUuid as string;
+    const store = openObjectStore(server.url(prefix));
+    for (let rep = 0; rep < ctx.repeats; rep++) {
+      ctx.cli(['release', file], env);
+      ctx.dropCaches();
+      const buffer = Buffer.allocUnsafe(MiB);
+      const started = performance.now();
+      const readFd = fs.openSync(file, 'r');
+      let total = 0;
+      for (;;) {
+        const n = fs.readSync(readFd, buffer, 0, MiB, null);
+        if (n === 0) break;
+        total += n;
+      }
+      fs.closeSync(readFd);
+      ours.push(total / MiB / ((performance.now() - started) / 1000));
+      base.push(await sdkRangedGetLoop(server, store, prefix, fsUuid));
+    }
+    // Cold 4 KiB reads: each at a different extent, after a release and a cache drop.
+    ctx.cli(['release', file], env);
+    ctx.dropCaches();
+    const samples = 40;
+    const readFd = fs.openSync(file, 'r');
+    const small = Buffer.allocUnsafe(4096);
+    for (let i = 0; i < samples; i++) {
+      const extent = Math.floor((i * recallBytes) / MiB / samples) + 3;
+      const started = performance.now();
+      fs.readSync(readFd, small, 0, 4096, extent * MiB + 8192);
+      firstByte.push(performance.now() - started);
+    }
+    fs.closeSync(readFd);
+    oneGet.push(...(await sdkSmallGets(server, store, prefix, fsUuid, samples)));
+    await store.close();
+  } finally {
+    await daemon.stop();
+  }
+  ctx.ratioRow(`recall ${recallBytes / MiB} MiB cold, sequential via FUSE vs SDK ranged GET loop`, ours, base, 'MiB/s', 0.7);
+  ctx.maxRow('time to first byte, cold 4 KiB read via FUSE vs one ranged GET', firstByte, oneGet, 'ms', 2);
+}
+
+async function hotReadRows(ctx: BenchContext, server: ObjectServer): Promise<void> {
+  const target = await ctx.freshTierfs('hot', 2 * destageBytes + 1024 * MiB);
+  const opened = await openFileSystem(target.flash, target.meta, { tier: { url: server.url('hot'), scanIntervalMs: 0 } });
+  const hotBytes = 256 * MiB;
+  const seconds = 3;
+  const idle: number[] = [];
+  const busy: number[] = [];
+  try {
+    const hot = await writeWhole(opened, 'hot', hotBytes, 5);
+    const fh = await opened.fs.open(hot, c.O_RDONLY, ROOT);
+    const readFor = async (): Promise<number> => {
+      let bytes = 0;
+      const end = performance.now() + seconds * 1000;
+      const started = performance.now();
+      while (performance.now() < end) {
+        await opened.fs.read(fh, bytes % hotBytes, MiB);
+        bytes += MiB;
+      }
+      return bytes / MiB / ((performance.now() - started) / 1000);
+    };
+    for (let rep = 0; rep < ctx.repeats; rep++) {
+      idle.push(await readFor());
+      const cold = await writeWhole(opened, 'cold', destageBytes, 100 + rep);
+      const destage = opened.tier!.destage({ ino: cold });
+      busy.push(await readFor());
+      await destage;
+      await opened.tier!.collectGarbage();
+    }
+    await opened.fs.release(fh);
+  } finally {
+    await opened.close();
+  }
+  ctx.ratioRow('hot seq reads (src/fs) while a destage runs vs tiering idle', busy, idle, 'MiB/s', 0.8);
+}
+
+export async function tierLayer(ctx: BenchContext): Promise<void> {
+  console.error('tiering: engine vs the SDKs on s3rver and azurite');
+  const stops: (() => Promise<void>)[] = [];
+  const s3dir = path.join(ctx.work, 's3rver');
+  fs.mkdirSync(s3dir, { recursive: true });
+  try {
+    const s3 = await startS3rverProcess(s3dir, (stop) => stops.push(stop));
+    const azure = await startAzuriteProcess((stop) => stops.push(stop));
+    const only = process.env.BENCH_TIER_ONLY?.split(',');
+    const want = (part: string) => !only || only.includes(part);
+    if (want('destage')) await destageRows(ctx, s3, 's3');
+    if (want('destage')) await destageRows(ctx, azure, 'azure');
+    if (want('recall')) await recallRows(ctx, s3);
+    if (want('hot')) await hotReadRows(ctx, s3);
+  } finally {
+    for (const stop of stops) await stop();
+    fs.rmSync(s3dir, { recursive: true, force: true });
+  }
+}
