@@ -75,6 +75,12 @@ t.test('kill -9 during destage, release, recall and GC loses no fsynced byte and
           ok &&= versions.some((v, i) => (i === 0 || pending[file] !== undefined || attr.sizeBytes < FILE_BYTES) && v.subarray(at, at + CHUNK).equals(piece));
         }
         if (synced[file] !== undefined && pending[file] === undefined) ok &&= actual.equals(pattern(synced[file]!, FILE_BYTES));
+        if (!ok) {
+          const chunks = [];
+          for (let at = 0; at < FILE_BYTES; at += CHUNK)
+            chunks.push(versions.findIndex((v) => v.subarray(at, at + CHUNK).equals(actual.subarray(at, at + CHUNK))));
+          t.comment(`f${file}: size ${attr.sizeBytes}, synced ${synced[file]}, pending ${pending[file]}, chunks match versions ${chunks}`);
+        }
         t.ok(ok, `round ${round}, f${file}: fsynced bytes intact`);
       }
       t.same((await opened.store.verifyAll()).checksumErrors, [], `round ${round}: every flash block verifies`);

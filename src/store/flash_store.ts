@@ -239,13 +239,22 @@ export class FlashStore {
    * access with touched() if the bytes are used.
    */
   async read(ino: Ino, offsetBytes: number, lengthBytes: number, speculative?: { extentsOut: Extent[] }): Promise<Buffer> {
-    const result = Buffer.allocUnsafe(lengthBytes);
     const end = offsetBytes + lengthBytes;
+    const extents = this.meta.extentsInRange(ino, offsetBytes, end);
+    const only = extents.length === 1 ? extents[0] : undefined;
+    if (only && only.flashOffsetBytes === null && only.fileOffsetBytes <= offsetBytes && end <= only.fileOffsetBytes + only.lengthBytes) {
+      // Wholly within one extent in the object tier: the verified recalled bytes themselves, no copy.
+      speculative?.extentsOut.push(only);
+      const data = await this.readFromObjectTier(only, offsetBytes, end, !speculative);
+      this.counters.readBytes += lengthBytes;
+      return data;
+    }
+    const result = Buffer.allocUnsafe(lengthBytes);
     const epoch = this.enterRead();
     try {
       const parts: Promise<void>[] = [];
       let cursor = offsetBytes;
-      for (const e of this.meta.extentsInRange(ino, offsetBytes, end)) {
+      for (const e of extents) {
         const from = Math.max(e.fileOffsetBytes, offsetBytes);
         const to = Math.min(e.fileOffsetBytes + e.lengthBytes, end);
         if (from > cursor) result.fill(0, cursor - offsetBytes, from - offsetBytes);
@@ -273,11 +282,7 @@ export class FlashStore {
     const lengthBytes = roundUp(to - e.fileOffsetBytes) - firstBytes;
     if (heat) this.tier?.extentRead(e);
     if (e.flashOffsetBytes === null) {
-      assert.ok(this.tier && e.pack, `extent of inode ${e.ino} at ${e.fileOffsetBytes} is nowhere`);
-      const view = await this.tier.readFromPack(e, firstBytes, lengthBytes);
-      assert.equal(view.length, lengthBytes);
-      this.verify(e, firstBytes, view, 'object tier');
-      view.copy(dest, destOffset, from - e.fileOffsetBytes - firstBytes, to - e.fileOffsetBytes - firstBytes);
+      (await this.readFromObjectTier(e, from, to, false)).copy(dest, destOffset);
       return;
     }
     const buffer = this.staging.take();
@@ -298,6 +303,18 @@ export class FlashStore {
     } finally {
       this.staging.give(buffer);
     }
+  }
+
+  /** Bytes [from, to) (file offsets) of an extent that is only in the object tier, verified; a view, not a copy. */
+  private async readFromObjectTier(e: Extent, from: number, to: number, heat: boolean): Promise<Buffer> {
+    assert.ok(this.tier && e.pack, `extent of inode ${e.ino} at ${e.fileOffsetBytes} is nowhere`);
+    if (heat) this.tier.extentRead(e);
+    const firstBytes = roundDown(from - e.fileOffsetBytes);
+    const lengthBytes = roundUp(to - e.fileOffsetBytes) - firstBytes;
+    const view = await this.tier.readFromPack(e, firstBytes, lengthBytes);
+    assert.equal(view.length, lengthBytes);
+    this.verify(e, firstBytes, view, 'object tier');
+    return view.subarray(from - e.fileOffsetBytes - firstBytes, to - e.fileOffsetBytes - firstBytes);
   }
 
   /** Check plain bytes of `e` from `firstBytes` (relative, block aligned) against its block checksums. */

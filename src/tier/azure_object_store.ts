@@ -22,6 +22,7 @@ import { Readable } from 'node:stream';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import {
+  collectBody,
   isTransientNetworkError,
   kindOfStatus,
   ObjectStoreError,
@@ -117,16 +118,7 @@ export class AzureObjectStore implements ObjectStore {
   async get(key: string, range?: { offsetBytes: number; lengthBytes: number }, signal?: AbortSignal): Promise<Buffer> {
     try {
       const out = await this.blob(key).download(range?.offsetBytes ?? 0, range?.lengthBytes, { abortSignal: signal });
-      const expected = range?.lengthBytes ?? out.contentLength;
-      const chunks: Buffer[] = [];
-      let received = 0;
-      for await (const chunk of out.readableStreamBody as AsyncIterable<Buffer>) {
-        chunks.push(chunk);
-        received += chunk.length;
-      }
-      if (expected !== undefined && received !== expected)
-        throw new ObjectStoreError('Transient', `get ${key}: ${received} bytes received, ${expected} expected`);
-      return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, received);
+      return await collectBody(key, out.readableStreamBody as AsyncIterable<Uint8Array>, range?.lengthBytes ?? out.contentLength);
     } catch (error) {
       if ((error as { statusCode?: number }).statusCode === 416)
         throw new ObjectStoreError('Fatal', `get ${key}: range beyond the object`, { cause: error });

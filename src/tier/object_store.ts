@@ -71,6 +71,27 @@ export function kindOfStatus(status: number | undefined): ObjectStoreErrorKind {
   return 'Fatal';
 }
 
+/**
+ * A response body, exactly `expectedBytes` long when that is known (a short
+ * or long body is a Transient error: retry).  Chunks are copied once, into a
+ * buffer of the final size.
+ */
+export async function collectBody(key: string, body: AsyncIterable<Uint8Array>, expectedBytes: number | undefined): Promise<Buffer> {
+  const chunks: Uint8Array[] = [];
+  let received = 0;
+  const into = expectedBytes === undefined ? undefined : Buffer.allocUnsafe(expectedBytes);
+  for await (const chunk of body) {
+    if (into) {
+      if (received + chunk.byteLength > into.length) throw new ObjectStoreError('Transient', `get ${key}: more than the ${expectedBytes} bytes expected`);
+      into.set(chunk, received);
+    } else chunks.push(chunk);
+    received += chunk.byteLength;
+  }
+  if (expectedBytes !== undefined && received !== expectedBytes)
+    throw new ObjectStoreError('Transient', `get ${key}: ${received} bytes received, ${expectedBytes} expected`);
+  return into ?? Buffer.concat(chunks, received);
+}
+
 export { openObjectStore, parseTargetUrl, type TargetUrl } from './targets';
 export { RetryingObjectStore, type RetryOptions } from './retrying_object_store';
 export { FaultyObjectStore, type Fault } from './faulty_object_store';

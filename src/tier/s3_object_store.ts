@@ -22,6 +22,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import {
+  collectBody,
   isTransientNetworkError,
   kindOfStatus,
   ObjectStoreError,
@@ -113,16 +114,7 @@ export class S3ObjectStore implements ObjectStore {
         }),
         { abortSignal: signal },
       );
-      const expected = range?.lengthBytes ?? out.ContentLength;
-      const chunks: Buffer[] = [];
-      let received = 0;
-      for await (const chunk of out.Body as AsyncIterable<Uint8Array>) {
-        chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-        received += chunk.byteLength;
-      }
-      if (expected !== undefined && received !== expected)
-        throw new ObjectStoreError('Transient', `get ${key}: ${received} bytes received, ${expected} expected`);
-      return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, received);
+      return await collectBody(key, out.Body as AsyncIterable<Uint8Array>, range?.lengthBytes ?? out.ContentLength);
     } catch (error) {
       if ((error as { name?: string }).name === 'InvalidRange')
         throw new ObjectStoreError('Fatal', `get ${key}: range beyond the object`, { cause: error });

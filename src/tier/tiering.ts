@@ -192,7 +192,15 @@ export class TieringEngine {
     sizeCalculation: (value) => value.length,
   });
   private readonly fetches = new Map<string, Promise<Buffer>>();
+  /** Entries a small random read is fetching a few blocks of. */
+  private readonly smallFetches = new Set<string>();
+  /** Reads waiting for the object tier right now (background fetches wait for them). */
+  private readersWaiting = 0;
+  /** Foreground bytes read and written as of the last destage step (see yieldToForeground). */
+  private foregroundBytes = 0;
   private readonly readEnds = new LRUCache<number, number>({ max: 4096 });
+  /** Per file, how far a sequential reader's readahead has started fetches. */
+  private readonly readAheadFrontiers = new LRUCache<number, number>({ max: 4096 });
   private writeBacksInFlight = 0;
   private readonly packNonces = new LRUCache<string, { nonce: Buffer | null }>({ max: 4096 });
   private timer: NodeJS.Timeout | undefined;
@@ -400,10 +408,16 @@ export class TieringEngine {
     let building = this.readAndBuild(batches[0]);
     const uploads: Promise<number>[] = [];
     try {
+      let busySinceMs = this.clock();
+      this.foregroundBytes = this.flash.counters.readBytes + this.flash.counters.writtenBytes; // activity from now on
       for (let i = 0; i < batches.length && !this.stopped; i++) {
         const built = await building;
-        if (i + 1 < batches.length) building = this.readAndBuild(batches[i + 1]);
         while (uploads.length >= this.options.uploadCountMax) doneBytes += await uploads.shift()!;
+        if (!request.urgent) {
+          await this.yieldToForeground(this.clock() - busySinceMs);
+          busySinceMs = this.clock();
+        }
+        if (i + 1 < batches.length) building = this.readAndBuild(batches[i + 1]);
         request.progress?.({ doneBytes, totalBytes });
         if (built)
           uploads.push(
@@ -422,6 +436,19 @@ export class TieringEngine {
     this.counters.destagedPackCount += batches.length;
     request.progress?.({ doneBytes, totalBytes });
     return doneBytes;
+  }
+
+  /**
+   * Tiering gives way to the file system's own I/O: when reads or writes went
+   * on since the last pack, a non-urgent destage pauses four times as long as
+   * it just worked (at most two seconds), so under load it takes about a
+   * fifth of the time.  Urgent destage (flash short) never waits.
+   */
+  private async yieldToForeground(busyMs: number): Promise<void> {
+    const c = this.flash.counters;
+    const active = c.readBytes + c.writtenBytes !== this.foregroundBytes;
+    if (active && busyMs > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(4 * busyMs, 2000)));
+    this.foregroundBytes = c.readBytes + c.writtenBytes;
   }
 
   /** Every FLASH extent of one file; refused when its policy keeps it on flash. */
@@ -626,23 +653,44 @@ export class TieringEngine {
   }
 
   private async readFromPack(e: Extent, fromBytes: number, lengthBytes: number): Promise<Buffer> {
+    this.readersWaiting += 1;
+    try {
+      return await this.readFromPackNow(e, fromBytes, lengthBytes);
+    } finally {
+      this.readersWaiting -= 1;
+    }
+  }
+
+  private async readFromPackNow(e: Extent, fromBytes: number, lengthBytes: number): Promise<Buffer> {
     const ref = e.pack!;
     const at = e.fileOffsetBytes + fromBytes;
     const seq = this.sequential(e.ino, at, at + lengthBytes);
+    if (!seq) this.readAheadFrontiers.delete(e.ino);
     const cached = this.cache.get(entryKey(ref));
     let plain: Buffer;
-    if (cached) plain = cached;
-    else if (ref.encoding === 0 && !seq && lengthBytes * 4 <= e.lengthBytes && !this.fetches.has(entryKey(ref))) {
-      // A small random read of a plain entry: fetch just its blocks (time to first byte).  The write-back
-      // behind it fetches the whole entry, and concurrent readers of the extent share that fetch.
-      this.considerWriteBack(e, false);
-      const data = await this.fetch(packKey(this.fsUuid, ref.packId), ref.storedOffsetBytes + ref.skipBytes + fromBytes, lengthBytes);
+    if (cached) {
+      plain = cached;
+      if (seq) this.readAhead(e);
+    }
+    else if (ref.encoding === 0 && !seq && lengthBytes * 4 <= e.lengthBytes && !this.fetches.has(entryKey(ref)) && !this.smallFetches.has(entryKey(ref))) {
+      // A small random read of a plain entry: fetch just its blocks (time to first byte), alone on the
+      // wire; the write-back behind it then fetches the whole entry.  Readers of the same extent that
+      // arrive meanwhile start (and share) that whole-entry fetch.
+      this.smallFetches.add(entryKey(ref));
+      let data: Buffer;
+      try {
+        data = await this.fetch(packKey(this.fsUuid, ref.packId), ref.storedOffsetBytes + ref.skipBytes + fromBytes, lengthBytes);
+      } finally {
+        this.smallFetches.delete(entryKey(ref));
+      }
       this.counters.recalledBytes += data.length;
+      this.considerWriteBack(e, false);
       return data;
     } else {
-      plain = await this.fetchEntries(e, seq);
+      const fetching = this.fetchEntries(e, seq);
+      if (seq) this.readAhead(e);
+      plain = await fetching;
     }
-    if (seq) this.readAhead(e);
     this.considerWriteBack(e, seq, plain);
     return plain.subarray(ref.skipBytes + fromBytes, ref.skipBytes + fromBytes + lengthBytes);
   }
@@ -709,12 +757,28 @@ export class TieringEngine {
 
   /** Start fetching the entries a sequential reader will want next. */
   private readAhead(e: Extent): void {
+    // Keep up to three readahead spans in flight ahead of a sequential reader, a GET per span where
+    // the pack allows, so it never waits for a GET that starts only when it arrives.  Each file
+    // keeps a frontier (how far fetches were started): every extent is looked up once, not per read.
     const end = e.fileOffsetBytes + e.lengthBytes;
-    const ahead = this.meta.extentsInRange(e.ino, end, end + constants.recallReadaheadBytes);
-    const first = ahead.find((x) => residencyOf(x) === 'OBJECT' && !this.cache.has(entryKey(x.pack!)) && !this.fetches.has(entryKey(x.pack!)));
-    if (!first || this.fetches.size * constants.extentSizeBytesMax >= constants.recallCacheBytesMax / 2) return;
-    const group = [first, ...this.followers(first, constants.recallReadaheadBytes)];
-    for (const promise of this.fetchGroup(group).values()) promise.catch(() => undefined); // a reader that wants it reports it
+    const span = constants.recallReadaheadBytes;
+    const frontier = Math.max(this.readAheadFrontiers.get(e.ino) ?? end, end);
+    if (frontier >= end + 2 * span) return;
+    let reached = frontier;
+    const ahead = this.meta.extentsInRange(e.ino, frontier, end + 3 * span);
+    for (let i = 0; i < ahead.length; i++) {
+      const x = ahead[i];
+      if (this.fetches.size * constants.extentSizeBytesMax >= constants.recallCacheBytesMax / 2) break;
+      reached = x.fileOffsetBytes + x.lengthBytes;
+      if (residencyOf(x) !== 'OBJECT' || this.cache.has(entryKey(x.pack!)) || this.fetches.has(entryKey(x.pack!))) continue;
+      const group = [x, ...this.followers(x, span)];
+      for (const promise of this.fetchGroup(group).values()) promise.catch(() => undefined); // a reader that wants it reports it
+      const last = group[group.length - 1];
+      reached = last.fileOffsetBytes + last.lengthBytes;
+      i += group.length - 1;
+    }
+    if (ahead.length === 0) reached = end + 3 * span; // a hole or the end of the file: nothing to fetch there
+    this.readAheadFrontiers.set(e.ino, reached);
   }
 
   /** Fetch the entries of contiguous extents of one pack with one GET; each is verified against its extent's checksums. */
@@ -764,6 +828,11 @@ export class TieringEngine {
     return result;
   }
 
+  /** Resolves once no reader waits for the object tier (or after half a second: background work must not starve). */
+  private async quiet(): Promise<void> {
+    for (let waitedMs = 0; this.readersWaiting > 0 && waitedMs < 500; waitedMs += 5) await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+
   /** Write a recalled extent back to flash, unless a large sequential scan is passing through. */
   private considerWriteBack(e: Extent, seq: boolean, plain?: Buffer): void {
     const size = this.meta.getInode(e.ino)?.sizeBytes ?? 0;
@@ -775,6 +844,7 @@ export class TieringEngine {
     this.writeBacksInFlight += 1;
     void (async () => {
       try {
+        if (!plain) await this.quiet(); // background work: a reader waiting for a GET goes first
         const whole = plain ?? (await this.fetchEntries(e, false));
         const mine = whole.subarray(e.pack!.skipBytes, e.pack!.skipBytes + e.lengthBytes);
         if (await this.flash.writeBack(e, Buffer.from(mine))) this.counters.writtenBackBytes += e.lengthBytes;
