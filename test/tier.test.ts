@@ -206,7 +206,8 @@ t.test('faults: corrupted reads are EIO and counted; damage in transit is healed
   t.equal(await code(fs.read(fh, 0, MiB)), 'CHECKSUM', 'persistent corruption: EIO, never wrong bytes');
   t.equal(await code(fs.read(fh, 12288, 4096)), 'CHECKSUM', 'a small read of a plain entry is verified too');
   await fs.release(fh);
-  t.ok(store.counters.objectChecksumErrorCount + tier.counters.recallChecksumErrorCount >= 3);
+  t.ok(tier.counters.recallChecksumErrorCount >= 5, 'every failed verification counted');
+  t.ok(store);
 });
 
 t.test('degraded mode: flash keeps serving; a cold read answers EIO within the recall deadline', async (t) => {

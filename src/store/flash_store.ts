@@ -109,7 +109,11 @@ export function sameExtent(a: Extent, b: Extent | undefined): boolean {
  * without one, every extent is on flash).
  */
 export interface TierHooks {
-  /** Plain bytes [fromBytes, fromBytes + lengthBytes) of an extent, relative to it, from its pack; the store verifies them. */
+  /**
+   * Plain bytes [fromBytes, fromBytes + lengthBytes) of an extent, relative to
+   * it, from its pack, already verified against the extent's block checksums
+   * (the engine verifies what it fetches once, before caching it).
+   */
   readFromPack(e: Extent, fromBytes: number, lengthBytes: number): Promise<Buffer>;
   /** An extent was read (heat); called for every read part, must be cheap. */
   extentRead(e: Extent): void;
@@ -131,8 +135,6 @@ class StagingPool {
 
 export interface StoreCounters {
   checksumErrorCount: number;
-  /** Of which in bytes recalled from the object tier. */
-  objectChecksumErrorCount: number;
   /** Writers that waited for the tiering engine to free flash (backpressure). */
   spaceWaitCount: number;
   readBytes: number;
@@ -149,7 +151,6 @@ export interface FsckReport {
 export class FlashStore {
   readonly counters: StoreCounters = {
     checksumErrorCount: 0,
-    objectChecksumErrorCount: 0,
     spaceWaitCount: 0,
     readBytes: 0,
     writtenBytes: 0,
@@ -298,7 +299,7 @@ export class FlashStore {
           this.deviceReadsInFlight -= 1;
         }
       }
-      this.verify(e, firstBytes, view, 'flash');
+      this.verify(e, firstBytes, view);
       view.copy(dest, destOffset, from - e.fileOffsetBytes - firstBytes, to - e.fileOffsetBytes - firstBytes);
     } finally {
       this.staging.give(buffer);
@@ -313,19 +314,17 @@ export class FlashStore {
     const lengthBytes = roundUp(to - e.fileOffsetBytes) - firstBytes;
     const view = await this.tier.readFromPack(e, firstBytes, lengthBytes);
     assert.equal(view.length, lengthBytes);
-    this.verify(e, firstBytes, view, 'object tier');
     return view.subarray(from - e.fileOffsetBytes - firstBytes, to - e.fileOffsetBytes - firstBytes);
   }
 
-  /** Check plain bytes of `e` from `firstBytes` (relative, block aligned) against its block checksums. */
-  private verify(e: Extent, firstBytes: number, view: Buffer, source: 'flash' | 'object tier'): void {
+  /** Check plain bytes of `e` from `firstBytes` (relative, block aligned) read from flash against its block checksums. */
+  private verify(e: Extent, firstBytes: number, view: Buffer): void {
     const bad = firstBadBlock(view, e.checksums.subarray((firstBytes / BS) * 4, ((firstBytes + view.length) / BS) * 4));
     if (bad < 0) return;
     this.counters.checksumErrorCount += 1;
-    if (source === 'object tier') this.counters.objectChecksumErrorCount += 1;
     const fileOffsetBytes = e.fileOffsetBytes + firstBytes + bad * BS;
-    log.error(`checksum mismatch on ${source}`, { ino: e.ino, fileOffsetBytes, flashOffsetBytes: e.flashOffsetBytes, pack: e.pack?.packId });
-    throw new TierfsError('CHECKSUM', `checksum mismatch in inode ${e.ino} at offset ${fileOffsetBytes} (${source})`);
+    log.error('checksum mismatch on flash', { ino: e.ino, fileOffsetBytes, flashOffsetBytes: e.flashOffsetBytes! + firstBytes + bad * BS });
+    throw new TierfsError('CHECKSUM', `checksum mismatch in inode ${e.ino} at offset ${fileOffsetBytes}`);
   }
 
   /**
@@ -356,7 +355,7 @@ export class FlashStore {
             } finally {
               this.deviceReadsInFlight -= 1;
             }
-            this.verify(e, 0, view, 'flash');
+            this.verify(e, 0, view);
             return view;
           } catch (error) {
             return error as Error;

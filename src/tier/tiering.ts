@@ -679,7 +679,17 @@ export class TieringEngine {
       this.smallFetches.add(entryKey(ref));
       let data: Buffer;
       try {
-        data = await this.fetch(packKey(this.fsUuid, ref.packId), ref.storedOffsetBytes + ref.skipBytes + fromBytes, lengthBytes);
+        for (let attempt = 0; ; attempt++) {
+          data = await this.fetch(packKey(this.fsUuid, ref.packId), ref.storedOffsetBytes + ref.skipBytes + fromBytes, lengthBytes);
+          try {
+            this.verifyRecalled(e, fromBytes, data);
+            break;
+          } catch (error) {
+            this.counters.recallChecksumErrorCount += 1;
+            log.error('recalled bytes failed verification', { ino: e.ino, offset: e.fileOffsetBytes + fromBytes, attempt, error: errorText(error) });
+            if (attempt >= 1) throw error; // one fresh GET, for bytes damaged in transit
+          }
+        }
       } finally {
         this.smallFetches.delete(entryKey(ref));
       }
@@ -695,13 +705,22 @@ export class TieringEngine {
     return plain.subarray(ref.skipBytes + fromBytes, ref.skipBytes + fromBytes + lengthBytes);
   }
 
+  /** Recalled plain bytes of `e` from `fromBytes` (relative, block aligned) against the block checksums it was written with. */
+  private verifyRecalled(e: Extent, fromBytes: number, data: Buffer): void {
+    const bad = firstBadBlock(data, e.checksums.subarray((fromBytes / BS) * 4, ((fromBytes + data.length) / BS) * 4));
+    if (bad < 0 && data.length % BS === 0) return;
+    throw new TierfsError('CHECKSUM', `checksum mismatch in inode ${e.ino} at offset ${e.fileOffsetBytes + fromBytes + Math.max(bad, 0) * BS} (recalled from pack ${e.pack?.packId})`);
+  }
+
   /** One ranged GET under the recall deadline; failures become EIO-mapped errors, counted. */
   private async fetch(key: string, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     this.counters.recallGetCount += 1;
     const signal = AbortSignal.timeout(this.options.recallTimeoutMs);
+    const startedMs = performance.now();
     try {
       const data = await this.objects.get(key, { offsetBytes, lengthBytes }, signal);
       this.lastError = undefined;
+      log.debug('recall GET', { key, offsetBytes, lengthBytes, ms: Math.round(performance.now() - startedMs), readersWaiting: this.readersWaiting, fetching: this.fetches.size });
       return data;
     } catch (error) {
       this.counters.recallFailureCount += 1;
@@ -796,15 +815,14 @@ export class TieringEngine {
             const ref = x.pack!;
             const part = stored.subarray(ref.storedOffsetBytes - offsetBytes, ref.storedOffsetBytes - offsetBytes + ref.storedLengthBytes);
             const plain = decodeEntry(this.crypto, ref.packId, nonce, ref, part, ref.skipBytes + x.lengthBytes);
-            const mine = plain.subarray(ref.skipBytes, ref.skipBytes + x.lengthBytes);
-            if (mine.length !== x.lengthBytes || firstBadBlock(mine, x.checksums) >= 0)
-              throw new TierfsError('CHECKSUM', `pack ${ref.packId} entry ${ref.entryIndex}: bytes do not match the extent's checksums`);
+            this.verifyRecalled(x, 0, plain.subarray(ref.skipBytes, ref.skipBytes + x.lengthBytes));
             return plain;
           });
         } catch (error) {
+          if (!(error instanceof TierfsError && error.code === 'CHECKSUM')) throw error;
           this.counters.recallChecksumErrorCount += 1;
           log.error('recalled bytes failed verification', { pack: first.packId, offsetBytes, lengthBytes, attempt, error: errorText(error) });
-          if (attempt >= 1 || !(error instanceof TierfsError)) throw error; // one fresh GET, for bytes damaged in transit
+          if (attempt >= 1) throw error; // one fresh GET, for bytes damaged in transit
         }
       }
     })();
