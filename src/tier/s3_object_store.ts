@@ -21,6 +21,8 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import type { FinalizeRequestMiddleware, MetadataBearer } from '@smithy/types';
+import { webcrypto } from 'node:crypto';
 import {
   collectBody,
   isTransientNetworkError,
@@ -29,6 +31,13 @@ import {
   type ObjectInfo,
   type ObjectStore,
 } from './object_store';
+
+const SHA256_HEADER = 'x-amz-content-sha256';
+const OFF_THREAD_HASH_BYTES_MIN = 64 * 1024;
+
+function hasHeader(headers: Record<string, string>, name: string): boolean {
+  return Object.keys(headers).some((key) => key.toLowerCase() === name);
+}
 
 export interface S3Options {
   bucket: string;
@@ -69,6 +78,19 @@ export class S3ObjectStore implements ObjectStore {
       responseChecksumValidation: 'WHEN_REQUIRED',
       maxAttempts: 1,
     });
+    // SigV4 signs the SHA-256 of every body.  The SDK hashes on the event loop (a 32 MiB pack costs
+    // tens of ms that stall every reader); WebCrypto's digest runs on the thread pool, and the
+    // signer uses a hash it finds in x-amz-content-sha256 instead of computing one.
+    const hashOffThread: FinalizeRequestMiddleware<object, MetadataBearer> = (next) => async (args) => {
+      const request = args.request as { headers?: Record<string, string>; body?: unknown };
+      const body = request.body;
+      if (request.headers && ArrayBuffer.isView(body) && body.byteLength >= OFF_THREAD_HASH_BYTES_MIN && !hasHeader(request.headers, SHA256_HEADER)) {
+        const digest = await webcrypto.subtle.digest('SHA-256', body);
+        request.headers[SHA256_HEADER] = Buffer.from(digest).toString('hex');
+      }
+      return next(args);
+    };
+    this.client.middlewareStack.addRelativeTo(hashOffThread, { relation: 'before', toMiddleware: 'httpSigningMiddleware', name: 'tierfsOffThreadPayloadHash' });
   }
 
   private keyOf(key: string): string {

@@ -405,11 +405,16 @@ export class TieringEngine {
     // A pipeline: the next pack is read and built while earlier ones upload (at most
     // uploadCountMax at once, each with its parts in parallel).
     let doneBytes = 0;
+    if (!request.urgent) {
+      // A look at the foreground before the first pack, too: a busy file system gets its pause first.
+      this.foregroundBytes = this.flash.counters.readBytes + this.flash.counters.writtenBytes;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      await this.yieldToForeground(50);
+    }
     let building = this.readAndBuild(batches[0]);
     const uploads: Promise<number>[] = [];
     try {
       let busySinceMs = this.clock();
-      this.foregroundBytes = this.flash.counters.readBytes + this.flash.counters.writtenBytes; // activity from now on
       for (let i = 0; i < batches.length && !this.stopped; i++) {
         const built = await building;
         while (uploads.length >= this.options.uploadCountMax) doneBytes += await uploads.shift()!;
@@ -421,7 +426,10 @@ export class TieringEngine {
         request.progress?.({ doneBytes, totalBytes });
         if (built)
           uploads.push(
-            this.uploadPack(built).finally(() => {
+            this.uploadPack(built).then((bytes) => {
+              this.counters.destagedPackCount += 1;
+              return bytes;
+            }).finally(() => {
               if (built.buffer && this.packBuffers.length <= this.options.uploadCountMax) this.packBuffers.push(built.buffer);
             }),
           );
@@ -433,7 +441,6 @@ export class TieringEngine {
       this.packBuffers = [];
     }
     this.counters.destagedBytes += doneBytes;
-    this.counters.destagedPackCount += batches.length;
     request.progress?.({ doneBytes, totalBytes });
     return doneBytes;
   }
@@ -604,7 +611,10 @@ export class TieringEngine {
    * again.  Concurrent callers share one run.  Returns the bytes freed.
    */
   makeRoom(): Promise<number> {
-    this.makingRoom ??= this.exclusive(async () => {
+    // Not behind the other passes: a writer waiting for flash must not wait for a long destage
+    // that yields to it.  Safe alongside them: eviction touches only BOTH extents, and every
+    // residency change re-checks the extent it read (a pack racing another one is just garbage).
+    this.makingRoom ??= (async () => {
       let freed = this.evictTo(this.lowBytes);
       const short = this.flash.usedBytes - freed - this.lowBytes;
       if (short > 0) {
@@ -617,7 +627,7 @@ export class TieringEngine {
       }
       await this.flash.commit();
       return freed;
-    }).finally(() => (this.makingRoom = undefined));
+    })().finally(() => (this.makingRoom = undefined));
     return this.makingRoom;
   }
 
