@@ -48,7 +48,6 @@ import {
   type Ino,
   type MetaStore,
   type PackId,
-  type PackRecord,
   type PackRef,
   type PolicyRecord,
 } from '../meta/meta_store';
@@ -209,6 +208,10 @@ export class TieringEngine {
   /** Pack buffers of the destage running now (reading into them pays page faults only once); dropped after it. */
   private packBuffers: Buffer[] = [];
   private stopped = false;
+  /** The background pass running now (passes never overlap). */
+  private ticking: Promise<unknown> | undefined;
+  private failedTickCount = 0;
+  private backoffUntilMs = 0;
   private background: Promise<void> | undefined;
 
   constructor(
@@ -255,6 +258,8 @@ export class TieringEngine {
     this.stopped = true;
     clearInterval(this.timer);
     clearInterval(this.heatTimer);
+    await this.ticking;
+    await this.makingRoom?.catch(() => undefined);
     await this.work.catch(() => undefined);
     await this.background;
     await this.settle();
@@ -275,19 +280,24 @@ export class TieringEngine {
   }
 
   private tick(): void {
-    if (this.stopped || this.busy) return;
-    this.busy = true;
+    if (this.stopped || this.ticking || Date.now() < this.backoffUntilMs) return;
     const run = async () => {
       await this.destage({ background: true });
       if (this.flash.usedBytes > this.highBytes) await this.makeRoom();
       await this.collectGarbage();
     };
-    run()
-      .catch((error) => log.warn('tiering pass failed', { error: errorText(error) }))
-      .finally(() => (this.busy = false));
+    this.ticking = run()
+      .then(
+        () => (this.failedTickCount = 0),
+        (error: unknown) => {
+          // An unreachable target: back off (2 s, 4 s, ... a minute) instead of failing every second.
+          this.failedTickCount += 1;
+          this.backoffUntilMs = Date.now() + Math.min(60_000, 1000 * 2 ** this.failedTickCount);
+          log.warn('tiering pass failed; retried later', { error: errorText(error), retryInMs: this.backoffUntilMs - Date.now() });
+        },
+      )
+      .finally(() => (this.ticking = undefined));
   }
-
-  private busy = false;
 
   get highBytes(): number {
     return Math.floor((this.flash.capacityBytes * this.options.watermarkHighPercent) / 100);
