@@ -99,6 +99,8 @@ export const constants = {
   coolAfterMsDefault: 60 * 60 * 1000,
   /** Decay of the heat count: it halves in this time without access. */
   heatHalfLifeMs: 60 * 60 * 1000,
+  /** Reads of one extent this close together are one access (a reader's pass in 128 KiB requests). */
+  accessBurstMs: 1000,
   /** Heat of reads is kept in memory and written in one batch this often, or when this many extents wait. */
   heatFlushIntervalMs: 10_000,
   heatPendingCountMax: 100_000,

@@ -7,8 +7,9 @@
  * bounded by that count, not by the file system).  Writes need no record:
  * a written extent is new and carries the time it was written.
  *
- * The count halves every heatHalfLifeMs without access; an access adds one.
- * Per-file heat is the extents' heat summed (count) and maxed (recency).
+ * The count halves every heatHalfLifeMs without access; an access adds one
+ * (the many small reads of one pass over an extent are one access).
+ * Per-file heat: the latest access of any extent, and the mean count.
  */
 import { constants } from '../constants';
 import type { Extent, HeatUpdate, MetaStore } from '../meta/meta_store';
@@ -27,16 +28,17 @@ export class HeatTracker {
     return `${e.ino}:${e.fileOffsetBytes}`;
   }
 
-  /** An extent was read now. */
+  /** An extent was read now.  Reads of it within accessBurstMs of the last count once (one pass of a reader is one access). */
   record(e: Extent): void {
     const now = this.clock();
     const key = HeatTracker.keyOf(e);
     const base = this.pending.get(key) ?? e;
+    const sameBurst = now - base.accessedMs < constants.accessBurstMs;
     this.pending.set(key, {
       ino: e.ino,
       fileOffsetBytes: e.fileOffsetBytes,
       accessedMs: now,
-      heatCount: decayedCount(base.heatCount, base.accessedMs, now) + 1,
+      heatCount: sameBurst ? base.heatCount : decayedCount(base.heatCount, base.accessedMs, now) + 1,
     });
   }
 

@@ -1065,7 +1065,7 @@ export class TieringEngine {
       r.heat.accessedMs = Math.max(r.heat.accessedMs, heat.accessedMs);
       r.heat.count += heat.heatCount;
     }
-    r.heat.count = Math.round(r.heat.count * 100) / 100;
+    r.heat.count = r.extentCount === 0 ? 0 : Math.round((r.heat.count / r.extentCount) * 100) / 100; // the mean: times the file was read
     const policy = this.policyOf(ino);
     r.policy = policy.name;
     r.mode = policy.mode;
