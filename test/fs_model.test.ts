@@ -1,7 +1,8 @@
 // Model-based test of src/fs: random sequences of namespace and data operations run
 // on tierfs and on an in-memory model; error codes and contents are compared after
 // every step.  Steps include fsync, clean reopen and crash (metadata back to the last
-// commit), so persistence and crash consistency are checked against the model too.
+// commit), so persistence and crash consistency are checked against the model too, and
+// destage, release, recall and pack GC, which must change nothing a program can see.
 // Replay a failure with TIERFS_SEED=<seed>; TIERFS_MODEL_STEPS sets the length.
 import t from 'tap';
 import fsConstants from 'node:constants';
@@ -179,10 +180,12 @@ async function runModel(t: tap.Test, seed: number, steps: number): Promise<void>
   t.comment(`seed ${seed} (replay with TIERFS_SEED=${seed})`);
   const random = prng(seed);
   const scratch = await formatScratch(t, 256 * 2 ** 20);
-  let opened: OpenFileSystem = await openFileSystem(scratch.flash, scratch.meta, { commitIntervalMs: 0 });
+  const options = { commitIntervalMs: 0, tier: { url: `file://${scratch.dir}/objects`, scanIntervalMs: 0 } };
+  let opened: OpenFileSystem = await openFileSystem(scratch.flash, scratch.meta, options);
   t.teardown(() => opened.close().catch(() => undefined));
   let model = new Model();
   let durable = model.clone();
+  let tieredBytes = 0;
   const KiB = 1024;
 
   for (let step = 0; step < steps; step++) {
@@ -326,6 +329,23 @@ async function runModel(t: tap.Test, seed: number, steps: number): Promise<void>
       const target = `target-${step}`;
       ours = await run(async () => { const { ino, name } = await parentIno(fs, p); await fs.symlink(ino, name, target, ROOT); });
       theirs = await run(() => model.add(p, { kind: 'symlink', target }));
+    } else if (roll < 0.92) {
+      // Tiering moves bytes between flash and packs; the model sees no change at all.
+      const action = ['destage', 'release', 'recall', 'gc'][Math.floor(random() * 4)];
+      label = `${action} ${p}`;
+      const tier = opened.tier!;
+      const commits = opened.store.counters.commitCount;
+      ours = await run(async () => {
+        if (action === 'gc') return void (await tier.collectGarbage());
+        const attr = await fs.lookupPath(p, ROOT).catch(() => undefined);
+        if (!attr || (attr.mode & fsConstants.S_IFMT) !== fsConstants.S_IFREG) return;
+        if (action === 'destage') tieredBytes += await tier.destage({ ino: attr.ino });
+        else if (action === 'release') await tier.release(attr.ino);
+        else await tier.recallFile(attr.ino);
+      });
+      theirs = { ok: true };
+      // Tiering commits (a pack's row before its upload, residency after): like an fsync, what was done is durable.
+      if (opened.store.counters.commitCount !== commits) durable = model.clone();
     } else if (roll < 0.94) {
       label = 'fsync';
       ours = await run(() => fs.fsync());
@@ -334,14 +354,15 @@ async function runModel(t: tap.Test, seed: number, steps: number): Promise<void>
     } else if (roll < 0.97) {
       label = 'reopen';
       await opened.close();
-      opened = await openFileSystem(scratch.flash, scratch.meta, { commitIntervalMs: 0 });
+      opened = await openFileSystem(scratch.flash, scratch.meta, options);
       ours = theirs = { ok: true };
       durable = model.clone();
     } else {
       label = 'crash';
+      await opened.tier?.stop(); // its timers must not outlive the database they write to
       opened.meta.crash();
       await opened.device.close();
-      opened = await openFileSystem(scratch.flash, scratch.meta, { commitIntervalMs: 0 });
+      opened = await openFileSystem(scratch.flash, scratch.meta, options);
       model = durable.clone();
       ours = theirs = { ok: true };
     }
@@ -356,6 +377,7 @@ async function runModel(t: tap.Test, seed: number, steps: number): Promise<void>
     }
   }
   t.ok(await compareTrees(t, opened.fs, model, 'end'), 'final tree matches the model');
+  if (steps >= 200) t.ok(tieredBytes > 0, `destage steps moved data to packs (${tieredBytes} bytes)`);
   const report = await opened.store.verifyAll();
   t.same(report.checksumErrors, [], 'every mapped block verifies');
 }
