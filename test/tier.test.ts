@@ -382,3 +382,22 @@ t.test('regression: an extent rewritten into the very blocks it was read from is
   t.equal(meta.mutate(() => store.markPacked(meta.fileExtents(ino)[0], ref)), true, 'the extent as it is now');
   t.ok(tier);
 });
+
+t.test('a pack truncated at rest: reads of what it lost are EIO, the rest of the file reads', async (t) => {
+  const scratch = await formatScratch(t);
+  const dir = scratchDir(t);
+  const { fs, tier } = await openTiered(t, scratch, { url: `file://${dir}`, recallTimeoutMs: 2000 });
+  const data = pattern(71, 4 * MiB);
+  const ino = await writeFile(fs, 'f', data);
+  await tier.destage({ ino });
+  await tier.release(ino);
+  const keys: string[] = [];
+  for await (const item of openObjectStore(`file://${dir}`).list('')) keys.push(item.key);
+  await fsp.truncate(path.join(dir, keys[0]), 2 * MiB + 100); // someone cut the object short
+  const fh = await fs.open(ino, 0, ROOT);
+  t.ok((await fs.read(fh, 0, MiB)).equals(data.subarray(0, MiB)), 'the first extent is still there');
+  t.equal(await code(fs.read(fh, 3 * MiB, 4096)), 'IO', 'what was cut off is EIO');
+  t.equal(await code(fs.read(fh, 3 * MiB, MiB)), 'IO');
+  await fs.release(fh);
+  t.ok(tier.counters.recallFailureCount >= 2, 'and counted');
+});
