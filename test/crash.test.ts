@@ -6,8 +6,7 @@
 // (opening rebuilds the free map from the mapping and refuses overlaps).
 // Replay with TIERFS_SEED.
 import t from 'tap';
-import { spawn } from 'node:child_process';
-import path from 'node:path';
+import { runUntilKilled } from './helpers/workload';
 import { openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../src/fs/fs';
 import { formatScratch, pattern, prng, seedFromEnv } from './helpers/fs';
 import c from 'node:constants';
@@ -29,24 +28,6 @@ function apply(files: Buffer[], w: Write): void {
   data.copy(files[w.file], w.offset);
 }
 
-async function runUntilKilled(flash: string, meta: string, seed: number, killAfterMs: number) {
-  const child = spawn(process.execPath, [...process.execArgv, path.join(__dirname, 'scripts', 'crash_workload.ts'), flash, meta, String(seed)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, TIERFS_LOG: 'silent' },
-  });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  // Kill a random time after the workload has started writing.
-  const started = Date.now();
-  while (!out.includes('\nW ') && Date.now() - started < 30_000 && child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
-  await new Promise((r) => setTimeout(r, killAfterMs));
-  child.kill('SIGKILL');
-  await exited;
-  return { out, err };
-}
 
 t.test('kill -9 during a write+fsync workload loses no fsynced byte', async (t) => {
   const baseSeed = seedFromEnv();
@@ -57,7 +38,7 @@ t.test('kill -9 during a write+fsync workload loses no fsynced byte', async (t) 
   let durableCount = 0;
   const rounds = Number(process.env.TIERFS_CRASH_ROUNDS ?? 6);
   for (let round = 0; round < rounds; round++) {
-    const { out, err } = await runUntilKilled(scratch.flash, scratch.meta, baseSeed + round, 200 + Math.floor(random() * 1500));
+    const { out, err } = await runUntilKilled('crash_workload.ts', [scratch.flash, scratch.meta, String(baseSeed + round)], '\nW ', 200 + Math.floor(random() * 1500));
     t.notMatch(err, /workload failed/, `round ${round}: the workload itself did not fail`);
     const roundWrites: Write[] = [];
     let roundSynced = 0;

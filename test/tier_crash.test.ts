@@ -5,9 +5,8 @@
 // at a live pack whose object exists, and the bucket holds exactly the packs
 // the metadata knows (no orphan, nothing missing).  Replay with TIERFS_SEED.
 import t from 'tap';
-import { spawn } from 'node:child_process';
+import { runUntilKilled } from './helpers/workload';
 import c from 'node:constants';
-import path from 'node:path';
 import { openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../src/fs/fs';
 import { openObjectStore, packKey, packKeyPrefix } from '../src/tier/tier';
 import { formatScratch, pattern, prng, scratchDir, seedFromEnv } from './helpers/fs';
@@ -16,23 +15,6 @@ const FILES = 4;
 const FILE_BYTES = 3 * 2 ** 20;
 const CHUNK = 2 ** 20;
 
-async function runUntilKilled(flash: string, meta: string, objects: string, seed: number, killAfterMs: number) {
-  const child = spawn(process.execPath, [...process.execArgv, path.join(__dirname, 'scripts', 'tier_crash_workload.ts'), flash, meta, objects, String(seed)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, TIERFS_LOG: 'silent' },
-  });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const started = Date.now();
-  while (!out.includes('R\n') && Date.now() - started < 30_000 && child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
-  await new Promise((r) => setTimeout(r, killAfterMs));
-  child.kill('SIGKILL');
-  await exited;
-  return { out, err };
-}
 
 t.test('kill -9 during destage, release, recall and GC loses no fsynced byte and orphans no pack', async (t) => {
   const baseSeed = seedFromEnv();
@@ -45,7 +27,7 @@ t.test('kill -9 during destage, release, recall and GC loses no fsynced byte and
   const rounds = Number(process.env.TIERFS_CRASH_ROUNDS ?? 6);
   let packsSeen = 0;
   for (let round = 0; round < rounds; round++) {
-    const { out, err } = await runUntilKilled(scratch.flash, scratch.meta, objects, baseSeed + round, 300 + Math.floor(random() * 1500));
+    const { out, err } = await runUntilKilled('tier_crash_workload.ts', [scratch.flash, scratch.meta, objects, String(baseSeed + round)], 'R\n', 300 + Math.floor(random() * 1500));
     t.notMatch(err, /workload failed/, `round ${round}: the workload itself did not fail`);
     const pending: (number | undefined)[] = Array(FILES).fill(undefined);
     for (const line of out.split('\n')) {
