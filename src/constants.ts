@@ -106,8 +106,9 @@ export const constants = {
   heatPendingCountMax: 100_000,
   /** The tiering engine looks for work this often. */
   tierScanIntervalMs: 1_000,
-  /** Extents looked at per scan step. */
+  /** Extents looked at per scan page, and pages per pass. */
   tierScanCountMax: 4096,
+  tierScanPageCountMax: 16,
   /** Recalled plain bytes kept in memory (readahead and shared fetches). */
   recallCacheBytesMax: 64 * MiB,
   /** A sequential reader of cold data gets this much fetched ahead, in one ranged GET where the pack allows. */

@@ -401,3 +401,15 @@ t.test('a pack truncated at rest: reads of what it lost are EIO, the rest of the
   await fs.release(fh);
   t.ok(tier.counters.recallFailureCount >= 2, 'and counted');
 });
+
+t.test('regression: a background pass with too little cold data for a pack waits for more, without failing', async (t) => {
+  const scratch = await formatScratch(t);
+  let now = 1_000_000_000;
+  const { fs, tier } = await openTiered(t, scratch, { url: `file://${scratchDir(t)}`, packWaitMsMax: 60_000, coolAfterMs: 1000 }, () => now);
+  const ino = await writeFile(fs, 'small', pattern(81, 2 * MiB));
+  now += 2000; // cold, but a 2 MiB pack is not worth it yet
+  t.equal(await tier.destage({ background: true }), 0, 'nothing uploaded yet');
+  t.equal(tier.fileResidency(ino).objectBytes, 0);
+  now += 61_000; // it has waited long enough
+  t.equal(await tier.destage({ background: true }), 2 * MiB, 'then a small pack goes up');
+});

@@ -179,8 +179,12 @@ export interface MetaStore {
   deleteExtent(ino: Ino, fileOffsetBytes: number): void;
   /** Every extent with blocks on flash, in flash order (start-up and fsck). */
   allExtents(): Iterable<Extent>;
-  /** Coldest extents first: FLASH-only ('flash') or BOTH ('both') ones accessed before `accessedBeforeMs`. */
-  coldExtents(kind: 'flash' | 'both', accessedBeforeMs: number, countMax: number): Extent[];
+  /**
+   * Coldest extents first: FLASH-only ('flash') or BOTH ('both') ones accessed
+   * before `accessedBeforeMs`, after `after` (the last of the previous page) in
+   * (access time, inode, offset) order.
+   */
+  coldExtents(kind: 'flash' | 'both', accessedBeforeMs: number, countMax: number, after?: Extent): Extent[];
   /** Extents of one file with a given residency, by offset. */
   fileExtents(ino: Ino): Extent[];
   /** Extents whose copy is in `packId`. */

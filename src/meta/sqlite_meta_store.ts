@@ -262,11 +262,13 @@ export class SqliteMetaStore implements MetaStore {
       deleteExtent: db.prepare('DELETE FROM extents WHERE ino = ? AND file_offset = ?'),
       allExtents: db.prepare('SELECT * FROM extents WHERE flash_offset IS NOT NULL ORDER BY flash_offset'),
       coldFlash: db.prepare(
-        'SELECT * FROM extents WHERE pack_id IS NULL AND accessed_ms < ? ORDER BY accessed_ms LIMIT ?',
+        `SELECT * FROM extents WHERE pack_id IS NULL AND accessed_ms < ? AND (accessed_ms, ino, file_offset) > (?, ?, ?)
+         ORDER BY accessed_ms, ino, file_offset LIMIT ?`,
       ),
       coldBoth: db.prepare(
         `SELECT * FROM extents WHERE pack_id IS NOT NULL AND flash_offset IS NOT NULL AND accessed_ms < ?
-         ORDER BY accessed_ms LIMIT ?`,
+           AND (accessed_ms, ino, file_offset) > (?, ?, ?)
+         ORDER BY accessed_ms, ino, file_offset LIMIT ?`,
       ),
       fileExtents: db.prepare('SELECT * FROM extents WHERE ino = ? ORDER BY file_offset'),
       extentsOfPack: db.prepare('SELECT * FROM extents WHERE pack_id = ?'),
@@ -482,9 +484,10 @@ export class SqliteMetaStore implements MetaStore {
     for (const row of this.stmt.allExtents.iterate()) yield toExtent(row as ExtentRow);
   }
 
-  coldExtents(kind: 'flash' | 'both', accessedBeforeMs: number, countMax: number): Extent[] {
+  coldExtents(kind: 'flash' | 'both', accessedBeforeMs: number, countMax: number, after?: Extent): Extent[] {
     const stmt = kind === 'flash' ? this.stmt.coldFlash : this.stmt.coldBoth;
-    return (stmt.all(accessedBeforeMs, countMax) as ExtentRow[]).map(toExtent);
+    const from = after ? [after.accessedMs, after.ino, after.fileOffsetBytes] : [Number.MIN_SAFE_INTEGER, 0, 0];
+    return (stmt.all(accessedBeforeMs, ...from, countMax) as ExtentRow[]).map(toExtent);
   }
 
   fileExtents(ino: Ino): Extent[] {

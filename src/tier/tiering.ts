@@ -411,6 +411,7 @@ export class TieringEngine {
     if (request.background && batchBytes < constants.packSizeBytesMin) {
       const longestWaitMs = now - Math.min(...last.map((p) => p.eligibleMs));
       if (longestWaitMs < this.options.packWaitMsMax) batches.pop(); // wait for more to fill the pack
+      if (batches.length === 0) return 0;
     }
     // A pipeline: the next pack is read and built while earlier ones upload (at most
     // uploadCountMax at once, each with its parts in parallel).
@@ -485,7 +486,7 @@ export class TieringEngine {
     const planned: PlannedExtent[] = [];
     let bytes = 0;
     const limit = Math.min(bytesMax, constants.packSizeBytesMax * (constants.destageUploadCountMax + 1) * 4);
-    for (const e of this.meta.coldExtents('flash', now + 1, constants.tierScanCountMax)) {
+    for (const e of this.coldPages('flash', now)) {
       if (bytes >= limit) break;
       let policy = decided.get(e.ino);
       if (policy === undefined) {
@@ -501,6 +502,20 @@ export class TieringEngine {
       bytes += e.lengthBytes;
     }
     return planned;
+  }
+
+  /**
+   * Extents by coldness, page after page (pinned or never data at the cold end
+   * must not hide everything behind it), at most tierScanPageCountMax pages a pass.
+   */
+  private *coldPages(kind: 'flash' | 'both', now: number): Iterable<Extent> {
+    let after: Extent | undefined;
+    for (let page = 0; page < constants.tierScanPageCountMax; page++) {
+      const extents = this.meta.coldExtents(kind, now + 1, constants.tierScanCountMax, after);
+      yield* extents;
+      if (extents.length < constants.tierScanCountMax) return;
+      after = extents[extents.length - 1];
+    }
   }
 
   /** Read a batch from flash (verified) into a pack buffer and build its pack from views of it. */
@@ -583,7 +598,7 @@ export class TieringEngine {
     const decided = new Map<Ino, boolean>();
     const now = this.clock();
     this.meta.mutate(() => {
-      for (const e of this.meta.coldExtents('both', now + 1, constants.tierScanCountMax)) {
+      for (const e of this.coldPages('both', now)) {
         if (this.flash.usedBytes - freed <= toBytes) break;
         let pinned = decided.get(e.ino);
         if (pinned === undefined) {
