@@ -24,6 +24,7 @@ t.test('kill -9 during destage, release, recall and GC loses no fsynced byte and
   const objects = scratchDir(t);
   // Per file: the seed of its last fsynced version (undefined: empty), and the rewrite in flight.
   const synced: (number | undefined)[] = Array(FILES).fill(undefined);
+  const history: string[][] = Array.from({ length: FILES }, () => []); // every version written, for diagnostics
   const rounds = Number(process.env.TIERFS_CRASH_ROUNDS ?? 6);
   let packsSeen = 0;
   for (let round = 0; round < rounds; round++) {
@@ -32,6 +33,7 @@ t.test('kill -9 during destage, release, recall and GC loses no fsynced byte and
     const pending: (number | undefined)[] = Array(FILES).fill(undefined);
     for (const line of out.split('\n')) {
       const [kind, file, seed] = line.split(' ');
+      if (kind === 'W') history[Number(file)].push(`r${round}:${seed}`);
       if (kind === 'W') pending[Number(file)] = Number(seed);
       if (kind === 'F') {
         synced[Number(file)] = Number(seed);
@@ -61,7 +63,11 @@ t.test('kill -9 during destage, release, recall and GC loses no fsynced byte and
           const chunks = [];
           for (let at = 0; at < FILE_BYTES; at += CHUNK)
             chunks.push(versions.findIndex((v) => v.subarray(at, at + CHUNK).equals(actual.subarray(at, at + CHUNK))));
-          t.comment(`f${file}: size ${attr.sizeBytes}, synced ${synced[file]}, pending ${pending[file]}, chunks match versions ${chunks}`);
+          const older = [];
+          for (let at = 0; at < FILE_BYTES; at += CHUNK)
+            older.push(history[file].find((v) => pattern(Number(v.split(':')[1]), FILE_BYTES).subarray(at, at + CHUNK).equals(actual.subarray(at, at + CHUNK))) ?? (actual.subarray(at, at + CHUNK).equals(Buffer.alloc(CHUNK)) ? 'zeros' : 'unknown'));
+          t.comment(`f${file}: size ${attr.sizeBytes}, synced ${synced[file]}, pending ${pending[file]}, chunks match versions ${chunks}, i.e. ${older}; history ${history[file].join(' ')}`);
+          t.comment(`extents ${JSON.stringify(opened.meta.fileExtents(attr.ino).map((e) => ({ at: e.fileOffsetBytes, len: e.lengthBytes, flash: e.flashOffsetBytes, pack: e.pack?.packId.slice(0, 6), skip: e.pack?.skipBytes })))}`);
         }
         t.ok(ok, `round ${round}, f${file}: fsynced bytes intact`);
       }
