@@ -674,7 +674,6 @@ export class FileSystem {
     }
   }
 
-
   async write(fh: number, offsetBytes: number, data: Buffer): Promise<number> {
     const handle = this.handle(fh);
     if ((handle.flags & O_ACCMODE) === O_RDONLY) fail('BAD_HANDLE', 'handle not open for writing');

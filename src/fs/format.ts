@@ -155,10 +155,6 @@ export async function openFileSystem(
     if (options.tier?.url !== undefined && recorded !== undefined && options.tier.url !== recorded)
       throw new TierfsError('USAGE', `this file system's packs are in ${recorded}; --target ${options.tier.url} differs`);
     if (url !== undefined || options.tier?.objects) {
-      if (recorded === undefined && url !== undefined) {
-        meta.setSetting('target', url);
-        meta.commit();
-      }
       const check = meta.setting('encryptionKeyCheck');
       const key = options.tier?.encryptionKey;
       if (check !== undefined && key === undefined)
@@ -166,6 +162,11 @@ export async function openFileSystem(
       if (check === undefined && key !== undefined) throw new TierfsError('USAGE', 'this file system was formatted without encryption; --encryption-key does not apply');
       if (check !== undefined && key !== undefined && keyCheck(key, store.superblock.uuid) !== check)
         throw new TierfsError('USAGE', 'the encryption key is not the one this file system was formatted with');
+      if (recorded === undefined && url !== undefined) {
+        // Recorded only once everything else checked out: a refused serve changes nothing.
+        meta.setSetting('target', url);
+        meta.commit();
+      }
       objects = options.tier?.objects ?? openTarget(url!);
       tier = new TieringEngine(store, {
         ...defaultTieringOptions,

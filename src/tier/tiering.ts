@@ -150,7 +150,7 @@ interface PlannedExtent {
   eligibleMs: number;
 }
 
-/** Fetched plain bytes of one pack entry. */
+/** The key of one pack entry in the recall cache and the map of fetches in flight. */
 function entryKey(ref: PackRef): string {
   return `${ref.packId}:${ref.entryIndex}`;
 }
@@ -869,7 +869,9 @@ export class TieringEngine {
         return plains[i];
       });
       promise.catch(() => undefined);
-      const tracked = promise.finally(() => this.fetches.delete(key));
+      const tracked = promise.finally(() => {
+        if (this.fetches.get(key) === promise) this.fetches.delete(key); // not a newer fetch of the same entry
+      });
       tracked.catch(() => undefined);
       this.fetches.set(key, promise);
       result.set(key, promise);
