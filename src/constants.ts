@@ -119,6 +119,14 @@ export const constants = {
   repackLiveFractionMax: 0.5,
   /** A writer waits at most this long for the engine to free flash before ENOSPC. */
   spaceWaitMsMax: 120_000,
+  /** Admin API: request bodies, paths per request, files one request may walk (a recursive pin), entries of a listing, problems fsck lists. */
+  adminBodyBytesMax: 64 * KiB,
+  adminPathCountMax: 1000,
+  adminFileCountMax: 1_000_000,
+  adminListingCountMax: 10_000,
+  fsckProblemCountMax: 1000,
+  /** Progress lines of a long admin job at most this often. */
+  adminProgressIntervalMs: 100,
 } as const;
 
 export const units = { KiB, MiB, GiB } as const;

@@ -209,7 +209,7 @@ t.test('metadata that is not ours, or from a newer tierfs, is refused with one c
   db.pragma('user_version = 99');
   db.close();
   const newer = await openFileSystem(scratch.flash, scratch.meta).catch((error: Error) => error);
-  t.match(newer, { code: 'VERSION', message: /schema version 99; this tierfs knows up to 2/ });
+  t.match(newer, { code: 'VERSION', message: /schema version 99; this tierfs knows up to 3/ });
   const garbage = scratchDir(t);
   fs.writeFileSync(path.join(garbage, 'tierfs.db'), 'this is not a database'.repeat(100));
   const corrupt = await openFileSystem(scratch.flash, garbage).catch((error: Error) => error);
@@ -228,7 +228,7 @@ t.test('a file system from schema 1 (before the object tier) migrates: its exten
   const db = new Database(path.join(scratch.meta, 'tierfs.db'));
   const rows = db.prepare('SELECT ino, file_offset, length, flash_offset, checksums FROM extents').all();
   db.exec(`DROP TRIGGER extents_pack_insert; DROP TRIGGER extents_pack_delete; DROP TRIGGER extents_pack_update;
-    DROP TABLE extents; DROP TABLE packs; DROP TABLE policies;
+    DROP TABLE extents; DROP TABLE packs; DROP TABLE policies; DROP TRIGGER inodes_pin_delete; DROP TABLE pins;
     CREATE TABLE extents (ino INTEGER NOT NULL, file_offset INTEGER NOT NULL, length INTEGER NOT NULL,
       flash_offset INTEGER NOT NULL, checksums BLOB NOT NULL, PRIMARY KEY (ino, file_offset)) WITHOUT ROWID;
     CREATE INDEX extents_flash ON extents (flash_offset);`);

@@ -28,13 +28,17 @@ export interface ProgressLine {
   error?: string;
 }
 
-/** Send one request; `onLine` receives NDJSON lines of a streamed answer. */
+/**
+ * Send one request; `onLine` receives NDJSON lines of a streamed answer.
+ * Aborting `signal` hangs up, which stops a job the daemon runs for us.
+ */
 export function request(
   socket: string,
-  method: 'GET' | 'POST' | 'DELETE',
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE',
   urlPath: string,
   body?: unknown,
   onLine?: (line: ProgressLine) => void,
+  signal?: AbortSignal,
 ): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
@@ -61,15 +65,17 @@ export function request(
           }
         });
         res.on('end', () => {
-          if (typeof last.error === 'string') reject(new TierfsError(res.statusCode === 400 ? 'USAGE' : 'IO', last.error));
+          if (typeof last.error === 'string') reject(new TierfsError(res.statusCode === 400 || res.statusCode === 413 ? 'USAGE' : 'IO', last.error));
           else if ((res.statusCode ?? 500) >= 400) reject(new TierfsError('IO', `the daemon answered HTTP ${res.statusCode}`));
           else resolve(last);
         });
         res.on('error', reject);
       },
     );
+    signal?.addEventListener('abort', () => req.destroy(new TierfsError('BUSY', 'interrupted')), { once: true });
     req.on('error', (error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT' || error.code === 'ECONNREFUSED')
+      if (error instanceof TierfsError) reject(error);
+      else if (error.code === 'ENOENT' || error.code === 'ECONNREFUSED')
         reject(new TierfsError('NOT_FOUND', `no tierfs daemon answers at ${socket} (is it serving? --socket or TIERFS_SOCKET name another)`));
       else if (error.code === 'EACCES') reject(new TierfsError('ACCESS', `${socket}: permission denied (the admin socket is the daemon owner's)`));
       else reject(new TierfsError('IO', `${socket}: ${error.message}`));
@@ -91,19 +97,41 @@ function units(bytes: number): string {
 
 export { units as formatBytes };
 
-/** A progress bar on a terminal (stderr); nothing when stderr is not one. */
-export function progressBar(label: string): { update(line: ProgressLine): void; done(): void } {
-  const tty = process.stderr.isTTY;
+function duration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '--:--';
+  const s = Math.round(seconds);
+  return s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+}
+
+/**
+ * Progress on stderr: a bar with bytes, rate and ETA redrawn in place on a
+ * terminal; otherwise a plain line at most every few seconds (logs, scripts).
+ */
+export function progressBar(label: string, clock: () => number = Date.now, tty = process.stderr.isTTY === true): { update(line: ProgressLine): void; done(): void } {
+  const startedMs = clock();
   let drawn = false;
+  let lastPlainMs = -Infinity;
+  let finished = false;
   return {
     update(line) {
-      if (!tty || !line.progress) return;
+      if (!line.progress) return;
       const { doneBytes, totalBytes } = line.progress;
+      const now = clock();
       const fraction = totalBytes === 0 ? 1 : Math.min(1, doneBytes / totalBytes);
-      const width = 30;
-      const filled = Math.round(fraction * width);
-      process.stderr.write(`\r${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(fraction * 100).toFixed(0).padStart(3)}% ${units(doneBytes)} / ${units(totalBytes)}  `);
-      drawn = true;
+      const elapsedS = (now - startedMs) / 1000;
+      const rate = elapsedS > 0 ? doneBytes / elapsedS : 0;
+      const eta = rate > 0 ? (totalBytes - doneBytes) / rate : Infinity;
+      const figures = `${(fraction * 100).toFixed(0).padStart(3)}% ${units(doneBytes)} / ${units(totalBytes)}, ${units(rate)}/s, ETA ${duration(eta)}`;
+      if (tty) {
+        const width = 30;
+        const filled = Math.round(fraction * width);
+        process.stderr.write(`\r${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${figures}  `);
+        drawn = true;
+      } else if (!finished && (now - lastPlainMs >= 5000 || doneBytes >= totalBytes)) {
+        process.stderr.write(`${label}: ${figures}\n`);
+        lastPlainMs = now;
+        finished = doneBytes >= totalBytes;
+      }
     },
     done() {
       if (drawn) process.stderr.write('\n');

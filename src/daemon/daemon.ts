@@ -9,8 +9,9 @@ import { TierfsError } from '../errors';
 import { openFileSystem, type OpenFileSystem, type OpenTierOptions } from '../fs/fs';
 import { FuseMount } from '../fuse/fuse';
 import { log } from '../log';
-import { parseEncryptionKey } from '../tier/tier';
+import { parseEncryptionKey, type Prices } from '../tier/tier';
 import { startAdminServer, type AdminServer } from './admin';
+import { parseMetricsAddress, startMetricsServer, type MetricsServer } from './metrics';
 
 export interface ServeConfig {
   flash: string;
@@ -36,6 +37,10 @@ export interface ServeConfig {
   /** Packs uploading at once. */
   uploadConcurrency?: number;
   compress?: boolean;
+  /** Serve Prometheus metrics on this loopback HOST:PORT; off when absent. */
+  metrics?: string;
+  /** Object storage prices for tierfs policy simulate. */
+  prices?: Prices;
 }
 
 export const defaultAdminSocket = '/run/tierfs/admin.sock';
@@ -55,6 +60,7 @@ export interface Daemon {
   opened: OpenFileSystem;
   mount: FuseMount;
   admin: AdminServer | undefined;
+  metrics: MetricsServer | undefined;
   /** Resolves once the daemon has unmounted and closed. */
   stopped: Promise<void>;
   stop(reason: string): Promise<void>;
@@ -75,6 +81,7 @@ export async function startDaemon(config: ServeConfig): Promise<Daemon> {
   const opened = await openFileSystem(config.flash, config.meta, { direct: config.direct, discard: config.discard, tier });
   const mount = new FuseMount(opened.fs, config.mount, { allowOther: config.allowOther });
   let admin: AdminServer | undefined;
+  let metrics: MetricsServer | undefined;
   try {
     // Resolved without touching the mount point itself (it may be a dead mount to recover), and
     // before mounting: the daemon never makes calls on its own mount.
@@ -82,14 +89,16 @@ export async function startDaemon(config: ServeConfig): Promise<Daemon> {
     const mountPath = path.join(fs.realpathSync(path.dirname(absolute)), path.basename(absolute));
     const socket = config.adminSocket ?? defaultAdminSocket;
     try {
-      if (socket !== '') admin = await startAdminServer({ opened, mountPath }, path.resolve(socket));
+      if (socket !== '') admin = await startAdminServer({ opened, mountPath, prices: config.prices }, path.resolve(socket));
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (config.adminSocket !== undefined || (code !== 'EACCES' && code !== 'EPERM')) throw error;
       log.warn('admin API off: cannot create the default socket (give --admin-socket PATH)', { socket, error: code });
     }
+    if (config.metrics !== undefined) metrics = await startMetricsServer(opened, parseMetricsAddress(config.metrics, 'metrics'));
     await mount.mount();
   } catch (error) {
+    await metrics?.close();
     await admin?.close();
     await opened.close();
     if (error instanceof TierfsError) throw error;
@@ -102,6 +111,7 @@ export async function startDaemon(config: ServeConfig): Promise<Daemon> {
     stopping ??= (async () => {
       log.info('stopping', { reason });
       await admin?.close();
+      await metrics?.close();
       try {
         await mount.unmount();
       } catch (error) {
@@ -119,8 +129,9 @@ export async function startDaemon(config: ServeConfig): Promise<Daemon> {
     meta: config.meta,
     target: opened.tier?.status().target.url ?? 'none',
     admin: admin?.socketPath ?? 'off',
+    metrics: metrics?.address ?? 'off',
   });
-  return { opened, mount, admin, stopped, stop };
+  return { opened, mount, admin, metrics, stopped, stop };
 }
 
 /** Run in the foreground until a signal; the process exit code says how it ended. */

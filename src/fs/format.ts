@@ -124,6 +124,13 @@ export interface OpenTierOptions extends Partial<Omit<TieringOptions, 'objects' 
   encryptionKey?: Buffer;
 }
 
+/** Watermarks set at run time (tierfs watermark set) are kept in the metadata; serve's own settings override them. */
+function storedWatermarks(meta: MetaStore): Partial<TieringOptions> {
+  const high = meta.setting('watermarkHighPercent');
+  const low = meta.setting('watermarkLowPercent');
+  return high === undefined || low === undefined ? {} : { watermarkHighPercent: Number(high), watermarkLowPercent: Number(low) };
+}
+
 /** A file system opened from its flash tier and metadata directory, with what it owns. */
 export interface OpenFileSystem {
   fs: FileSystem;
@@ -171,6 +178,7 @@ export async function openFileSystem(
       tier = new TieringEngine(store, {
         ...defaultTieringOptions,
         ...(options.clock ? { clock: options.clock } : {}),
+        ...storedWatermarks(meta),
         ...options.tier,
         objects,
         encryptionKey: key ?? null,

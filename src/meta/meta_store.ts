@@ -179,6 +179,8 @@ export interface MetaStore {
   deleteExtent(ino: Ino, fileOffsetBytes: number): void;
   /** Every extent with blocks on flash, in flash order (start-up and fsck). */
   allExtents(): Iterable<Extent>;
+  /** Every extent, wherever it lies, by (inode, offset) (reports, the simulator, fsck). */
+  everyExtent(): Iterable<Extent>;
   /**
    * Coldest extents first: FLASH-only ('flash') or BOTH ('both') ones accessed
    * before `accessedBeforeMs`, after `after` (the last of the previous page) in
@@ -203,6 +205,11 @@ export interface MetaStore {
   packTotals(): PackTotals;
 
   policies(): PolicyRecord[];
+  /** A pin set on one file by an administrator: it overrides every policy. */
+  isPinned(ino: Ino): boolean;
+  /** Returns whether anything changed. */
+  setPinned(ino: Ino, pinned: boolean, nowMs: number): boolean;
+  pinnedCount(): number;
   putPolicy(policy: PolicyRecord): void;
   deletePolicy(name: string): boolean;
 

@@ -92,6 +92,13 @@ export const migrations: string[] = [
     size_min INTEGER NOT NULL, target TEXT NOT NULL, compress INTEGER NOT NULL
   ) WITHOUT ROWID;
   `,
+  // 3: pins set by an administrator on single files (tierfs pin), gone with their inode.
+  `
+  CREATE TABLE pins (ino INTEGER PRIMARY KEY, pinned_ms INTEGER NOT NULL);
+  CREATE TRIGGER inodes_pin_delete AFTER DELETE ON inodes BEGIN
+    DELETE FROM pins WHERE ino = old.ino;
+  END;
+  `,
 ];
 
 export const schemaVersion = migrations.length;
@@ -261,6 +268,11 @@ export class SqliteMetaStore implements MetaStore {
       ),
       deleteExtent: db.prepare('DELETE FROM extents WHERE ino = ? AND file_offset = ?'),
       allExtents: db.prepare('SELECT * FROM extents WHERE flash_offset IS NOT NULL ORDER BY flash_offset'),
+      extentPage: db.prepare('SELECT * FROM extents WHERE (ino, file_offset) > (?, ?) ORDER BY ino, file_offset LIMIT ?'),
+      isPinned: db.prepare('SELECT 1 FROM pins WHERE ino = ?').pluck(),
+      pin: db.prepare('INSERT OR IGNORE INTO pins (ino, pinned_ms) VALUES (?, ?)'),
+      unpin: db.prepare('DELETE FROM pins WHERE ino = ?'),
+      pinnedCount: db.prepare('SELECT count(*) FROM pins').pluck(),
       coldFlash: db.prepare(
         `SELECT * FROM extents WHERE pack_id IS NULL AND accessed_ms < ? AND (accessed_ms, ino, file_offset) > (?, ?, ?)
          ORDER BY accessed_ms, ino, file_offset LIMIT ?`,
@@ -482,6 +494,32 @@ export class SqliteMetaStore implements MetaStore {
 
   *allExtents(): Iterable<Extent> {
     for (const row of this.stmt.allExtents.iterate()) yield toExtent(row as ExtentRow);
+  }
+
+  /** In pages (other statements, writes included, may run between them; an extent written meanwhile may be missed or seen). */
+  *everyExtent(): Iterable<Extent> {
+    let after: [number, number] = [-1, -1];
+    for (;;) {
+      const rows = this.stmt.extentPage.all(...after, 1024) as ExtentRow[];
+      for (const row of rows) yield toExtent(row);
+      if (rows.length < 1024) return;
+      const last = toExtent(rows[rows.length - 1]);
+      after = [last.ino, last.fileOffsetBytes];
+    }
+  }
+
+  isPinned(ino: Ino): boolean {
+    return this.stmt.isPinned.get(ino) !== undefined;
+  }
+
+  setPinned(ino: Ino, pinned: boolean, nowMs: number): boolean {
+    const changed = (pinned ? this.stmt.pin.run(ino, nowMs) : this.stmt.unpin.run(ino)).changes > 0;
+    if (changed) this.pending += 1;
+    return changed;
+  }
+
+  pinnedCount(): number {
+    return this.stmt.pinnedCount.get() as number;
   }
 
   coldExtents(kind: 'flash' | 'both', accessedBeforeMs: number, countMax: number, after?: Extent): Extent[] {

@@ -388,6 +388,23 @@ export class FlashStore {
     return true;
   }
 
+  /** BOTH → FLASH (fsck repair): forget a pack copy that is lost or bad; the extent is destaged again later. */
+  unpack(was: Extent): boolean {
+    const now = this.meta.extentsInRange(was.ino, was.fileOffsetBytes, was.fileOffsetBytes + 1)[0];
+    if (!sameExtent(was, now) || now!.flashOffsetBytes === null) return false;
+    this.meta.putExtent({ ...now!, pack: null });
+    return true;
+  }
+
+  /** Drop an extent no inode owns (fsck repair); its flash blocks are free after the commit. */
+  forget(was: Extent): boolean {
+    const now = this.meta.extentsInRange(was.ino, was.fileOffsetBytes, was.fileOffsetBytes + 1)[0];
+    if (!sameExtent(was, now) || this.meta.getInode(was.ino) !== undefined) return false;
+    this.meta.deleteExtent(was.ino, was.fileOffsetBytes);
+    if (now!.flashOffsetBytes !== null) this.pendingFree.push({ flashOffsetBytes: now!.flashOffsetBytes, lengthBytes: now!.lengthBytes });
+    return true;
+  }
+
   /** OBJECT → BOTH: write recalled plain bytes of a whole extent back to flash and map them, unless it changed meanwhile. */
   async writeBack(was: Extent, plain: Buffer): Promise<boolean> {
     assert.ok(was.flashOffsetBytes === null && was.pack !== null && plain.length === was.lengthBytes);

@@ -83,4 +83,18 @@ export class PolicySet {
     for (const { policy, pattern } of this.compiled) if (pattern.test(path)) return policy;
     return this.defaultPolicy;
   }
+
+  /** Every policy matching a path, the one that applies first (policy explain). */
+  matches(path: string): PolicyRecord[] {
+    return this.compiled.filter(({ pattern }) => pattern.test(path)).map(({ policy }) => policy);
+  }
+}
+
+/** Watermarks are percentages of the flash tier, low below high; throws USAGE with one line. */
+export function checkWatermarks(highPercent: unknown, lowPercent: unknown, where = 'watermarks'): void {
+  for (const [name, value] of [['high', highPercent], ['low', lowPercent]] as const)
+    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value >= 100)
+      throw new TierfsError('USAGE', `${where}: the ${name} watermark must be a number of percent between 0 and 100 (exclusive)`);
+  if ((lowPercent as number) >= (highPercent as number))
+    throw new TierfsError('USAGE', `${where}: the low watermark (${lowPercent}%) must be below the high one (${highPercent}%)`);
 }

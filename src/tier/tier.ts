@@ -5,9 +5,11 @@
 import { constants } from '../constants';
 import { openObjectStore, RetryingObjectStore } from './object_store';
 
-export { TieringEngine, defaultTieringOptions, type TieringOptions, type TierCounters, type FileResidency, type ProgressReport } from './tiering';
+export { TieringEngine, defaultTieringOptions, type TieringOptions, type TierCounters, type FileResidency, type ProgressReport, type JobControl } from './tiering';
 export { parseDuration, validatePolicy, policyModes, PolicySet, globToRegExp } from './policy';
-export { describePack, packKey, packKeyPrefix, parseEncryptionKey } from './pack';
+export { describePack, packIdOfKey, packKey, packKeyPrefix, parseEncryptionKey } from './pack';
+export { checkWatermarks } from './policy';
+export { defaultPrices, parsePrices, type Prices, type SimulationResult } from './simulate';
 export * from './object_store';
 
 /** The object store of a target URL, with the standard retry policy around it. */

@@ -55,7 +55,9 @@ import type { FlashStore } from '../store/store';
 import { HeatTracker } from './heat';
 import { ObjectStoreError, type ObjectStore } from './object_store';
 import { decodeEntry, packIdOfKey, packKey, packKeyPrefix, PackWriter, type PackCrypto } from './pack';
-import { PolicySet, validatePolicy } from './policy';
+import { checkWatermarks, PolicySet, validatePolicy } from './policy';
+import { Simulation, type Prices, type SimulationResult } from './simulate';
+import { LatencyWindow, RateMeter } from './stats';
 
 const BS = constants.blockSizeBytes;
 
@@ -128,6 +130,12 @@ export interface ProgressReport {
   totalBytes: number;
 }
 
+/** What a command asks of a long operation: progress reports, and a signal that stops it between steps. */
+export interface JobControl {
+  progress?: (p: ProgressReport) => void;
+  signal?: AbortSignal;
+}
+
 interface PackItem {
   extent: Extent;
   data: Buffer;
@@ -155,6 +163,10 @@ function entryKey(ref: PackRef): string {
   return `${ref.packId}:${ref.entryIndex}`;
 }
 
+function roundMs(ms: number | null): number | null {
+  return ms === null ? null : Math.round(ms * 100) / 100;
+}
+
 function errorText(error: unknown): string {
   return (error as Error)?.message ?? String(error);
 }
@@ -179,6 +191,11 @@ export class TieringEngine {
   };
   /** The last failure talking to the target, cleared by the next success. */
   lastError: string | undefined;
+  /** Latency of recall GETs (status percentiles); `onRecallLatency` lets metrics observe each one. */
+  readonly recallLatency = new LatencyWindow();
+  onRecallLatency: ((ms: number) => void) | undefined;
+  private readonly destageRate: RateMeter;
+  private readonly recallRate: RateMeter;
   readonly heat: HeatTracker;
   private readonly crypto: PackCrypto;
   private policies: PolicySet;
@@ -222,6 +239,8 @@ export class TieringEngine {
     this.objects = options.objects;
     this.clock = options.clock;
     this.heat = new HeatTracker(options.clock);
+    this.destageRate = new RateMeter(options.clock);
+    this.recallRate = new RateMeter(options.clock);
     const uuid = this.meta.setting('uuid');
     assert.ok(uuid);
     this.crypto = { fsUuid: uuid, key: options.encryptionKey };
@@ -234,6 +253,11 @@ export class TieringEngine {
 
   get encrypted(): boolean {
     return this.crypto.key !== null;
+  }
+
+  /** The target (reports and fsck read it; writes to it go through the engine). */
+  get objectStore(): ObjectStore {
+    return this.objects;
   }
 
   /** Attach to the flash store, finish what a crash interrupted, and start the background loop. */
@@ -273,13 +297,14 @@ export class TieringEngine {
   }
 
   /** Run `fn` after every pass before it (destage, evict, GC and the commands take turns). */
-  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
     const result = this.work.catch(() => undefined).then(fn);
     this.work = result.catch(() => undefined);
     return result;
   }
 
   private tick(): void {
+    this.sampleRates();
     if (this.stopped || this.ticking || Date.now() < this.backoffUntilMs) return;
     const run = async () => {
       await this.destage({ background: true });
@@ -322,6 +347,11 @@ export class TieringEngine {
     return new PolicySet(this.meta.policies(), fallback);
   }
 
+  /** The rule that applies where no policy matches. */
+  get defaultPolicy(): PolicyRecord {
+    return this.policies.defaultPolicy;
+  }
+
   listPolicies(): PolicyRecord[] {
     return this.meta.policies();
   }
@@ -354,8 +384,35 @@ export class TieringEngine {
   }
 
   policyOf(ino: Ino): PolicyRecord {
+    if (this.meta.isPinned(ino)) return { ...this.policies.defaultPolicy, name: 'pinned', pathGlob: '', mode: 'pin' };
     const path = this.pathOf(ino);
     return path === undefined ? this.policies.defaultPolicy : this.policies.match(path);
+  }
+
+  /** The policies matching a path, the one that applies first (policy explain). */
+  explainPath(path: string): { matches: PolicyRecord[]; applies: PolicyRecord } {
+    const matches = this.policies.matches(path);
+    return { matches, applies: matches[0] ?? this.policies.defaultPolicy };
+  }
+
+  /** Set or clear an administrator's pin on one file; pinning does not recall (the caller does). */
+  async pin(ino: Ino, pinned: boolean): Promise<boolean> {
+    const changed = this.meta.mutate(() => this.meta.setPinned(ino, pinned, this.clock()));
+    if (changed) await this.flash.commit();
+    return changed;
+  }
+
+  /** New watermarks for the running engine, kept in the metadata for later starts. */
+  async setWatermarks(highPercent: number, lowPercent: number): Promise<void> {
+    checkWatermarks(highPercent, lowPercent);
+    this.meta.mutate(() => {
+      this.meta.setSetting('watermarkHighPercent', String(highPercent));
+      this.meta.setSetting('watermarkLowPercent', String(lowPercent));
+    });
+    await this.flash.commit();
+    this.options.watermarkHighPercent = highPercent;
+    this.options.watermarkLowPercent = lowPercent;
+    if (this.flash.usedBytes > this.highBytes) void this.makeRoom().catch((error) => log.warn('eviction after a watermark change failed', { error: errorText(error) }));
   }
 
   // ---- heat ----
@@ -381,20 +438,21 @@ export class TieringEngine {
    * policy but pin and never, up to `bytesMax`.  Background passes upload a
    * partial pack only once its oldest extent has waited packWaitMsMax.
    */
-  destage(request: { ino?: Ino; urgent?: boolean; bytesMax?: number; background?: boolean; progress?: (p: ProgressReport) => void }): Promise<number> {
+  destage(request: { ino?: Ino; inos?: Ino[]; urgent?: boolean; bytesMax?: number; background?: boolean } & JobControl): Promise<number> {
     return this.exclusive(() => this.destageNow(request));
   }
 
   private async destageNow(request: {
     ino?: Ino;
+    inos?: Ino[];
     urgent?: boolean;
     bytesMax?: number;
     background?: boolean;
-    progress?: (p: ProgressReport) => void;
-  }): Promise<number> {
+  } & JobControl): Promise<number> {
     if (this.stopped) return 0;
     const now = this.clock();
-    const planned = request.ino !== undefined ? this.planFile(request.ino) : this.planCold(now, request.urgent ?? false, request.bytesMax ?? Infinity);
+    const inos = request.inos ?? (request.ino === undefined ? undefined : [request.ino]);
+    const planned = inos !== undefined ? inos.flatMap((ino) => this.planFile(ino)) : this.planCold(now, request.urgent ?? false, request.bytesMax ?? Infinity);
     if (planned.length === 0) return 0;
     const totalBytes = planned.reduce((sum, p) => sum + p.extent.lengthBytes, 0);
     const batches: PlannedExtent[][] = [[]];
@@ -426,7 +484,7 @@ export class TieringEngine {
     const uploads: Promise<number>[] = [];
     try {
       let busySinceMs = this.clock();
-      for (let i = 0; i < batches.length && !this.stopped; i++) {
+      for (let i = 0; i < batches.length && !this.stopped && !request.signal?.aborted; i++) {
         const built = await building;
         while (uploads.length >= this.options.uploadCountMax) doneBytes += await uploads.shift()!;
         if (!request.urgent) {
@@ -481,11 +539,10 @@ export class TieringEngine {
   }
 
   /** The coldest FLASH extents whose policy lets them go now, oldest first. */
-  private planCold(now: number, urgent: boolean, bytesMax: number): PlannedExtent[] {
+  private planCold(now: number, urgent: boolean, bytesMax: number, limit = Math.min(bytesMax, constants.packSizeBytesMax * (constants.destageUploadCountMax + 1) * 4)): PlannedExtent[] {
     const decided = new Map<Ino, PolicyRecord | null>();
     const planned: PlannedExtent[] = [];
     let bytes = 0;
-    const limit = Math.min(bytesMax, constants.packSizeBytesMax * (constants.destageUploadCountMax + 1) * 4);
     for (const e of this.coldPages('flash', now)) {
       if (bytes >= limit) break;
       let policy = decided.get(e.ino);
@@ -755,6 +812,9 @@ export class TieringEngine {
     try {
       const data = await this.objects.get(key, { offsetBytes, lengthBytes }, signal);
       this.lastError = undefined;
+      const latencyMs = performance.now() - startedMs;
+      this.recallLatency.record(latencyMs);
+      this.onRecallLatency?.(latencyMs);
       log.debug('recall GET', { key, offsetBytes, lengthBytes, ms: Math.round(performance.now() - startedMs), readersWaiting: this.readersWaiting, fetching: this.fetches.size });
       return data;
     } catch (error) {
@@ -912,11 +972,11 @@ export class TieringEngine {
   }
 
   /** OBJECT → BOTH for every extent of a file (the recall command); makes room by evicting colder data if needed. */
-  async recallFile(ino: Ino, progress?: (p: ProgressReport) => void): Promise<number> {
+  async recallFile(ino: Ino, { progress, signal }: JobControl = {}): Promise<number> {
     const cold = this.meta.fileExtents(ino).filter((e) => residencyOf(e) === 'OBJECT');
     const totalBytes = cold.reduce((sum, e) => sum + e.lengthBytes, 0);
     let doneBytes = 0;
-    for (let i = 0; i < cold.length; ) {
+    for (let i = 0; i < cold.length && !signal?.aborted; ) {
       const group = [cold[i], ...this.followers(cold[i], constants.recallReadaheadBytes)];
       const groupBytes = group.reduce((sum, e) => sum + e.lengthBytes, 0);
       if (this.flash.freeBytes < groupBytes + (this.flash.capacityBytes - this.highBytes)) await this.makeRoom();
@@ -1055,6 +1115,53 @@ export class TieringEngine {
 
   // ---- reports ----
 
+  /** Bytes only on flash whose policy lets them go now (the destage queue), as far as one scan sees. */
+  destageBacklogBytes(): number {
+    return this.planCold(this.clock(), false, Infinity, Infinity).reduce((sum, p) => sum + p.extent.lengthBytes, 0);
+  }
+
+  private sampleRates(): void {
+    this.destageRate.sample(this.counters.destagedBytes);
+    this.recallRate.sample(this.counters.recalledBytes);
+  }
+
+  /**
+   * What-if from the recorded heat (tierfs policy simulate): another flash
+   * size, and optionally another set of policies instead of the current ones.
+   */
+  simulate(request: { flashSizeBytes: number; policies?: PolicyRecord[]; prices: Prices }): SimulationResult {
+    const policies = request.policies ? new PolicySet(request.policies, this.policies.defaultPolicy) : this.policies;
+    const now = this.clock();
+    const simulation = new Simulation({
+      halfLifeMs: constants.heatHalfLifeMs,
+      flashSizeBytes: request.flashSizeBytes,
+      watermarkHighPercent: this.options.watermarkHighPercent,
+      prices: request.prices,
+    });
+    let ino: Ino | undefined;
+    let policy = policies.defaultPolicy;
+    let fileSizeBytes = 0;
+    for (const e of this.meta.everyExtent()) {
+      if (e.ino !== ino) {
+        ino = e.ino;
+        const path = this.pathOf(ino);
+        policy = this.meta.isPinned(ino) ? { ...policies.defaultPolicy, mode: 'pin' } : path === undefined ? policies.defaultPolicy : policies.match(path);
+        fileSizeBytes = this.meta.getInode(ino)?.sizeBytes ?? 0;
+      }
+      const heat = this.heat.heatOf(e);
+      simulation.addExtent({ lengthBytes: e.lengthBytes, idleMs: Math.max(0, now - heat.accessedMs), countNow: heat.heatCount, fileSizeBytes, policy });
+    }
+    return simulation.result();
+  }
+
+  /** Read an extent's copy in its pack and verify it against the extent's checksums (fsck --deep). */
+  async verifyPackCopy(e: Extent): Promise<void> {
+    assert.ok(e.pack !== null);
+    this.cache.delete(entryKey(e.pack)); // the bucket's bytes, not a copy recalled earlier
+    const plain = await this.fetchGroup([e]).get(entryKey(e.pack))!;
+    this.verifyRecalled(e, 0, plain.subarray(e.pack.skipBytes, e.pack.skipBytes + e.lengthBytes));
+  }
+
   fileResidency(ino: Ino): FileResidency {
     const inode = this.meta.getInode(ino);
     if (!inode) throw new TierfsError('NOT_FOUND', `inode ${ino} does not exist`);
@@ -1099,12 +1206,31 @@ export class TieringEngine {
       },
       residency: this.meta.residencyTotals(),
       packs: this.meta.packTotals(),
+      watermarks: { highPercent: this.options.watermarkHighPercent, lowPercent: this.options.watermarkLowPercent },
       target: {
         url: this.objects.description,
         encrypted: this.encrypted,
         reachable: this.lastError === undefined,
         ...(this.lastError === undefined ? {} : { lastError: this.lastError }),
       },
+      destage: {
+        queueBytes: this.destageBacklogBytes(),
+        bytesPerSecond: Math.round(this.destageRate.perSecond(this.counters.destagedBytes)),
+      },
+      recall: {
+        bytesPerSecond: Math.round(this.recallRate.perSecond(this.counters.recalledBytes)),
+        getCount: this.counters.recallGetCount,
+        latencyMsP50: roundMs(this.recallLatency.percentile(50)),
+        latencyMsP99: roundMs(this.recallLatency.percentile(99)),
+      },
+      errors: {
+        destageFailureCount: this.counters.destageFailureCount,
+        recallFailureCount: this.counters.recallFailureCount,
+        recallChecksumErrorCount: this.counters.recallChecksumErrorCount,
+        flashChecksumErrorCount: this.flash.counters.checksumErrorCount,
+      },
+      policyCount: this.meta.policies().length,
+      pinnedFileCount: this.meta.pinnedCount(),
       counters: { ...this.counters, ...this.flash.counters },
     };
   }

@@ -1,0 +1,631 @@
+/**
+ * The commands that steer a running daemon through its admin socket:
+ * status, stat, heat, destage, recall, release, pin, unpin, policy, fsck,
+ * watermark and target.  Each prints for people by default and JSON with
+ * --json; each error is one line (see main.ts for exit codes).
+ */
+import { TierfsError } from '../errors';
+import { parseDuration, policyModes } from '../tier/tier';
+import { parseOptions, parseSize, required } from './args';
+import { formatBytes, mountPath, progressBar, request, socketPath, type ProgressLine } from './client';
+
+const socketHelp = `
+Talks to the daemon's admin socket: --socket PATH, else $TIERFS_SOCKET,
+else /run/tierfs/admin.sock.`;
+
+export const commandHelp = {
+  status: `Usage: tierfs status [--json] [--socket PATH]
+
+The running daemon: flash tier capacity, use and watermarks; bytes by
+residency (flash only, both, object only); packs (count, stored, live,
+garbage); the destage queue and rate; recall rate and latency; errors; the
+object target and its health; policies and pinned files.
+
+  --json   the whole report (stable fields: flash.capacityBytes,
+           flash.usedBytes, residency.flashOnlyBytes, residency.bothBytes,
+           residency.objectOnlyBytes, packs.count, packs.storedBytes,
+           packs.liveBytes, packs.garbageBytes)
+
+Examples:
+  tierfs status
+  tierfs status --json | jq .residency
+${socketHelp}
+`,
+  stat: `Usage: tierfs stat PATH... [--json] [--socket PATH]
+
+Residency of files in the mount, like lfs hsm_state: size, bytes whose
+current data is on flash (flashBytes), bytes with a copy in a pack
+(objectBytes), the split into flash only / both / object only, heat, the
+policy that applies and whether the file is pinned.  A directory is listed,
+one line per entry with a residency column (flash, both, object, mixed,
+empty).
+
+  --json   one object per PATH (an array for several; stable fields: path,
+           size, flashBytes, objectBytes, policy; a directory has entries)
+
+Examples:
+  tierfs stat /mnt/tierfs/projects/report.pdf
+  tierfs stat /mnt/tierfs/projects
+${socketHelp}
+`,
+  heat: `Usage: tierfs heat [PATH] [--json] [--socket PATH]
+
+A histogram of bytes by time since their last access (under 1 hour, 1 hour
+to 1 day, 1-7 days, 7-30 days, 30-90 days, 90 days to 1 year, over a year),
+with how much of each is on flash: for the whole file system, or the files
+at and under PATH.
+
+Examples:
+  tierfs heat
+  tierfs heat /mnt/tierfs/projects --json
+${socketHelp}
+`,
+  destage: `Usage: tierfs destage PATH... [--wait] [--socket PATH]
+
+Copy every extent only on flash of the files at PATH (directories: all
+files under them) into packs now, whatever their cooling period.  Files a
+pin or never policy keeps on flash are skipped (refused if nothing else is
+left).  The flash copy stays until eviction or release.
+
+  --wait   wait until done: a progress bar with bytes, rate and ETA on a
+           terminal, a progress line every 5 s otherwise.  Ctrl-C stops the
+           destage after the pack in flight; what was destaged stays.
+
+Examples:
+  tierfs destage /mnt/tierfs/archive/2025 --wait
+${socketHelp}
+`,
+  recall: `Usage: tierfs recall PATH... [--wait] [--socket PATH]
+
+Bring every extent only in packs of the files at PATH (directories: all
+files under them) back to flash; colder data is evicted to make room.
+
+  --wait   wait until done (progress as for destage; Ctrl-C stops after
+           the extents in flight, what was recalled stays)
+
+Examples:
+  tierfs recall /mnt/tierfs/projects/q3 --wait
+${socketHelp}
+`,
+  release: `Usage: tierfs release PATH... [--socket PATH]
+
+Drop the flash copy of every extent of the files at PATH (directories: all
+files under them) that already has a copy in a pack (BOTH -> OBJECT): the
+space is free at once.  Extents only on flash stay; destage them first.
+
+Examples:
+  tierfs release /mnt/tierfs/archive/2025
+${socketHelp}
+`,
+  pin: `Usage: tierfs pin PATH... [--recursive] [--wait] [--socket PATH]
+
+Pin files to flash: a pin overrides every policy (nothing of the file is
+destaged or evicted) and lasts until unpin or the file's deletion.  What is
+only in packs is recalled.
+
+  --recursive  pin every file under a directory PATH (else refused)
+  --wait       wait for the recall (progress as for recall)
+
+Examples:
+  tierfs pin /mnt/tierfs/db/catalog.sqlite --wait
+  tierfs pin --recursive /mnt/tierfs/projects/live
+${socketHelp}
+`,
+  unpin: `Usage: tierfs unpin PATH... [--recursive] [--socket PATH]
+
+Remove pins: the files follow their policy again.
+
+Examples:
+  tierfs unpin --recursive /mnt/tierfs/projects/live
+${socketHelp}
+`,
+  policy: `Usage: tierfs policy add NAME --path GLOB --mode auto|pin|all|never
+                         [--cool-after DURATION] [--min-size SIZE] [--compress]
+       tierfs policy edit NAME [--path GLOB] [--mode MODE] [--cool-after DURATION]
+                         [--min-size SIZE] [--compress | --no-compress]
+       tierfs policy list [--json] | show NAME [--json] | rm NAME
+       tierfs policy explain PATH [--json]
+       tierfs policy simulate --flash-size SIZE [--policy MODE:GLOB[:COOL_AFTER]]...
+                         [--replace] [--json]
+
+Policies decide, by path, when a file's extents leave flash:
+  auto   destaged once untouched for the cooling period (--cool-after,
+         default that of serve --cool-after, 1h), evicted under the watermarks
+  pin    never leaves flash
+  all    destaged as soon as written; stays on flash while hot
+  never  no object copy at all
+GLOB is matched from the root of the file system: * and ? within a path
+segment, ** across segments; a glob without / matches file names in any
+directory (*.iso).  The most specific match (most literal characters) wins;
+without a match the default policy applies (auto).  --min-size: smaller
+files stay on flash.  --compress: deflate the file's extents in packs.
+DURATION: 90s, 15m, 2h, 7d, 2w.  SIZE: 4G, 512MiB, 1048576.
+
+explain   which policies match PATH, which one applies and why (a pin by
+          tierfs pin overrides them all)
+simulate  what-if from the recorded heat: with a flash tier of SIZE (and
+          the given policies added, or instead of the current ones with
+          --replace), the bytes that would be on flash and in packs, the
+          share of reads flash would serve, and the object storage cost a
+          month (prices from the serve config "prices"; default S3
+          Standard list prices).  Nothing changes.
+
+Examples:
+  tierfs policy add projects --path '/projects/**' --mode auto --cool-after 7d
+  tierfs policy add databases --path '*.db' --mode pin
+  tierfs policy edit projects --cool-after 30d
+  tierfs policy explain /mnt/tierfs/projects/a.db
+  tierfs policy simulate --flash-size 2T --policy 'auto:/projects/**:30d'
+${socketHelp}
+`,
+  fsck: `Usage: tierfs fsck [--repair] [--deep] [--json] [--socket PATH]
+
+Check the running file system's metadata against the flash tier and the
+object tier: every flash copy is read and verified; every extent must
+belong to a file and every pack it names must exist in the target with its
+recorded size; pack objects without a record are orphans; objects under
+the prefix that are not packs are listed (foreign) and left alone.
+
+  --deep     also fetch and verify every pack copy (reads the whole bucket)
+  --repair   fix what loses nothing: forget a lost or bad pack copy of data
+             good on flash (destaged again), drop a bad flash copy of data
+             with a good pack copy, drop extents of no file, delete orphan
+             pack objects.  Data with no good copy left is reported only.
+  --json     the report as JSON
+
+Exit status: 0 no problems, 1 problems found and all repaired, 4 problems
+left (as e2fsck).
+
+Examples:
+  tierfs fsck
+  tierfs fsck --deep --repair
+${socketHelp}
+`,
+  watermark: `Usage: tierfs watermark set --high PERCENT --low PERCENT [--socket PATH]
+       tierfs watermark show [--json] [--socket PATH]
+
+Above the high watermark (percent of the flash tier in use) the daemon
+evicts the coldest data already in packs, then destages urgently, until use
+is below the low one.  set applies at once and is kept in the metadata for
+later starts (a watermark given to serve overrides it).
+
+Examples:
+  tierfs watermark set --high 85 --low 70
+${socketHelp}
+`,
+  target: `Usage: tierfs target list [--json] [--socket PATH]
+       tierfs target test [NAME] [--json] [--socket PATH]
+
+The object targets of the file system and their health.  test writes, reads
+back and deletes a probe object next to the packs and times each step
+(exit status 1 when it fails).  A file system has one target, named
+default, chosen at format (--target URL).
+
+Examples:
+  tierfs target list
+  tierfs target test
+${socketHelp}
+`,
+};
+
+type Help = keyof typeof commandHelp;
+
+function parse(argv: string[], name: Help, extra: Parameters<typeof parseOptions>[1]) {
+  const { values, positionals } = parseOptions(argv, { socket: { type: 'string' }, ...extra });
+  if (values.help) {
+    process.stdout.write(commandHelp[name]);
+    return undefined;
+  }
+  return { values: values as Record<string, unknown>, positionals, socket: socketPath(values.socket as string | undefined) };
+}
+
+function paths(positionals: string[], name: string, min = 1): string[] {
+  if (positionals.length < min) throw new TierfsError('USAGE', `${name}: give ${min === 1 ? 'at least one PATH' : 'a PATH'} (see tierfs ${name} --help)`);
+  return positionals.map(mountPath);
+}
+
+function noArguments(positionals: string[], name: string): void {
+  if (positionals.length > 0) throw new TierfsError('USAGE', `${name}: unexpected argument ${positionals[0]}`);
+}
+
+function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+function percent(part: number, whole: number): string {
+  return whole === 0 ? '0%' : `${((100 * part) / whole).toFixed(1)}%`;
+}
+
+const n = (value: unknown) => Number(value ?? 0);
+
+async function status(argv: string[]): Promise<void> {
+  const command = parse(argv, 'status', { json: { type: 'boolean' } });
+  if (!command) return;
+  noArguments(command.positionals, 'status');
+  const r = (await request(command.socket, 'GET', '/v1/status')) as Record<string, Record<string, unknown>>;
+  if (command.values.json) return printJson(r);
+  const { flash, residency, packs, destage, recall, errors, watermarks } = r;
+  const targets = r.targets as unknown as Record<string, unknown>[];
+  const lines = [
+    `mount      ${r.mount}  (file system ${r.fsUuid}, ${r.inodeCount} inodes)`,
+    `flash      ${formatBytes(n(flash.usedBytes))} of ${formatBytes(n(flash.capacityBytes))} used (${percent(n(flash.usedBytes), n(flash.capacityBytes))})` +
+      (watermarks ? `, watermarks low ${watermarks.lowPercent}% / high ${watermarks.highPercent}%` : ''),
+    `residency  flash only ${formatBytes(n(residency.flashOnlyBytes))}, both ${formatBytes(n(residency.bothBytes))}, object only ${formatBytes(n(residency.objectOnlyBytes))}`,
+    `packs      ${packs.count} holding ${formatBytes(n(packs.storedBytes))}: ${formatBytes(n(packs.liveBytes))} live, ${formatBytes(n(packs.garbageBytes))} garbage`,
+  ];
+  if (destage) lines.push(`destage    queue ${formatBytes(n(destage.queueBytes))}, ${formatBytes(n(destage.bytesPerSecond))}/s over the last minute`);
+  if (recall)
+    lines.push(
+      `recall     ${formatBytes(n(recall.bytesPerSecond))}/s over the last minute, ${recall.getCount} GETs` +
+        (recall.latencyMsP50 === null ? '' : `, latency p50 ${recall.latencyMsP50} ms / p99 ${recall.latencyMsP99} ms`),
+    );
+  lines.push(
+    `errors     ${Object.entries(errors)
+      .map(([key, value]) => `${key.replace(/Count$/, '').replace(/[A-Z]/g, (c) => ` ${c.toLowerCase()}`)} ${value}`)
+      .join(', ')}`,
+  );
+  if (targets.length === 0) lines.push('target     none (flash only)');
+  for (const t of targets)
+    lines.push(`target     ${t.name}: ${t.url}${t.encrypted ? ' (encrypted)' : ''}: ${t.reachable ? 'reachable' : `UNREACHABLE: ${t.lastError}`}`);
+  lines.push(`policies   ${r.policyCount}, pinned files ${r.pinnedFileCount}`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+function describeFile(r: Record<string, unknown>): string[] {
+  const heat = r.heat as { accessedMs: number; count: number } | undefined;
+  const lines = [
+    `${r.path}: ${formatBytes(n(r.size))}${r.type !== 'file' ? ` (${r.type})` : ''}`,
+    `  on flash   ${formatBytes(n(r.flashBytes))} (only there: ${formatBytes(n(r.flashOnlyBytes))})`,
+    `  in packs   ${formatBytes(n(r.objectBytes))} (only there: ${formatBytes(n(r.objectOnlyBytes))})`,
+    `  policy     ${r.policy ?? 'none (no object target)'}${r.mode ? ` (${r.mode})` : ''}${r.pinned ? ', pinned' : ''}`,
+  ];
+  if (heat) lines.push(`  heat       last access ${heat.accessedMs ? new Date(heat.accessedMs).toISOString() : 'never'}, count ${heat.count}`);
+  return lines;
+}
+
+function describeDirectory(r: Record<string, unknown>): string[] {
+  const entries = r.entries as Record<string, unknown>[];
+  const lines = [`${r.path}:`, `${'RESIDENCY'.padEnd(9)} ${'SIZE'.padStart(10)} ${'ON FLASH'.padStart(10)} ${'IN PACKS'.padStart(10)}  ${'POLICY'.padEnd(12)} NAME`];
+  for (const e of entries)
+    lines.push(
+      `${String(e.residency).padEnd(9)} ${formatBytes(n(e.size)).padStart(10)} ${formatBytes(n(e.flashBytes)).padStart(10)} ${formatBytes(n(e.objectBytes)).padStart(10)}  ` +
+        `${String(e.pinned ? 'pinned' : (e.policy ?? '-')).padEnd(12)} ${e.name}${e.type === 'directory' ? '/' : ''}`,
+    );
+  if (r.truncated) lines.push(`(first ${entries.length} entries)`);
+  return lines;
+}
+
+async function stat(argv: string[]): Promise<void> {
+  const command = parse(argv, 'stat', { json: { type: 'boolean' } });
+  if (!command) return;
+  const reports = [];
+  for (const p of paths(command.positionals, 'stat')) reports.push(await request(command.socket, 'GET', `/v1/stat?path=${encodeURIComponent(p)}`));
+  if (command.values.json) return printJson(reports.length === 1 ? reports[0] : reports);
+  const blocks = reports.map((r) => (r.type === 'directory' ? describeDirectory(r) : describeFile(r)).join('\n'));
+  process.stdout.write(`${blocks.join('\n\n')}\n`);
+}
+
+async function heat(argv: string[]): Promise<void> {
+  const command = parse(argv, 'heat', { json: { type: 'boolean' } });
+  if (!command) return;
+  if (command.positionals.length > 1) throw new TierfsError('USAGE', 'heat: give at most one PATH');
+  const query = command.positionals.length === 1 ? `?path=${encodeURIComponent(mountPath(command.positionals[0]))}` : '';
+  const r = await request(command.socket, 'GET', `/v1/heat${query}`);
+  if (command.values.json) return printJson(r);
+  const buckets = r.buckets as { label: string; bytes: number; flashBytes: number }[];
+  const most = Math.max(1, ...buckets.map((b) => b.bytes));
+  const width = 40;
+  const lines = [`bytes of ${r.path} by time since last access (${formatBytes(n(r.totalBytes))} in all)`];
+  for (const b of buckets) {
+    const bar = Math.round((b.bytes / most) * width);
+    const onFlash = b.bytes === 0 ? 0 : Math.round((b.flashBytes / b.bytes) * bar);
+    lines.push(`${b.label.padStart(16)} |${'█'.repeat(onFlash)}${'░'.repeat(bar - onFlash)}${' '.repeat(width - bar)}| ${formatBytes(b.bytes).padStart(10)}, ${formatBytes(b.flashBytes)} on flash`);
+  }
+  lines.push(`${''.padStart(16)}  █ on flash  ░ only in packs`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+/** A long job over paths: progress while it runs; Ctrl-C hangs up, which stops it in the daemon. */
+async function job(socket: string, name: string, body: Record<string, unknown>, wait: boolean): Promise<Record<string, unknown> | undefined> {
+  const bar = progressBar(name);
+  const interrupt = new AbortController();
+  const onSignal = () => interrupt.abort();
+  process.once('SIGINT', onSignal);
+  let answer: Record<string, unknown>;
+  try {
+    answer = await request(socket, 'POST', `/v1/${name}`, { ...body, wait }, (line: ProgressLine) => bar.update(line), interrupt.signal);
+  } catch (error) {
+    if (interrupt.signal.aborted) throw new TierfsError('BUSY', `${name} stopped by Ctrl-C; what was done stays done and the file system is consistent`);
+    throw error;
+  } finally {
+    process.off('SIGINT', onSignal);
+    bar.done();
+  }
+  return wait ? (answer.result as Record<string, unknown>) : undefined;
+}
+
+function jobCommand(name: 'destage' | 'recall') {
+  return async (argv: string[]): Promise<void> => {
+    const command = parse(argv, name, { wait: { type: 'boolean' }, json: { type: 'boolean' } });
+    if (!command) return;
+    const wait = command.values.wait === true;
+    const result = await job(command.socket, name, { paths: paths(command.positionals, name) }, wait);
+    if (!result) return void process.stdout.write(`${name} of ${command.positionals.join(', ')} started\n`);
+    if (command.values.json) return printJson(result);
+    const bytes = n(name === 'destage' ? result.destagedBytes : result.recalledBytes);
+    const skipped = n(result.skippedFileCount);
+    process.stdout.write(
+      `${formatBytes(bytes)} ${name === 'destage' ? 'destaged' : 'recalled'} in ${result.fileCount} file${result.fileCount === 1 ? '' : 's'}` +
+        `${skipped > 0 ? `; ${skipped} kept on flash by their policy` : ''}\n`,
+    );
+  };
+}
+
+async function release(argv: string[]): Promise<void> {
+  const command = parse(argv, 'release', { json: { type: 'boolean' } });
+  if (!command) return;
+  const r = await request(command.socket, 'POST', '/v1/release', { paths: paths(command.positionals, 'release') });
+  if (command.values.json) return printJson(r);
+  const left = n(r.flashOnlyBytes);
+  process.stdout.write(
+    `${formatBytes(n(r.releasedBytes))} released from flash in ${r.fileCount} file${r.fileCount === 1 ? '' : 's'}` +
+      `${left > 0 ? `; ${formatBytes(left)} not yet in a pack stays (tierfs destage first)` : ''}` +
+      `${n(r.skippedFileCount) > 0 ? `; ${r.skippedFileCount} pinned file(s) skipped` : ''}\n`,
+  );
+}
+
+function pinCommand(name: 'pin' | 'unpin') {
+  return async (argv: string[]): Promise<void> => {
+    const command = parse(argv, name, { recursive: { type: 'boolean', short: 'r' }, json: { type: 'boolean' }, ...(name === 'pin' ? { wait: { type: 'boolean' } } : {}) });
+    if (!command) return;
+    const body = { paths: paths(command.positionals, name), recursive: command.values.recursive === true };
+    if (name === 'unpin') {
+      const r = await request(command.socket, 'POST', '/v1/unpin', body);
+      if (command.values.json) return printJson(r);
+      return void process.stdout.write(`${r.changedCount} of ${r.fileCount} file(s) unpinned\n`);
+    }
+    const wait = command.values.wait === true;
+    const result = await job(command.socket, 'pin', body, wait);
+    if (!result) return void process.stdout.write(`pinned; recall of what is only in packs started\n`);
+    if (command.values.json) return printJson(result);
+    process.stdout.write(`${result.fileCount} file(s) pinned (${result.changedCount} newly), ${formatBytes(n(result.recalledBytes))} recalled\n`);
+  };
+}
+
+function describePolicy(p: Record<string, unknown>): string {
+  return (
+    `${String(p.name).padEnd(16)} ${String(p.mode).padEnd(6)} ${String(p.pathGlob).padEnd(28)} cool ${formatDuration(n(p.coolAfterMs))}` +
+    `${n(p.sizeBytesMin) > 0 ? `, min ${formatBytes(n(p.sizeBytesMin))}` : ''}${p.compress ? ', compressed' : ''}`
+  );
+}
+
+function formatDuration(ms: number): string {
+  for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  return `${ms}ms`;
+}
+
+/** MODE:GLOB[:COOL_AFTER] → a simulated policy. */
+function parseSimulatedPolicy(text: string): Record<string, unknown> {
+  const first = text.indexOf(':');
+  const mode = text.slice(0, first);
+  let glob = text.slice(first + 1);
+  if (first < 0 || !(policyModes as readonly string[]).includes(mode) || glob === '')
+    throw new TierfsError('USAGE', `--policy ${text}: expected MODE:GLOB[:COOL_AFTER] with MODE one of ${policyModes.join(', ')} (example: auto:/projects/**:7d)`);
+  const last = glob.lastIndexOf(':');
+  let coolAfterMs: number | undefined;
+  if (last >= 0 && /^\d+(\.\d+)?(ms|s|m|h|d|w)?$/.test(glob.slice(last + 1))) {
+    coolAfterMs = parseDuration(glob.slice(last + 1), `--policy ${text}`);
+    glob = glob.slice(0, last);
+  }
+  return { path: glob, mode, ...(coolAfterMs === undefined ? {} : { coolAfterMs }) };
+}
+
+async function policy(argv: string[]): Promise<void> {
+  const [sub, ...rest] = argv;
+  if (sub === undefined || sub === '--help' || sub === '-h') return void process.stdout.write(commandHelp.policy);
+  const command = parse(rest, 'policy', {
+    json: { type: 'boolean' },
+    path: { type: 'string' },
+    mode: { type: 'string' },
+    'cool-after': { type: 'string' },
+    'min-size': { type: 'string' },
+    compress: { type: 'boolean' },
+    'no-compress': { type: 'boolean' },
+    'flash-size': { type: 'string' },
+    policy: { type: 'string', multiple: true },
+    replace: { type: 'boolean' },
+  });
+  if (!command) return;
+  const { values, positionals, socket } = command;
+  const only = (allowed: string[]) => {
+    for (const key of Object.keys(values))
+      if (!['socket', 'help', ...allowed].includes(key)) throw new TierfsError('USAGE', `policy ${sub}: --${key} does not apply (see tierfs policy --help)`);
+  };
+  const oneName = () => {
+    if (positionals.length !== 1) throw new TierfsError('USAGE', `policy ${sub}: give exactly one NAME (see tierfs policy --help)`);
+    return positionals[0];
+  };
+  const fields = () => ({
+    ...(values.path === undefined ? {} : { path: values.path }),
+    ...(values.mode === undefined ? {} : { mode: values.mode }),
+    ...(values['cool-after'] === undefined ? {} : { coolAfterMs: parseDuration(values['cool-after'] as string, '--cool-after') }),
+    ...(values['min-size'] === undefined ? {} : { sizeBytesMin: parseSize(values['min-size'] as string, '--min-size') }),
+    ...(values.compress ? { compress: true } : values['no-compress'] ? { compress: false } : {}),
+  });
+  switch (sub) {
+    case 'list': {
+      only(['json']);
+      noArguments(positionals, 'policy list');
+      const r = (await request(socket, 'GET', '/v1/policies')) as { policies: Record<string, unknown>[]; default: Record<string, unknown> };
+      if (values.json) return printJson(r.policies);
+      if (r.policies.length === 0) process.stdout.write('no policies: every file follows the default\n');
+      for (const p of r.policies) process.stdout.write(`${describePolicy(p)}\n`);
+      return void process.stdout.write(`${describePolicy({ ...r.default, pathGlob: '(no match)' })}\n`);
+    }
+    case 'show': {
+      only(['json']);
+      const r = await request(socket, 'GET', `/v1/policies/${encodeURIComponent(oneName())}`);
+      if (values.json) return printJson(r.policy);
+      return void process.stdout.write(`${describePolicy(r.policy as Record<string, unknown>)}\n`);
+    }
+    case 'add': {
+      only(['path', 'mode', 'cool-after', 'min-size', 'compress', 'json']);
+      const name = oneName();
+      required(values, 'path', 'policy add');
+      required(values, 'mode', 'policy add');
+      const r = await request(socket, 'POST', '/v1/policies', { name, ...fields() });
+      if (values.json) return printJson(r.policy);
+      return void process.stdout.write(`policy ${name} added\n`);
+    }
+    case 'edit': {
+      only(['path', 'mode', 'cool-after', 'min-size', 'compress', 'no-compress', 'json']);
+      const name = oneName();
+      if (values.compress && values['no-compress']) throw new TierfsError('USAGE', 'policy edit: --compress and --no-compress contradict each other');
+      const change = fields();
+      if (Object.keys(change).length === 0) throw new TierfsError('USAGE', 'policy edit: nothing to change (give --path, --mode, --cool-after, --min-size or --compress)');
+      const r = await request(socket, 'PUT', `/v1/policies/${encodeURIComponent(name)}`, change);
+      if (values.json) return printJson(r.policy);
+      return void process.stdout.write(`policy ${name} changed: ${describePolicy(r.policy as Record<string, unknown>)}\n`);
+    }
+    case 'rm': {
+      only([]);
+      const name = oneName();
+      await request(socket, 'DELETE', `/v1/policies/${encodeURIComponent(name)}`);
+      return void process.stdout.write(`policy ${name} removed\n`);
+    }
+    case 'explain': {
+      only(['json']);
+      if (positionals.length !== 1) throw new TierfsError('USAGE', 'policy explain: give exactly one PATH');
+      const r = await request(socket, 'GET', `/v1/explain?path=${encodeURIComponent(mountPath(positionals[0]))}`);
+      if (values.json) return printJson(r);
+      const applies = r.applies as Record<string, unknown>;
+      const matches = r.matches as Record<string, unknown>[];
+      const lines = [`${r.path}: ${applies.name} (${applies.mode}) applies — ${r.reason}`];
+      for (const m of matches) lines.push(`  ${m === matches[0] && !r.pinned ? '*' : ' '} ${describePolicy(m)}`);
+      return void process.stdout.write(`${lines.join('\n')}\n`);
+    }
+    case 'simulate': {
+      only(['flash-size', 'policy', 'replace', 'json']);
+      noArguments(positionals, 'policy simulate');
+      const flashSizeBytes = parseSize(required(values, 'flash-size', 'policy simulate'), '--flash-size');
+      if (flashSizeBytes <= 0) throw new TierfsError('USAGE', '--flash-size must be more than 0');
+      const policies = ((values.policy as string[] | undefined) ?? []).map(parseSimulatedPolicy);
+      const r = await request(socket, 'POST', '/v1/simulate', { flashSizeBytes, policies, replace: values.replace === true });
+      if (values.json) return printJson(r);
+      const cost = r.cost as Record<string, number | string>;
+      const money = (v: unknown) => `${Number(v).toFixed(2)} ${cost.currency}`;
+      const lines = [
+        `with ${formatBytes(flashSizeBytes)} of flash${policies.length > 0 ? ` and ${policies.length} simulated polic${policies.length === 1 ? 'y' : 'ies'}${values.replace ? ' (replacing the current ones)' : ''}` : ''}:`,
+        `  on flash        ${formatBytes(n(r.flashBytes))} (only there: ${formatBytes(n(r.flashOnlyBytes))})${n(r.overflowBytes) > 0 ? `  — ${formatBytes(n(r.overflowBytes))} kept on flash does NOT fit` : ''}`,
+        `  in packs        ${formatBytes(n(r.objectBytes))} (only there: ${formatBytes(n(r.objectOnlyBytes))})`,
+        `  flash hit rate  ${r.hitRate === null ? 'no reads recorded' : `${(n(r.hitRate) * 100).toFixed(1)}% of read bytes`}`,
+        `  recalls a month ${Math.round(n(r.getsPerMonth))} GETs, ${formatBytes(n(r.missBytesPerMonth))}`,
+        `  object storage  ${money(cost.total)} a month (storage ${money(cost.storage)}, requests ${money(cost.requests)}, egress ${money(cost.egress)})`,
+      ];
+      return void process.stdout.write(`${lines.join('\n')}\n`);
+    }
+    default:
+      throw new TierfsError('USAGE', `policy: unknown subcommand "${sub}" (add, edit, list, show, rm, explain, simulate)`);
+  }
+}
+
+async function fsck(argv: string[]): Promise<void> {
+  const command = parse(argv, 'fsck', { repair: { type: 'boolean' }, deep: { type: 'boolean' }, json: { type: 'boolean' } });
+  if (!command) return;
+  noArguments(command.positionals, 'fsck');
+  const r = await request(command.socket, 'POST', '/v1/fsck', { repair: command.values.repair === true, deep: command.values.deep === true });
+  const problems = r.problems as Record<string, unknown>[];
+  const problemCount = n(r.problemCount);
+  process.exitCode = problemCount === 0 ? 0 : n(r.repairedCount) === problemCount ? 1 : 4;
+  if (command.values.json) return printJson(r);
+  const lines = [
+    `checked ${r.extentCount} extents (${formatBytes(n(r.checkedBytes))}): ${formatBytes(n(r.flashVerifiedBytes))} verified on flash` +
+      `${command.values.deep ? `, ${formatBytes(n(r.packVerifiedBytes))} verified in packs` : ''}; ${r.packCount} packs, ${r.objectCount} objects listed`,
+  ];
+  for (const p of problems)
+    lines.push(
+      `  ${String(p.kind).padEnd(20)} ${p.path ?? (p.ino !== undefined ? `inode ${p.ino}` : (p.key ?? ''))}${p.fileOffsetBytes !== undefined ? ` @${p.fileOffsetBytes}` : ''}: ${p.detail}` +
+        (p.repaired ? ` — repaired: ${p.repair}` : p.repair ? ` — repair would ${p.repair}` : p.kind === 'foreign-object' ? '' : ' — no safe repair'),
+    );
+  lines.push(
+    problemCount === 0
+      ? 'no problems'
+      : `${problemCount} problem(s): ${r.repairedCount} repaired, ${r.unrepairableCount} without a safe repair${command.values.repair ? '' : ' (run with --repair to fix the others)'}`,
+  );
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+function parsePercent(text: string | undefined, name: string): number {
+  const value = Number(text);
+  if (text === undefined || text.trim() === '' || !Number.isFinite(value)) throw new TierfsError('USAGE', `watermark set: --${name} PERCENT is required (a number such as 85)`);
+  return value;
+}
+
+async function watermark(argv: string[]): Promise<void> {
+  const [sub, ...rest] = argv;
+  if (sub === undefined || sub === '--help' || sub === '-h') return void process.stdout.write(commandHelp.watermark);
+  const command = parse(rest, 'watermark', { high: { type: 'string' }, low: { type: 'string' }, json: { type: 'boolean' } });
+  if (!command) return;
+  noArguments(command.positionals, `watermark ${sub}`);
+  let r: Record<string, unknown>;
+  if (sub === 'set') {
+    const body = { highPercent: parsePercent(command.values.high as string | undefined, 'high'), lowPercent: parsePercent(command.values.low as string | undefined, 'low') };
+    r = await request(command.socket, 'PUT', '/v1/watermarks', body);
+  } else if (sub === 'show') {
+    if (command.values.high !== undefined || command.values.low !== undefined) throw new TierfsError('USAGE', 'watermark show: --high and --low belong to watermark set');
+    r = await request(command.socket, 'GET', '/v1/watermarks');
+  } else throw new TierfsError('USAGE', `watermark: unknown subcommand "${sub}" (set, show)`);
+  if (command.values.json) return printJson(r);
+  process.stdout.write(`watermarks: high ${r.highPercent}%, low ${r.lowPercent}%\n`);
+}
+
+async function target(argv: string[]): Promise<void> {
+  const [sub, ...rest] = argv;
+  if (sub === undefined || sub === '--help' || sub === '-h') return void process.stdout.write(commandHelp.target);
+  const command = parse(rest, 'target', { json: { type: 'boolean' } });
+  if (!command) return;
+  const { positionals, socket, values } = command;
+  switch (sub) {
+    case 'list': {
+      noArguments(positionals, 'target list');
+      const r = (await request(socket, 'GET', '/v1/targets')) as { targets: Record<string, unknown>[] };
+      if (values.json) return printJson(r.targets);
+      for (const t of r.targets)
+        process.stdout.write(`${String(t.name).padEnd(10)} ${t.url}${t.encrypted ? ' (encrypted)' : ''}  ${t.reachable ? 'reachable' : `UNREACHABLE: ${t.lastError}`}\n`);
+      return;
+    }
+    case 'test': {
+      if (positionals.length > 1) throw new TierfsError('USAGE', 'target test: give at most one NAME');
+      const name = positionals[0] ?? 'default';
+      const r = await request(socket, 'POST', `/v1/targets/${encodeURIComponent(name)}/test`, {});
+      if (!r.ok) process.exitCode = 1;
+      if (values.json) return printJson(r);
+      const steps = (r.steps as { step: string; ms: number }[]).map((s) => `${s.step} ${s.ms} ms`).join(', ');
+      process.stdout.write(r.ok ? `${name} (${r.url}): ok — ${steps}\n` : `${name} (${r.url}): FAILED: ${r.error}${steps ? ` (${steps})` : ''}\n`);
+      return;
+    }
+    case 'add':
+    case 'rm':
+      throw new TierfsError(
+        'USAGE',
+        `target ${sub}: a file system tiers to the one target chosen at format (tierfs format --target URL); more targets per file system are not supported yet`,
+      );
+    default:
+      throw new TierfsError('USAGE', `target: unknown subcommand "${sub}" (list, test)`);
+  }
+}
+
+export const daemonCommands: Record<string, (argv: string[]) => Promise<void>> = {
+  status,
+  stat,
+  heat,
+  destage: jobCommand('destage'),
+  recall: jobCommand('recall'),
+  release,
+  pin: pinCommand('pin'),
+  unpin: pinCommand('unpin'),
+  policy,
+  fsck,
+  watermark,
+  target,
+};

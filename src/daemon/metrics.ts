@@ -1,0 +1,125 @@
+/**
+ * Prometheus metrics (prom-client), off by default.  When on, they are
+ * served on a loopback address only (a scraper on the appliance, or an SSH
+ * tunnel): the figures name paths and targets, and the endpoint has no
+ * authentication.  Gauges and counters are read from the daemon's status
+ * at scrape time; recall latency is a histogram fed by every recall GET.
+ */
+import http from 'node:http';
+import net from 'node:net';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { TierfsError } from '../errors';
+import type { OpenFileSystem } from '../fs/fs';
+import { log } from '../log';
+
+/** "127.0.0.1:9464", "[::1]:9464" or "localhost:9464"; anything not loopback is refused. */
+export function parseMetricsAddress(text: string, where: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
+  const host = match ? (match[1] ?? match[2]) : '';
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port < 1 || port > 65535) throw new TierfsError('USAGE', `${where}: "${text}" is not HOST:PORT (example: 127.0.0.1:9464)`);
+  const loopback = host === 'localhost' || (net.isIPv4(host) && host.startsWith('127.')) || host === '::1';
+  if (!loopback) throw new TierfsError('USAGE', `${where}: metrics are served on loopback only (127.0.0.1, ::1 or localhost), not ${host}`);
+  return { host, port };
+}
+
+export interface MetricsServer {
+  address: string;
+  close(): Promise<void>;
+}
+
+export async function startMetricsServer(opened: OpenFileSystem, address: { host: string; port: number }): Promise<MetricsServer> {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'tierfs_process_' });
+  const gauge = (name: string, help: string, labelNames: string[] = []) => new Gauge({ name, help, labelNames, registers: [registry] });
+  const flashCapacity = gauge('tierfs_flash_capacity_bytes', 'Capacity of the flash tier');
+  const flashUsed = gauge('tierfs_flash_used_bytes', 'Bytes of the flash tier in use');
+  const watermark = gauge('tierfs_flash_watermark_bytes', 'Watermarks of flash use', ['level']);
+  const residency = gauge('tierfs_residency_bytes', 'File bytes by residency', ['residency']);
+  const packs = gauge('tierfs_packs', 'Packs in the object tier');
+  const packBytes = gauge('tierfs_pack_bytes', 'Bytes of packs in the object tier', ['kind']);
+  const queue = gauge('tierfs_destage_queue_bytes', 'Bytes only on flash whose policy lets them go now');
+  const reachable = gauge('tierfs_target_reachable', '1 when the last operation on the object target succeeded', ['target']);
+  const inodes = gauge('tierfs_inodes', 'Inodes in the file system');
+  const counterNames = new Map<string, Counter>();
+  const seen = new Map<string, number>();
+  const counter = (key: string) => {
+    const name = `tierfs_${key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`).replace(/_count$/, '')}_total`;
+    let c = counterNames.get(key);
+    if (!c) counterNames.set(key, (c = new Counter({ name, help: `tierfs counter ${key}`, registers: [registry] })));
+    return c;
+  };
+  const recallLatency = new Histogram({
+    name: 'tierfs_recall_get_seconds',
+    help: 'Latency of ranged GETs that recall data from the object tier',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [registry],
+  });
+  if (opened.tier) opened.tier.onRecallLatency = (ms) => recallLatency.observe(ms / 1000);
+
+  const refresh = () => {
+    const tier = opened.tier?.status();
+    const flash = tier?.flash ?? { capacityBytes: opened.store.capacityBytes, usedBytes: opened.store.usedBytes };
+    flashCapacity.set(flash.capacityBytes);
+    flashUsed.set(flash.usedBytes);
+    inodes.set(opened.meta.inodeCount());
+    const r = tier?.residency ?? opened.meta.residencyTotals();
+    residency.set({ residency: 'flash' }, r.flashOnlyBytes);
+    residency.set({ residency: 'both' }, r.bothBytes);
+    residency.set({ residency: 'object' }, r.objectOnlyBytes);
+    const counters: Record<string, number> = { ...(tier?.counters ?? opened.store.counters) };
+    if (tier) {
+      watermark.set({ level: 'high' }, tier.flash.highWatermarkBytes);
+      watermark.set({ level: 'low' }, tier.flash.lowWatermarkBytes);
+      packs.set(tier.packs.count);
+      packBytes.set({ kind: 'stored' }, tier.packs.storedBytes);
+      packBytes.set({ kind: 'live' }, tier.packs.liveBytes);
+      packBytes.set({ kind: 'garbage' }, tier.packs.garbageBytes);
+      queue.set(tier.destage.queueBytes);
+      reachable.set({ target: 'default' }, tier.target.reachable ? 1 : 0);
+    }
+    for (const [key, value] of Object.entries(counters)) {
+      if (key === 'foreignObjectCount') continue; // a gauge's figure (recounted at each listing), not a counter
+      const delta = value - (seen.get(key) ?? 0);
+      if (delta > 0) counter(key).inc(delta);
+      seen.set(key, value);
+    }
+  };
+
+  const server = http.createServer((request, response) => {
+    if (request.url !== '/metrics' || request.method !== 'GET') {
+      response.writeHead(404, { 'content-type': 'text/plain' }).end('GET /metrics\n');
+      return;
+    }
+    Promise.resolve()
+      .then(() => {
+        refresh();
+        return registry.metrics();
+      })
+      .then(
+        (text) => response.writeHead(200, { 'content-type': registry.contentType }).end(text),
+        (error: unknown) => {
+          log.error('metrics failed', { error: (error as Error).message });
+          response.writeHead(500, { 'content-type': 'text/plain' }).end(`${(error as Error).message}\n`);
+        },
+      );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error: NodeJS.ErrnoException) =>
+      reject(new TierfsError('USAGE', `metrics on ${address.host}:${address.port}: ${error.code === 'EADDRINUSE' ? 'the port is in use' : error.message}`)),
+    );
+    server.listen(address.port, address.host, () => resolve());
+  });
+  const bound = server.address() as net.AddressInfo;
+  const text = `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
+  log.info('metrics listening', { address: text });
+  return {
+    address: text,
+    close: () =>
+      new Promise<void>((resolve) => {
+        if (opened.tier) opened.tier.onRecallLatency = undefined;
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
