@@ -6,25 +6,11 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { formatFlashPath } from '../src/fs/fs';
-import { runCli, serve } from './helpers/daemon';
-import { pattern, scratchDir, type Scratch } from './helpers/fs';
+import { cliJson as json, formatWithTarget, runCli, serve } from './helpers/daemon';
+import { pattern, scratchDir } from './helpers/fs';
 import { startAzurite, startS3rver } from './helpers/servers';
 
 const MiB = 2 ** 20;
-
-async function formatWithTarget(t: Parameters<Parameters<typeof t.test>[1]>[0], target: string): Promise<Scratch> {
-  const dir = scratchDir(t);
-  const scratch = { dir, flash: path.join(dir, 'flash'), meta: path.join(dir, 'meta') };
-  const formatted = runCli(['format', '--flash', scratch.flash, '--size', '256M', '--meta', scratch.meta, '--target', target]);
-  t.equal(formatted.status, 0, formatted.stderr);
-  t.match(formatted.stdout, /object target/);
-  return scratch;
-}
-
-function json(result: { status: number | null; stdout: string; stderr: string }) {
-  if (result.status !== 0) throw new Error(`tierfs failed (${result.status}): ${result.stderr}`);
-  return JSON.parse(result.stdout);
-}
 
 const md5 = (data: Buffer) => crypto.createHash('md5').update(data).digest('hex');
 

@@ -30,7 +30,7 @@ export interface MetricsServer {
 
 export async function startMetricsServer(opened: OpenFileSystem, address: { host: string; port: number }): Promise<MetricsServer> {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'tierfs_process_' });
+  collectDefaultMetrics({ register: registry, prefix: 'tierfs_' });
   const gauge = (name: string, help: string, labelNames: string[] = []) => new Gauge({ name, help, labelNames, registers: [registry] });
   const flashCapacity = gauge('tierfs_flash_capacity_bytes', 'Capacity of the flash tier');
   const flashUsed = gauge('tierfs_flash_used_bytes', 'Bytes of the flash tier in use');

@@ -4,7 +4,7 @@ import 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Scratch } from './fs';
+import { scratchDir, type Scratch } from './fs';
 
 type Test = tap.Test;
 
@@ -92,4 +92,20 @@ export async function serve(t: Test, scratch: Scratch, mount = path.join(scratch
 export function runCli(args: string[], env: Record<string, string> = {}): { status: number | null; stdout: string; stderr: string } {
   const result = spawnSync(process.execPath, [tierfsBin, ...args], { encoding: 'utf8', env: { ...process.env, TIERFS_LOG: 'warn', ...env }, timeout: 120_000 });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** Format a scratch file system with an object target through the CLI. */
+export async function formatWithTarget(t: Test, target: string, size = '256M'): Promise<Scratch> {
+  const dir = scratchDir(t);
+  const scratch = { dir, flash: path.join(dir, 'flash'), meta: path.join(dir, 'meta') };
+  const formatted = runCli(['format', '--flash', scratch.flash, '--size', size, '--meta', scratch.meta, '--target', target]);
+  t.equal(formatted.status, 0, formatted.stderr);
+  t.match(formatted.stdout, /object target/);
+  return scratch;
+}
+
+/** The JSON a successful CLI run printed. */
+export function cliJson(result: { status: number | null; stdout: string; stderr: string }) {
+  if (result.status !== 0) throw new Error(`tierfs failed (${result.status}): ${result.stderr}`);
+  return JSON.parse(result.stdout);
 }
