@@ -199,7 +199,33 @@ t.test('every command against a running daemon', async (t) => {
     const tested = cli('target', 'test');
     t.equal(tested.status, 0, tested.stderr);
     t.match(tested.stdout, /^default \(file:\/\/.*\): ok — put [\d.]+ ms, get [\d.]+ ms, delete [\d.]+ ms$/m);
-    t.notOk(fs.readdirSync(path.join(objects, json(cli('status', '--json')).fsUuid)).includes('probe') && fs.readdirSync(path.join(objects, json(cli('status', '--json')).fsUuid, 'probe')).length > 0, 'the probe object is gone');
+    const probes = path.join(objects, json(cli('status', '--json')).fsUuid, 'probe');
+    t.same(fs.existsSync(probes) ? fs.readdirSync(probes) : [], [], 'the probe object is gone');
+
+    // A second target: files sent there by a policy, packs counted per target, removal refused while used.
+    const archive = path.join(path.dirname(objects), 'archive');
+    const added = cli('target', 'add', 'archive', `file://${archive}`);
+    t.equal(added.status, 0, added.stderr);
+    t.match(cli('target', 'add', 'again', `file://${archive}`).stderr, /target archive is already file:\/\/.*: two targets must not share a place/);
+    t.equal(cli('policy', 'add', 'cold', '--path', '/cold/**', '--mode', 'all', '--target', 'archive').status, 0);
+    fs.mkdirSync(path.join(m, 'cold'));
+    fs.writeFileSync(path.join(m, 'cold', 'x'), pattern(7, 2 * MiB));
+    t.equal(cli('destage', path.join(m, 'cold'), '--wait').status, 0);
+    const listed = json(cli('target', 'list', '--json'));
+    t.equal(listed.find((x: { name: string }) => x.name === 'archive').count, 1, 'the pack went to archive');
+    t.ok(fs.readdirSync(path.join(archive, json(cli('status', '--json')).fsUuid, 'packs')).length > 0);
+    t.match(cli('target', 'list').stdout, /^archive +file:\/\/.*  reachable, 1 pack\(s\), 2\.0 MiB/m);
+    t.match(cli('target', 'test', 'archive').stdout, /^archive \(file:\/\/.*\): ok/m);
+    const inUse = cli('target', 'rm', 'archive');
+    t.equal(inUse.status, 1);
+    t.match(inUse.stderr, /target archive is named by policy cold; change or remove them first/);
+    t.equal(cli('policy', 'rm', 'cold').status, 0);
+    t.match(cli('target', 'rm', 'archive').stderr, /target archive holds 1 pack\(s\)/);
+    t.equal(cli('release', path.join(m, 'cold')).status, 0);
+    t.ok(fs.readFileSync(path.join(m, 'cold', 'x')).equals(pattern(7, 2 * MiB)), 'read back from the second target');
+    t.equal(cli('target', 'add', 'spare', `file://${archive}-spare`).status, 0);
+    t.equal(cli('target', 'rm', 'spare').status, 0, 'an unused target goes');
+    t.same(json(cli('target', 'list', '--json')).map((x: { name: string }) => x.name).sort(), ['archive', 'default']);
   });
 
   t.test('metrics', async (t) => {
@@ -255,7 +281,13 @@ t.test('bad input: one clear line, nothing changed', async (t) => {
       [['watermark', 'set', '--high', '100', '--low', '70'], 2, /between 0 and 100/],
       [['watermark', 'frob'], 2, /unknown subcommand "frob"/],
       [['target', 'test', 'other'], 1, /no target named other/],
-      [['target', 'add', 'x', 's3://b'], 2, /one target chosen at format/],
+      [['target', 'add', 'x'], 2, /give NAME and URL/],
+      [['target', 'add', 'bad name', 'file:///tmp/x'], 2, /target name "bad name"/],
+      [['target', 'add', 'x', 'gopher://y'], 2, /scheme gopher: is not supported/],
+      [['target', 'add', 'x', 's3://tierfs-test/p?endpoint=http://127.0.0.1:9'], 2, /target x: cannot store objects at/],
+      [['target', 'rm', 'default'], 2, /cannot be removed/],
+      [['target', 'rm', 'ghost'], 1, /no target named ghost/],
+      [['policy', 'add', 'p', '--path', '/x', '--mode', 'auto', '--target', 'ghost'], 2, /policy target "ghost": no such target/],
       [['status', 'extra'], 2, /unexpected argument extra/],
     ];
     for (const [args, status, message] of cases) {

@@ -228,7 +228,7 @@ t.test('a file system from schema 1 (before the object tier) migrates: its exten
   const db = new Database(path.join(scratch.meta, 'tierfs.db'));
   const rows = db.prepare('SELECT ino, file_offset, length, flash_offset, checksums FROM extents').all();
   db.exec(`DROP TRIGGER extents_pack_insert; DROP TRIGGER extents_pack_delete; DROP TRIGGER extents_pack_update;
-    DROP TABLE extents; DROP TABLE packs; DROP TABLE policies; DROP TRIGGER inodes_pin_delete; DROP TABLE pins;
+    DROP TABLE extents; DROP TABLE packs; DROP TABLE policies; DROP TRIGGER inodes_pin_delete; DROP TABLE pins; DROP TABLE targets;
     CREATE TABLE extents (ino INTEGER NOT NULL, file_offset INTEGER NOT NULL, length INTEGER NOT NULL,
       flash_offset INTEGER NOT NULL, checksums BLOB NOT NULL, PRIMARY KEY (ino, file_offset)) WITHOUT ROWID;
     CREATE INDEX extents_flash ON extents (flash_offset);`);

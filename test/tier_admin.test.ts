@@ -194,3 +194,57 @@ t.test('fsck finds damage in flash and bucket and repairs only what loses nothin
   await tier.destage({ ino: ino.packLostKeepFlash });
   t.match(tier.fileResidency(ino.packLostKeepFlash), { bothBytes: KiB64 }, 'repaired data destages again');
 });
+
+t.test('several targets: packs go where the policy says, and come back from there, across a restart', async (t) => {
+  const scratch = await formatScratch(t);
+  const main = scratchDir(t);
+  const second = scratchDir(t);
+  const opened = await openTiered(t, scratch, { url: `file://${main}` });
+  const { fs: files, tier } = opened;
+  await t.rejects(tier.putPolicy({ name: 'x', pathGlob: '/x', mode: 'auto', coolAfterMs: 0, sizeBytesMin: 0, target: 'archive', compress: false }), /no such target/);
+  await t.rejects(tier.addTarget('archive', 'file://relative'), /file targets are file:\/\/\/absolute\/dir/);
+  await t.rejects(tier.addTarget('twin', `file://${main}`), /target default is already/);
+  await tier.addTarget('archive', `file://${second}`);
+  await t.rejects(tier.addTarget('archive', `file://${second}-2`), /a target named archive exists/);
+  await tier.putPolicy({ name: 'cold', pathGlob: 'cold*', mode: 'auto', coolAfterMs: 0, sizeBytesMin: 0, target: 'archive', compress: false });
+  const hot = await writeFile(files, 'hot', pattern(1, 3 * MiB));
+  const cold = await writeFile(files, 'cold', pattern(2, 3 * MiB));
+  t.equal(await tier.destage({ inos: [hot, cold] }), 6 * MiB, 'one destage, two targets');
+  const packsIn = async (dir: string) => {
+    const base = path.join(dir, tier.fsUuid, 'packs');
+    return fs.existsSync(base) ? (await fsp.readdir(base, { recursive: true, withFileTypes: true })).filter((d) => d.isFile()).length : 0;
+  };
+  t.equal(await packsIn(main), 1);
+  t.equal(await packsIn(second), 1);
+  t.equal(opened.meta.getPack(opened.meta.fileExtents(cold)[0].pack!.packId)!.target, 'archive');
+  t.match(tier.status().targets, [{ name: 'default', count: 1 }, { name: 'archive', count: 1, reachable: true }]);
+  await tier.release(hot);
+  await tier.release(cold);
+  t.ok((await readFile(files, cold)).equals(pattern(2, 3 * MiB)), 'recalled from the second target');
+  await opened.close();
+
+  const again = await openTiered(t, scratch, { url: `file://${main}` });
+  t.match(again.tier.listTargets().map((x) => x.name), ['default', 'archive'], 'reopened from the metadata');
+  t.ok((await readFile(again.fs, cold)).equals(pattern(2, 3 * MiB)), 'and read from it after a restart');
+  // An orphan in the second target is found by the start-up listing and by fsck.
+  const orphan = path.join(second, packKey(again.tier.fsUuid, newPackId()));
+  await fsp.mkdir(path.dirname(orphan), { recursive: true });
+  fs.writeFileSync(orphan, 'x');
+  const report = await checkFileSystem(again, { repair: false, deep: true });
+  t.match(report, { problemCount: 1, objectCount: 3, packVerifiedBytes: 6 * MiB });
+  t.match(report.problems[0], { kind: 'orphan-pack-object', target: 'archive' });
+  t.match(await again.tier.reconcile(), { orphanCount: 1 });
+  t.notOk(fs.existsSync(orphan));
+  // Overwritten, the cold file's pack is garbage and GC deletes it from the second target.
+  const fh = await again.fs.open(cold, 2, { uid: 0, gid: 0, groups: [] });
+  await again.fs.write(fh, 0, pattern(3, 3 * MiB));
+  await again.fs.fsync(fh);
+  await again.fs.release(fh);
+  t.equal(await again.tier.collectGarbage(), 1);
+  t.equal(await packsIn(second), 0, 'deleted where it was');
+  await t.rejects(again.tier.removeTarget('archive'), /named by policy cold/);
+  await again.tier.deletePolicy('cold');
+  await again.tier.removeTarget('archive');
+  await t.rejects(again.tier.removeTarget('default'), /cannot be removed/);
+  t.same(again.tier.listTargets().map((x) => x.name), ['default']);
+});

@@ -121,8 +121,9 @@ ${socketHelp}
 `,
   policy: `Usage: tierfs policy add NAME --path GLOB --mode auto|pin|all|never
                          [--cool-after DURATION] [--min-size SIZE] [--compress]
+                         [--target NAME]
        tierfs policy edit NAME [--path GLOB] [--mode MODE] [--cool-after DURATION]
-                         [--min-size SIZE] [--compress | --no-compress]
+                         [--min-size SIZE] [--compress | --no-compress] [--target NAME]
        tierfs policy list [--json] | show NAME [--json] | rm NAME
        tierfs policy explain PATH [--json]
        tierfs policy simulate --flash-size SIZE [--policy MODE:GLOB[:COOL_AFTER]]...
@@ -139,6 +140,7 @@ segment, ** across segments; a glob without / matches file names in any
 directory (*.iso).  The most specific match (most literal characters) wins;
 without a match the default policy applies (auto).  --min-size: smaller
 files stay on flash.  --compress: deflate the file's extents in packs.
+--target: the target its packs go to (default: default; see tierfs target).
 DURATION: 90s, 15m, 2h, 7d, 2w.  SIZE: 4G, 512MiB, 1048576.
 
 explain   which policies match PATH, which one applies and why (a pin by
@@ -195,15 +197,27 @@ ${socketHelp}
 `,
   target: `Usage: tierfs target list [--json] [--socket PATH]
        tierfs target test [NAME] [--json] [--socket PATH]
+       tierfs target add NAME URL [--json] [--socket PATH]
+       tierfs target rm NAME [--socket PATH]
 
-The object targets of the file system and their health.  test writes, reads
-back and deletes a probe object next to the packs and times each step
-(exit status 1 when it fails).  A file system has one target, named
-default, chosen at format (--target URL).
+The object targets of the file system: their URL, health, packs and bytes.
+"default" is the one given to format; add more and send files there with a
+policy's --target NAME (packs already written stay where they are).
+
+  test   write, read back and delete a probe object beside the packs and
+         time each step (exit status 1 when it fails)
+  add    check the URL, write/read/delete a probe object, then record the
+         target (refused if that fails, or if another target has that URL)
+  rm     remove a target no policy names and no pack is in
+
+URL: file:///dir, s3://bucket/prefix[?endpoint=URL&region=R],
+azure://container/prefix[?endpoint=URL]; credentials as for format.
 
 Examples:
+  tierfs target add archive 's3://cold-archive/tierfs?region=eu-west-1'
+  tierfs policy add old --path '/archive/**' --mode auto --cool-after 30d --target archive
+  tierfs target test archive
   tierfs target list
-  tierfs target test
 ${socketHelp}
 `,
 };
@@ -266,7 +280,10 @@ async function status(argv: string[]): Promise<void> {
   );
   if (targets.length === 0) lines.push('target     none (flash only)');
   for (const t of targets)
-    lines.push(`target     ${t.name}: ${t.url}${t.encrypted ? ' (encrypted)' : ''}: ${t.reachable ? 'reachable' : `UNREACHABLE: ${t.lastError}`}`);
+    lines.push(
+      `target     ${t.name}: ${t.url}${t.encrypted ? ' (encrypted)' : ''}: ${t.reachable ? 'reachable' : `UNREACHABLE: ${t.lastError}`}` +
+        (targets.length > 1 ? `, ${t.count} pack(s)` : ''),
+    );
   lines.push(`policies   ${r.policyCount}, pinned files ${r.pinnedFileCount}`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }
@@ -395,7 +412,7 @@ function pinCommand(name: 'pin' | 'unpin') {
 function describePolicy(p: Record<string, unknown>): string {
   return (
     `${String(p.name).padEnd(16)} ${String(p.mode).padEnd(6)} ${String(p.pathGlob).padEnd(28)} cool ${formatDuration(n(p.coolAfterMs))}` +
-    `${n(p.sizeBytesMin) > 0 ? `, min ${formatBytes(n(p.sizeBytesMin))}` : ''}${p.compress ? ', compressed' : ''}`
+    `${n(p.sizeBytesMin) > 0 ? `, min ${formatBytes(n(p.sizeBytesMin))}` : ''}${p.compress ? ', compressed' : ''}${p.target && p.target !== 'default' ? `, to ${p.target}` : ''}`
   );
 }
 
@@ -431,6 +448,7 @@ async function policy(argv: string[]): Promise<void> {
     'min-size': { type: 'string' },
     compress: { type: 'boolean' },
     'no-compress': { type: 'boolean' },
+    target: { type: 'string' },
     'flash-size': { type: 'string' },
     policy: { type: 'string', multiple: true },
     replace: { type: 'boolean' },
@@ -451,6 +469,7 @@ async function policy(argv: string[]): Promise<void> {
     ...(values['cool-after'] === undefined ? {} : { coolAfterMs: parseDuration(values['cool-after'] as string, '--cool-after') }),
     ...(values['min-size'] === undefined ? {} : { sizeBytesMin: parseSize(values['min-size'] as string, '--min-size') }),
     ...(values.compress ? { compress: true } : values['no-compress'] ? { compress: false } : {}),
+    ...(values.target === undefined ? {} : { target: values.target }),
   });
   switch (sub) {
     case 'list': {
@@ -469,7 +488,7 @@ async function policy(argv: string[]): Promise<void> {
       return void process.stdout.write(`${describePolicy(r.policy as Record<string, unknown>)}\n`);
     }
     case 'add': {
-      only(['path', 'mode', 'cool-after', 'min-size', 'compress', 'json']);
+      only(['path', 'mode', 'cool-after', 'min-size', 'compress', 'target', 'json']);
       const name = oneName();
       required(values, 'path', 'policy add');
       required(values, 'mode', 'policy add');
@@ -478,11 +497,11 @@ async function policy(argv: string[]): Promise<void> {
       return void process.stdout.write(`policy ${name} added\n`);
     }
     case 'edit': {
-      only(['path', 'mode', 'cool-after', 'min-size', 'compress', 'no-compress', 'json']);
+      only(['path', 'mode', 'cool-after', 'min-size', 'compress', 'no-compress', 'target', 'json']);
       const name = oneName();
       if (values.compress && values['no-compress']) throw new TierfsError('USAGE', 'policy edit: --compress and --no-compress contradict each other');
       const change = fields();
-      if (Object.keys(change).length === 0) throw new TierfsError('USAGE', 'policy edit: nothing to change (give --path, --mode, --cool-after, --min-size or --compress)');
+      if (Object.keys(change).length === 0) throw new TierfsError('USAGE', 'policy edit: nothing to change (give --path, --mode, --cool-after, --min-size, --compress or --target)');
       const r = await request(socket, 'PUT', `/v1/policies/${encodeURIComponent(name)}`, change);
       if (values.json) return printJson(r.policy);
       return void process.stdout.write(`policy ${name} changed: ${describePolicy(r.policy as Record<string, unknown>)}\n`);
@@ -591,7 +610,10 @@ async function target(argv: string[]): Promise<void> {
       const r = (await request(socket, 'GET', '/v1/targets')) as { targets: Record<string, unknown>[] };
       if (values.json) return printJson(r.targets);
       for (const t of r.targets)
-        process.stdout.write(`${String(t.name).padEnd(10)} ${t.url}${t.encrypted ? ' (encrypted)' : ''}  ${t.reachable ? 'reachable' : `UNREACHABLE: ${t.lastError}`}\n`);
+        process.stdout.write(
+          `${String(t.name).padEnd(10)} ${t.url}${t.encrypted ? ' (encrypted)' : ''}  ${t.reachable ? 'reachable' : `UNREACHABLE: ${t.lastError}`}, ` +
+            `${t.count} pack(s), ${formatBytes(n(t.storedBytes))}\n`,
+        );
       return;
     }
     case 'test': {
@@ -604,14 +626,19 @@ async function target(argv: string[]): Promise<void> {
       process.stdout.write(r.ok ? `${name} (${r.url}): ok — ${steps}\n` : `${name} (${r.url}): FAILED: ${r.error}${steps ? ` (${steps})` : ''}\n`);
       return;
     }
-    case 'add':
-    case 'rm':
-      throw new TierfsError(
-        'USAGE',
-        `target ${sub}: a file system tiers to the one target chosen at format (tierfs format --target URL); more targets per file system are not supported yet`,
-      );
+    case 'add': {
+      if (positionals.length !== 2) throw new TierfsError('USAGE', 'target add: give NAME and URL (see tierfs target --help)');
+      const r = await request(socket, 'POST', '/v1/targets', { name: positionals[0], url: positionals[1] });
+      if (values.json) return printJson(r.target);
+      return void process.stdout.write(`target ${positionals[0]} added: ${(r.target as Record<string, unknown>).url}\n`);
+    }
+    case 'rm': {
+      if (positionals.length !== 1) throw new TierfsError('USAGE', 'target rm: give exactly one NAME');
+      await request(socket, 'DELETE', `/v1/targets/${encodeURIComponent(positionals[0])}`);
+      return void process.stdout.write(`target ${positionals[0]} removed\n`);
+    }
     default:
-      throw new TierfsError('USAGE', `target: unknown subcommand "${sub}" (list, test)`);
+      throw new TierfsError('USAGE', `target: unknown subcommand "${sub}" (list, test, add, rm)`);
   }
 }
 

@@ -22,7 +22,8 @@
  *   POST   /v1/simulate {flashSizeBytes, policies?, replace?}
  *   POST   /v1/fsck     {repair, deep}
  *   GET    /v1/watermarks                   PUT /v1/watermarks {highPercent, lowPercent}
- *   GET    /v1/targets                      POST /v1/targets/NAME/test
+ *   GET    /v1/targets                      POST /v1/targets {name, url}
+ *   DELETE /v1/targets/NAME                 POST /v1/targets/NAME/test
  *
  * Every request is checked before anything changes: fields by name and
  * type (unknown ones refused), paths absolute, inside the mount, without
@@ -31,7 +32,6 @@
  * a caller's mistake and 5xx for the daemon's.  Paths are mapped to inodes
  * by name in the metadata, never by touching the daemon's own mount.
  */
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -282,7 +282,7 @@ function status(context: AdminContext) {
     recall: tier?.recall ?? null,
     errors: tier?.errors ?? { flashChecksumErrorCount: opened.store.counters.checksumErrorCount },
     target: tier?.target ?? null,
-    targets: tier ? [{ name: 'default', ...tier.target }] : [],
+    targets: tier?.targets ?? [],
     policyCount: tier?.policyCount ?? 0,
     pinnedFileCount: tier?.pinnedFileCount ?? 0,
     inodeCount: opened.meta.inodeCount(),
@@ -574,43 +574,27 @@ async function route(context: AdminContext, request: http.IncomingMessage, respo
     case 'v1/targets': {
       const tier = tierOf(context);
       if (segments.length === 2) {
-        expect('GET');
-        return send(response, 200, { targets: [{ name: 'default', ...tier.status().target }] });
+        expect('GET', 'POST');
+        if (method === 'POST') {
+          check(body, { name: { type: 'string', required: true }, url: { type: 'string', required: true } }, 'target add');
+          await tier.addTarget(body.name as string, body.url as string);
+          return send(response, 201, { target: tier.status().targets.find((t) => t.name === body.name) });
+        }
+        return send(response, 200, { targets: tier.status().targets });
+      }
+      const name = decodeURIComponent(segments[2]);
+      if (segments.length === 3) {
+        expect('DELETE');
+        await tier.removeTarget(name);
+        return send(response, 200, { deleted: name });
       }
       if (segments.length !== 4 || segments[3] !== 'test') throw new HttpError(404, `no such admin endpoint ${url.pathname}`);
       expect('POST');
       check(body, {}, 'target test');
-      if (decodeURIComponent(segments[2]) !== 'default') throw new HttpError(404, `no target named ${decodeURIComponent(segments[2])} (this file system has one: default)`);
-      return send(response, 200, await probeTarget(tier));
+      return send(response, 200, { name, ...(await tier.testTarget(name)) });
     }
     default:
       throw new HttpError(404, `no such admin endpoint ${url.pathname}`);
-  }
-}
-
-/** Write, read back and delete a probe object beside the packs; each step timed. */
-async function probeTarget(tier: TieringEngine) {
-  const key = `${tier.fsUuid}/probe/${randomBytes(8).toString('hex')}`;
-  const body = randomBytes(4096);
-  const steps: { step: string; ms: number }[] = [];
-  const timed = async <T>(step: string, fn: () => Promise<T>): Promise<T> => {
-    const startedMs = performance.now();
-    try {
-      return await fn();
-    } finally {
-      steps.push({ step, ms: Math.round((performance.now() - startedMs) * 100) / 100 });
-    }
-  };
-  const store = tier.objectStore;
-  try {
-    await timed('put', () => store.put(key, [body]));
-    const back = await timed('get', () => store.get(key));
-    if (!back.equals(body)) throw new Error('the probe object read back differently');
-    await timed('delete', () => store.delete(key));
-    return { name: 'default', url: store.description, ok: true, steps };
-  } catch (error) {
-    await store.delete(key).catch(() => undefined);
-    return { name: 'default', url: store.description, ok: false, error: (error as Error).message.split('\n')[0], steps };
   }
 }
 

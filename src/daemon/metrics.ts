@@ -76,7 +76,7 @@ export async function startMetricsServer(opened: OpenFileSystem, address: { host
       packBytes.set({ kind: 'live' }, tier.packs.liveBytes);
       packBytes.set({ kind: 'garbage' }, tier.packs.garbageBytes);
       queue.set(tier.destage.queueBytes);
-      reachable.set({ target: 'default' }, tier.target.reachable ? 1 : 0);
+      for (const target of tier.targets) reachable.set({ target: target.name }, target.reachable ? 1 : 0);
     }
     for (const [key, value] of Object.entries(counters)) {
       if (key === 'foreignObjectCount') continue; // a gauge's figure (recounted at each listing), not a counter

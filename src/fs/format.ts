@@ -181,6 +181,7 @@ export async function openFileSystem(
         ...storedWatermarks(meta),
         ...options.tier,
         objects,
+        openStore: options.tier?.openStore ?? ((added: string) => openTarget(added)),
         encryptionKey: key ?? null,
       });
       await tier.start();

@@ -43,6 +43,8 @@ export interface Problem {
   fileOffsetBytes?: number;
   packId?: string;
   key?: string;
+  /** The target an object is in. */
+  target?: string;
   /** What repair did, or would do; absent when nothing safe can be done. */
   repair?: string;
   repaired: boolean;
@@ -109,26 +111,26 @@ async function fsck({ meta, store, tier }: { meta: MetaStore; store: FlashStore;
     if (report.problems.length < listedMax) report.problems.push({ ...problem, repaired });
   };
 
-  // Objects first: which packs exist, at what size.
+  // Objects first: which packs exist in which target, at what size.
   const objectSizes = new Map<string, number>();
-  if (tier) {
-    for await (const item of tier.objectStore.list(packKeyPrefix(tier.fsUuid))) {
+  for (const target of tier?.listTargets() ?? []) {
+    for await (const item of target.store.list(packKeyPrefix(tier!.fsUuid))) {
       report.objectCount += 1;
-      const packId = packIdOfKey(tier.fsUuid, item.key);
+      const packId = packIdOfKey(tier!.fsUuid, item.key);
       if (packId === undefined) {
         // Not ours to repair, and no data of ours is at stake: listed, not counted as damage.
         if (report.problems.length < listedMax)
-          report.problems.push({ kind: 'foreign-object', key: item.key, detail: `${item.key} is not a tierfs pack; left alone`, repaired: false });
+          report.problems.push({ kind: 'foreign-object', key: item.key, target: target.name, detail: `${item.key} is not a tierfs pack; left alone`, repaired: false });
         continue;
       }
-      objectSizes.set(packId, item.sizeBytes);
+      objectSizes.set(`${target.name}/${packId}`, item.sizeBytes);
       const row = meta.getPack(packId);
       if (!row) {
         const key = item.key;
-        const problem = { kind: 'orphan-pack-object' as const, key, packId, detail: `pack object ${key} has no row in the metadata`, repair: 'delete the object' };
+        const problem = { kind: 'orphan-pack-object' as const, key, packId, target: target.name, detail: `pack object ${key} has no row in the metadata`, repair: 'delete the object' };
         if (options.repair) {
           report.problemCount += 1;
-          await tier.objectStore.delete(key);
+          await target.store.delete(key);
           report.repairedCount += 1;
           if (report.problems.length < listedMax) report.problems.push({ ...problem, repaired: true });
         } else note(problem);
@@ -184,8 +186,8 @@ async function fsck({ meta, store, tier }: { meta: MetaStore; store: FlashStore;
         const row = meta.getPack(packId);
         let state: string | null = row ? row.state : null;
         if (row && tier && state === 'live') {
-          const size = objectSizes.get(packId);
-          if (size === undefined) state = 'no object';
+          const size = objectSizes.get(`${row.target}/${packId}`);
+          if (size === undefined) state = `no object in target ${row.target}`;
           else if (size !== row.storedBytes) state = `object of ${size} bytes, recorded ${row.storedBytes}`;
         }
         packStates.set(packId, state);

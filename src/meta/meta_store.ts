@@ -102,6 +102,8 @@ export interface PackRecord {
   createdMs: number;
   /** Per-pack nonce prefix of an encrypted pack, else null. */
   nonce: Buffer | null;
+  /** The target the pack is in ("default": the one given to format). */
+  target: string;
 }
 
 export type PolicyMode = 'auto' | 'pin' | 'all' | 'never';
@@ -115,7 +117,7 @@ export interface PolicyRecord {
   coolAfterMs: number;
   /** Files smaller than this are not tiered. */
   sizeBytesMin: number;
-  /** Name of the object target (one per file system today: "default"). */
+  /** Name of the object target: "default" (the one given to format) or one added by tierfs target add. */
   target: string;
   /** Compress entries of this policy's files in packs. */
   compress: boolean;
@@ -205,6 +207,12 @@ export interface MetaStore {
   packTotals(): PackTotals;
 
   policies(): PolicyRecord[];
+  /** Targets added after format (tierfs target add); "default" is the setting "target". */
+  targets(): { name: string; url: string }[];
+  putTarget(name: string, url: string, nowMs: number): void;
+  deleteTarget(name: string): boolean;
+  /** Packs in one target, in any state. */
+  packsOfTarget(name: string): { count: number; storedBytes: number };
   /** A pin set on one file by an administrator: it overrides every policy. */
   isPinned(ino: Ino): boolean;
   /** Returns whether anything changed. */

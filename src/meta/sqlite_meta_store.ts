@@ -92,8 +92,11 @@ export const migrations: string[] = [
     size_min INTEGER NOT NULL, target TEXT NOT NULL, compress INTEGER NOT NULL
   ) WITHOUT ROWID;
   `,
-  // 3: pins set by an administrator on single files (tierfs pin), gone with their inode.
+  // 3: pins set by an administrator on single files (tierfs pin), gone with their inode; more
+  // targets than the one given to format, and the target each pack is in.
   `
+  CREATE TABLE targets (name TEXT PRIMARY KEY, url TEXT NOT NULL, created_ms INTEGER NOT NULL) WITHOUT ROWID;
+  ALTER TABLE packs ADD COLUMN target TEXT NOT NULL DEFAULT 'default';
   CREATE TABLE pins (ino INTEGER PRIMARY KEY, pinned_ms INTEGER NOT NULL);
   CREATE TRIGGER inodes_pin_delete AFTER DELETE ON inodes BEGIN
     DELETE FROM pins WHERE ino = old.ino;
@@ -164,6 +167,7 @@ interface PackRow {
   live_bytes: number;
   created_ms: number;
   nonce: Buffer | null;
+  target: string;
 }
 
 function toPack(row: PackRow): PackRecord {
@@ -175,6 +179,7 @@ function toPack(row: PackRow): PackRecord {
     liveBytes: row.live_bytes,
     createdMs: row.created_ms,
     nonce: row.nonce,
+    target: row.target,
   };
 }
 
@@ -294,8 +299,8 @@ export class SqliteMetaStore implements MetaStore {
          FROM extents`,
       ),
       putPack: db.prepare(
-        `INSERT OR REPLACE INTO packs (id, state, stored_bytes, logical_bytes, live_bytes, created_ms, nonce)
-         VALUES (?, ?, ?, ?, (SELECT coalesce(sum(length), 0) FROM extents WHERE pack_id = ?), ?, ?)`,
+        `INSERT OR REPLACE INTO packs (id, state, stored_bytes, logical_bytes, live_bytes, created_ms, nonce, target)
+         VALUES (?, ?, ?, ?, (SELECT coalesce(sum(length), 0) FROM extents WHERE pack_id = ?), ?, ?, ?)`,
       ),
       getPack: db.prepare('SELECT * FROM packs WHERE id = ?'),
       setPackState: db.prepare('UPDATE packs SET state = ? WHERE id = ?'),
@@ -312,6 +317,12 @@ export class SqliteMetaStore implements MetaStore {
          FROM packs WHERE state != 'uploading'`,
       ),
       policies: db.prepare('SELECT * FROM policies ORDER BY name'),
+      targets: db.prepare('SELECT name, url FROM targets ORDER BY name'),
+      putTarget: db.prepare('INSERT INTO targets (name, url, created_ms) VALUES (?, ?, ?)'),
+      deleteTarget: db.prepare('DELETE FROM targets WHERE name = ?'),
+      packTotalsOfTarget: db.prepare(
+        `SELECT count(*) AS count, coalesce(sum(stored_bytes), 0) AS storedBytes FROM packs WHERE target = ?`,
+      ),
       putPolicy: db.prepare(
         `INSERT OR REPLACE INTO policies (name, path_glob, mode, cool_after_ms, size_min, target, compress)
          VALUES (?, ?, ?, ?, ?, ?, ?)`,
@@ -508,6 +519,25 @@ export class SqliteMetaStore implements MetaStore {
     }
   }
 
+  targets(): { name: string; url: string }[] {
+    return this.stmt.targets.all() as { name: string; url: string }[];
+  }
+
+  putTarget(name: string, url: string, nowMs: number): void {
+    this.stmt.putTarget.run(name, url, nowMs);
+    this.pending += 1;
+  }
+
+  deleteTarget(name: string): boolean {
+    const gone = this.stmt.deleteTarget.run(name).changes > 0;
+    this.pending += 1;
+    return gone;
+  }
+
+  packsOfTarget(name: string): { count: number; storedBytes: number } {
+    return this.stmt.packTotalsOfTarget.get(name) as { count: number; storedBytes: number };
+  }
+
   isPinned(ino: Ino): boolean {
     return this.stmt.isPinned.get(ino) !== undefined;
   }
@@ -545,7 +575,7 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   putPack(p: PackRecord): void {
-    this.stmt.putPack.run(p.packId, p.state, p.storedBytes, p.logicalBytes, p.packId, p.createdMs, p.nonce);
+    this.stmt.putPack.run(p.packId, p.state, p.storedBytes, p.logicalBytes, p.packId, p.createdMs, p.nonce, p.target);
   }
 
   getPack(packId: PackId): PackRecord | undefined {

@@ -52,7 +52,7 @@ export function validatePolicy(p: PolicyRecord): PolicyRecord {
     throw new TierfsError('USAGE', `policy path ${p.pathGlob}: a glob with a / starts at the root (/...)`);
   if (!Number.isSafeInteger(p.coolAfterMs) || p.coolAfterMs < 0) throw new TierfsError('USAGE', 'policy cooling period must be a duration >= 0');
   if (!Number.isSafeInteger(p.sizeBytesMin) || p.sizeBytesMin < 0) throw new TierfsError('USAGE', 'policy minimum size must be a size >= 0');
-  if (p.target !== 'default') throw new TierfsError('USAGE', `policy target ${JSON.stringify(p.target)}: this file system has one target, "default"`);
+  if (typeof p.target !== 'string' || !NAME_PATTERN.test(p.target)) throw new TierfsError('USAGE', `policy target ${JSON.stringify(p.target)}: the name of a target (tierfs target list)`);
   return p;
 }
 

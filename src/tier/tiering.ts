@@ -36,6 +36,7 @@
  *   and left alone.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { firstBadBlock } from '../checksum';
 import { constants } from '../constants';
@@ -62,7 +63,10 @@ import { LatencyWindow, RateMeter } from './stats';
 const BS = constants.blockSizeBytes;
 
 export interface TieringOptions {
+  /** The default target (the one given to format). */
   objects: ObjectStore;
+  /** Opens the targets added later (tierfs target add), recorded in the metadata by URL. */
+  openStore?: (url: string) => ObjectStore;
   encryptionKey: Buffer | null;
   /** Compress entries of files under the default policy. */
   compress: boolean;
@@ -145,6 +149,7 @@ interface PackItem {
 interface BuiltPack {
   /** The buffer its raw entries are views of, reused once the pack is up. */
   buffer?: Buffer;
+  target: Target;
   writer: PackWriter;
   body: Buffer[];
   storedBytes: number;
@@ -154,13 +159,49 @@ interface BuiltPack {
 interface PlannedExtent {
   extent: Extent;
   compress: boolean;
+  target: string;
   /** When its policy let it go (ms). */
   eligibleMs: number;
 }
 
+/** One object target: its store, and the last failure talking to it (cleared by the next success). */
+export interface Target {
+  name: string;
+  url: string;
+  store: ObjectStore;
+  lastError?: string;
+}
+
+const TARGET_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
 /** The key of one pack entry in the recall cache and the map of fetches in flight. */
 function entryKey(ref: PackRef): string {
   return `${ref.packId}:${ref.entryIndex}`;
+}
+
+/** Write, read back and delete a probe object under the file system's prefix (never in the pack prefix); each step timed. */
+export async function probeStore(store: ObjectStore, fsUuid: string): Promise<{ url: string; ok: boolean; error?: string; steps: { step: string; ms: number }[] }> {
+  const key = `${fsUuid}/probe/${randomBytes(8).toString('hex')}`;
+  const body = randomBytes(4096);
+  const steps: { step: string; ms: number }[] = [];
+  const timed = async <T>(step: string, fn: () => Promise<T>): Promise<T> => {
+    const startedMs = performance.now();
+    try {
+      return await fn();
+    } finally {
+      steps.push({ step, ms: Math.round((performance.now() - startedMs) * 100) / 100 });
+    }
+  };
+  try {
+    await timed('put', () => store.put(key, [body]));
+    const back = await timed('get', () => store.get(key));
+    if (!back.equals(body)) throw new Error('the probe object read back differently');
+    await timed('delete', () => store.delete(key));
+    return { url: store.description, ok: true, steps };
+  } catch (error) {
+    await store.delete(key).catch(() => undefined);
+    return { url: store.description, ok: false, error: errorText(error).split('\n')[0], steps };
+  }
 }
 
 function roundMs(ms: number | null): number | null {
@@ -189,8 +230,8 @@ export class TieringEngine {
     orphanPackCount: 0,
     foreignObjectCount: 0,
   };
-  /** The last failure talking to the target, cleared by the next success. */
-  lastError: string | undefined;
+  /** The targets by name: "default" first. */
+  private readonly targets = new Map<string, Target>();
   /** Latency of recall GETs (status percentiles); `onRecallLatency` lets metrics observe each one. */
   readonly recallLatency = new LatencyWindow();
   onRecallLatency: ((ms: number) => void) | undefined;
@@ -200,7 +241,6 @@ export class TieringEngine {
   private readonly crypto: PackCrypto;
   private policies: PolicySet;
   private readonly meta: MetaStore;
-  private readonly objects: ObjectStore;
   private readonly clock: () => number;
   private work: Promise<unknown> = Promise.resolve();
   private readonly cache = new LRUCache<string, Buffer>({
@@ -218,7 +258,7 @@ export class TieringEngine {
   /** Per file, how far a sequential reader's readahead has started fetches. */
   private readonly readAheadFrontiers = new LRUCache<number, number>({ max: 4096 });
   private writeBacksInFlight = 0;
-  private readonly packNonces = new LRUCache<string, { nonce: Buffer | null }>({ max: 4096 });
+  private readonly packInfos = new LRUCache<string, { nonce: Buffer | null; target: string }>({ max: 4096 });
   private timer: NodeJS.Timeout | undefined;
   private heatTimer: NodeJS.Timeout | undefined;
   private makingRoom: Promise<number> | undefined;
@@ -236,7 +276,11 @@ export class TieringEngine {
     readonly options: TieringOptions,
   ) {
     this.meta = flash.meta;
-    this.objects = options.objects;
+    this.targets.set('default', { name: 'default', url: options.objects.description, store: options.objects });
+    for (const row of this.meta.targets()) {
+      if (options.openStore) this.targets.set(row.name, { name: row.name, url: row.url, store: options.openStore(row.url) });
+      else log.warn('target not opened (no opener given)', { target: row.name });
+    }
     this.clock = options.clock;
     this.heat = new HeatTracker(options.clock);
     this.destageRate = new RateMeter(options.clock);
@@ -255,9 +299,70 @@ export class TieringEngine {
     return this.crypto.key !== null;
   }
 
-  /** The target (reports and fsck read it; writes to it go through the engine). */
-  get objectStore(): ObjectStore {
-    return this.objects;
+  /** The last failure talking to any target (cleared by the next success there). */
+  get lastError(): string | undefined {
+    for (const target of this.targets.values()) if (target.lastError !== undefined) return target.lastError;
+    return undefined;
+  }
+
+  /** The targets, "default" first (reports and fsck read them; writes go through the engine). */
+  listTargets(): Target[] {
+    return [...this.targets.values()];
+  }
+
+  /** A target by name; an unknown one is EIO-mapped (a pack in a target this daemon cannot open). */
+  targetOf(name: string): Target {
+    const target = this.targets.get(name);
+    if (!target) throw new TierfsError('IO', `object target ${name} is not open (recorded in the metadata, but not known to this daemon)`);
+    return target;
+  }
+
+  /**
+   * Add a target (tierfs target add): the name and URL checked, a probe object
+   * written, read back and deleted, then the target recorded.  Policies can
+   * then send files there (their \`target\`).
+   */
+  async addTarget(name: string, url: string): Promise<void> {
+    if (!TARGET_NAME.test(name)) throw new TierfsError('USAGE', `target name ${JSON.stringify(name)}: letters, digits, _ . - (at most 64, starting with a letter or digit)`);
+    if (this.targets.has(name)) throw new TierfsError('BUSY', `a target named ${name} exists`);
+    if (!this.options.openStore) throw new TierfsError('INVALID', 'this daemon cannot open more targets');
+    const store = this.options.openStore(url); // refuses a bad URL with one line
+    const same = [...this.targets.values()].find((t) => t.url === store.description || t.url === url);
+    if (same) {
+      await store.close();
+      throw new TierfsError('USAGE', `target ${same.name} is already ${url}: two targets must not share a place`);
+    }
+    const probe = await probeStore(store, this.fsUuid);
+    if (!probe.ok) {
+      await store.close();
+      throw new TierfsError('USAGE', `target ${name}: cannot store objects at ${url}: ${probe.error}`);
+    }
+    this.meta.mutate(() => this.meta.putTarget(name, url, this.clock()));
+    await this.flash.commit();
+    this.targets.set(name, { name, url, store });
+    log.info('target added', { target: name, url: store.description });
+  }
+
+  /** Remove a target no policy names and no pack is in. */
+  async removeTarget(name: string): Promise<void> {
+    if (name === 'default') throw new TierfsError('USAGE', 'the default target (the one given to format) cannot be removed');
+    const target = this.targets.get(name);
+    if (!target) throw new TierfsError('NOT_FOUND', `no target named ${name}`);
+    const users = this.meta.policies().filter((p) => p.target === name);
+    if (users.length > 0) throw new TierfsError('BUSY', `target ${name} is named by polic${users.length === 1 ? 'y' : 'ies'} ${users.map((p) => p.name).join(', ')}; change or remove them first`);
+    const packs = this.meta.packsOfTarget(name);
+    if (packs.count > 0) throw new TierfsError('BUSY', `target ${name} holds ${packs.count} pack(s), ${packs.storedBytes} bytes, that files still use`);
+    this.meta.mutate(() => this.meta.deleteTarget(name));
+    await this.flash.commit();
+    this.targets.delete(name);
+    await target.store.close();
+  }
+
+  /** Write, read back and delete a probe object beside the packs of a target; each step timed. */
+  testTarget(name: string): ReturnType<typeof probeStore> {
+    const target = this.targets.get(name);
+    if (!target) throw new TierfsError('NOT_FOUND', `no target named ${name} (tierfs target list)`);
+    return probeStore(target.store, this.fsUuid);
   }
 
   /** Attach to the flash store, finish what a crash interrupted, and start the background loop. */
@@ -289,6 +394,7 @@ export class TieringEngine {
     await this.settle();
     this.flushHeat();
     this.flash.tier = undefined;
+    for (const target of this.targets.values()) if (target.name !== 'default') await target.store.close(); // the default is its opener's
   }
 
   /** Resolves once no write-back after a recall is running. */
@@ -358,6 +464,8 @@ export class TieringEngine {
 
   async putPolicy(policy: PolicyRecord): Promise<void> {
     validatePolicy(policy);
+    if (!this.targets.has(policy.target))
+      throw new TierfsError('USAGE', `policy target ${JSON.stringify(policy.target)}: no such target (${[...this.targets.keys()].join(', ')}; tierfs target add)`);
     this.meta.mutate(() => this.meta.putPolicy(policy));
     await this.flash.commit();
     this.policies = this.loadPolicies();
@@ -457,8 +565,11 @@ export class TieringEngine {
     const totalBytes = planned.reduce((sum, p) => sum + p.extent.lengthBytes, 0);
     const batches: PlannedExtent[][] = [[]];
     let batchBytes = 0;
+    // A pack goes to one target: extents are grouped by target (a stable sort keeps coldest first within one).
+    planned.sort((a, b) => (a.target === b.target ? 0 : a.target < b.target ? -1 : 1));
     for (const p of planned) {
-      if (batchBytes + p.extent.lengthBytes > this.options.packSizeBytesTarget && batchBytes > 0) {
+      const current = batches[batches.length - 1];
+      if ((batchBytes + p.extent.lengthBytes > this.options.packSizeBytesTarget && batchBytes > 0) || (current.length > 0 && current[0].target !== p.target)) {
         batches.push([]);
         batchBytes = 0;
       }
@@ -535,7 +646,7 @@ export class TieringEngine {
     return this.meta
       .fileExtents(ino)
       .filter((e) => e.pack === null)
-      .map((extent) => ({ extent, compress: policy.compress, eligibleMs: 0 }));
+      .map((extent) => ({ extent, compress: policy.compress, target: policy.target, eligibleMs: 0 }));
   }
 
   /** The coldest FLASH extents whose policy lets them go now, oldest first. */
@@ -555,7 +666,7 @@ export class TieringEngine {
       if (policy === null) continue;
       const eligibleMs = this.heat.heatOf(e).accessedMs + (policy.mode === 'auto' ? policy.coolAfterMs : 0);
       if (!urgent && eligibleMs > now) continue;
-      planned.push({ extent: e, compress: policy.compress, eligibleMs });
+      planned.push({ extent: e, compress: policy.compress, target: policy.target, eligibleMs });
       bytes += e.lengthBytes;
     }
     return planned;
@@ -587,7 +698,7 @@ export class TieringEngine {
       if (data instanceof Error) log.warn('extent not destaged: flash read failed', { ino: p.extent.ino, offset: p.extent.fileOffsetBytes, error: data.message });
       else items.push({ extent: p.extent, data, compress: p.compress });
     });
-    const built = await this.buildPack(items);
+    const built = await this.buildPack(items, this.targetOf(batch[0].target));
     if (built) built.buffer = buffer;
     else this.packBuffers.push(buffer);
     return built;
@@ -598,7 +709,7 @@ export class TieringEngine {
    * byte of it goes up: a crash from here on leaves a row naming the object
    * to delete at the next start, never an orphan.
    */
-  private async buildPack(items: PackItem[]): Promise<BuiltPack | undefined> {
+  private async buildPack(items: PackItem[], target: Target): Promise<BuiltPack | undefined> {
     if (items.length === 0) return undefined;
     const writer = new PackWriter(this.crypto, this.clock());
     const packed = items.map(({ extent, data, compress }) => ({ extent, ref: writer.add(extent.ino, extent.fileOffsetBytes, data, extent.checksums, compress) }));
@@ -606,10 +717,10 @@ export class TieringEngine {
     const storedBytes = body.reduce((sum, part) => sum + part.length, 0);
     const nonce = this.encrypted ? writer.nonce : null;
     this.meta.mutate(() =>
-      this.meta.putPack({ packId: writer.packId, state: 'uploading', storedBytes, logicalBytes: writer.logicalBytes, liveBytes: 0, createdMs: writer.createdMs, nonce }),
+      this.meta.putPack({ packId: writer.packId, state: 'uploading', storedBytes, logicalBytes: writer.logicalBytes, liveBytes: 0, createdMs: writer.createdMs, nonce, target: target.name }),
     );
     await this.flash.commit();
-    return { writer, body, storedBytes, packed };
+    return { writer, body, storedBytes, packed, target };
   }
 
   /**
@@ -618,22 +729,22 @@ export class TieringEngine {
    * exactly what was read.  Returns the bytes repointed.
    */
   private async uploadPack(built: BuiltPack): Promise<number> {
-    const { writer, body, storedBytes, packed } = built;
+    const { writer, body, storedBytes, packed, target } = built;
     const nonce = this.encrypted ? writer.nonce : null;
     const key = packKey(this.fsUuid, writer.packId);
     try {
-      await this.objects.put(key, body);
-      const head = await this.objects.head(key);
+      await target.store.put(key, body);
+      const head = await target.store.head(key);
       if (head?.sizeBytes !== storedBytes)
         throw new ObjectStoreError('Corrupt', `put ${key}: the target holds ${head?.sizeBytes ?? 'nothing'} bytes, ${storedBytes} were sent`);
     } catch (error) {
       this.counters.destageFailureCount += 1;
-      this.lastError = errorText(error);
-      log.warn('pack upload failed; its extents stay where they were', { pack: writer.packId, error: this.lastError });
+      target.lastError = errorText(error);
+      log.warn('pack upload failed; its extents stay where they were', { pack: writer.packId, target: target.name, error: target.lastError });
       this.meta.mutate(() => this.meta.setPackState(writer.packId, 'deleting'));
-      throw new TierfsError('UNAVAILABLE', `pack upload: ${this.lastError}`, { cause: error });
+      throw new TierfsError('UNAVAILABLE', `pack upload to ${target.name}: ${target.lastError}`, { cause: error });
     }
-    this.lastError = undefined;
+    target.lastError = undefined;
     let bytes = 0;
     this.meta.mutate(() => {
       for (const { extent, ref } of packed) {
@@ -642,7 +753,7 @@ export class TieringEngine {
       }
       this.meta.setPackState(writer.packId, 'live');
     });
-    this.packNonces.set(writer.packId, { nonce });
+    this.packInfos.set(writer.packId, { nonce, target: target.name });
     log.debug('pack uploaded', { pack: writer.packId, extents: packed.length, bytes, storedBytes });
     return bytes;
   }
@@ -727,13 +838,15 @@ export class TieringEngine {
 
   // ---- recall ----
 
-  private async nonceOf(packId: PackId): Promise<Buffer | null> {
-    let known = this.packNonces.get(packId);
+  /** A pack's nonce prefix and target, from a small cache in front of the metadata. */
+  private packInfo(packId: PackId): { nonce: Buffer | null; target: string } {
+    let known = this.packInfos.get(packId);
     if (!known) {
-      known = { nonce: this.meta.getPack(packId)?.nonce ?? null };
-      this.packNonces.set(packId, known);
+      const row = this.meta.getPack(packId);
+      known = { nonce: row?.nonce ?? null, target: row?.target ?? 'default' };
+      this.packInfos.set(packId, known);
     }
-    return known.nonce;
+    return known;
   }
 
   /** Is this read the continuation of the last one of the same file? */
@@ -772,7 +885,7 @@ export class TieringEngine {
       let data: Buffer;
       try {
         for (let attempt = 0; ; attempt++) {
-          data = await this.fetch(packKey(this.fsUuid, ref.packId), ref.storedOffsetBytes + ref.skipBytes + fromBytes, lengthBytes);
+          data = await this.fetch(this.targetOf(this.packInfo(ref.packId).target), packKey(this.fsUuid, ref.packId), ref.storedOffsetBytes + ref.skipBytes + fromBytes, lengthBytes);
           try {
             this.verifyRecalled(e, fromBytes, data);
             break;
@@ -805,13 +918,13 @@ export class TieringEngine {
   }
 
   /** One ranged GET under the recall deadline; failures become EIO-mapped errors, counted. */
-  private async fetch(key: string, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  private async fetch(target: Target, key: string, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     this.counters.recallGetCount += 1;
     const signal = AbortSignal.timeout(this.options.recallTimeoutMs);
     const startedMs = performance.now();
     try {
-      const data = await this.objects.get(key, { offsetBytes, lengthBytes }, signal);
-      this.lastError = undefined;
+      const data = await target.store.get(key, { offsetBytes, lengthBytes }, signal);
+      target.lastError = undefined;
       const latencyMs = performance.now() - startedMs;
       this.recallLatency.record(latencyMs);
       this.onRecallLatency?.(latencyMs);
@@ -820,8 +933,8 @@ export class TieringEngine {
     } catch (error) {
       this.counters.recallFailureCount += 1;
       const message = signal.aborted ? `the object tier did not answer within ${this.options.recallTimeoutMs} ms` : errorText(error);
-      if (!(error instanceof ObjectStoreError && error.kind === 'NotFound')) this.lastError = message;
-      log.error('recall failed', { key, offsetBytes, lengthBytes, error: message });
+      if (!(error instanceof ObjectStoreError && error.kind === 'NotFound')) target.lastError = message;
+      log.error('recall failed', { target: target.name, key, offsetBytes, lengthBytes, error: message });
       if (error instanceof ObjectStoreError && (error.kind === 'Throttled' || error.kind === 'Transient'))
         throw new TierfsError('UNAVAILABLE', `recall: ${message}`, { cause: error });
       throw new TierfsError('IO', `recall of ${key}: ${message}`, { cause: error });
@@ -902,9 +1015,9 @@ export class TieringEngine {
     const offsetBytes = first.storedOffsetBytes;
     const lengthBytes = lastRef.storedOffsetBytes + lastRef.storedLengthBytes - offsetBytes;
     const whole = (async () => {
-      const nonce = await this.nonceOf(first.packId);
+      const { nonce, target } = this.packInfo(first.packId);
       for (let attempt = 0; ; attempt++) {
-        const stored = await this.fetch(packKey(this.fsUuid, first.packId), offsetBytes, lengthBytes);
+        const stored = await this.fetch(this.targetOf(target), packKey(this.fsUuid, first.packId), offsetBytes, lengthBytes);
         try {
           return group.map((x) => {
             const ref = x.pack!;
@@ -1009,15 +1122,17 @@ export class TieringEngine {
       const doomed = this.meta.packsInState('deleting');
       if (doomed.length > 0) await this.flash.commit(); // no object goes before the commit that lets it go
       for (const p of doomed) {
+        const target = this.targets.get(p.target);
+        if (!target) continue; // a target this daemon cannot open: its packs wait
         try {
-          await this.objects.delete(packKey(this.fsUuid, p.packId));
+          await target.store.delete(packKey(this.fsUuid, p.packId));
         } catch (error) {
-          this.lastError = errorText(error);
-          log.warn('pack deletion failed; retried later', { pack: p.packId, error: this.lastError });
+          target.lastError = errorText(error);
+          log.warn('pack deletion failed; retried later', { pack: p.packId, target: target.name, error: target.lastError });
           continue;
         }
         this.meta.mutate(() => this.meta.deletePack(p.packId));
-        this.packNonces.delete(p.packId);
+        this.packInfos.delete(p.packId);
         deleted += 1;
       }
       this.counters.gcDeletedPackCount += deleted;
@@ -1028,7 +1143,8 @@ export class TieringEngine {
 
   /** Move the live extents of sparse packs into a new pack; the old ones become dead and go at the next pass. */
   private async repack(): Promise<void> {
-    const sparse = this.meta.sparsePacks(constants.repackLiveFractionMax, 64).filter((p) => p.liveBytes > 0);
+    const candidates = this.meta.sparsePacks(constants.repackLiveFractionMax, 64).filter((p) => p.liveBytes > 0 && this.targets.has(p.target));
+    const sparse = candidates.filter((p) => p.target === candidates[0]?.target); // a new pack goes where the old ones were
     const extents: Extent[] = [];
     let bytes = 0;
     const packs = new Set<PackId>();
@@ -1058,7 +1174,7 @@ export class TieringEngine {
         log.warn('repack skipped an extent', { ino: e.ino, offset: e.fileOffsetBytes, error: errorText(error) });
       }
     }
-    const built = await this.buildPack(items);
+    const built = await this.buildPack(items, this.targetOf(sparse[0].target));
     if (!built) return;
     try {
       await this.uploadPack(built);
@@ -1075,14 +1191,16 @@ export class TieringEngine {
   private async recover(): Promise<void> {
     const unfinished = [...this.meta.packsInState('uploading'), ...this.meta.packsInState('deleting')];
     for (const p of unfinished) {
+      const target = this.targets.get(p.target);
       try {
-        await this.objects.delete(packKey(this.fsUuid, p.packId));
+        if (!target) throw new Error(`target ${p.target} is not open`);
+        await target.store.delete(packKey(this.fsUuid, p.packId));
         this.meta.mutate(() => this.meta.deletePack(p.packId));
         this.counters.orphanPackCount += p.state === 'uploading' ? 1 : 0;
       } catch (error) {
-        this.lastError = errorText(error);
+        if (target) target.lastError = errorText(error);
         this.meta.mutate(() => this.meta.setPackState(p.packId, 'deleting')); // GC retries it
-        log.warn('could not delete an unfinished pack yet', { pack: p.packId, error: this.lastError });
+        log.warn('could not delete an unfinished pack yet', { pack: p.packId, target: p.target, error: errorText(error) });
       }
     }
     if (unfinished.length > 0) {
@@ -1091,22 +1209,28 @@ export class TieringEngine {
     }
   }
 
-  /** List the pack prefix: delete pack objects with no row (orphans), count foreign objects. */
+  /**
+   * List the pack prefix of every target: delete pack objects with no row
+   * (orphans), count foreign objects.  A pack object whose row names another
+   * target is left alone (never delete what a row still names).
+   */
   async reconcile(): Promise<{ orphanCount: number; foreignCount: number }> {
     let orphanCount = 0;
     let foreignCount = 0;
-    for await (const item of this.objects.list(packKeyPrefix(this.fsUuid))) {
-      if (this.stopped) break;
-      const packId = packIdOfKey(this.fsUuid, item.key);
-      if (packId === undefined) {
-        foreignCount += 1;
-        log.warn('object in the pack prefix is not a tierfs pack; left alone', { key: item.key });
-        continue;
+    for (const target of [...this.targets.values()]) {
+      for await (const item of target.store.list(packKeyPrefix(this.fsUuid))) {
+        if (this.stopped) break;
+        const packId = packIdOfKey(this.fsUuid, item.key);
+        if (packId === undefined) {
+          foreignCount += 1;
+          log.warn('object in the pack prefix is not a tierfs pack; left alone', { target: target.name, key: item.key });
+          continue;
+        }
+        if (this.meta.getPack(packId)) continue;
+        await target.store.delete(item.key);
+        orphanCount += 1;
+        log.warn('orphan pack deleted', { target: target.name, key: item.key });
       }
-      if (this.meta.getPack(packId)) continue;
-      await this.objects.delete(item.key);
-      orphanCount += 1;
-      log.warn('orphan pack deleted', { key: item.key });
     }
     this.counters.orphanPackCount += orphanCount;
     this.counters.foreignObjectCount = foreignCount;
@@ -1196,6 +1320,15 @@ export class TieringEngine {
     return r;
   }
 
+  private targetStatus(t: Target) {
+    return {
+      url: t.store.description,
+      encrypted: this.encrypted,
+      reachable: t.lastError === undefined,
+      ...(t.lastError === undefined ? {} : { lastError: t.lastError }),
+    };
+  }
+
   status() {
     return {
       flash: {
@@ -1207,12 +1340,8 @@ export class TieringEngine {
       residency: this.meta.residencyTotals(),
       packs: this.meta.packTotals(),
       watermarks: { highPercent: this.options.watermarkHighPercent, lowPercent: this.options.watermarkLowPercent },
-      target: {
-        url: this.objects.description,
-        encrypted: this.encrypted,
-        reachable: this.lastError === undefined,
-        ...(this.lastError === undefined ? {} : { lastError: this.lastError }),
-      },
+      target: this.targetStatus(this.targets.get('default')!),
+      targets: [...this.targets.values()].map((t) => ({ name: t.name, ...this.targetStatus(t), ...this.meta.packsOfTarget(t.name) })),
       destage: {
         queueBytes: this.destageBacklogBytes(),
         bytesPerSecond: Math.round(this.destageRate.perSecond(this.counters.destagedBytes)),
