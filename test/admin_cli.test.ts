@@ -254,6 +254,9 @@ t.test('bad input: one clear line, nothing changed', async (t) => {
   fs.mkdirSync(path.join(m, 'd'));
   const before = runCli(['status', '--json'], env).stdout;
 
+  const badPrices = path.join(scratch.dir, 'bad-prices.json');
+  fs.writeFileSync(badPrices, JSON.stringify({ flash: scratch.flash, meta: scratch.meta, mount: path.join(scratch.dir, 'm3'), prices: { storagePerGiBMonth: -1 } }));
+
   t.test('through the CLI', async (t) => {
     const cases: [string[], number, RegExp][] = [
       [['heat', path.join(m, 'f'), path.join(m, 'd')], 2, /heat: give at most one PATH/],
@@ -289,6 +292,9 @@ t.test('bad input: one clear line, nothing changed', async (t) => {
       [['target', 'rm', 'ghost'], 1, /no target named ghost/],
       [['policy', 'add', 'p', '--path', '/x', '--mode', 'auto', '--target', 'ghost'], 2, /policy target "ghost": no such target/],
       [['status', 'extra'], 2, /unexpected argument extra/],
+      [['serve', '--flash', scratch.flash, '--meta', scratch.meta, '--mount', path.join(scratch.dir, 'm2'), '--metrics', '0.0.0.0:9464'], 2, /metrics are served on loopback only/],
+      [['serve', '--flash', scratch.flash, '--meta', scratch.meta, '--mount', path.join(scratch.dir, 'm2'), '--metrics', 'localhost'], 2, /is not HOST:PORT/],
+      [['serve', '--config', badPrices], 2, /"prices.storagePerGiBMonth" must be a number >= 0/],
     ];
     for (const [args, status, message] of cases) {
       const result = runCli(args, env);

@@ -36,7 +36,7 @@ Commands:
   policy     add, edit, list, show, remove, explain and simulate policies
   fsck       check (and --repair) metadata against flash and packs
   watermark  show or set the flash watermarks at run time
-  target     list the object targets and test one
+  target     list, add, test and remove object targets
 
 Commands other than format and serve talk to the daemon's admin socket:
 --socket PATH, else $TIERFS_SOCKET, else /run/tierfs/admin.sock.  Most take
