@@ -248,3 +248,19 @@ t.test('several targets: packs go where the policy says, and come back from ther
   await t.rejects(again.tier.removeTarget('default'), /cannot be removed/);
   t.same(again.tier.listTargets().map((x) => x.name), ['default']);
 });
+
+t.test('regression: with several targets, a background pass holds back the small last pack of every target, not only of the last one', async (t) => {
+  let now = 1_000_000;
+  const scratch = await formatScratch(t);
+  const { fs: files, tier, meta } = await openTiered(t, scratch, { url: `file://${scratchDir(t)}`, packWaitMsMax: 60_000, coolAfterMs: 1000 }, () => now);
+  await tier.addTarget('archive', `file://${scratchDir(t)}`);
+  await tier.putPolicy({ name: 'cold', pathGlob: 'cold*', mode: 'auto', coolAfterMs: 1000, sizeBytesMin: 0, target: 'archive', compress: false });
+  await writeFile(files, 'cold', pattern(1, MiB));
+  await writeFile(files, 'hot', pattern(2, MiB));
+  now += 2000;
+  t.equal(await tier.destage({ background: true }), 0, 'both packs too small and too young: nothing goes up');
+  t.equal(meta.packTotals().count, 0);
+  now += 61_000;
+  t.equal(await tier.destage({ background: true }), 2 * MiB, 'once they waited long enough, both go');
+  t.match(tier.status().targets, [{ name: 'default', count: 1 }, { name: 'archive', count: 1 }]);
+});

@@ -563,7 +563,7 @@ export class TieringEngine {
     const planned = inos !== undefined ? inos.flatMap((ino) => this.planFile(ino)) : this.planCold(now, request.urgent ?? false, request.bytesMax ?? Infinity);
     if (planned.length === 0) return 0;
     const totalBytes = planned.reduce((sum, p) => sum + p.extent.lengthBytes, 0);
-    const batches: PlannedExtent[][] = [[]];
+    let batches: PlannedExtent[][] = [[]];
     let batchBytes = 0;
     // A pack goes to one target: extents are grouped by target (a stable sort keeps coldest first within one).
     planned.sort((a, b) => (a.target === b.target ? 0 : a.target < b.target ? -1 : 1));
@@ -576,10 +576,14 @@ export class TieringEngine {
       batches[batches.length - 1].push(p);
       batchBytes += p.extent.lengthBytes;
     }
-    const last = batches[batches.length - 1];
-    if (request.background && batchBytes < constants.packSizeBytesMin) {
-      const longestWaitMs = now - Math.min(...last.map((p) => p.eligibleMs));
-      if (longestWaitMs < this.options.packWaitMsMax) batches.pop(); // wait for more to fill the pack
+    if (request.background) {
+      // The last pack of each target waits for more to fill it, unless its oldest extent has waited long enough.
+      const waiting = batches.filter((batch, i) => {
+        if (batches[i + 1]?.[0].target === batch[0].target) return false;
+        const bytes = batch.reduce((sum, p) => sum + p.extent.lengthBytes, 0);
+        return bytes < constants.packSizeBytesMin && now - Math.min(...batch.map((p) => p.eligibleMs)) < this.options.packWaitMsMax;
+      });
+      batches = batches.filter((batch) => !waiting.includes(batch));
       if (batches.length === 0) return 0;
     }
     // A pipeline: the next pack is read and built while earlier ones upload (at most
