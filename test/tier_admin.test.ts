@@ -226,6 +226,7 @@ t.test('several targets: packs go where the policy says, and come back from ther
   const again = await openTiered(t, scratch, { url: `file://${main}` });
   t.match(again.tier.listTargets().map((x) => x.name), ['default', 'archive'], 'reopened from the metadata');
   t.ok((await readFile(again.fs, cold)).equals(pattern(2, 3 * MiB)), 'and read from it after a restart');
+  await again.tier.listed(); // the start-up listing must not race the orphan planted below
   // An orphan in the second target is found by the start-up listing and by fsck.
   const orphan = path.join(second, packKey(again.tier.fsUuid, newPackId()));
   await fsp.mkdir(path.dirname(orphan), { recursive: true });
@@ -263,4 +264,35 @@ t.test('regression: with several targets, a background pass holds back the small
   now += 61_000;
   t.equal(await tier.destage({ background: true }), 2 * MiB, 'once they waited long enough, both go');
   t.match(tier.status().targets, [{ name: 'default', count: 1 }, { name: 'archive', count: 1 }]);
+});
+
+t.test('the progress bar: redrawn in place on a terminal with bytes, rate and ETA; plain lines, sparingly, elsewhere', async (t) => {
+  const { progressBar } = await import('../src/cli/client');
+  const written: string[] = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((chunk: string) => (written.push(chunk), true)) as typeof process.stderr.write;
+  try {
+    let now = 0;
+    const bar = progressBar('recall', () => now, true);
+    now = 2000;
+    bar.update({ progress: { doneBytes: 10 * MiB, totalBytes: 40 * MiB } });
+    bar.done();
+    t.equal(written[0], `\rrecall [${'#'.repeat(8)}${'.'.repeat(22)}]  25% 10.0 MiB / 40.0 MiB, 5.0 MiB/s, ETA 0:06  `);
+    t.equal(written[1], '\n');
+    written.length = 0;
+    now = 0;
+    const plain = progressBar('recall', () => now, false);
+    for (const [atMs, doneBytes] of [[1000, MiB], [2000, 2 * MiB], [6500, 3 * MiB], [7000, 4 * MiB], [7100, 4 * MiB]]) {
+      now = atMs;
+      plain.update({ progress: { doneBytes, totalBytes: 4 * MiB } });
+    }
+    plain.done();
+    t.same(written, [
+      'recall:  25% 1.0 MiB / 4.0 MiB, 1.0 MiB/s, ETA 0:03\n',
+      'recall:  75% 3.0 MiB / 4.0 MiB, 472.6 KiB/s, ETA 0:02\n',
+      'recall: 100% 4.0 MiB / 4.0 MiB, 585.1 KiB/s, ETA 0:00\n',
+    ], 'at most one line in 5 s, and the last one once');
+  } finally {
+    process.stderr.write = write;
+  }
 });

@@ -397,6 +397,11 @@ export class TieringEngine {
     for (const target of this.targets.values()) if (target.name !== 'default') await target.store.close(); // the default is its opener's
   }
 
+  /** Resolves once the start-up listing of the targets (orphans, foreign objects) is done. */
+  async listed(): Promise<void> {
+    await this.background;
+  }
+
   /** Resolves once no write-back after a recall is running. */
   async settle(): Promise<void> {
     while (this.writeBacksInFlight > 0) await new Promise((resolve) => setTimeout(resolve, 5));
