@@ -83,7 +83,7 @@ t.test('every command against a running daemon', async (t) => {
     const listing = cli('stat', path.join(m, 'proj'));
     t.match(listing.stdout, /^RESIDENCY +SIZE +ON FLASH +IN PACKS +POLICY +NAME$/m);
     t.match(listing.stdout, /^flash +3\.0 MiB +3\.0 MiB +0 B +default +a\.bin$/m);
-    t.match(listing.stdout, /^empty .* sub\/$/m);
+    t.match(listing.stdout, /^- .* sub\/$/m, 'a directory has no residency of its own');
   });
 
   t.test('destage and release a tree, with plain progress off a terminal', async (t) => {

@@ -38,7 +38,7 @@ current data is on flash (flashBytes), bytes with a copy in a pack
 (objectBytes), the split into flash only / both / object only, heat, the
 policy that applies and whether the file is pinned.  A directory is listed,
 one line per entry with a residency column (flash, both, object, mixed,
-empty).
+empty; - for a directory).
 
   --json   one object per PATH (an array for several; stable fields: path,
            size, flashBytes, objectBytes, policy; a directory has entries)

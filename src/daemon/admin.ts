@@ -300,7 +300,8 @@ function fileReport(context: AdminContext, ino: Ino, relative: string) {
   const tier = context.opened.tier;
   if (tier) {
     const r = tier.fileResidency(ino);
-    return { path: relative, ino, type: fileType(inode.mode), ...r, size: inode.sizeBytes, residency: residencyLabel(r), pinned: context.opened.meta.isPinned(ino) };
+    const type = fileType(inode.mode);
+    return { path: relative, ino, type, ...r, size: inode.sizeBytes, residency: type === 'file' ? residencyLabel(r) : '-', pinned: context.opened.meta.isPinned(ino) };
   }
   const flashBytes = context.opened.meta.fileExtents(ino).reduce((sum, e) => sum + e.lengthBytes, 0);
   return {
