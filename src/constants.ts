@@ -125,6 +125,8 @@ export const constants = {
   adminFileCountMax: 1_000_000,
   adminListingCountMax: 10_000,
   fsckProblemCountMax: 1000,
+  /** systemd STATUS= figures are refreshed this often. */
+  notifyStatusIntervalMs: 10_000,
   /** Progress lines of a long admin job at most this often. */
   adminProgressIntervalMs: 100,
 } as const;

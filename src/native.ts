@@ -1,4 +1,4 @@
-/** Loads tierfs's native helpers (device calls and CRC-32C), built from src/device/native at `npm ci`. */
+/** Loads tierfs's native helpers (device calls, CRC-32C, sd_notify), built from src/device/native at `npm ci`. */
 import path from 'node:path';
 
 export interface DeviceNative {
@@ -8,6 +8,8 @@ export interface DeviceNative {
   blockDeviceBytes(fd: number): number;
   crc32cBlocks(data: Buffer, blockBytes: number, out: Buffer): void;
   crc32c(data: Buffer): number;
+  /** One sd_notify datagram to $NOTIFY_SOCKET (a path or an @abstract name). */
+  sdNotify(socketPath: string, message: string): void;
 }
 
 // src/ (TypeScript under tap) → ./device/native; dist/src → ../../src/device/native

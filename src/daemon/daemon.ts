@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import { openFileSystem, type OpenFileSystem, type OpenTierOptions } from '../fs/fs';
 import { FuseMount } from '../fuse/fuse';
@@ -12,6 +13,7 @@ import { log } from '../log';
 import { parseEncryptionKey, type Prices } from '../tier/tier';
 import { startAdminServer, type AdminServer } from './admin';
 import { parseMetricsAddress, startMetricsServer, type MetricsServer } from './metrics';
+import { SystemdNotifier } from './notify';
 
 export interface ServeConfig {
   flash: string;
@@ -134,10 +136,41 @@ export async function startDaemon(config: ServeConfig): Promise<Daemon> {
   return { opened, mount, admin, metrics, stopped, stop };
 }
 
-/** Run in the foreground until a signal; the process exit code says how it ended. */
-export async function serveForeground(config: ServeConfig): Promise<void> {
-  const daemon = await startDaemon(config);
+/** One line for systemd's STATUS= (systemctl status shows it). */
+export function statusLine(daemon: Daemon): string {
+  const { opened } = daemon;
+  const used = (100 * opened.store.usedBytes) / opened.store.capacityBytes;
+  const tier = opened.tier?.status();
+  const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+  const parts = [`serving ${daemon.mount.mountPoint}`, `flash ${used.toFixed(1)}% used`];
+  if (tier) {
+    parts.push(`${gib(tier.residency.bothBytes + tier.residency.objectOnlyBytes)} in packs`);
+    const down = tier.targets.filter((t) => !t.reachable).map((t) => t.name);
+    parts.push(down.length === 0 ? 'targets reachable' : `UNREACHABLE: ${down.join(', ')}`);
+  }
+  return parts.join(', ');
+}
+
+/**
+ * Run in the foreground until a signal; the process exit code says how it
+ * ended.  Under systemd (Type=notify): READY=1 once the mount serves,
+ * STATUS= every statusIntervalMs, WATCHDOG=1 while the file system answers,
+ * STOPPING=1 when a signal starts the shutdown (flush, unmount, close).
+ */
+export async function serveForeground(config: ServeConfig, notifier = new SystemdNotifier()): Promise<void> {
+  let daemon: Daemon;
+  try {
+    daemon = await startDaemon(config);
+  } catch (error) {
+    notifier.status(`failed to start: ${(error as Error).message}`);
+    throw error;
+  }
+  notifier.ready(statusLine(daemon), () => daemon.opened.fs.statfs());
+  const statusTimer = setInterval(() => notifier.status(statusLine(daemon)), constants.notifyStatusIntervalMs);
+  statusTimer.unref();
   const onSignal = (signal: NodeJS.Signals) => {
+    clearInterval(statusTimer);
+    notifier.stopping(`stopping (${signal}): committing and unmounting`);
     daemon.stop(signal).catch((error) => {
       log.error('shutdown failed', { error });
       process.exitCode = 1;
@@ -147,6 +180,7 @@ export async function serveForeground(config: ServeConfig): Promise<void> {
   process.on('SIGTERM', onSignal);
   process.on('SIGHUP', () => log.info('SIGHUP ignored'));
   await daemon.stopped;
+  clearInterval(statusTimer);
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
 }

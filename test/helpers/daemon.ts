@@ -46,13 +46,13 @@ function waitExit(child: ChildProcess, timeoutMs: number): Promise<number | null
   });
 }
 
-export async function serve(t: Test, scratch: Scratch, mount = path.join(scratch.dir, 'mnt'), extraArgs: string[] = []): Promise<Served> {
+export async function serve(t: Test, scratch: Scratch, mount = path.join(scratch.dir, 'mnt'), extraArgs: string[] = [], env: Record<string, string> = {}): Promise<Served> {
   const socket = path.join(scratch.dir, 'admin.sock');
   // With --config, the file says everything (tests put the socket at the same place).
   const args = extraArgs[0] === '--config' ? ['serve', ...extraArgs] : ['serve', '--flash', scratch.flash, '--meta', scratch.meta, '--mount', mount, '--admin-socket', socket, ...extraArgs];
   const child = spawn(process.execPath, [tierfsBin, ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, TIERFS_LOG: 'info' },
+    env: { ...process.env, TIERFS_LOG: 'info', ...env },
   });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));

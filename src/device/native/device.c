@@ -29,7 +29,11 @@
 #include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 #if defined(__x86_64__)
 #include <nmmintrin.h>
 #endif
@@ -253,6 +257,46 @@ static napi_value crc32c_one(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * sdNotify(socketPath, message): sd_notify(3) without libsystemd, one datagram
+ * to the AF_UNIX socket systemd names in $NOTIFY_SOCKET (a path, or "@name" in
+ * the abstract namespace).  Node has no AF_UNIX datagram sockets, and
+ * libsystemd-dev would pull a systemd upgrade onto the build machine.
+ */
+static napi_value sd_notify_send(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+  char message[4096];
+  size_t path_len = 0, message_len = 0;
+  if (!get_args(env, info, 2, argv)) return NULL;
+  if (napi_get_value_string_utf8(env, argv[0], path, sizeof path, &path_len) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[1], message, sizeof message, &message_len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "sdNotify(socketPath: string, message: string)");
+    return NULL;
+  }
+  struct sockaddr_un addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  if (path_len == 0 || path_len >= sizeof addr.sun_path || (path[0] != '/' && path[0] != '@')) {
+    napi_throw_range_error(env, NULL, "NOTIFY_SOCKET must be an absolute path or an @abstract name that fits in sun_path");
+    return NULL;
+  }
+  if (message_len >= sizeof message - 1) {
+    napi_throw_range_error(env, NULL, "notify message longer than 4 KiB");
+    return NULL;
+  }
+  memcpy(addr.sun_path, path, path_len);
+  if (path[0] == '@') addr.sun_path[0] = '\0';
+  socklen_t addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + path_len + (path[0] == '@' ? 0 : 1));
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, errno, "socket");
+  ssize_t sent = sendto(fd, message, message_len, MSG_NOSIGNAL, (struct sockaddr *)&addr, addr_len);
+  int err = errno;
+  close(fd);
+  if (sent < 0) return throw_errno(env, err, "sendto");
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   crc_table_init();
 #if defined(__x86_64__)
@@ -266,6 +310,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"blockDeviceBytes", NULL, block_device_bytes, NULL, NULL, NULL, napi_default, NULL},
       {"crc32cBlocks", NULL, crc32c_blocks, NULL, NULL, NULL, napi_default, NULL},
       {"crc32c", NULL, crc32c_one, NULL, NULL, NULL, napi_default, NULL},
+      {"sdNotify", NULL, sd_notify_send, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;
