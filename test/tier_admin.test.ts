@@ -139,6 +139,8 @@ t.test('fsck finds damage in flash and bucket and repairs only what loses nothin
   await tier.release(ino.packLostNoFlash);
   const clean = await checkFileSystem(opened, { repair: false, deep: true });
   t.match(clean, { problemCount: 0, extentCount: 6, flashVerifiedBytes: 5 * KiB64, packVerifiedBytes: 5 * KiB64, packCount: 5, objectCount: 5 });
+  const sampled = await checkFileSystem(opened, { repair: false, deep: true, samplePackCount: 2, random: () => 0.5 });
+  t.match(sampled, { problemCount: 0, sampledPackCount: 2, packVerifiedBytes: 2 * KiB64, flashVerifiedBytes: 5 * KiB64 }, 'a scrub verifies a sample of packs');
 
   const keyOf = (i: typeof ino.fine) => path.join(objectsDir, packKey(tier.fsUuid, meta.fileExtents(i)[0].pack!.packId));
   fs.rmSync(keyOf(ino.packLostKeepFlash));

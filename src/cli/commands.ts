@@ -160,7 +160,7 @@ Examples:
   tierfs policy simulate --flash-size 2T --policy 'auto:/projects/**:30d'
 ${socketHelp}
 `,
-  fsck: `Usage: tierfs fsck [--repair] [--deep] [--json] [--socket PATH]
+  fsck: `Usage: tierfs fsck [--repair] [--deep [--sample-packs N]] [--json] [--socket PATH]
 
 Check the running file system's metadata against the flash tier and the
 object tier: every flash copy is read and verified; every extent must
@@ -169,6 +169,8 @@ recorded size; pack objects without a record are orphans; objects under
 the prefix that are not packs are listed (foreign) and left alone.
 
   --deep     also fetch and verify every pack copy (reads the whole bucket)
+  --sample-packs N  with --deep: only the extents of N live packs picked at
+             random (the weekly scrub, tierfs-scrub.timer)
   --repair   fix what loses nothing: forget a lost or bad pack copy of data
              good on flash (destaged again), drop a bad flash copy of data
              with a good pack copy, drop extents of no file, delete orphan
@@ -549,17 +551,24 @@ async function policy(argv: string[]): Promise<void> {
 }
 
 async function fsck(argv: string[]): Promise<void> {
-  const command = parse(argv, 'fsck', { repair: { type: 'boolean' }, deep: { type: 'boolean' }, json: { type: 'boolean' } });
+  const command = parse(argv, 'fsck', { repair: { type: 'boolean' }, deep: { type: 'boolean' }, 'sample-packs': { type: 'string' }, json: { type: 'boolean' } });
   if (!command) return;
   noArguments(command.positionals, 'fsck');
-  const r = await request(command.socket, 'POST', '/v1/fsck', { repair: command.values.repair === true, deep: command.values.deep === true });
+  const sample = command.values['sample-packs'] as string | undefined;
+  if (sample !== undefined && (!/^\d+$/.test(sample) || Number(sample) < 1 || !command.values.deep))
+    throw new TierfsError('USAGE', 'fsck: --sample-packs N takes a whole number >= 1 and goes with --deep');
+  const r = await request(command.socket, 'POST', '/v1/fsck', {
+    repair: command.values.repair === true,
+    deep: command.values.deep === true,
+    ...(sample === undefined ? {} : { samplePacks: Number(sample) }),
+  });
   const problems = r.problems as Record<string, unknown>[];
   const problemCount = n(r.problemCount);
   process.exitCode = problemCount === 0 ? 0 : n(r.repairedCount) === problemCount ? 1 : 4;
   if (command.values.json) return printJson(r);
   const lines = [
     `checked ${r.extentCount} extents (${formatBytes(n(r.checkedBytes))}): ${formatBytes(n(r.flashVerifiedBytes))} verified on flash` +
-      `${command.values.deep ? `, ${formatBytes(n(r.packVerifiedBytes))} verified in packs` : ''}; ${r.packCount} packs, ${r.objectCount} objects listed`,
+      `${command.values.deep ? `, ${formatBytes(n(r.packVerifiedBytes))} verified in packs${r.sampledPackCount !== undefined ? ` (a sample of ${r.sampledPackCount})` : ''}` : ''}; ${r.packCount} packs, ${r.objectCount} objects listed`,
   ];
   for (const p of problems)
     lines.push(

@@ -558,9 +558,11 @@ async function route(context: AdminContext, request: http.IncomingMessage, respo
     }
     case 'v1/fsck': {
       expect('POST');
-      check(body, { repair: { type: 'boolean' }, deep: { type: 'boolean' } }, 'fsck');
-      const { opened } = context;
-      const report = await checkFileSystem(opened, { repair: body.repair === true, deep: body.deep === true, problemCountMax: constants.fsckProblemCountMax });
+      check(body, { repair: { type: 'boolean' }, deep: { type: 'boolean' }, samplePacks: { type: 'number' } }, 'fsck');
+      const samplePackCount = body.samplePacks as number | undefined;
+      if (samplePackCount !== undefined && (!Number.isSafeInteger(samplePackCount) || samplePackCount < 1 || body.deep !== true))
+        throw new HttpError(400, 'fsck: "samplePacks" is a whole number >= 1, with "deep"');
+      const report = await checkFileSystem(context.opened, { repair: body.repair === true, deep: body.deep === true, samplePackCount, problemCountMax: constants.fsckProblemCountMax });
       return send(response, 200, report);
     }
     case 'v1/watermarks': {

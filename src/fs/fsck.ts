@@ -56,6 +56,8 @@ export interface FsckReport {
   flashVerifiedBytes: number;
   packVerifiedBytes: number;
   packCount: number;
+  /** Packs whose extents were verified by a sampling scrub. */
+  sampledPackCount?: number;
   objectCount: number;
   /** Problems found (foreign objects are listed, not counted: they are not ours). */
   problemCount: number;
@@ -70,6 +72,9 @@ export interface FsckOptions {
   deep: boolean;
   /** Problems listed at most (the counts stay exact). */
   problemCountMax?: number;
+  /** With deep: verify the extents of this many live packs picked at random, not all (a scrub). */
+  samplePackCount?: number;
+  random?: () => number;
 }
 
 const READ_BATCH_BYTES = 16 * 2 ** 20;
@@ -171,6 +176,17 @@ async function fsck({ meta, store, tier }: { meta: MetaStore; store: FlashStore;
   };
 
   const packStates = new Map<string, string | null>();
+  let sample: Set<string> | undefined;
+  if (options.deep && options.samplePackCount !== undefined) {
+    const live = meta.packsInState('live').map((p) => p.packId as string);
+    const random = options.random ?? Math.random;
+    for (let i = live.length - 1; i > 0; i--) {
+      const j = Math.floor(random() * (i + 1));
+      [live[i], live[j]] = [live[j], live[i]];
+    }
+    sample = new Set(live.slice(0, options.samplePackCount));
+    report.sampledPackCount = sample.size;
+  }
   for (const e of meta.everyExtent()) {
     report.extentCount += 1;
     report.checkedBytes += e.lengthBytes;
@@ -212,7 +228,7 @@ async function fsck({ meta, store, tier }: { meta: MetaStore; store: FlashStore;
           },
           () => store.unpack(e),
         );
-      } else if (options.deep && tier) {
+      } else if (options.deep && tier && (sample === undefined || sample.has(packId))) {
         try {
           await tier.verifyPackCopy(e);
           report.packVerifiedBytes += e.lengthBytes;
