@@ -7,10 +7,12 @@
  * Every error is one line on stderr and a non-zero exit: 2 for a usage
  * mistake, 1 for anything else.  No stack trace for a user's mistake.
  */
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { constants } from '../constants';
 import { readEncryptionKey, serveForeground, type ServeConfig } from '../daemon/daemon';
+import { defaultFirstbootPaths, firstboot, type FirstbootPaths } from '../daemon/firstboot';
 import { TierfsError, isTierfsError } from '../errors';
 import { formatFlashPath } from '../fs/fs';
 import { parseMetricsAddress } from '../daemon/metrics';
@@ -26,6 +28,7 @@ Usage: tierfs <command> [options]
 Commands:
   format     create a file system on a flash tier (a file or an NVMe namespace)
   serve      mount a file system and serve it in the foreground
+  firstboot  the appliance's first boot: find NVMe, format, write the config
   status     the tiers, rates, errors, target health and watermarks of a running daemon
   stat       residency and heat of files; a directory as a listing
   heat       bytes by time since last access, as a histogram
@@ -111,6 +114,67 @@ Examples:
   tierfs serve --config /etc/tierfs/tierfs.json
 `,
 };
+
+const firstbootHelp = `Usage: tierfs firstboot [--conf FILE] [--user-data FILE] [--config FILE]
+                        [--state DIR] [--sys DIR] [--mountinfo FILE] [--dev DIR]
+
+The appliance's first boot (tierfs-firstboot.service runs it once): read the
+settings from --conf (default /etc/tierfs/tierfs.conf) and cloud user data
+(--user-data, default /var/lib/cloud/instance/user-data.txt, when it is a
+JSON object: {"tierfs": {...}}), choose the flash tier among the NVMe
+namespaces that hold no mounted file system (instance-store disks first),
+format it (a namespace holding data is refused), write the daemon's config
+(--config, default /etc/tierfs/tierfs.json), create the group tierfs and the
+mount point, and record that it is done in --state (default /var/lib/tierfs,
+which also holds the metadata).  Any error is one line and changes nothing.
+
+Settings (JSON; all optional): target (URL; default a directory under
+--state), encryptionKeyFile, flashDevice (skip discovery), mount (default
+/mnt/tierfs), coolAfter, recallTimeout, watermarkHighPercent,
+watermarkLowPercent, compress, uploadConcurrency, metrics, prices, allowOther
+(default true).  See docs/deploy.md.
+
+--sys, --mountinfo and --dev read another sysfs tree, mount table and /dev
+(tests).
+
+Examples:
+  tierfs firstboot
+  echo '{"tierfs": {"target": "s3://my-bucket/tierfs"}}' > user-data.json
+  tierfs firstboot --user-data user-data.json
+`;
+
+async function firstbootCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseOptions(argv, {
+    conf: { type: 'string' },
+    'user-data': { type: 'string' },
+    config: { type: 'string' },
+    state: { type: 'string' },
+    sys: { type: 'string' },
+    mountinfo: { type: 'string' },
+    dev: { type: 'string' },
+  });
+  if (values.help) return void process.stdout.write(firstbootHelp);
+  if (positionals.length > 0) throw new TierfsError('USAGE', `firstboot: unexpected argument ${positionals[0]}`);
+  const paths: FirstbootPaths = {
+    confFile: values.conf ?? defaultFirstbootPaths.confFile,
+    userDataFile: values['user-data'] ?? defaultFirstbootPaths.userDataFile,
+    configFile: values.config ?? defaultFirstbootPaths.configFile,
+    stateDir: values.state ?? defaultFirstbootPaths.stateDir,
+    discover: { sysRoot: values.sys, mountinfo: values.mountinfo, devDir: values.dev },
+  };
+  const result = await firstboot(paths, {
+    probeTarget,
+    ensureGroup: () => {
+      if (spawnSync('getent', ['group', 'tierfs']).status === 0) return;
+      const made = spawnSync('groupadd', ['--system', 'tierfs'], { encoding: 'utf8' });
+      if (made.status !== 0) throw new TierfsError('IO', `groupadd tierfs: ${(made.stderr || made.error?.message || '').trim()}`);
+    },
+  });
+  process.stdout.write(
+    `first boot done: flash tier ${result.flash}${result.namespace ? ` (${result.namespace.model}, ${(result.namespace.sizeBytes / 2 ** 30).toFixed(1)} GiB)` : ''}` +
+      `${result.formatted ? ' formatted' : ' kept'}, target ${result.config.target}, mount ${result.config.mount}, config ${paths.configFile}\n`,
+  );
+}
 
 async function format(argv: string[]): Promise<void> {
   const { values, positionals } = parseOptions(argv, {
@@ -256,6 +320,7 @@ async function serve(argv: string[]): Promise<void> {
 const commands: Record<string, (argv: string[]) => Promise<void>> = {
   format,
   serve,
+  firstboot: firstbootCommand,
   ...daemonCommands,
 };
 
