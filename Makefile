@@ -3,20 +3,34 @@
 
 SHELL := /bin/bash
 APT_PACKAGES := libfuse2 fuse fio
+# The tests also check the unit files and the packer template with these.
+TEST_APT_PACKAGES := systemd packer
+# make image and make boot-test build and boot a Debian 12 disk image.
+IMAGE_APT_PACKAGES := mmdebstrap qemu-system-x86 qemu-utils extlinux syslinux-common fdisk e2fsprogs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TS_SOURCES := $(shell find src bench -name '*.ts' 2>/dev/null)
 TIERFS := node bin/tierfs.js
 
-.PHONY: all deps apt-deps build run test bench clean
+.PHONY: all deps apt-deps test-apt-deps image-apt-deps build run test bench bundle image boot-test clean
 
 all: build
 
-apt-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+define install_apt
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing apt packages:" $$missing; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
+
+apt-deps:
+	$(call install_apt,$(APT_PACKAGES))
+
+test-apt-deps:
+	$(call install_apt,$(TEST_APT_PACKAGES))
+
+image-apt-deps:
+	$(call install_apt,$(IMAGE_APT_PACKAGES))
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -39,11 +53,27 @@ run: build
 	@test -e var/meta/tierfs.db || $(TIERFS) format --flash var/flash --size 4G --meta var/meta --target $(OBJECTS)
 	$(TIERFS) serve --flash var/flash --meta var/meta --mount mnt --target $(OBJECTS) --admin-socket var/admin.sock
 
-test: build
+test: build test-apt-deps
 	TIERFS_LOG=$${TIERFS_LOG:-warn} npx tap
 
 bench: build
 	node dist/bench/run.js
 
+# The appliance: the bundle packer and make image install, a bootable Debian 12
+# image (output/tierfs.qcow2, about 2 minutes), and its boot test in qemu
+# (software emulation, about 5 minutes; see README).
+bundle: build
+	appliance/bundle.sh
+
+IMAGE_INPUTS := dist/.built $(wildcard appliance/* systemd/*)
+output/tierfs.qcow2: $(IMAGE_INPUTS)
+	$(MAKE) build image-apt-deps
+	appliance/build-image.sh
+
+image: build image-apt-deps output/tierfs.qcow2
+
+boot-test: image
+	appliance/boot-test.sh
+
 clean:
-	rm -rf dist .tap src/device/native/build
+	rm -rf dist .tap src/device/native/build output

@@ -37,8 +37,10 @@ t.test('systemd-analyze verify is silent on every unit', { skip: !have && 'syste
 
 t.test('the daemon unit keeps the promises of the issue', async (t) => {
   const text = fs.readFileSync(path.join(unitDir, 'tierfsd.service'), 'utf8');
-  for (const line of ['Type=notify', 'WatchdogSec=30', 'Restart=on-failure', 'MountFlags=shared', 'ProtectSystem=full', 'ProtectHome=yes', 'PrivateTmp=yes', 'NoNewPrivileges=yes'])
+  for (const line of ['Type=notify', 'WatchdogSec=30', 'Restart=on-failure', 'NoNewPrivileges=yes', 'RestrictNamespaces=yes'])
     t.match(text, new RegExp(`^${line}$`, 'm'), line);
+  for (const key of ['ProtectSystem', 'ProtectHome', 'PrivateTmp', 'ProtectKernelTunables', 'ProtectKernelModules', 'ProtectControlGroups', 'PrivateMounts', 'ReadOnlyPaths', 'ReadWritePaths'])
+    t.notMatch(text, new RegExp(`^${key}=`, 'm'), `no ${key}: it would hide the FUSE mount in a namespace of the service's own (regression found by make boot-test)`);
   t.match(text, /^CapabilityBoundingSet=CAP_SYS_ADMIN( CAP_\w+)*$/m);
   t.match(text, /^After=tierfs-firstboot\.service /m, 'after first boot');
   t.match(fs.readFileSync(path.join(unitDir, 'tierfs-firstboot.service'), 'utf8'), /^Type=oneshot$[\s\S]*^ConditionPathExists=!\/var\/lib\/tierfs\/firstboot\.done$|^ConditionPathExists=!\/var\/lib\/tierfs\/firstboot\.done$[\s\S]*^Type=oneshot$/m);

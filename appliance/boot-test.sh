@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# make boot-test: boot output/tierfs.qcow2 (through its own boot loader) in
+# qemu with software emulation, an emulated NVMe disk and no network, with
+# the self-test switched on (fw_cfg opt/org.tierfs.selftest).  The guest
+# (appliance/selftest.sh) checks first boot, READY, destage/release/recall
+# byte-identical, a reboot, and the watchdog restarting a hung daemon, and
+# reports on its second serial port.  Prints one summary line; exit 1 on any
+# failure.  The image itself is left untouched (a copy-on-write overlay).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+image=output/tierfs.qcow2
+timeout_s=${BOOT_TEST_TIMEOUT_S:-1500}
+[ -s "$image" ] || { echo "boot-test: FAIL: $image is missing (make image)"; exit 1; }
+work=$(mktemp -d /tmp/tierfs-boot-test.XXXXXX)
+qemu_pid=
+finish() {
+  [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null || true
+  [ "${KEEP_BOOT_TEST:-}" = 1 ] || rm -rf "$work"
+}
+trap finish EXIT
+qemu-img create -q -f qcow2 -b "$PWD/$image" -F qcow2 "$work/root.qcow2"
+truncate -s 1G "$work/nvme.img"
+accel=tcg,thread=multi
+[ "${BOOT_TEST_KVM:-}" = 1 ] && accel=kvm # only where KVM really works (not on these machines)
+started=$(date +%s)
+qemu-system-x86_64 -accel "$accel" -cpu max -smp 2 -m 2048 -display none -no-user-config -nodefaults \
+  -serial "file:$work/console.log" -serial "file:$work/results.log" \
+  -nic none \
+  -drive "file=$work/root.qcow2,if=virtio,format=qcow2" \
+  -drive "file=$work/nvme.img,if=none,id=nvm,format=raw" -device nvme,serial=tierfs01,drive=nvm \
+  -fw_cfg name=opt/org.tierfs.selftest,string=1 &
+qemu_pid=$!
+while kill -0 "$qemu_pid" 2>/dev/null; do
+  if [ $(( $(date +%s) - started )) -gt "$timeout_s" ]; then
+    echo "boot-test: timed out after ${timeout_s} s" >&2
+    kill "$qemu_pid"
+    break
+  fi
+  sleep 2
+done
+wait "$qemu_pid" 2>/dev/null || true
+qemu_pid=
+elapsed=$(( $(date +%s) - started ))
+results=$(tr -d '\r' < "$work/results.log" 2>/dev/null || true)
+expected="firstboot-formatted-nvme tierfsd-ready write destage release read-from-object-tier recall status tierfsd-ready-after-reboot data-kept-across-reboot firstboot-ran-once watchdog-restarts-hung-daemon ready-after-watchdog data-after-watchdog"
+missing=""; failed=""; passed=0; total=0
+for name in $expected; do
+  total=$((total + 1))
+  if printf '%s\n' "$results" | grep -qx "PASS $name"; then passed=$((passed + 1))
+  elif printf '%s\n' "$results" | grep -q "^FAIL $name"; then failed="$failed $name"
+  else missing="$missing $name"; fi
+done
+done_seen=$(printf '%s\n' "$results" | grep -cx DONE || true)
+if [ "$passed" = "$total" ] && [ "$done_seen" = 1 ]; then
+  echo "boot-test: PASS ($passed/$total checks, two boots, ${elapsed} s under $accel)"
+  exit 0
+fi
+{
+  echo "--- guest results"; printf '%s\n' "$results"
+  echo "--- console (last 60 lines)"; tail -n 60 "$work/console.log" 2>/dev/null | tr -d '\r'
+} >&2
+echo "boot-test: FAIL ($passed/$total checks passed${failed:+; failed:$failed}${missing:+; missing:$missing}; ${elapsed} s)"
+exit 1

@@ -1,0 +1,37 @@
+#!/bin/sh
+# Installs tierfs into an image (run as root inside it: by packer's shell
+# provisioner, or in the chroot of make image).  Expects the bundle at
+# $TIERFS_BUNDLE and these packages present: libfuse2 fuse cloud-init.
+# Marketplace rules: no default password, root login off, SSH keys only.
+set -eu
+bundle=${TIERFS_BUNDLE:-/tmp/tierfs-bundle.tar.gz}
+rm -rf /opt/tierfs
+tar -xzf "$bundle" -C /opt
+chown -R root:root /opt/tierfs
+cat > /usr/local/bin/tierfs <<'WRAPPER'
+#!/bin/sh
+exec /opt/tierfs/node/bin/node /opt/tierfs/bin/tierfs.js "$@"
+WRAPPER
+chmod 755 /usr/local/bin/tierfs
+install -m 644 /opt/tierfs/systemd/*.service /opt/tierfs/systemd/*.timer /etc/systemd/system/
+mkdir -p /etc/tierfs /mnt/tierfs
+chmod 755 /etc/tierfs
+# The appliance's defaults; cloud user data ({"tierfs": {...}}) overrides them.
+[ -e /etc/tierfs/tierfs.conf ] || echo '{}' > /etc/tierfs/tierfs.conf
+# The administrators' group for the admin socket (firstboot makes sure of it too).
+getent group tierfs >/dev/null || groupadd --system tierfs
+systemctl enable tierfs-firstboot.service tierfsd.service tierfs-scrub.timer
+# FUSE: let the daemon mount with allow_other.
+grep -qs '^user_allow_other' /etc/fuse.conf || echo user_allow_other >> /etc/fuse.conf
+# No passwords: root locked, SSH by key only, no root login.
+passwd -l root >/dev/null 2>&1 || true
+if [ -d /etc/ssh ]; then
+  mkdir -p /etc/ssh/sshd_config.d
+  printf 'PermitRootLogin no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n' > /etc/ssh/sshd_config.d/50-tierfs.conf
+fi
+# cloud-init: the datasources of the clouds we ship to, and no default user password.
+if [ -d /etc/cloud/cloud.cfg.d ]; then
+  printf 'datasource_list: [ Ec2, Azure, NoCloud, None ]\n' > /etc/cloud/cloud.cfg.d/90-tierfs-datasources.cfg
+  printf 'ssh_pwauth: false\ndisable_root: true\n' > /etc/cloud/cloud.cfg.d/91-tierfs-ssh.cfg
+fi
+echo "tierfs installed in /opt/tierfs ($(/usr/local/bin/tierfs --help >/dev/null && echo runs))"

@@ -1,0 +1,55 @@
+#!/bin/sh
+# The guest side of make boot-test: checks what first boot and tierfsd did,
+# writes a file, destages, releases, reads it back from the object tier,
+# recalls it, reboots; after the reboot checks the data is still there and
+# that the watchdog restarts a hung daemon; then powers off.  Each check is one
+# line "PASS name" or "FAIL name: why" on the second serial port (/dev/ttyS1;
+# the first one is the console, whose getty hangs up writers).
+export TIERFS_SOCKET=/run/tierfs/admin.sock PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+state=/var/lib/tierfs-selftest
+file=/mnt/tierfs/selftest.bin
+mkdir -p $state
+say() { echo "$*" > /dev/ttyS1; }
+check() {
+  name=$1; shift
+  if "$@" > $state/$name.log 2>&1; then say "PASS $name"; else say "FAIL $name: $(tail -c 400 $state/$name.log | tr '\n' ' ')"; fi
+}
+stat_field() { tierfs stat "$file" --json | sed -n "s/^  \"$1\": \([0-9]*\).*/\1/p"; }
+sum() { sha256sum "$file" | cut -d' ' -f1; }
+ready() {
+  systemctl is-active tierfsd && mountpoint -q /mnt/tierfs &&
+    systemctl show -p StatusText --value tierfsd | grep '^serving /mnt/tierfs'
+}
+wait_ready() {
+  for i in $(seq 1 90); do ready >/dev/null 2>&1 && return 0; sleep 2; done
+  ready || { journalctl -b -u tierfsd -n 15 --no-pager -o cat; return 1; }
+}
+
+systemctl is-system-running --wait > /dev/null 2>&1
+if [ ! -e $state/phase1 ]; then
+  say "PHASE 1"
+  check firstboot-formatted-nvme sh -c 'test -e /var/lib/tierfs/firstboot.done && grep "\"flash\": \"/dev/nvme0n1\"" /etc/tierfs/tierfs.json && journalctl -b -u tierfs-firstboot | grep "first boot done: flash tier /dev/nvme0n1"'
+  check tierfsd-ready wait_ready
+  check write sh -c "head -c 8388608 /dev/urandom > $file && sync && sha256sum $file | cut -d' ' -f1 > $state/sum"
+  check destage sh -c "tierfs destage $file --wait && test \"\$(tierfs stat $file --json | sed -n 's/^  \"objectBytes\": \([0-9]*\).*/\1/p')\" = 8388608"
+  check release sh -c "tierfs release $file && test \"\$(tierfs stat $file --json | sed -n 's/^  \"flashBytes\": \([0-9]*\).*/\1/p')\" = 0"
+  check read-from-object-tier sh -c "echo 3 > /proc/sys/vm/drop_caches && test \"\$(sha256sum $file | cut -d' ' -f1)\" = \"\$(cat $state/sum)\""
+  check recall sh -c "tierfs recall $file --wait && test \"\$(tierfs stat $file --json | sed -n 's/^  \"flashBytes\": \([0-9]*\).*/\1/p')\" = 8388608"
+  check status sh -c 'tierfs status | grep "target     default: file:///var/lib/tierfs/objects: reachable"'
+  touch $state/phase1
+  sync
+  say "REBOOT"
+  systemctl reboot
+else
+  say "PHASE 2"
+  check tierfsd-ready-after-reboot wait_ready
+  check data-kept-across-reboot sh -c "test \"\$(sha256sum $file | cut -d' ' -f1)\" = \"\$(cat $state/sum)\""
+  check firstboot-ran-once sh -c '! journalctl -b -u tierfs-firstboot | grep -q "first boot done"'
+  pid=$(systemctl show -p MainPID --value tierfsd)
+  kill -STOP "$pid"
+  check watchdog-restarts-hung-daemon sh -c "for i in \$(seq 1 90); do n=\$(systemctl show -p NRestarts --value tierfsd); p=\$(systemctl show -p MainPID --value tierfsd); if [ \"\$n\" -ge 1 ] && [ \"\$p\" != $pid ] && systemctl is-active tierfsd; then journalctl -b -u tierfsd | grep -i 'watchdog timeout'; exit \$?; fi; sleep 2; done; exit 1"
+  check ready-after-watchdog wait_ready
+  check data-after-watchdog sh -c "test \"\$(sha256sum $file | cut -d' ' -f1)\" = \"\$(cat $state/sum)\""
+  say "DONE"
+  systemctl poweroff
+fi
