@@ -136,16 +136,19 @@ export async function startDaemon(config: ServeConfig): Promise<Daemon> {
   return { opened, mount, admin, metrics, stopped, stop };
 }
 
-/** One line for systemd's STATUS= (systemctl status shows it). */
+/**
+ * One line for systemd's STATUS= (systemctl status shows it), every 10 s: so
+ * only figures kept in memory or in the small packs table, never a scan of
+ * the extents (SQLite calls block the event loop).
+ */
 export function statusLine(daemon: Daemon): string {
   const { opened } = daemon;
   const used = (100 * opened.store.usedBytes) / opened.store.capacityBytes;
-  const tier = opened.tier?.status();
   const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
   const parts = [`serving ${daemon.mount.mountPoint}`, `flash ${used.toFixed(1)}% used`];
-  if (tier) {
-    parts.push(`${gib(tier.residency.bothBytes + tier.residency.objectOnlyBytes)} in packs`);
-    const down = tier.targets.filter((t) => !t.reachable).map((t) => t.name);
+  if (opened.tier) {
+    parts.push(`${gib(opened.meta.packTotals().liveBytes)} in packs`);
+    const down = opened.tier.listTargets().filter((t) => t.lastError !== undefined).map((t) => t.name);
     parts.push(down.length === 0 ? 'targets reachable' : `UNREACHABLE: ${down.join(', ')}`);
   }
   return parts.join(', ');

@@ -35,10 +35,6 @@ export class SystemdNotifier {
     this.watchdogIntervalMs = this.socket && forUs && Number.isFinite(usec) && usec > 0 ? Math.max(1, Math.floor(usec / 2000)) : undefined;
   }
 
-  get enabled(): boolean {
-    return this.socket !== undefined;
-  }
-
   notify(message: string): void {
     if (!this.socket) return;
     try {
