@@ -61,13 +61,12 @@ bench: build
 
 # The appliance: the bundle packer and make image install, a bootable Debian 12
 # image (output/tierfs.qcow2, about 2 minutes), and its boot test in qemu
-# (software emulation, about 5 minutes; see README).
+# (software emulation, about 2.5 minutes; see README).
 bundle: build
 	appliance/bundle.sh
 
 IMAGE_INPUTS := dist/.built $(wildcard appliance/* systemd/*)
-output/tierfs.qcow2: $(IMAGE_INPUTS)
-	$(MAKE) build image-apt-deps
+output/tierfs.qcow2: $(IMAGE_INPUTS) | image-apt-deps
 	appliance/build-image.sh
 
 image: build image-apt-deps output/tierfs.qcow2
