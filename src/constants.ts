@@ -125,6 +125,8 @@ export const constants = {
   adminFileCountMax: 1_000_000,
   adminListingCountMax: 10_000,
   fsckProblemCountMax: 1000,
+  /** Whole-file-system reports (heat, simulate) let the file system serve after this many extents. */
+  reportYieldCountMax: 1024,
   /** systemd STATUS= figures are refreshed this often. */
   notifyStatusIntervalMs: 10_000,
   /** Progress lines of a long admin job at most this often. */

@@ -47,7 +47,7 @@ t.test('simulate: a scripted access history gives the answer worked out by hand'
   tier.flushHeat();
 
   // 12 MiB of flash at a 50 % high watermark holds 6 MiB: the pinned file, then the hottest 4 MiB.
-  const r = tier.simulate({ flashSizeBytes: 12 * MiB, prices: defaultPrices });
+  const r = await tier.simulate({ flashSizeBytes: 12 * MiB, prices: defaultPrices });
   t.equal(r.flashBytes, 6 * MiB);
   t.equal(r.flashOnlyBytes, 2 * MiB, 'the pinned file: on flash, no pack copy');
   t.equal(r.bothBytes, 4 * MiB, 'hot: on flash and, cooled, in a pack');
@@ -64,15 +64,15 @@ t.test('simulate: a scripted access history gives the answer worked out by hand'
   t.equal(r.cost.total, r.cost.storage + r.cost.requests + r.cost.egress);
 
   // A bigger flash keeps warm too; policies replaced by "never" on /warm keep it on flash with no copy.
-  const bigger = tier.simulate({ flashSizeBytes: 20 * MiB, prices: defaultPrices });
+  const bigger = await tier.simulate({ flashSizeBytes: 20 * MiB, prices: defaultPrices });
   t.match(bigger, { flashBytes: 10 * MiB, objectOnlyBytes: 4 * MiB, bothBytes: 8 * MiB });
-  const never = tier.simulate({
+  const never = await tier.simulate({
     flashSizeBytes: 12 * MiB,
     prices: defaultPrices,
     policies: [{ name: 'w', pathGlob: '/warm', mode: 'never', coolAfterMs: H, sizeBytesMin: 0, target: 'default', compress: false }],
   });
   t.match(never, { flashBytes: 6 * MiB, flashOnlyBytes: 6 * MiB, bothBytes: 0, objectOnlyBytes: 8 * MiB, overflowBytes: 0 }, 'kept data first: pinned + warm fill the 6 MiB');
-  const tiny = tier.simulate({ flashSizeBytes: 4 * MiB, prices: defaultPrices, policies: [{ name: 'w', pathGlob: '/warm', mode: 'never', coolAfterMs: H, sizeBytesMin: 0, target: 'default', compress: false }] });
+  const tiny = await tier.simulate({ flashSizeBytes: 4 * MiB, prices: defaultPrices, policies: [{ name: 'w', pathGlob: '/warm', mode: 'never', coolAfterMs: H, sizeBytesMin: 0, target: 'default', compress: false }] });
   t.equal(tiny.overflowBytes, 2 * MiB, 'data that must stay on flash beyond its size is reported');
   t.equal(tier.policyOf(pinned).mode, 'pin', 'a pin overrides the default policy');
   t.ok(await tier.pin(pinned, false));

@@ -77,7 +77,7 @@ export function request(
       if (error instanceof TierfsError) reject(error);
       else if (error.code === 'ENOENT' || error.code === 'ECONNREFUSED')
         reject(new TierfsError('NOT_FOUND', `no tierfs daemon answers at ${socket} (is it serving? --socket or TIERFS_SOCKET name another)`));
-      else if (error.code === 'EACCES') reject(new TierfsError('ACCESS', `${socket}: permission denied (the admin socket is the daemon owner's)`));
+      else if (error.code === 'EACCES') reject(new TierfsError('ACCESS', `${socket}: permission denied (the admin socket is for root and the group tierfs)`));
       else reject(new TierfsError('IO', `${socket}: ${error.message}`));
     });
     req.end(payload);

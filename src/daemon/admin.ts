@@ -42,7 +42,7 @@ import { checkFileSystem } from '../fs/fsck';
 import { ROOT_INO, type Ino, type OpenFileSystem } from '../fs/fs';
 import { log } from '../log';
 import { residencyOf, type Extent, type PolicyRecord } from '../meta/meta_store';
-import { defaultPrices, parseDuration, validatePolicy, type JobControl, type Prices, type TieringEngine } from '../tier/tier';
+import { defaultPrices, parseDuration, validatePolicy, yieldToEventLoop, type JobControl, type Prices, type TieringEngine } from '../tier/tier';
 
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
@@ -344,7 +344,7 @@ const heatBuckets: { label: string; ageMsMax: number }[] = [
 ];
 
 /** Bytes (and where they are) by time since last access, for the whole file system or a tree. */
-function heat(context: AdminContext, url: URL) {
+async function heat(context: AdminContext, url: URL) {
   const tier = tierOf(context);
   const given = url.searchParams.get('path');
   const buckets = heatBuckets.map((b, i) => ({
@@ -364,7 +364,12 @@ function heat(context: AdminContext, url: URL) {
     if (e.flashOffsetBytes !== null) bucket.flashBytes += e.lengthBytes;
   };
   let relative = '/';
-  if (given === null) for (const e of context.opened.meta.everyExtent()) add(e);
+  let seen = 0;
+  if (given === null)
+    for (const e of context.opened.meta.everyExtent()) {
+      if (++seen % constants.reportYieldCountMax === 0) await yieldToEventLoop(); // the file system keeps serving
+      add(e);
+    }
   else {
     const root = resolveMountPath(context, given);
     relative = root.relative;
@@ -435,7 +440,7 @@ async function route(context: AdminContext, request: http.IncomingMessage, respo
       return send(response, 200, stat(context, url));
     case 'v1/heat':
       expect('GET');
-      return send(response, 200, heat(context, url));
+      return send(response, 200, await heat(context, url));
     case 'v1/explain': {
       expect('GET');
       const tier = tierOf(context);
@@ -553,7 +558,7 @@ async function route(context: AdminContext, request: http.IncomingMessage, respo
       if (given.length > 1000) throw new HttpError(400, 'simulate: at most 1000 policies');
       const policies = given.length > 0 || body.replace ? simulatedPolicies(tier, given, body.replace === true) : undefined;
       tier.flushHeat();
-      const result = tier.simulate({ flashSizeBytes, policies, prices: context.prices ?? defaultPrices });
+      const result = await tier.simulate({ flashSizeBytes, policies, prices: context.prices ?? defaultPrices });
       return send(response, 200, { ...result, prices: context.prices ?? defaultPrices, policies: policies ?? tier.listPolicies() });
     }
     case 'v1/fsck': {

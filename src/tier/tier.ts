@@ -5,7 +5,7 @@
 import { constants } from '../constants';
 import { openObjectStore, RetryingObjectStore } from './object_store';
 
-export { TieringEngine, defaultTieringOptions, type TieringOptions, type TierCounters, type FileResidency, type ProgressReport, type JobControl } from './tiering';
+export { TieringEngine, defaultTieringOptions, type TieringOptions, type TierCounters, type FileResidency, type ProgressReport, type JobControl, yieldToEventLoop } from './tiering';
 export { parseDuration, validatePolicy, policyModes, PolicySet, globToRegExp } from './policy';
 export { describePack, packIdOfKey, packKey, packKeyPrefix, parseEncryptionKey } from './pack';
 export { checkWatermarks } from './policy';

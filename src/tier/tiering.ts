@@ -204,6 +204,11 @@ export async function probeStore(store: ObjectStore, fsUuid: string): Promise<{ 
   }
 }
 
+/** Let I/O callbacks run between pages of a long synchronous scan (SQLite calls block the loop). */
+export function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 function roundMs(ms: number | null): number | null {
   return ms === null ? null : Math.round(ms * 100) / 100;
 }
@@ -1262,7 +1267,7 @@ export class TieringEngine {
    * What-if from the recorded heat (tierfs policy simulate): another flash
    * size, and optionally another set of policies instead of the current ones.
    */
-  simulate(request: { flashSizeBytes: number; policies?: PolicyRecord[]; prices: Prices }): SimulationResult {
+  async simulate(request: { flashSizeBytes: number; policies?: PolicyRecord[]; prices: Prices }): Promise<SimulationResult> {
     const policies = request.policies ? new PolicySet(request.policies, this.policies.defaultPolicy) : this.policies;
     const now = this.clock();
     const simulation = new Simulation({
@@ -1274,7 +1279,9 @@ export class TieringEngine {
     let ino: Ino | undefined;
     let policy = policies.defaultPolicy;
     let fileSizeBytes = 0;
+    let seen = 0;
     for (const e of this.meta.everyExtent()) {
+      if (++seen % constants.reportYieldCountMax === 0) await yieldToEventLoop(); // the file system keeps serving
       if (e.ino !== ino) {
         ino = e.ino;
         const path = this.pathOf(ino);
