@@ -1,137 +1,231 @@
 /**
- * A memory-backed file system on fuse-native: the benchmark's FUSE ceiling.
- * It does the least a file system can do per request, so tierfs through the
- * same kernel path and the same binding is measured against what FUSE and
- * fuse-native themselves allow.  Mounted with the same options as tierfs
- * (big_writes, 128 KiB writes, no attribute caching, default_permissions and
- * allow_other), and its data lives in 1 MiB chunks, so neither side pays for
- * a way of storing bytes the other does not.
+ * A memory-backed file system served by tierfs's own FUSE front end
+ * (src/fuse, the libfuse 3 binding): the benchmark's ceiling for the tierfs
+ * mount.  It does the least a file system can do per request: inodes in a
+ * Map, data in 1 MiB chunks (as bench/reference/memfs_fuse_native.js, the
+ * same file system on fuse-native), no permission checks beyond the
+ * kernel's (default_permissions).
  *
- * Usage: node dist/bench/memfs.js MOUNTPOINT   (prints "ready", unmounts on SIGTERM)
+ * Usage: node dist/bench/memfs.js MOUNTPOINT [ATTR_TIMEOUT_S]   (prints "ready", unmounts on SIGTERM)
  */
-import Fuse from 'fuse-native';
-import os from 'node:os';
+import c from 'node:constants';
+import { TierfsError } from '../src/errors';
+import type { Attr, Credentials, DirEntry, Ino, SetAttr, StatFs } from '../src/fs/fs';
+import { FuseMount, type FuseBackend } from '../src/fuse/fuse';
 
 const CHUNK = 2 ** 20;
 
-interface Node {
-  mode: number;
+interface Node extends Attr {
   chunks: Map<number, Buffer>;
-  size: number;
-  ino: number;
-  mtime: number;
+  entries?: Map<string, Ino>;
+  parent: Ino;
 }
 
-const E = os.constants.errno;
-const nodes = new Map<string, Node>();
-let nextIno = 2;
-const now = () => Date.now();
-nodes.set('/', { mode: 0o40755, chunks: new Map(), size: 4096, ino: 1, mtime: now() });
-
-function stat(node: Node) {
-  const t = node.mtime;
-  return { mode: node.mode, uid: 0, gid: 0, size: node.size, nlink: 1, ino: node.ino, atime: t, mtime: t, ctime: t, blocks: Math.ceil(node.size / 512), blksize: 4096 };
+function fail(code: ConstructorParameters<typeof TierfsError>[0]): never {
+  throw new TierfsError(code, code);
 }
 
-/** Copy between a node's chunks and `buffer`; `write` chooses the direction. */
-function transfer(node: Node, buffer: Buffer, length: number, position: number, write: boolean): void {
-  for (let done = 0; done < length; ) {
-    const index = Math.floor((position + done) / CHUNK);
-    const within = (position + done) % CHUNK;
-    const n = Math.min(length - done, CHUNK - within);
-    let chunk = node.chunks.get(index);
-    if (!chunk && write) node.chunks.set(index, (chunk = Buffer.alloc(CHUNK)));
-    if (write) buffer.copy(chunk!, within, done, done + n);
-    else if (chunk) chunk.copy(buffer, done, within, within + n);
-    else buffer.fill(0, done, done + n);
-    done += n;
+function nowNs(): bigint {
+  return BigInt(Date.now()) * 1_000_000n;
+}
+
+export class MemoryFileSystem implements FuseBackend {
+  private readonly nodes = new Map<Ino, Node>();
+  private readonly handles = new Map<number, Ino>();
+  private nextIno = 2;
+  private nextHandle = 1;
+
+  constructor() {
+    this.nodes.set(1 as Ino, this.fresh(1 as Ino, c.S_IFDIR | 0o755, { uid: 0, gid: 0, groups: [] }, 1 as Ino));
   }
+
+  private fresh(ino: Ino, mode: number, who: Credentials, parent: Ino): Node {
+    const t = nowNs();
+    const dir = (mode & c.S_IFMT) === c.S_IFDIR;
+    return {
+      ino, mode, uid: who.uid, gid: who.gid, nlink: dir ? 2 : 1, sizeBytes: dir ? 4096 : 0, rdev: 0, blocks: 0,
+      atimeNs: t, mtimeNs: t, ctimeNs: t, btimeNs: t, chunks: new Map(), entries: dir ? new Map() : undefined, parent,
+    };
+  }
+
+  private node(ino: Ino): Node {
+    return this.nodes.get(ino) ?? fail('NOT_FOUND');
+  }
+
+  private add(parent: Ino, name: string, mode: number, who: Credentials): Node {
+    const dir = this.node(parent);
+    if (dir.entries!.has(name)) fail('EXISTS');
+    const node = this.fresh(this.nextIno++ as Ino, mode, who, parent);
+    this.nodes.set(node.ino, node);
+    dir.entries!.set(name, node.ino);
+    return node;
+  }
+
+  async lookup(parent: Ino, name: string): Promise<Attr> {
+    return this.node(this.node(parent).entries?.get(name) ?? fail('NOT_FOUND'));
+  }
+
+  async getattr(ino: Ino): Promise<Attr> {
+    return this.node(ino);
+  }
+
+  async setattr(ino: Ino, change: SetAttr): Promise<Attr> {
+    const node = this.node(ino);
+    if (change.sizeBytes !== undefined) {
+      for (const index of node.chunks.keys()) if (index * CHUNK >= change.sizeBytes) node.chunks.delete(index);
+      node.chunks.get(Math.floor(change.sizeBytes / CHUNK))?.fill(0, change.sizeBytes % CHUNK);
+      node.sizeBytes = change.sizeBytes;
+    }
+    if (change.mode !== undefined) node.mode = (node.mode & c.S_IFMT) | (change.mode & 0o7777);
+    if (change.uid !== undefined) node.uid = change.uid;
+    if (change.gid !== undefined) node.gid = change.gid;
+    if (change.atime !== undefined) node.atimeNs = change.atime === 'now' ? nowNs() : change.atime;
+    if (change.mtime !== undefined) node.mtimeNs = change.mtime === 'now' ? nowNs() : change.mtime;
+    node.ctimeNs = nowNs();
+    return node;
+  }
+
+  async readlink(): Promise<string> {
+    return fail('NOT_SUPPORTED');
+  }
+
+  async mknod(parent: Ino, name: string, mode: number, _rdev: number, who: Credentials): Promise<Attr> {
+    return this.add(parent, name, mode, who);
+  }
+
+  async mkdir(parent: Ino, name: string, mode: number, who: Credentials): Promise<Attr> {
+    return this.add(parent, name, c.S_IFDIR | (mode & 0o7777), who);
+  }
+
+  async unlink(parent: Ino, name: string): Promise<void> {
+    const dir = this.node(parent);
+    const ino = dir.entries!.get(name) ?? fail('NOT_FOUND');
+    dir.entries!.delete(name);
+    this.nodes.delete(ino);
+  }
+
+  async rmdir(parent: Ino, name: string): Promise<void> {
+    const dir = this.node(parent);
+    const ino = dir.entries!.get(name) ?? fail('NOT_FOUND');
+    if (this.node(ino).entries!.size > 0) fail('NOT_EMPTY');
+    dir.entries!.delete(name);
+    this.nodes.delete(ino);
+  }
+
+  async symlink(): Promise<Attr> {
+    return fail('NOT_SUPPORTED');
+  }
+
+  async rename(): Promise<void> {
+    return fail('NOT_SUPPORTED');
+  }
+
+  async link(): Promise<Attr> {
+    return fail('NOT_SUPPORTED');
+  }
+
+  async open(ino: Ino): Promise<number> {
+    this.node(ino);
+    const fh = this.nextHandle++;
+    this.handles.set(fh, ino);
+    return fh;
+  }
+
+  async create(parent: Ino, name: string, mode: number, _flags: number, who: Credentials): Promise<{ attr: Attr; fh: number }> {
+    const attr = this.add(parent, name, c.S_IFREG | (mode & 0o7777), who);
+    return { attr, fh: await this.open(attr.ino) };
+  }
+
+  private file(fh: number): Node {
+    return this.node(this.handles.get(fh) ?? fail('BAD_HANDLE'));
+  }
+
+  async read(fh: number, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    const node = this.file(fh);
+    const n = Math.max(0, Math.min(node.sizeBytes, offsetBytes + lengthBytes) - offsetBytes);
+    const out = Buffer.allocUnsafe(n);
+    for (let done = 0; done < n; ) {
+      const within = (offsetBytes + done) % CHUNK;
+      const step = Math.min(n - done, CHUNK - within);
+      const chunk = node.chunks.get(Math.floor((offsetBytes + done) / CHUNK));
+      if (chunk) chunk.copy(out, done, within, within + step);
+      else out.fill(0, done, done + step);
+      done += step;
+    }
+    return out;
+  }
+
+  async write(fh: number, offsetBytes: number, data: Buffer): Promise<number> {
+    const node = this.file(fh);
+    for (let done = 0; done < data.length; ) {
+      const index = Math.floor((offsetBytes + done) / CHUNK);
+      const within = (offsetBytes + done) % CHUNK;
+      const step = Math.min(data.length - done, CHUNK - within);
+      let chunk = node.chunks.get(index);
+      if (!chunk) node.chunks.set(index, (chunk = Buffer.alloc(CHUNK)));
+      data.copy(chunk, within, done, done + step);
+      done += step;
+    }
+    node.sizeBytes = Math.max(node.sizeBytes, offsetBytes + data.length);
+    node.blocks = Math.ceil(node.sizeBytes / 512);
+    node.mtimeNs = node.ctimeNs = nowNs();
+    return data.length;
+  }
+
+  async flush(): Promise<void> {}
+
+  async release(fh: number): Promise<void> {
+    this.handles.delete(fh);
+  }
+
+  async fsync(): Promise<void> {}
+
+  async readdir(ino: Ino, offset: number, countMax: number): Promise<DirEntry[]> {
+    const dir = this.node(ino);
+    const all: DirEntry[] = [
+      { name: '.', ino, mode: dir.mode, nextOffset: 1 },
+      { name: '..', ino: dir.parent, mode: c.S_IFDIR, nextOffset: 2 },
+    ];
+    let at = 2;
+    for (const [name, child] of dir.entries!) all.push({ name, ino: child, mode: this.node(child).mode, nextOffset: ++at });
+    return all.slice(offset, offset + countMax);
+  }
+
+  async statfs(): Promise<StatFs> {
+    return { blockSizeBytes: 4096, blocks: 2 ** 24, blocksFree: 2 ** 23, files: 2 ** 20, filesFree: 2 ** 20, nameBytesMax: 255 };
+  }
+
+  async setxattr(): Promise<void> {
+    return fail('NOT_SUPPORTED');
+  }
+
+  async getxattr(): Promise<Buffer> {
+    return fail('NO_XATTR');
+  }
+
+  async listxattr(): Promise<string[]> {
+    return [];
+  }
+
+  async removexattr(): Promise<void> {
+    return fail('NO_XATTR');
+  }
+
+  async access(): Promise<void> {}
+
+  remember(): void {}
+
+  forget(): void {}
 }
 
-const fds = new Map<number, Node>();
-let nextFd = 1;
-const ops = {
-  getattr: (path: string, cb: Fuse.Callback) => {
-    const node = nodes.get(path);
-    return node ? cb(0, stat(node)) : cb(-E.ENOENT);
-  },
-  fgetattr: (path: string, _fd: number, cb: Fuse.Callback) => ops.getattr(path, cb),
-  readdir: (path: string, cb: Fuse.Callback) => {
-    const prefix = path === '/' ? '/' : `${path}/`;
-    const names = [...nodes.keys()].filter((p) => p !== path && p.startsWith(prefix) && !p.slice(prefix.length).includes('/'));
-    cb(0, names.map((p) => p.slice(prefix.length)));
-  },
-  create: (path: string, mode: number, cb: Fuse.Callback) => {
-    const node = { mode: 0o100000 | (mode & 0o7777), chunks: new Map(), size: 0, ino: nextIno++, mtime: now() };
-    nodes.set(path, node);
-    const fd = nextFd++;
-    fds.set(fd, node);
-    cb(0, fd);
-  },
-  open: (path: string, _flags: number, cb: Fuse.Callback) => {
-    const node = nodes.get(path);
-    if (!node) return cb(-E.ENOENT);
-    const fd = nextFd++;
-    fds.set(fd, node);
-    cb(0, fd);
-  },
-  release: (_path: string, fd: number, cb: Fuse.Callback) => {
-    fds.delete(fd);
-    cb(0);
-  },
-  read: (_path: string, fd: number, buffer: Buffer, length: number, position: number, cb: Fuse.Callback) => {
-    const node = fds.get(fd);
-    if (!node) return cb(-E.EBADF);
-    const n = Math.max(0, Math.min(node.size, position + length) - position);
-    transfer(node, buffer, n, position, false);
-    cb(n);
-  },
-  write: (_path: string, fd: number, buffer: Buffer, length: number, position: number, cb: Fuse.Callback) => {
-    const node = fds.get(fd);
-    if (!node) return cb(-E.EBADF);
-    transfer(node, buffer, length, position, true);
-    node.size = Math.max(node.size, position + length);
-    node.mtime = now();
-    cb(length);
-  },
-  truncate: (path: string, size: number, cb: Fuse.Callback) => {
-    const node = nodes.get(path);
-    if (!node) return cb(-E.ENOENT);
-    for (const index of node.chunks.keys()) if (index * CHUNK >= size) node.chunks.delete(index);
-    const last = node.chunks.get(Math.floor(size / CHUNK));
-    if (last) last.fill(0, size % CHUNK);
-    node.size = size;
-    cb(0);
-  },
-  ftruncate: (path: string, _fd: number, size: number, cb: Fuse.Callback) => ops.truncate(path, size, cb),
-  unlink: (path: string, cb: Fuse.Callback) => (nodes.delete(path) ? cb(0) : cb(-E.ENOENT)),
-  mkdir: (path: string, mode: number, cb: Fuse.Callback) => {
-    nodes.set(path, { mode: 0o40000 | (mode & 0o7777), chunks: new Map(), size: 4096, ino: nextIno++, mtime: now() });
-    cb(0);
-  },
-  rmdir: (path: string, cb: Fuse.Callback) => (nodes.delete(path) ? cb(0) : cb(-E.ENOENT)),
-  utimens: (_path: string, _a: number, _m: number, cb: Fuse.Callback) => cb(0),
-  chmod: (_path: string, _mode: number, cb: Fuse.Callback) => cb(0),
-  fsync: (_path: string, _datasync: number, _fd: number, cb: Fuse.Callback) => cb(0),
-  flush: (_path: string, _fd: number, cb: Fuse.Callback) => cb(0),
-  statfs: (_path: string, cb: Fuse.Callback) =>
-    cb(0, { bsize: 4096, frsize: 4096, blocks: 2 ** 24, bfree: 2 ** 23, bavail: 2 ** 23, files: 2 ** 20, ffree: 2 ** 20, favail: 2 ** 20, namemax: 255 }),
-};
-
-const mountPoint = process.argv[2];
-const fuse = new Fuse(mountPoint, ops, {
-  force: true,
-  mkdir: true,
-  timeout: false,
-  allowOther: true,
-  defaultPermissions: true,
-  fsname: 'memfs,big_writes,max_write=131072,use_ino,attr_timeout=0,entry_timeout=0,negative_timeout=0',
-});
-fuse.mount((error) => {
-  if (error) {
-    process.stderr.write(`memfs: ${error.message}\n`);
-    process.exit(1);
-  }
-  process.stdout.write('ready\n');
-});
-process.on('SIGTERM', () => fuse.unmount(() => process.exit(0)));
+if (require.main === module) {
+  const mount = new FuseMount(new MemoryFileSystem(), process.argv[2], { allowOther: true, attrTimeoutS: Number(process.argv[3] ?? 0) });
+  mount.mount().then(
+    () => process.stdout.write('ready\n'),
+    (error: Error) => {
+      process.stderr.write(`memfs: ${error.message}\n`);
+      process.exit(1);
+    },
+  );
+  process.on('SIGTERM', () => void mount.unmount().finally(() => process.exit(0)));
+}

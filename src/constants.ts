@@ -61,10 +61,14 @@ export const constants = {
   /** Bytes of aligned staging buffers kept for reuse by the flash store. */
   stagingPoolBytesMax: 32 * MiB,
 
-  /** FUSE: largest write request asked of the kernel (libfuse 2 caps at 128 KiB). */
-  fuseWriteBytesMax: 128 * KiB,
-  /** FUSE: fuse-native's per-operation timeout; must outlast any slow operation. */
-  fuseOperationTimeoutMs: 24 * 60 * 60 * 1000,
+  /** FUSE: largest read and write request asked of the kernel (its max_pages ceiling is 256 pages). */
+  fuseRequestBytesMax: 1 * MiB,
+  /** FUSE: how long the kernel may cache names and attributes (tierfs is their only writer). */
+  fuseAttrTimeoutS: 1,
+  /** FUSE: libfuse threads reading /dev/fuse (each only copies a request out and queues it). */
+  fuseThreads: 4,
+  /** FUSE: at unmount, how long to wait for the kernel to let go, then for requests in flight. */
+  fuseUnmountWaitMs: 10_000,
 
   // ---- the object tier ----
   /** Packs: the engine fills one up to the target; it uploads a smaller one only when told to or when nothing colder waits. */
@@ -143,7 +147,7 @@ assert.ok(constants.ioSizeBytesMax >= constants.extentSizeBytesMax);
 assert.ok(constants.stagingPoolBytesMax >= 2 * constants.extentSizeBytesMax);
 assert.ok(constants.writeBehindBytesMax >= constants.extentSizeBytesMax && constants.writeBehindBytesMax <= constants.stagingPoolBytesMax);
 assert.ok(constants.fileSizeBytesMax <= Number.MAX_SAFE_INTEGER);
-assert.ok(constants.fuseWriteBytesMax <= constants.ioSizeBytesMax);
+assert.ok(constants.fuseRequestBytesMax <= constants.ioSizeBytesMax);
 assert.ok(constants.readaheadBytesMax >= constants.readaheadWindowCountMax * constants.ioSizeBytesMax);
 assert.equal(constants.readaheadWindowBytes % constants.blockSizeBytes, 0);
 assert.ok(constants.syncReadBytesMax <= constants.extentSizeBytesMax && constants.syncReadBytesMax % constants.blockSizeBytes === 0);

@@ -1,4 +1,8 @@
-/** Loads tierfs's native helpers (device calls, CRC-32C, sd_notify), built from src/device/native at `npm ci`. */
+/**
+ * Loads tierfs's native addons, built by node-gyp at `npm ci`:
+ * src/device/native (device calls, CRC-32C, sd_notify) and src/fuse/native
+ * (the libfuse 3 low-level binding).
+ */
 import path from 'node:path';
 
 export interface DeviceNative {
@@ -12,21 +16,20 @@ export interface DeviceNative {
   sdNotify(socketPath: string, message: string): void;
 }
 
-// src/ (TypeScript under tap) → ./device/native; dist/src → ../../src/device/native
-const candidates = [
-  path.join(__dirname, 'device', 'native', 'build', 'Release', 'tierfs_device.node'),
-  path.join(__dirname, '..', '..', 'src', 'device', 'native', 'build', 'Release', 'tierfs_device.node'),
-];
-
-function load(): DeviceNative {
+/** The addon `target` built in src/<dir>/native, from src/ (tap) or dist/src. */
+export function loadAddon<T>(dir: string, target: string): T {
+  const candidates = [
+    path.join(__dirname, dir, 'native', 'build', 'Release', `${target}.node`),
+    path.join(__dirname, '..', '..', 'src', dir, 'native', 'build', 'Release', `${target}.node`),
+  ];
   for (const candidate of candidates) {
     try {
-      return require(candidate) as DeviceNative;
+      return require(candidate) as T;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw error;
     }
   }
-  throw new Error(`tierfs device addon not built (run make build); looked in ${candidates.join(', ')}`);
+  throw new Error(`tierfs addon ${target} not built (run make build); looked in ${candidates.join(', ')}`);
 }
 
-export const native: DeviceNative = load();
+export const native: DeviceNative = loadAddon<DeviceNative>('device', 'tierfs_device');

@@ -82,7 +82,8 @@ Examples:
 
 Mount a formatted file system at DIR and serve it in the foreground until
 SIGINT or SIGTERM, which commit everything, unmount and exit 0.  A mount
-point left dead by a crashed daemon is recovered.
+point left dead by a crashed daemon is recovered; one another daemon still
+serves is refused.  If the daemon dies, fusermount3 unmounts it.
 
   --flash PATH     the flash tier given to format
   --meta DIR       the metadata directory given to format
@@ -104,6 +105,8 @@ point left dead by a crashed daemon is recovered.
   --cool-after DURATION  cooling period of the default policy (default 1h)
   --metrics HOST:PORT    serve Prometheus metrics at http://HOST:PORT/metrics;
                          loopback addresses only (off by default)
+  --attr-timeout SECONDS  how long the kernel caches names and attributes
+                         (0-3600, default 1; config key attrTimeout)
   --no-direct      use buffered I/O on the flash tier instead of O_DIRECT
   --discard        punch freed blocks out of a file-backed flash tier (gives
                    the space back to the host file system; costs write speed
@@ -233,7 +236,7 @@ function readConfig(file: string): ServeConfig {
   const booleans = ['allowOther', 'direct', 'discard', 'compress'];
   const durations = ['coolAfter', 'recallTimeout', 'packWait'];
   const percents = ['watermarkHighPercent', 'watermarkLowPercent'];
-  const allowed = [...strings, ...booleans, ...durations, ...percents, 'uploadConcurrency', 'prices'];
+  const allowed = [...strings, ...booleans, ...durations, ...percents, 'uploadConcurrency', 'prices', 'attrTimeout'];
   const config = parsed as Record<string, unknown>;
   for (const key of Object.keys(config)) {
     if (!allowed.includes(key)) throw new TierfsError('USAGE', `--config ${file}: unknown key "${key}" (known: ${allowed.join(', ')})`);
@@ -256,8 +259,9 @@ function readConfig(file: string): ServeConfig {
   const concurrency = config.uploadConcurrency;
   if (concurrency !== undefined && (typeof concurrency !== 'number' || !Number.isInteger(concurrency) || concurrency < 1 || concurrency > 16))
     throw new TierfsError('USAGE', `--config ${file}: "uploadConcurrency" must be a whole number from 1 to 16`);
-  const { coolAfter, recallTimeout, packWait, prices, ...rest } = config;
+  const { coolAfter, recallTimeout, packWait, prices, attrTimeout, ...rest } = config;
   const serveConfig = rest as unknown as ServeConfig;
+  if (attrTimeout !== undefined) serveConfig.attrTimeoutS = parseAttrTimeout(attrTimeout, `--config ${file}: attrTimeout`);
   try {
     if (prices !== undefined) serveConfig.prices = parsePrices(prices);
   } catch (error) {
@@ -269,6 +273,13 @@ function readConfig(file: string): ServeConfig {
   if (serveConfig.target !== undefined) parseTargetUrl(serveConfig.target);
   checkServeConfig(serveConfig, `--config ${file}`);
   return serveConfig;
+}
+
+function parseAttrTimeout(value: unknown, where: string): number {
+  const seconds = typeof value === 'string' && /^\d+(\.\d+)?$/.test(value) ? Number(value) : value;
+  if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds < 0 || seconds > 3600)
+    throw new TierfsError('USAGE', `${where}: expected seconds from 0 to 3600`);
+  return seconds;
 }
 
 function checkServeConfig(config: ServeConfig, where: string): void {
@@ -290,6 +301,7 @@ async function serve(argv: string[]): Promise<void> {
     'admin-socket': { type: 'string' },
     'cool-after': { type: 'string' },
     metrics: { type: 'string' },
+    'attr-timeout': { type: 'string' },
   });
   if (values.help) return void process.stdout.write(help.serve);
   if (positionals.length > 0) throw new TierfsError('USAGE', `serve: unexpected argument ${positionals[0]}`);
@@ -311,6 +323,7 @@ async function serve(argv: string[]): Promise<void> {
   if (values['admin-socket'] !== undefined) config.adminSocket = values['admin-socket'];
   if (values['cool-after'] !== undefined) config.coolAfterMs = parseDuration(values['cool-after'], '--cool-after');
   if (values.metrics !== undefined) config.metrics = values.metrics;
+  if (values['attr-timeout'] !== undefined) config.attrTimeoutS = parseAttrTimeout(values['attr-timeout'], '--attr-timeout');
   checkServeConfig(config, 'serve');
   if (fs.existsSync(config.mount) && !fs.statSync(config.mount).isDirectory())
     throw new TierfsError('USAGE', `serve: mount point ${config.mount} is not a directory`);

@@ -43,6 +43,8 @@ export interface ServeConfig {
   metrics?: string;
   /** Object storage prices for tierfs policy simulate. */
   prices?: Prices;
+  /** How long the kernel caches names and attributes (seconds). */
+  attrTimeoutS?: number;
 }
 
 export const defaultAdminSocket = '/run/tierfs/admin.sock';
@@ -66,6 +68,8 @@ export interface Daemon {
   /** Resolves once the daemon has unmounted and closed. */
   stopped: Promise<void>;
   stop(reason: string): Promise<void>;
+  /** Set when the mount was removed from outside (the daemon then stops by itself). */
+  readonly lost: boolean;
 }
 
 export async function startDaemon(config: ServeConfig): Promise<Daemon> {
@@ -81,7 +85,7 @@ export async function startDaemon(config: ServeConfig): Promise<Daemon> {
     ...(config.uploadConcurrency === undefined ? {} : { uploadCountMax: config.uploadConcurrency }),
   };
   const opened = await openFileSystem(config.flash, config.meta, { direct: config.direct, discard: config.discard, tier });
-  const mount = new FuseMount(opened.fs, config.mount, { allowOther: config.allowOther });
+  const mount = new FuseMount(opened.fs, config.mount, { allowOther: config.allowOther, attrTimeoutS: config.attrTimeoutS });
   let admin: AdminServer | undefined;
   let metrics: MetricsServer | undefined;
   try {
@@ -125,6 +129,12 @@ export async function startDaemon(config: ServeConfig): Promise<Daemon> {
     })();
     return stopping;
   };
+  // Unmounted from outside (umount, an aborted connection): commit and exit as on SIGTERM.
+  let lost = false;
+  mount.onLost = () => {
+    lost = true;
+    void stop('the mount was removed from outside');
+  };
   log.info('serving', {
     mount: path.resolve(config.mount),
     flash: config.flash,
@@ -133,7 +143,7 @@ export async function startDaemon(config: ServeConfig): Promise<Daemon> {
     admin: admin?.socketPath ?? 'off',
     metrics: metrics?.address ?? 'off',
   });
-  return { opened, mount, admin, metrics, stopped, stop };
+  return { opened, mount, admin, metrics, stopped, stop, get lost() { return lost; } };
 }
 
 /**
@@ -186,4 +196,5 @@ export async function serveForeground(config: ServeConfig, notifier = new System
   clearInterval(statusTimer);
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
+  if (daemon.lost) throw new Error(`${daemon.mount.mountPoint} was unmounted from outside; committed and stopped`);
 }

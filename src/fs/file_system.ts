@@ -100,6 +100,12 @@ function checkName(name: string): void {
     fail('NAME_TOO_LONG', `name longer than ${constants.nameBytesMax} bytes`);
 }
 
+/** What a write or truncate by an unprivileged caller does: set-user-ID goes, set-group-ID too if group-executable. */
+function clearSetId(inode: Inode): void {
+  inode.mode &= ~S_ISUID;
+  if (inode.mode & S_IXGRP) inode.mode &= ~S_ISGID;
+}
+
 function inGroup(credentials: Credentials, gid: number): boolean {
   return credentials.gid === gid || credentials.groups.includes(gid);
 }
@@ -107,6 +113,8 @@ function inGroup(credentials: Credentials, gid: number): boolean {
 export class FileSystem {
   private readonly handles = new Map<number, Handle>();
   private readonly openCounts = new Map<Ino, number>();
+  /** References the FUSE kernel module holds (lookup replies minus forgets): such an inode outlives its last name. */
+  private readonly kernelRefs = new Map<Ino, number>();
   private readonly inodeLocks = new Map<Ino, Promise<unknown>>();
   private nextHandle = 1;
   /**
@@ -239,11 +247,40 @@ export class FileSystem {
     this.meta.deleteInode(ino);
   }
 
+  /** Nothing reaches the inode any more: no handle open, no reference held by the kernel. */
+  private unreachable(ino: Ino): boolean {
+    return !this.openCounts.has(ino) && !this.kernelRefs.has(ino);
+  }
+
   private dropLink(inode: Inode): void {
     inode.nlink -= isDir(inode.mode) ? inode.nlink : 1;
     this.touch(inode, { c: true });
-    if (inode.nlink === 0 && !this.openCounts.has(inode.ino)) this.destroy(inode.ino);
+    if (inode.nlink === 0 && this.unreachable(inode.ino)) this.destroy(inode.ino);
     else this.meta.updateInode(inode);
+  }
+
+  /** The kernel now knows `ino` (a lookup or create was answered with it). */
+  remember(ino: Ino): void {
+    this.kernelRefs.set(ino, (this.kernelRefs.get(ino) ?? 0) + 1);
+  }
+
+  /** The kernel dropped `count` references to `ino`; an unlinked inode nobody reaches is freed. */
+  forget(ino: Ino, count: number): void {
+    const left = (this.kernelRefs.get(ino) ?? 0) - count;
+    if (left > 0) {
+      this.kernelRefs.set(ino, left);
+      return;
+    }
+    this.kernelRefs.delete(ino);
+    if (this.openCounts.has(ino) || this.closed) return;
+    const inode = this.meta.getInode(ino);
+    if (inode && inode.nlink === 0) {
+      this.withInodeLock(ino, async () => {
+        await this.store.whenMapped(ino);
+        const fresh = this.meta.getInode(ino);
+        if (fresh && fresh.nlink === 0 && this.unreachable(ino)) this.meta.mutate(() => this.destroy(ino));
+      }).catch((error) => log.error('freeing a forgotten inode failed; reclaimed at the next start', { ino, error }));
+    }
   }
 
   private newInode(parent: Inode, mode: number, rdev: number, credentials: Credentials): Inode {
@@ -337,6 +374,7 @@ export class FileSystem {
           this.dataChanged(ino);
           const fresh = this.inode(ino);
           fresh.sizeBytes = sizeBytes;
+          if (credentials.uid !== 0) clearSetId(fresh);
           this.touch(fresh, { m: true, c: true });
           this.meta.updateInode(fresh);
         });
@@ -354,10 +392,7 @@ export class FileSystem {
       if (change.uid !== undefined || change.gid !== undefined) {
         inode.uid = change.uid ?? inode.uid;
         inode.gid = change.gid ?? inode.gid;
-        if (!isDir(inode.mode)) {
-          inode.mode &= ~S_ISUID;
-          if (inode.mode & S_IXGRP) inode.mode &= ~S_ISGID;
-        }
+        if (!isDir(inode.mode)) clearSetId(inode);
         changed = true;
       }
       if (change.atime !== undefined) inode.atimeNs = change.atime === 'now' ? this.now() : change.atime;
@@ -692,10 +727,7 @@ export class FileSystem {
         this.dataChanged(ino); // with the mapping switch: a window read before it is stale from here on
         const fresh = this.inode(ino);
         fresh.sizeBytes = Math.max(fresh.sizeBytes, endBytes);
-        if (handle.credentials.uid !== 0 && fresh.mode & (S_ISUID | S_ISGID)) {
-          fresh.mode &= ~S_ISUID;
-          if (fresh.mode & S_IXGRP) fresh.mode &= ~S_ISGID;
-        }
+        if (handle.credentials.uid !== 0) clearSetId(fresh);
         fresh.mtimeNs = fresh.ctimeNs = timeNs;
         this.meta.updateInode(fresh);
       });
@@ -741,7 +773,7 @@ export class FileSystem {
     this.dataGenerations.delete(handle.ino);
     this.writeErrors.delete(handle.ino); // nobody left to report it to (FUSE reports it at flush, before release)
     const inode = this.meta.getInode(handle.ino);
-    if (inode && inode.nlink === 0) {
+    if (inode && inode.nlink === 0 && !this.kernelRefs.has(handle.ino)) {
       await this.withInodeLock(handle.ino, async () => this.meta.mutate(() => this.destroy(handle.ino)));
     }
   }
@@ -838,6 +870,9 @@ export class FileSystem {
     if (this.timer) clearInterval(this.timer);
     await Promise.all([...this.inodeLocks.values()]);
     await this.store.whenAllMapped();
+    // The kernel forgets nothing at unmount: unlinked inodes it still knew are freed here.
+    this.kernelRefs.clear();
+    for (const ino of this.meta.orphanInodes()) if (!this.openCounts.has(ino)) this.meta.mutate(() => this.destroy(ino));
     await this.store.commit();
   }
 }

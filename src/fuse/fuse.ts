@@ -1,23 +1,24 @@
 /**
- * The FUSE front end: mounts a FileSystem with fuse-native (libfuse 2's
- * high-level, path-based API) and keeps itself thin.  Every handler resolves
- * the path to an inode, calls src/fs, and hands any error to errnoOf(), so an
- * exception can never escape into fuse-native (which would kill the mount).
+ * The FUSE front end: serves a FileSystem through our libfuse 3 low-level
+ * binding (src/fuse/binding.ts).  Requests arrive by inode with the caller's
+ * uid, gid, supplementary groups, pid and umask; each is handed to src/fs
+ * with those credentials and answered exactly once, whenever its promise
+ * settles.  Any error becomes an errno through errnoOf(); one that is not a
+ * TierfsError (a bug) is logged and answered EIO, and the mount lives on.
  *
- * Limits of fuse-native that this adapter works around:
- * - per-operation timeout (15 s by default, answering ETIMEDOUT): turned off;
- * - 4 KiB writes by default: big_writes,max_write=131072 via fsname;
- * - hard links show distinct inode numbers: use_ino via fsname;
- * - attributes are cached per path, so hard links could show stale sizes:
- *   attr_timeout=0 and entry_timeout=0;
- * - a mount left dead by a crash: force:true unmounts it first;
- * - utimens dropped mtime and mangled UTIME_OMIT/NOW: patched at install.
- * Limits it cannot remove are in docs/SEMANTICS.md (caller's uid/gid are not
- * passed, millisecond timestamps, 128 KiB requests, .fuse_hidden files).
+ * The kernel checks permissions itself (default_permissions, with the
+ * caller's full credentials); src/fs checks again with the same caller.
+ * A read or fsync the caller gives up on (a signal: the kernel sends
+ * INTERRUPT) is answered EINTR at once; its work finishes in the background.
+ * The kernel's lookup references reach src/fs (remember/forget), so a file
+ * unlinked while the kernel still knows it keeps its inode until forgotten.
  */
 import fs from 'node:fs';
-import Fuse from 'fuse-native';
+import os from 'node:os';
+import path from 'node:path';
 import { constants } from '../constants';
+import { log } from '../log';
+import { TierfsError } from '../errors';
 import {
   XATTR_CREATE,
   XATTR_REPLACE,
@@ -28,49 +29,32 @@ import {
   type SetAttr,
   type TimeSpec,
 } from '../fs/fs';
+import { A, fuseNative as native, Op, opNames, SetAttrBit, type Session } from './binding';
 import { errnoOf } from './errno';
+import { detach, mountsAt, prepareMountPoint } from './mount_point';
+
+const E = os.constants.errno;
+const NS_PER_S = 1_000_000_000n;
+/** Operations answered EINTR as soon as the caller is interrupted. */
+const interruptible = new Set<number>([Op.READ, Op.FSYNC, Op.FSYNCDIR]);
+const FALLOC_FL_KEEP_SIZE = 1;
 
 export interface MountOptions {
-  /** Let every user reach the mount (kernel checks modes with default_permissions). */
+  /** Let every user reach the mount (the kernel checks modes: default_permissions). */
   allowOther?: boolean;
+  /** How long the kernel may cache names and attributes, in seconds (tierfs is their only writer). */
+  attrTimeoutS?: number;
+  /** Threads reading /dev/fuse. */
+  threads?: number;
 }
 
-const NO_ID = 0xffffffff;
-
-function nsToMs(ns: bigint): number {
-  return Number(ns / 1_000_000n);
-}
-
-// Sentinels for UTIME_OMIT and UTIME_NOW sent by our patched fuse-native (src/fuse/patch_fuse_native.js).
-const UTIME_OMIT_MS = 0xfffffffe * 2 ** 32;
-const UTIME_NOW_MS = 0xffffffff * 2 ** 32;
-
-function timeSpecOf(ms: number): TimeSpec | undefined {
-  if (ms === UTIME_OMIT_MS) return undefined;
-  if (ms === UTIME_NOW_MS) return 'now';
-  return BigInt(Math.round(ms)) * 1_000_000n;
-}
-
-function toStat(attr: Attr) {
-  return {
-    mode: attr.mode,
-    uid: attr.uid,
-    gid: attr.gid,
-    size: attr.sizeBytes,
-    nlink: attr.nlink,
-    ino: attr.ino,
-    rdev: attr.rdev,
-    blksize: constants.blockSizeBytes,
-    blocks: attr.blocks,
-    atime: nsToMs(attr.atimeNs),
-    mtime: nsToMs(attr.mtimeNs),
-    ctime: nsToMs(attr.ctimeNs),
-  };
-}
-
-function splitPath(path: string): { parent: string; name: string } {
-  const slash = path.lastIndexOf('/');
-  return { parent: path.slice(0, slash) || '/', name: path.slice(slash + 1) };
+/** What the kernel agreed to at INIT. */
+export interface Negotiated {
+  maxWriteBytes: number;
+  maxReadaheadBytes: number;
+  writebackCache: boolean;
+  /** FUSE protocol, major * 1000 + minor. */
+  protocol: number;
 }
 
 /** Whether allow_other may be used: always as root, otherwise only with user_allow_other in /etc/fuse.conf. */
@@ -83,157 +67,408 @@ export function allowOtherPermitted(): boolean {
   }
 }
 
+function splitNs(ns: bigint, out: Float64Array, seconds: number, nanos: number): void {
+  out[seconds] = Number(ns / NS_PER_S);
+  out[nanos] = Number(ns % NS_PER_S);
+}
+
+function timeOf(seconds: number, nanos: number): bigint {
+  return BigInt(seconds) * NS_PER_S + BigInt(nanos);
+}
+
+/** Fill `out` (from `at`) with an inode's attributes in the binding's layout. */
+function putAttr(attr: Attr, out: Float64Array, at = 0): void {
+  const v = at === 0 ? out : out.subarray(at, at + A.COUNT);
+  v[A.INO] = attr.ino;
+  v[A.MODE] = attr.mode;
+  v[A.NLINK] = attr.nlink;
+  v[A.UID] = attr.uid;
+  v[A.GID] = attr.gid;
+  v[A.RDEV] = attr.rdev;
+  v[A.SIZE] = attr.sizeBytes;
+  v[A.BLOCKS] = attr.blocks;
+  splitNs(attr.atimeNs, v, A.ATIME_S, A.ATIME_NS);
+  splitNs(attr.mtimeNs, v, A.MTIME_S, A.MTIME_NS);
+  splitNs(attr.ctimeNs, v, A.CTIME_S, A.CTIME_NS);
+  v[A.BLKSIZE] = constants.blockSizeBytes;
+  v[A.GENERATION] = 0; // inode numbers are never reused (AUTOINCREMENT)
+}
+
+/** What the front end needs of a file system: src/fs's FileSystem, or the benchmark's memory-backed one. */
+export type FuseBackend = Pick<FileSystem,
+  'lookup' | 'getattr' | 'setattr' | 'readlink' | 'mknod' | 'mkdir' | 'unlink' | 'rmdir' | 'symlink' | 'rename' | 'link' |
+  'open' | 'create' | 'read' | 'write' | 'flush' | 'release' | 'fsync' | 'readdir' | 'statfs' |
+  'setxattr' | 'getxattr' | 'listxattr' | 'removexattr' | 'access' | 'remember' | 'forget'>;
+
+/** Directory handles remember who opened them: readdir checks nothing more. */
+interface DirHandle {
+  ino: Ino;
+  credentials: Credentials;
+}
+
 export class FuseMount {
-  private readonly fuse: Fuse;
-  private readonly credentials: Credentials;
+  readonly mountPoint: string;
+  private session: Session | undefined;
+  /** Requests not yet answered: req → op. */
+  private readonly inFlight = new Map<number, number>();
+  private readonly dirHandles = new Map<number, DirHandle>();
+  private nextDirHandle = 1;
+  private readonly attrOut = new Float64Array(A.COUNT);
+  private readonly statfsOut = new Float64Array(9);
+  private readonly attrTimeoutS: number;
+  private negotiated: Negotiated | undefined;
+  private initWaiter: { resolve: () => void; reject: (error: Error) => void } | undefined;
+  private ended: Promise<number>;
+  private endedResolve!: (result: number) => void;
+  private unmounting = false;
+  private unmounted: Promise<void> | undefined;
+  private minor: number | undefined;
+  /** Called when the kernel drops the mount without our unmount (umount by hand, aborted connection). */
+  onLost: (() => void) | undefined;
 
   constructor(
-    private readonly fileSystem: FileSystem,
-    readonly mountPoint: string,
-    options: MountOptions = {},
+    private readonly fileSystem: FuseBackend,
+    mountPoint: string,
+    private readonly options: MountOptions = {},
   ) {
-    // fuse-native does not pass the caller's uid/gid: operations run as the daemon, the kernel enforces modes.
-    this.credentials = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, groups: [] };
-    const allowOther = options.allowOther ?? allowOtherPermitted();
-    this.fuse = new Fuse(mountPoint, this.operations(), {
-      force: true,
-      mkdir: true,
-      timeout: false,
-      allowOther,
-      defaultPermissions: true,
-      fsname: `tierfs,subtype=tierfs,big_writes,max_write=${constants.fuseWriteBytesMax},use_ino,attr_timeout=0,entry_timeout=0,negative_timeout=0`,
-    });
+    this.mountPoint = path.resolve(mountPoint);
+    this.attrTimeoutS = options.attrTimeoutS ?? constants.fuseAttrTimeoutS;
+    this.ended = new Promise((resolve) => (this.endedResolve = resolve));
   }
 
-  mount(): Promise<void> {
-    return new Promise((resolve, reject) => this.fuse.mount((error) => (error ? reject(error) : resolve())));
+  /** What the kernel negotiated at INIT (after mount()). */
+  get connection(): Negotiated | undefined {
+    return this.negotiated;
   }
 
+  /** Requests in progress (for status and tests). */
+  get inFlightCount(): number {
+    return this.inFlight.size;
+  }
+
+  async mount(): Promise<void> {
+    await prepareMountPoint(this.mountPoint);
+    const allowOther = this.options.allowOther ?? allowOtherPermitted();
+    const opts = ['fsname=tierfs', 'subtype=tierfs', 'default_permissions', 'auto_unmount', `max_read=${constants.fuseRequestBytesMax}`];
+    if (allowOther) opts.push('allow_other');
+    const initialized = new Promise<void>((resolve, reject) => (this.initWaiter = { resolve, reject }));
+    try {
+      this.session = native.mount(this.mountPoint, ['-o', opts.join(',')], {
+        threads: this.options.threads ?? constants.fuseThreads,
+        maxWrite: constants.fuseRequestBytesMax,
+        writeback: 0,
+        inline: Number(process.env.EXP_INLINE ?? 0),
+      } as never, (...args) => this.dispatch(...args));
+    } catch (error) {
+      throw new Error(`mount ${this.mountPoint}: ${(error as Error).message}`);
+    }
+    this.minor = mountsAt(this.mountPoint).pop()?.minor;
+    const timer = setTimeout(() => this.initWaiter?.reject(new Error('the kernel sent no INIT within 10 s')), 10_000);
+    try {
+      await initialized;
+    } catch (error) {
+      await this.unmount().catch(() => undefined);
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Detach the mount, wait for the kernel to let go (files still open keep
+   * being served meanwhile; after constants.fuseUnmountWaitMs the connection
+   * is aborted), wait for the requests in flight, then free the session.
+   */
   unmount(): Promise<void> {
-    return new Promise((resolve, reject) => this.fuse.unmount((error) => (error ? reject(error) : resolve())));
+    this.unmounted ??= this.detachAndFree();
+    return this.unmounted;
   }
 
-  private resolve(path: string): Promise<Attr> {
-    return this.fileSystem.lookupPath(path, this.credentials);
+  private async detachAndFree(): Promise<void> {
+    const session = this.session;
+    if (!session) return;
+    this.unmounting = true;
+    if (mountsAt(this.mountPoint).length > 0) {
+      const errno = native.unmount(session);
+      if (errno !== 0 && mountsAt(this.mountPoint).length > 0) {
+        if (errno !== E.EPERM) log.warn('umount failed; trying fusermount3', { mount: this.mountPoint, errno });
+        await detach(this.mountPoint);
+      }
+    }
+    if (!(await this.within(this.ended, constants.fuseUnmountWaitMs))) {
+      log.warn('the kernel still holds the mount (files open); aborting the connection', { mount: this.mountPoint, minor: this.minor });
+      this.abortConnection();
+      if (!(await this.within(this.ended, constants.fuseUnmountWaitMs))) throw new Error(`${this.mountPoint}: the FUSE connection did not end`);
+    }
+    const deadline = Date.now() + constants.fuseUnmountWaitMs;
+    while (this.inFlight.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    if (this.inFlight.size > 0) {
+      // Their replies would reach a freed session: keep it (a small leak) and drop them.
+      log.warn('requests still running at unmount; their answers are dropped', { count: this.inFlight.size });
+      this.inFlight.clear();
+      this.session = undefined;
+      return;
+    }
+    this.session = undefined;
+    native.destroy(session);
   }
 
-  private async parentOf(path: string): Promise<{ parent: Ino; name: string }> {
-    const { parent, name } = splitPath(path);
-    return { parent: (await this.resolve(parent)).ino, name };
+  private async within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+    const done = await Promise.race([promise.then(() => true), timeout]);
+    clearTimeout(timer);
+    return done;
   }
 
-  /** Run one operation; its result goes to `reply`, any error to errnoOf. */
-  private run<T>(op: string, path: string, cb: Fuse.Callback, work: () => Promise<T>, reply: (value: T) => void): void {
-    work().then(
+  private abortConnection(): void {
+    if (this.minor === undefined) return;
+    try {
+      fs.writeFileSync(`/sys/fs/fuse/connections/${this.minor}/abort`, '1');
+    } catch (error) {
+      log.warn('cannot abort the FUSE connection', { minor: this.minor, error: (error as Error).message });
+    }
+  }
+
+  // ---- requests ----
+
+  /** Answer `req` once: a second answer (after an interrupt) is dropped. */
+  private answer(req: number, reply: () => number): number {
+    if (!this.inFlight.delete(req)) return -E.ENOENT;
+    return reply();
+  }
+
+  private fail(req: number, op: number, ino: number, error: unknown): void {
+    const errno = errnoOf(error, opNames[op] ?? String(op), `inode ${ino}`);
+    this.answer(req, () => native.replyErr(req, errno));
+  }
+
+  /** Run one request's work; its value goes to `reply`, any error (or throw) to fail(). */
+  private run<T>(req: number, op: number, ino: number, work: () => Promise<T>, reply: (value: T) => number): void {
+    let promise: Promise<T>;
+    try {
+      promise = work();
+    } catch (error) {
+      this.fail(req, op, ino, error);
+      return;
+    }
+    promise.then(
       (value) => {
         try {
-          reply(value);
+          this.answer(req, () => reply(value));
         } catch (error) {
-          cb(-errnoOf(error, op, path));
+          this.fail(req, op, ino, error);
         }
       },
-      (error: unknown) => cb(-errnoOf(error, op, path)),
+      (error: unknown) => this.fail(req, op, ino, error),
     );
   }
 
-  private operations(): Record<string, (...args: any[]) => void> {
-    const fsys = this.fileSystem;
-    const who = this.credentials;
-    const done = (cb: Fuse.Callback) => () => cb(0);
-    const setattr = (op: string, path: string, change: SetAttr, cb: Fuse.Callback) =>
-      this.run(op, path, cb, async () => fsys.setattr((await this.resolve(path)).ino, change, who), done(cb));
-    /** An operation on the entry `name` of the directory holding `path`. */
-    const onEntry = (op: string, path: string, cb: Fuse.Callback, fn: (parent: Ino, name: string) => Promise<unknown>) =>
-      this.run(op, path, cb, async () => {
-        const { parent, name } = await this.parentOf(path);
-        return fn(parent, name);
-      }, done(cb));
+  private ok(req: number): number {
+    return native.replyErr(req, 0);
+  }
 
-    return {
-      init: (cb: Fuse.Callback) => cb(0),
-      statfs: (path: string, cb: Fuse.Callback) =>
-        this.run('statfs', path, cb, () => fsys.statfs(), (s) =>
-          cb(0, {
-            bsize: s.blockSizeBytes, frsize: s.blockSizeBytes, blocks: s.blocks, bfree: s.blocksFree,
-            bavail: s.blocksFree, files: s.files, ffree: s.filesFree, favail: s.filesFree, namemax: s.nameBytesMax,
-          }),
-        ),
-      getattr: (path: string, cb: Fuse.Callback) =>
-        this.run('getattr', path, cb, () => this.resolve(path), (attr) => cb(0, toStat(attr))),
-      fgetattr: (path: string, _fd: number, cb: Fuse.Callback) =>
-        this.run('fgetattr', path, cb, () => this.resolve(path), (attr) => cb(0, toStat(attr))),
-      access: (path: string, mode: number, cb: Fuse.Callback) =>
-        this.run('access', path, cb, async () => fsys.access((await this.resolve(path)).ino, mode, who), done(cb)),
-      readdir: (path: string, cb: Fuse.Callback) =>
-        this.run('readdir', path, cb, async () => {
-          const ino = (await this.resolve(path)).ino;
-          const names: string[] = [];
-          for (let offset = 0; ; ) {
-            const page = await fsys.readdir(ino, offset, 1024, who);
-            if (page.length === 0) return names;
-            for (const entry of page) names.push(entry.name);
-            offset = page[page.length - 1].nextOffset;
-          }
-        }, (names) => cb(0, names)),
-      open: (path: string, flags: number, cb: Fuse.Callback) =>
-        this.run('open', path, cb, async () => fsys.open((await this.resolve(path)).ino, flags, who), (fh) => cb(0, fh)),
-      create: (path: string, mode: number, cb: Fuse.Callback) =>
-        this.run('create', path, cb, async () => {
-          const { parent, name } = await this.parentOf(path);
-          return (await fsys.create(parent, name, mode, fs.constants.O_RDWR, who)).fh;
-        }, (fh) => cb(0, fh)),
-      read: (path: string, fd: number, buffer: Buffer, length: number, offset: number, cb: Fuse.Callback) =>
-        this.run('read', path, cb, () => fsys.read(fd, offset, length), (data) => cb(data.copy(buffer, 0, 0, length))),
-      write: (path: string, fd: number, buffer: Buffer, length: number, offset: number, cb: Fuse.Callback) =>
-        this.run('write', path, cb, () => fsys.write(fd, offset, buffer.subarray(0, length)), (n) => cb(n)),
-      flush: (path: string, fd: number, cb: Fuse.Callback) => this.run('flush', path, cb, () => fsys.flush(fd), done(cb)),
-      release: (path: string, fd: number, cb: Fuse.Callback) =>
-        this.run('release', path, cb, () => fsys.release(fd), done(cb)),
-      fsync: (path: string, _datasync: number, fd: number, cb: Fuse.Callback) =>
-        this.run('fsync', path, cb, () => fsys.fsync(fd), done(cb)),
-      fsyncdir: (path: string, _datasync: number, _fd: number, cb: Fuse.Callback) =>
-        this.run('fsyncdir', path, cb, () => fsys.fsync(), done(cb)),
-      truncate: (path: string, size: number, cb: Fuse.Callback) => setattr('truncate', path, { sizeBytes: size }, cb),
-      ftruncate: (path: string, _fd: number, size: number, cb: Fuse.Callback) =>
-        setattr('ftruncate', path, { sizeBytes: size }, cb),
-      chmod: (path: string, mode: number, cb: Fuse.Callback) => setattr('chmod', path, { mode }, cb),
-      chown: (path: string, uid: number, gid: number, cb: Fuse.Callback) =>
-        setattr('chown', path, { uid: uid === NO_ID ? undefined : uid, gid: gid === NO_ID ? undefined : gid }, cb),
-      utimens: (path: string, atimeMs: number, mtimeMs: number, cb: Fuse.Callback) =>
-        setattr('utimens', path, { atime: timeSpecOf(atimeMs), mtime: timeSpecOf(mtimeMs) }, cb),
-      mknod: (path: string, mode: number, dev: number, cb: Fuse.Callback) =>
-        onEntry('mknod', path, cb, (parent, name) => fsys.mknod(parent, name, mode, dev, who)),
-      mkdir: (path: string, mode: number, cb: Fuse.Callback) =>
-        onEntry('mkdir', path, cb, (parent, name) => fsys.mkdir(parent, name, mode, who)),
-      unlink: (path: string, cb: Fuse.Callback) => onEntry('unlink', path, cb, (parent, name) => fsys.unlink(parent, name, who)),
-      rmdir: (path: string, cb: Fuse.Callback) => onEntry('rmdir', path, cb, (parent, name) => fsys.rmdir(parent, name, who)),
-      rename: (src: string, dest: string, cb: Fuse.Callback) =>
-        this.run('rename', src, cb, async () => {
-          const from = await this.parentOf(src);
-          const to = await this.parentOf(dest);
-          return fsys.rename(from.parent, from.name, to.parent, to.name, 0, who);
-        }, done(cb)),
-      link: (src: string, dest: string, cb: Fuse.Callback) =>
-        this.run('link', dest, cb, async () => {
-          const target = await this.resolve(src); // the old path first, as link(2) resolves it
-          const { parent, name } = await this.parentOf(dest);
-          return fsys.link(target.ino, parent, name, who);
-        }, done(cb)),
-      symlink: (target: string, path: string, cb: Fuse.Callback) =>
-        onEntry('symlink', path, cb, (parent, name) => fsys.symlink(parent, name, target, who)),
-      readlink: (path: string, cb: Fuse.Callback) =>
-        this.run('readlink', path, cb, async () => fsys.readlink((await this.resolve(path)).ino), (target) => cb(0, target)),
-      setxattr: (path: string, name: string, value: Buffer, _position: number, flags: number, cb: Fuse.Callback) =>
-        this.run('setxattr', path, cb, async () =>
-          fsys.setxattr((await this.resolve(path)).ino, name, Buffer.from(value), flags & (XATTR_CREATE | XATTR_REPLACE), who),
-        done(cb)),
-      getxattr: (path: string, name: string, _position: number, cb: Fuse.Callback) =>
-        this.run('getxattr', path, cb, async () => fsys.getxattr((await this.resolve(path)).ino, name, who), (value) => cb(0, value)),
-      listxattr: (path: string, cb: Fuse.Callback) =>
-        this.run('listxattr', path, cb, async () => fsys.listxattr((await this.resolve(path)).ino, who), (names) => cb(0, names)),
-      removexattr: (path: string, name: string, cb: Fuse.Callback) =>
-        this.run('removexattr', path, cb, async () => fsys.removexattr((await this.resolve(path)).ino, name, who), done(cb)),
-    };
+  private entry(req: number, attr: Attr): number {
+    putAttr(attr, this.attrOut);
+    const result = native.replyEntry(req, this.attrOut, this.attrTimeoutS, this.attrTimeoutS);
+    if (result === 0) this.fileSystem.remember(attr.ino);
+    return result;
+  }
+
+  private attr(req: number, attr: Attr): number {
+    putAttr(attr, this.attrOut);
+    return native.replyAttr(req, this.attrOut, this.attrTimeoutS);
+  }
+
+  private dispatch(
+    op: number, req: number, ino: number, fh: number, a: number, b: number, c: number, d: number,
+    name: string | undefined, name2: string | undefined, data: Buffer | Float64Array | undefined,
+    uid: number, gid: number, _pid: number, _umask: number, groups: number[] | undefined,
+  ): void {
+    try {
+      if (op === Op.FORGET) return this.forget(data as Float64Array);
+      if (op === Op.INTERRUPT) return this.interrupt(req);
+      if (op === Op.INIT) return this.init(a, b, c, d);
+      if (op === Op.ENDED) return this.end(a);
+      this.inFlight.set(req, op);
+      this.request(op, req, ino as Ino, fh, a, b, c, name!, name2!, data, { uid, gid, groups: groups ?? [] });
+    } catch (error) {
+      if (this.inFlight.has(req)) this.fail(req, op, ino, error);
+      else log.error('FUSE dispatch failed', { op: opNames[op], error: (error as Error)?.stack ?? String(error) });
+    }
+  }
+
+  private init(maxWriteBytes: number, maxReadaheadBytes: number, writeback: number, protocol: number): void {
+    this.negotiated = { maxWriteBytes, maxReadaheadBytes, writebackCache: writeback === 1, protocol };
+    log.info('FUSE connection', { ...this.negotiated, libfuse: native.libfuseVersion });
+    this.initWaiter?.resolve();
+  }
+
+  private end(result: number): void {
+    this.endedResolve(result);
+    this.initWaiter?.reject(new Error('the FUSE session ended before INIT'));
+    if (!this.unmounting) {
+      log.warn('the kernel ended the FUSE session (unmounted from outside?)', { mount: this.mountPoint, result });
+      this.unmount().catch((error) => log.error('cleanup after a lost mount failed', { error }));
+      this.onLost?.();
+    }
+  }
+
+  private forget(pairs: Float64Array): void {
+    for (let i = 0; i + 1 < pairs.length; i += 2) this.fileSystem.forget(pairs[i] as Ino, pairs[i + 1]);
+  }
+
+  private interrupt(req: number): void {
+    const op = this.inFlight.get(req);
+    if (op === undefined || !interruptible.has(op)) return;
+    log.info('request interrupted by its caller; answering EINTR', { op: opNames[op] });
+    this.answer(req, () => native.replyErr(req, E.EINTR));
+  }
+
+  private request(
+    op: number, req: number, ino: Ino, fh: number, a: number, b: number, c: number,
+    name: string, name2: string, data: Buffer | Float64Array | undefined, who: Credentials,
+  ): void {
+    const fsys = this.fileSystem;
+    const run = <T>(work: () => Promise<T>, reply: (value: T) => number) => this.run(req, op, ino, work, reply);
+    const done = () => this.ok(req);
+    const entry = (attr: Attr) => this.entry(req, attr);
+    switch (op) {
+      case Op.LOOKUP:
+        return run(() => fsys.lookup(ino, name, who), entry);
+      case Op.GETATTR:
+        return run(() => fsys.getattr(ino), (attr) => this.attr(req, attr));
+      case Op.SETATTR:
+        return run(() => fsys.setattr(ino, setAttrOf(a, data as Float64Array), who), (attr) => this.attr(req, attr));
+      case Op.READLINK:
+        return run(() => fsys.readlink(ino), (target) => native.replyReadlink(req, target));
+      case Op.MKNOD:
+        return run(() => fsys.mknod(ino, name, a, b, who), entry);
+      case Op.MKDIR:
+        return run(() => fsys.mkdir(ino, name, a, who), entry);
+      case Op.UNLINK:
+        return run(() => fsys.unlink(ino, name, who), done);
+      case Op.RMDIR:
+        return run(() => fsys.rmdir(ino, name, who), done);
+      case Op.SYMLINK:
+        return run(() => fsys.symlink(ino, name, name2, who), entry);
+      case Op.RENAME:
+        return run(() => fsys.rename(ino, name, a as Ino, name2, b, who), done);
+      case Op.LINK:
+        return run(() => fsys.link(ino, a as Ino, name, who), entry);
+      case Op.OPEN:
+        return run(() => fsys.open(ino, a, who), (handle) => native.replyOpen(req, handle, 0));
+      case Op.CREATE:
+        return run(() => fsys.create(ino, name, a, b, who), ({ attr, fh: handle }) => {
+          putAttr(attr, this.attrOut);
+          const result = native.replyCreate(req, this.attrOut, this.attrTimeoutS, this.attrTimeoutS, handle, 0);
+          if (result === 0) fsys.remember(attr.ino);
+          else fsys.release(handle).catch(() => undefined); // the caller is gone: nobody will close it
+          return result;
+        });
+      case Op.READ:
+        return run(() => fsys.read(fh, b, a), (bytes) => native.replyBuf(req, bytes));
+      case Op.WRITE:
+        return run(() => fsys.write(fh, a, data as Buffer), (count) => native.replyWrite(req, count));
+      case Op.FLUSH:
+        return run(() => fsys.flush(fh), done);
+      case Op.RELEASE:
+        return run(() => fsys.release(fh), done);
+      case Op.FSYNC:
+        return run(() => fsys.fsync(fh), done);
+      case Op.FSYNCDIR:
+        return run(() => fsys.fsync(), done);
+      case Op.OPENDIR:
+        return run(() => fsys.readdir(ino, 0, 0, who), () => {
+          const handle = this.nextDirHandle++;
+          this.dirHandles.set(handle, { ino, credentials: who });
+          const result = native.replyOpen(req, handle, 0);
+          if (result !== 0) this.dirHandles.delete(handle);
+          return result;
+        });
+      case Op.READDIR:
+      case Op.READDIRPLUS:
+        return this.readdir(req, op, ino, fh, a, b);
+      case Op.RELEASEDIR:
+        this.dirHandles.delete(fh);
+        return void this.answer(req, done);
+      case Op.STATFS:
+        return run(() => fsys.statfs(), (s) => {
+          const v = this.statfsOut;
+          v.set([s.blockSizeBytes, s.blockSizeBytes, s.blocks, s.blocksFree, s.blocksFree, s.files, s.filesFree, s.filesFree, s.nameBytesMax]);
+          return native.replyStatfs(req, v);
+        });
+      case Op.SETXATTR:
+        return run(() => fsys.setxattr(ino, name, data as Buffer, a & (XATTR_CREATE | XATTR_REPLACE), who), done);
+      case Op.GETXATTR:
+        return run(() => fsys.getxattr(ino, name, who), (value) => this.sized(req, value, a));
+      case Op.LISTXATTR:
+        return run(() => fsys.listxattr(ino, who), (names) => this.sized(req, Buffer.from(names.map((n) => `${n}\0`).join('')), a));
+      case Op.REMOVEXATTR:
+        return run(() => fsys.removexattr(ino, name, who), done);
+      case Op.ACCESS:
+        return run(() => fsys.access(ino, a, who), done);
+      case Op.FALLOCATE:
+        return run(() => this.fallocate(ino, a, b, c, who), done);
+      default:
+        return void this.answer(req, () => native.replyErr(req, E.ENOSYS));
+    }
+  }
+
+  /** getxattr/listxattr: size 0 asks for the size; a smaller buffer is ERANGE. */
+  private sized(req: number, value: Buffer, sizeBytes: number): number {
+    if (sizeBytes === 0) return native.replyXattrSize(req, value.length);
+    if (value.length > sizeBytes) return native.replyErr(req, E.ERANGE);
+    return native.replyBuf(req, value);
+  }
+
+  /** fallocate: mode 0 extends the size (flash is allocated at write, copy-on-write); KEEP_SIZE alone does nothing. */
+  private async fallocate(ino: Ino, mode: number, offsetBytes: number, lengthBytes: number, who: Credentials): Promise<void> {
+    if (mode & ~FALLOC_FL_KEEP_SIZE) throw new TierfsError('NOT_SUPPORTED', `fallocate mode ${mode}: holes and ranges are not supported`);
+    const attr = await this.fileSystem.getattr(ino);
+    if (mode === 0 && offsetBytes + lengthBytes > attr.sizeBytes) await this.fileSystem.setattr(ino, { sizeBytes: offsetBytes + lengthBytes }, who);
+  }
+
+  private readdir(req: number, op: number, ino: Ino, fh: number, sizeBytes: number, offset: number): void {
+    const plus = op === Op.READDIRPLUS;
+    const handle = this.dirHandles.get(fh);
+    const who = handle?.credentials ?? { uid: 0, gid: 0, groups: [] };
+    // fuse_add_direntry: 24 bytes + name, 8-aligned; the plus form adds a 128-byte entry.
+    const countMax = Math.max(1, Math.floor(sizeBytes / (plus ? 160 : 32)));
+    this.run(req, op, ino, async () => {
+      const entries = await this.fileSystem.readdir(ino, offset, countMax, who);
+      const attrs = plus ? await Promise.all(entries.map((e) => this.fileSystem.getattr(e.ino))) : [];
+      return { entries, attrs };
+    }, ({ entries, attrs }) => {
+      const stride = plus ? A.COUNT : 3;
+      const meta = new Float64Array(entries.length * stride);
+      const names: string[] = [];
+      entries.forEach((entry, i) => {
+        names.push(entry.name);
+        if (plus) {
+          putAttr(attrs[i]!, meta, i * stride); // getattr does not wait: nothing can remove the entry in between
+          meta[i * stride + A.BLKSIZE] = entry.nextOffset; // the binding reads the next offset from this slot
+        } else {
+          meta.set([entry.ino, entry.mode, entry.nextOffset], i * stride);
+        }
+      });
+      const sent = native.replyDirents(req, plus, sizeBytes, names, meta, this.attrTimeoutS, this.attrTimeoutS);
+      if (plus) for (let i = 0; i < sent; i++) if (names[i] !== '.' && names[i] !== '..') this.fileSystem.remember(entries[i].ino);
+      return sent < 0 ? sent : 0;
+    });
   }
 }
 
+/** The change a SETATTR asks for, from its to_set bits and attribute array. */
+function setAttrOf(toSet: number, v: Float64Array): SetAttr {
+  const change: SetAttr = {};
+  if (toSet & SetAttrBit.MODE) change.mode = v[A.MODE];
+  if (toSet & SetAttrBit.UID) change.uid = v[A.UID];
+  if (toSet & SetAttrBit.GID) change.gid = v[A.GID];
+  if (toSet & SetAttrBit.SIZE) change.sizeBytes = v[A.SIZE];
+  const time = (set: number, now: number, s: number, ns: number): TimeSpec | undefined =>
+    toSet & now ? 'now' : toSet & set ? timeOf(v[s], v[ns]) : undefined;
+  change.atime = time(SetAttrBit.ATIME, SetAttrBit.ATIME_NOW, A.ATIME_S, A.ATIME_NS);
+  change.mtime = time(SetAttrBit.MTIME, SetAttrBit.MTIME_NOW, A.MTIME_S, A.MTIME_NS);
+  return change;
+}
