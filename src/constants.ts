@@ -63,10 +63,19 @@ export const constants = {
 
   /** FUSE: largest read and write request asked of the kernel (its max_pages ceiling is 256 pages). */
   fuseRequestBytesMax: 1 * MiB,
+  /** FUSE: write payloads from this size on are copied into pooled buffers (smaller ones into slab memory). */
+  fusePooledWriteBytesMin: 64 * KiB,
+  /** FUSE: pooled write and read buffers kept for reuse, of each kind (each fuseRequestBytesMax). */
+  fuseWriteBufferCountMax: 16,
+  /** FUSE: the kernel's readahead on the mount (sequential readers keep this much in flight). */
+  fuseReadaheadBytes: 4 * MiB,
   /** FUSE: how long the kernel may cache names and attributes (tierfs is their only writer). */
   fuseAttrTimeoutS: 1,
-  /** FUSE: libfuse threads reading /dev/fuse (each only copies a request out and queues it). */
-  fuseThreads: 4,
+  /**
+   * FUSE: after a request, the event loop keeps polling /dev/fuse this long
+   * instead of sleeping: a wake-up from epoll costs more than a request here.
+   */
+  fuseBusyPollUs: 200,
   /** FUSE: at unmount, how long to wait for the kernel to let go, then for requests in flight. */
   fuseUnmountWaitMs: 10_000,
 

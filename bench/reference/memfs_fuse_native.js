@@ -12,8 +12,7 @@
 'use strict';
 const Fuse = require('fuse-native');
 const os = require('node:os');
-
-const CHUNK = 2 ** 20;
+const { CHUNK, takeChunk, giveChunks } = require('./chunks');
 
 const E = os.constants.errno;
 const nodes = new Map();
@@ -33,7 +32,7 @@ function transfer(node, buffer, length, position, write) {
     const within = (position + done) % CHUNK;
     const n = Math.min(length - done, CHUNK - within);
     let chunk = node.chunks.get(index);
-    if (!chunk && write) node.chunks.set(index, (chunk = Buffer.alloc(CHUNK)));
+    if (!chunk && write) node.chunks.set(index, (chunk = takeChunk()));
     if (write) buffer.copy(chunk, within, done, done + n);
     else if (chunk) chunk.copy(buffer, done, within, within + n);
     else buffer.fill(0, done, done + n);
@@ -90,14 +89,20 @@ const ops = {
   truncate: (path, size, cb) => {
     const node = nodes.get(path);
     if (!node) return cb(-E.ENOENT);
-    for (const index of node.chunks.keys()) if (index * CHUNK >= size) node.chunks.delete(index);
+    for (const [index, chunk] of node.chunks) if (index * CHUNK >= size) { node.chunks.delete(index); giveChunks([chunk]); }
     const last = node.chunks.get(Math.floor(size / CHUNK));
     if (last) last.fill(0, size % CHUNK);
     node.size = size;
     cb(0);
   },
   ftruncate: (path, _fd, size, cb) => ops.truncate(path, size, cb),
-  unlink: (path, cb) => (nodes.delete(path) ? cb(0) : cb(-E.ENOENT)),
+  unlink: (path, cb) => {
+    const node = nodes.get(path);
+    if (!node) return cb(-E.ENOENT);
+    giveChunks(node.chunks);
+    nodes.delete(path);
+    cb(0);
+  },
   mkdir: (path, mode, cb) => {
     nodes.set(path, { mode: 0o40000 | (mode & 0o7777), chunks: new Map(), size: 4096, ino: nextIno++, mtime: now() });
     cb(0);

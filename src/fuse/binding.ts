@@ -42,10 +42,10 @@ export type Dispatch = (
 ) => void;
 
 export interface SessionConfig {
-  /** Loop threads reading /dev/fuse. */
-  threads: number;
   maxWrite: number;
   writeback: number;
+  /** After a request, keep polling /dev/fuse this long without sleeping (0: never). */
+  busyPollUs: number;
 }
 
 declare const sessionBrand: unique symbol;

@@ -20,6 +20,8 @@ export interface MountEntry {
   fsType: string;
   /** The device number's minor: the connection's name under /sys/fs/fuse/connections. */
   minor: number;
+  /** major:minor, the name of its backing device under /sys/class/bdi. */
+  device: string;
 }
 
 /** Mounts at `mountPoint` in this process's namespace, from /proc/self/mountinfo. */
@@ -31,7 +33,7 @@ export function mountsAt(mountPoint: string, mountinfo = '/proc/self/mountinfo')
     const dash = fields.indexOf('-');
     if (dash < 0 || fields.length < 5) continue;
     if (unescape(fields[4]) !== mountPoint) continue;
-    entries.push({ mountPoint, fsType: fields[dash + 1], minor: Number(fields[2].split(':')[1]) });
+    entries.push({ mountPoint, fsType: fields[dash + 1], minor: Number(fields[2].split(':')[1]), device: fields[2] });
   }
   return entries;
 }

@@ -237,9 +237,12 @@ export class FlashStore {
    * Bytes [offsetBytes, offsetBytes + lengthBytes) of a file; holes read as
    * zeros.  A speculative read (readahead) does not count as an access: it
    * hands the extents it read to `extentsOut`, and the caller reports the
-   * access with touched() if the bytes are used.
+   * access with touched() if the bytes are used.  The bytes go into `into`
+   * when given (at least lengthBytes long), except when they lie wholly in
+   * one extent held only in the object tier: then a view of the recalled
+   * bytes comes back.
    */
-  async read(ino: Ino, offsetBytes: number, lengthBytes: number, speculative?: { extentsOut: Extent[] }): Promise<Buffer> {
+  async read(ino: Ino, offsetBytes: number, lengthBytes: number, speculative?: { extentsOut: Extent[] }, into?: Buffer): Promise<Buffer> {
     const end = offsetBytes + lengthBytes;
     const extents = this.meta.extentsInRange(ino, offsetBytes, end);
     const only = extents.length === 1 ? extents[0] : undefined;
@@ -250,7 +253,8 @@ export class FlashStore {
       this.counters.readBytes += lengthBytes;
       return data;
     }
-    const result = Buffer.allocUnsafe(lengthBytes);
+    assert.ok(!into || into.length >= lengthBytes);
+    const result = into ? into.subarray(0, lengthBytes) : Buffer.allocUnsafe(lengthBytes);
     const epoch = this.enterRead();
     try {
       const parts: Promise<void>[] = [];
