@@ -2,7 +2,10 @@
 # Both install what a fresh Debian 12 machine lacks (apt packages, then npm ci).
 
 SHELL := /bin/bash
-APT_PACKAGES := libfuse2 fuse fio
+# libfuse3-dev and pkg-config build our FUSE binding; fuse3 brings fusermount3 (auto_unmount).
+APT_PACKAGES := libfuse3-dev fuse3 pkg-config fio
+# make bench also mounts the reference file system on fuse-native, which links libfuse 2.
+BENCH_APT_PACKAGES := libfuse2
 # The tests also check the unit files and the packer template with these.
 TEST_APT_PACKAGES := systemd packer
 # make image and make boot-test build and boot a Debian 12 disk image.
@@ -11,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TS_SOURCES := $(shell find src bench -name '*.ts' 2>/dev/null)
 TIERFS := node bin/tierfs.js
 
-.PHONY: all deps apt-deps test-apt-deps image-apt-deps build run test bench bundle image boot-test clean
+.PHONY: all deps apt-deps test-apt-deps image-apt-deps bench-deps build run test bench bundle image boot-test clean
 
 all: build
 
@@ -38,7 +41,13 @@ node_modules/.installed: package.json package-lock.json
 
 deps: apt-deps node_modules/.installed
 
-dist/.built: node_modules/.installed tsconfig.json $(TS_SOURCES)
+# npm ci builds both native addons (package.json's install script); a changed C file rebuilds them.
+NATIVE_ADDONS := src/device/native/build/Release/tierfs_device.node src/fuse/native/build/Release/tierfs_fuse.node
+$(NATIVE_ADDONS) &: node_modules/.installed $(wildcard src/*/native/*.c src/*/native/binding.gyp)
+	npm run install --silent
+	@touch $(NATIVE_ADDONS)
+
+dist/.built: node_modules/.installed $(NATIVE_ADDONS) tsconfig.json $(TS_SOURCES)
 	npx tsc -p tsconfig.json
 	@touch $@
 
@@ -56,7 +65,14 @@ run: build
 test: build test-apt-deps
 	TIERFS_LOG=$${TIERFS_LOG:-warn} npx tap
 
-bench: build
+bench-deps:
+	$(call install_apt,$(BENCH_APT_PACKAGES))
+
+bench/reference/node_modules/.installed: bench/reference/package.json bench/reference/package-lock.json
+	npm ci --prefix bench/reference --no-audit --no-fund
+	@touch $@
+
+bench: build bench-deps bench/reference/node_modules/.installed
 	node dist/bench/run.js
 
 # The appliance: the bundle packer and make image install, a bootable Debian 12
@@ -75,4 +91,4 @@ boot-test: image
 	appliance/boot-test.sh
 
 clean:
-	rm -rf dist .tap src/device/native/build output
+	rm -rf dist .tap src/device/native/build src/fuse/native/build bench/reference/node_modules output

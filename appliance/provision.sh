@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs tierfs into an image (run as root inside it: by packer's shell
 # provisioner, or in the chroot of make image).  Expects the bundle at
-# $TIERFS_BUNDLE and these packages present: libfuse2 fuse cloud-init.
+# $TIERFS_BUNDLE and these packages present: libfuse3-3 fuse3 cloud-init.
 # Marketplace rules: no default password, root login off, SSH keys only.
 set -eu
 bundle=${TIERFS_BUNDLE:-/tmp/tierfs-bundle.tar.gz}

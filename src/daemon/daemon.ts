@@ -9,6 +9,7 @@ import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import { openFileSystem, type OpenFileSystem, type OpenTierOptions } from '../fs/fs';
 import { FuseMount } from '../fuse/fuse';
+import { prepareMountPoint } from '../fuse/mount_point';
 import { log } from '../log';
 import { parseEncryptionKey, type Prices } from '../tier/tier';
 import { startAdminServer, type AdminServer } from './admin';
@@ -84,6 +85,8 @@ export async function startDaemon(config: ServeConfig): Promise<Daemon> {
     ...(config.packWaitMs === undefined ? {} : { packWaitMsMax: config.packWaitMs }),
     ...(config.uploadConcurrency === undefined ? {} : { uploadCountMax: config.uploadConcurrency }),
   };
+  // /dev/fuse, fusermount3 and the mount point first: a machine that cannot mount changes nothing.
+  await prepareMountPoint(path.resolve(config.mount));
   const opened = await openFileSystem(config.flash, config.meta, { direct: config.direct, discard: config.discard, tier });
   const mount = new FuseMount(opened.fs, config.mount, { allowOther: config.allowOther, attrTimeoutS: config.attrTimeoutS });
   let admin: AdminServer | undefined;

@@ -360,7 +360,14 @@ export class FileSystem {
       if (change.sizeBytes > constants.fileSizeBytesMax) fail('FILE_TOO_BIG', 'size beyond the largest file');
       this.require(check, W_OK, credentials);
     }
-    if (change.mode !== undefined && !owner(check)) fail('NOT_PERMITTED', 'only the owner may chmod');
+    if (change.mode !== undefined && !owner(check)) {
+      // Clearing set-ID bits is what the kernel asks for when someone who may write the file
+      // writes or truncates it (file_remove_privs): allowed, it only takes privilege away.
+      const current = check.mode & 0o7777;
+      const next = change.mode & 0o7777;
+      const dropsSetIdOnly = (next & ~current) === 0 && (current & ~next & ~(S_ISUID | S_ISGID)) === 0;
+      if (!dropsSetIdOnly || !this.may(check, W_OK, credentials)) fail('NOT_PERMITTED', 'only the owner may chmod');
+    }
     if (change.uid !== undefined && change.uid !== check.uid && credentials.uid !== 0)
       fail('NOT_PERMITTED', 'only root may change the owner');
     if (change.gid !== undefined && change.gid !== check.gid && credentials.uid !== 0) {

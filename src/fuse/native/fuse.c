@@ -250,12 +250,17 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   conn->congestion_threshold = 48;
   conn->time_gran = 1;
   unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_READDIRPLUS |
-                  FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ASYNC_DIO |
-                  FUSE_CAP_HANDLE_KILLPRIV;
+                  FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_HANDLE_KILLPRIV;
   if (s->writeback) want |= FUSE_CAP_WRITEBACK_CACHE;
   conn->want |= want & conn->capable;
-  /* Local locks: the kernel keeps POSIX and flock locks itself (one client, the kernel). */
-  conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS | FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+  /*
+   * Local locks: the kernel keeps POSIX and flock locks itself (one client,
+   * the kernel).  No asynchronous direct I/O: with it the kernel waits for a
+   * direct read uninterruptibly, so a caller stuck on an unreachable bucket
+   * could not even be killed; without it, an interrupt reaches us (EINTR).
+   */
+  conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS | FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
+                  FUSE_CAP_SPLICE_MOVE | FUSE_CAP_ASYNC_DIO);
   struct msg *m = new_msg(OP_INIT, NULL, 0);
   if (!m) return;
   m->a = conn->max_write;
