@@ -13,6 +13,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { openFileSystem } from '../src/fs/fs';
 import { FuseMount, type FuseBackend } from '../src/fuse/fuse';
+import { checkFuseDevice, mountsAt } from '../src/fuse/mount_point';
 import { formatScratch, pattern, type Scratch } from './helpers/fs';
 import { isMounted, lazyUnmount, serve, tierfsBin } from './helpers/daemon';
 
@@ -300,6 +301,26 @@ t.test('unmounted from outside: the daemon commits and exits 1 with one line', a
   const again = await serve(t, scratch);
   t.equal(fs.readFileSync(path.join(again.mount, 'late'), 'utf8'), 'written, not fsynced', 'what was written is there after a restart');
   t.equal(await again.stop(), 0);
+});
+
+t.test('mount table and device checks', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tierfs-mountinfo-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const mountinfo = path.join(dir, 'mountinfo');
+  fs.writeFileSync(mountinfo, [
+    '22 1 0:21 / /proc rw,nosuid - proc proc rw',
+    '90 22 0:47 / /srv/my\\040files rw,nosuid,nodev,relatime shared:1 - fuse.tierfs tierfs rw,user_id=0',
+    '91 22 0:48 / /srv/my\\040files rw - tmpfs none rw',
+    'garbage line',
+  ].join('\n'));
+  t.same(mountsAt('/srv/my files', mountinfo), [
+    { mountPoint: '/srv/my files', fsType: 'fuse.tierfs', minor: 47, device: '0:47' },
+    { mountPoint: '/srv/my files', fsType: 'tmpfs', minor: 48, device: '0:48' },
+  ], 'escaped names, optional fields, stacked mounts in order');
+  t.same(mountsAt('/srv/other', mountinfo), []);
+  t.doesNotThrow(() => checkFuseDevice(), '/dev/fuse is the FUSE device here');
+  t.throws(() => checkFuseDevice('/dev/null'), /\/dev\/null is not the FUSE device \(character device 10:229\)/);
+  t.throws(() => checkFuseDevice(path.join(dir, 'none')), /^.*no .*none: load the fuse kernel module/);
 });
 
 function hashDir(dir: string): string {

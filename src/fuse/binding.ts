@@ -43,7 +43,6 @@ export type Dispatch = (
 
 export interface SessionConfig {
   maxWrite: number;
-  writeback: number;
   /** After a request, keep polling /dev/fuse this long without sleeping (0: never). */
   busyPollUs: number;
 }

@@ -162,7 +162,6 @@ export class FuseMount {
     try {
       this.session = native.mount(this.mountPoint, ['-o', opts.join(',')], {
         maxWrite: constants.fuseRequestBytesMax,
-        writeback: 0,
         busyPollUs: this.options.busyPollUs ?? constants.fuseBusyPollUs,
       }, (...args) => this.dispatch(...args));
     } catch (error) {

@@ -79,7 +79,6 @@ struct session {
   uint64_t busy_poll_ns;
   uint64_t busy_until_ns;
   unsigned max_write;
-  int writeback;
   int ended;
   int destroyed;
   int handles_open;
@@ -251,7 +250,6 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   conn->time_gran = 1;
   unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_READDIRPLUS |
                   FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_HANDLE_KILLPRIV;
-  if (s->writeback) want |= FUSE_CAP_WRITEBACK_CACHE;
   conn->want |= want & conn->capable;
   /*
    * Local locks: the kernel keeps POSIX and flock locks itself (one client,
@@ -265,7 +263,7 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   if (!m) return;
   m->a = conn->max_write;
   m->b = conn->max_readahead;
-  m->c = (conn->want & FUSE_CAP_WRITEBACK_CACHE) ? 1 : 0;
+  m->c = (conn->want & FUSE_CAP_WRITEBACK_CACHE) ? 1 : 0; /* never asked for: see docs/SEMANTICS.md */
   m->d = conn->proto_major * 1000 + conn->proto_minor;
   post(s, m);
 }
@@ -683,7 +681,7 @@ static void free_session(struct session *s) {
   free(s);
 }
 
-/* mount(mountPoint, options string[], {maxWrite, writeback, busyPollUs}, dispatch) */
+/* mount(mountPoint, options string[], {maxWrite, busyPollUs}, dispatch) */
 static napi_value js_mount(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   if (!get_args(env, info, 4, argv)) return NULL;
@@ -708,9 +706,8 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     }
     args_storage[i + 1] = at;
   }
-  uint32_t busy_poll_us, max_write, writeback;
-  if (!get_named_u32(env, argv[2], "busyPollUs", &busy_poll_us) || !get_named_u32(env, argv[2], "maxWrite", &max_write) ||
-      !get_named_u32(env, argv[2], "writeback", &writeback)) {
+  uint32_t busy_poll_us, max_write;
+  if (!get_named_u32(env, argv[2], "busyPollUs", &busy_poll_us) || !get_named_u32(env, argv[2], "maxWrite", &max_write)) {
     free(storage);
     return NULL;
   }
@@ -719,7 +716,6 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   s->busy_poll_ns = (uint64_t)busy_poll_us * 1000;
   s->env = env;
   s->max_write = max_write;
-  s->writeback = writeback != 0;
   s->mountpoint = strdup(mountpoint);
 
   fuse_set_log_func(on_log);
