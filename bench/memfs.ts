@@ -38,6 +38,8 @@ function nowNs(): bigint {
 }
 
 export class MemoryFileSystem implements FuseBackend {
+  /** write() copies the payload before it returns: the binding lends it libfuse's buffer (no copy), as fuse-native does. */
+  readonly consumesWriteAtOnce = true;
   private readonly nodes = new Map<Ino, Node>();
   private readonly handles = new Map<number, Ino>();
   private nextIno = 2;

@@ -130,6 +130,7 @@ async function fsLayer(): Promise<void> {
   const { attr, fh } = await opened.fs.create(ROOT_INO, 'seq', 0o644, c.O_RDWR, ROOT);
   const chunk = Buffer.alloc(MiB);
   for (let i = 0; i < MiB; i += 8) chunk.writeDoubleLE(Math.random(), i);
+  const readBuffer = Buffer.allocUnsafeSlow(MiB);
   const w: number[] = [], fw: number[] = [], r: number[] = [], fr: number[] = [], rr: number[] = [], frr: number[] = [];
   fio(['--name=layout', `--filename=${fioFile}`, '--rw=write', '--bs=1M', `--size=${seqBytes}`, '--end_fsync=1']);
   for (let pass = 0; pass < 3; pass++) {
@@ -145,7 +146,7 @@ async function fsLayer(): Promise<void> {
 
     fr.push(fio(['--name=seqr', `--filename=${fioFile}`, '--rw=read', '--bs=1M', `--size=${seqBytes}`]).bw);
     start = performance.now();
-    for (let at = 0; at < seqBytes; at += MiB) await opened.fs.read(fh, at, MiB);
+    for (let at = 0; at < seqBytes; at += MiB) await opened.fs.read(fh, at, MiB, readBuffer); // one buffer, as fio and the FUSE front end use
     r.push(seqBytes / MiB / ((performance.now() - start) / 1000));
 
     frr.push(fio(['--name=randr', `--filename=${fioFile}`, '--rw=randread', '--bs=4k', `--size=${seqBytes}`, `--runtime=${randomSeconds}`, '--time_based']).iops);
@@ -154,7 +155,7 @@ async function fsLayer(): Promise<void> {
     start = performance.now();
     const end = start + randomSeconds * 1000;
     while (performance.now() < end) {
-      for (let i = 0; i < 64; i++) await opened.fs.read(fh, Math.floor(Math.random() * blocks) * 4096, 4096);
+      for (let i = 0; i < 64; i++) await opened.fs.read(fh, Math.floor(Math.random() * blocks) * 4096, 4096, readBuffer);
       count += 64;
     }
     rr.push(count / ((performance.now() - start) / 1000));

@@ -102,7 +102,14 @@ function putAttr(attr: Attr, out: Float64Array, at = 0): void {
 export type FuseBackend = Pick<FileSystem,
   'lookup' | 'getattr' | 'setattr' | 'readlink' | 'mknod' | 'mkdir' | 'unlink' | 'rmdir' | 'symlink' | 'rename' | 'link' |
   'open' | 'create' | 'read' | 'write' | 'flush' | 'release' | 'fsync' | 'readdir' | 'statfs' |
-  'setxattr' | 'getxattr' | 'listxattr' | 'removexattr' | 'access' | 'remember' | 'forget'>;
+  'setxattr' | 'getxattr' | 'listxattr' | 'removexattr' | 'access' | 'remember' | 'forget'> & {
+  /**
+   * True when write() has copied `data` before it returns (not merely before
+   * its promise settles): it then gets the view of libfuse's buffer itself,
+   * no copy.  src/fs waits for the inode's lock first, so it does not.
+   */
+  readonly consumesWriteAtOnce?: boolean;
+};
 
 /** Directory handles remember who opened them: readdir checks nothing more. */
 interface DirHandle {
@@ -404,6 +411,7 @@ export class FuseMount {
         });
       }
       case Op.WRITE: {
+        if (fsys.consumesWriteAtOnce) return run(() => fsys.write(fh, a, data as Buffer), (count) => native.replyWrite(req, count));
         const { bytes, done: recycle } = this.copyPayload(data as Buffer);
         return run(() => fsys.write(fh, a, bytes).finally(recycle), (count) => native.replyWrite(req, count));
       }

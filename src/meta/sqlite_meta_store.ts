@@ -209,6 +209,8 @@ export class SqliteMetaStore implements MetaStore {
     sizeCalculation: (_value, key) => direntEntryBytes + key.length,
   });
   private readonly stmt;
+  /** One wrapper for every mutation (better-sqlite3 builds one per db.transaction() call). */
+  private readonly nested: (fn: () => unknown) => unknown;
 
   /** Open (creating when `create`) the metadata database in `dir`. */
   constructor(dir: string, options: { create: boolean }) {
@@ -236,6 +238,7 @@ export class SqliteMetaStore implements MetaStore {
       });
     }
     const db = this.db;
+    this.nested = db.transaction((fn: () => unknown) => fn());
     this.stmt = {
       getSetting: db.prepare('SELECT value FROM settings WHERE key = ?').pluck(),
       setSetting: db.prepare('INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)'),
@@ -366,7 +369,7 @@ export class SqliteMetaStore implements MetaStore {
     assert.ok(this.db.inTransaction, 'metadata transaction is not open');
     let result: T;
     try {
-      result = this.db.transaction(fn)(); // nested: a savepoint, rolled back if fn throws
+      result = this.nested(fn) as T; // a savepoint, rolled back if fn throws
     } catch (error) {
       this.inodes.clear();
       this.dirents.clear();
@@ -441,12 +444,13 @@ export class SqliteMetaStore implements MetaStore {
     return this.stmt.inodeCount.get() as number;
   }
 
+  /** Cached both ways: 0 in the cache means "no such entry" (a create looks a name up twice before adding it). */
   lookup(parent: Ino, name: string): Ino | undefined {
     const key = `${parent}/${name}`;
     const cached = this.dirents.get(key);
-    if (cached !== undefined) return cached as Ino;
+    if (cached !== undefined) return cached === 0 ? undefined : (cached as Ino);
     const ino = this.stmt.lookup.get(parent, name) as Ino | undefined;
-    if (ino !== undefined) this.dirents.set(key, ino);
+    this.dirents.set(key, ino ?? 0);
     return ino;
   }
 
@@ -458,7 +462,7 @@ export class SqliteMetaStore implements MetaStore {
   removeDirent(parent: Ino, name: string): void {
     const info = this.stmt.removeDirent.run(parent, name);
     assert.equal(info.changes, 1, `remove of missing entry ${name} in ${parent}`);
-    this.dirents.delete(`${parent}/${name}`);
+    this.dirents.set(`${parent}/${name}`, 0);
   }
 
   listDirents(parent: Ino, fromCookie: number, countMax: number): Dirent[] {
