@@ -21,6 +21,17 @@ const run = promisify(execFile);
 const MiB = 2 ** 20;
 const isRoot = process.getuid?.() === 0;
 
+/** `promise`'s value, or 'timeout' after `ms` (the timer does not outlive the race). */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), ms)));
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A mount point other users can reach (tap's scratch directories are 0700). */
 function openMountPoint(t: tap.Test): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tierfs-mnt-'));
@@ -148,8 +159,8 @@ t.test('a read its caller gives up on is answered EINTR at once', async (t) => {
   t.equal(reader.exitCode, null, 'the read hangs');
   const start = Date.now();
   reader.kill('SIGINT');
-  const done = await Promise.race([exited, new Promise((resolve) => setTimeout(() => resolve('still blocked'), 5000))]);
-  t.not(done, 'still blocked', 'Ctrl-C ends the read (a program with a SIGINT handler: the kernel sends INTERRUPT)');
+  const done = await within(exited, 5000);
+  t.not(done, 'timeout', 'Ctrl-C ends the read (a program with a SIGINT handler: the kernel sends INTERRUPT)');
   t.ok(Date.now() - start < 5000, `within ${Date.now() - start} ms`);
   t.equal(mount.inFlightCount, 0, 'the interrupted request got its answer');
 
@@ -160,7 +171,7 @@ t.test('a read its caller gives up on is answered EINTR at once', async (t) => {
   await new Promise((resolve) => setTimeout(resolve, 700));
   t.equal(cat.exitCode, null, 'cat hangs');
   cat.kill('SIGINT');
-  t.equal(await Promise.race([catExited, new Promise((resolve) => setTimeout(() => resolve('still blocked'), 5000))]), 'exited', 'Ctrl-C ends cat');
+  t.equal(await within(catExited, 5000), 'exited', 'Ctrl-C ends cat');
   for (const release of hung) release();
   await new Promise((resolve) => setTimeout(resolve, 100));
   t.equal(mount.inFlightCount, 0, 'nothing left in flight once the bucket answers');
@@ -257,8 +268,8 @@ t.test('a daemon killed mid-request: the writer gets an error, fusermount3 unmou
   while (!fs.existsSync(path.join(served.mount, 'stream')) || fs.statSync(path.join(served.mount, 'stream')).size < 8 * MiB)
     await new Promise((resolve) => setTimeout(resolve, 20));
   await served.kill();
-  const code = await Promise.race([writerDone, new Promise((resolve) => setTimeout(() => resolve('hung'), 10_000))]);
-  t.not(code, 'hung', 'the writer does not hang');
+  const code = await within(writerDone, 10_000);
+  t.not(code, 'timeout', 'the writer does not hang');
   t.not(code, 0, 'the writer sees an error');
   t.match(writerErr, /Transport endpoint is not connected|Software caused connection abort|No such device/, `dd: ${writerErr.trim()}`);
   const deadline = Date.now() + 10_000;
@@ -295,8 +306,7 @@ t.test('unmounted from outside: the daemon commits and exits 1 with one line', a
   fs.writeFileSync(path.join(served.mount, 'late'), 'written, not fsynced');
   const exited = new Promise<number | null>((resolve) => served.child.once('exit', (code) => resolve(code)));
   spawnSync('fusermount3', ['-u', '-z', served.mount]);
-  const code = await Promise.race([exited, new Promise((resolve) => setTimeout(() => resolve('still running'), 20_000))]);
-  t.equal(code, 1, 'exit 1');
+  t.equal(await within(exited, 20_000), 1, 'exit 1');
   t.match(served.stderr(), /tierfs: \S+ was unmounted from outside; committed and stopped/);
   const again = await serve(t, scratch);
   t.equal(fs.readFileSync(path.join(again.mount, 'late'), 'utf8'), 'written, not fsynced', 'what was written is there after a restart');
