@@ -111,18 +111,13 @@ export type FuseBackend = Pick<FileSystem,
   readonly consumesWriteAtOnce?: boolean;
 };
 
-/** Directory handles remember who opened them: readdir checks nothing more. */
-interface DirHandle {
-  ino: Ino;
-  credentials: Credentials;
-}
-
 export class FuseMount {
   readonly mountPoint: string;
   private session: Session | undefined;
   /** Requests not yet answered: req → op. */
   private readonly inFlight = new Map<number, number>();
-  private readonly dirHandles = new Map<number, DirHandle>();
+  /** Open directories: who opened them (readdir checks nothing more). */
+  private readonly dirHandles = new Map<number, Credentials>();
   private nextDirHandle = 1;
   private readonly attrOut = new Float64Array(A.COUNT);
   /** Buffers for write payloads and read replies, reused: no allocation (and no garbage) per 1 MiB request. */
@@ -426,7 +421,7 @@ export class FuseMount {
       case Op.OPENDIR:
         return run(() => fsys.readdir(ino, 0, 0, who), () => {
           const handle = this.nextDirHandle++;
-          this.dirHandles.set(handle, { ino, credentials: who });
+          this.dirHandles.set(handle, who);
           const result = native.replyOpen(req, handle, 0);
           if (result !== 0) this.dirHandles.delete(handle);
           return result;
@@ -444,7 +439,7 @@ export class FuseMount {
           return native.replyStatfs(req, v);
         });
       case Op.SETXATTR:
-        return run(() => fsys.setxattr(ino, name, Buffer.from(data as Buffer), a & (XATTR_CREATE | XATTR_REPLACE), who), done);
+        return run(() => fsys.setxattr(ino, name, Buffer.from((data as Buffer | undefined) ?? []), a & (XATTR_CREATE | XATTR_REPLACE), who), done);
       case Op.GETXATTR:
         return run(() => fsys.getxattr(ino, name, who), (value) => this.sized(req, value, a));
       case Op.LISTXATTR:
@@ -493,8 +488,8 @@ export class FuseMount {
 
   private readdir(req: number, op: number, ino: Ino, fh: number, sizeBytes: number, offset: number): void {
     const plus = op === Op.READDIRPLUS;
-    const handle = this.dirHandles.get(fh);
-    const who = handle?.credentials ?? { uid: 0, gid: 0, groups: [] };
+    const who = this.dirHandles.get(fh);
+    if (!who) return void this.answer(req, () => native.replyErr(req, E.EBADF));
     // fuse_add_direntry: 24 bytes + name, 8-aligned; the plus form adds a 128-byte entry.
     const countMax = Math.max(1, Math.floor(sizeBytes / (plus ? 160 : 32)));
     this.run(req, op, ino, async () => {

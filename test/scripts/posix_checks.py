@@ -121,6 +121,9 @@ check("an xattr value larger than the first buffer tried (ERANGE, then the right
 for i in range(60):
     os.setxattr(p("hard"), f"user.name{i:03d}", b"x")
 check("listxattr of more names than the first buffer holds", len(os.listxattr(p("hard"))) == 62)
+os.setxattr(p("hard"), "user.empty", b"")
+check("an empty xattr value", os.getxattr(p("hard"), "user.empty") == b"")
+os.removexattr(p("hard"), "user.empty")
 os.removexattr(p("hard"), "user.color")
 fails_with("getxattr of a removed xattr", errno.ENODATA, os.getxattr, p("hard"), "user.color")
 

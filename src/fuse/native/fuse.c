@@ -159,24 +159,66 @@ static void post(struct session *s, struct msg *m) { call_js(s, m); }
 static void fail_alloc(fuse_req_t req) { fuse_reply_err(req, ENOMEM); }
 
 /*
- * The caller's supplementary groups, for the permission checks of src/fs
- * (libfuse reads them from /proc).  Root callers skip it.
+ * Supplementary groups of recent callers, by thread id, for a second: libfuse
+ * reads them from /proc, which cost a third of a stat's time for callers who
+ * are not root.  A thread that changes its groups (setgroups) is seen with
+ * the old list for at most that long, and only by src/fs's own check: the
+ * kernel has already checked the request with the caller's real credentials
+ * (default_permissions).  One thread (the event loop) uses it: no lock.
+ */
+#define GROUP_CACHE_SLOTS 64
+#define GROUP_CACHE_GROUPS 32
+#define GROUP_CACHE_NS 1000000000ull
+static struct {
+  pid_t pid;
+  uid_t uid;
+  gid_t gid;
+  int count;
+  uint64_t at_ns;
+  gid_t groups[GROUP_CACHE_GROUPS];
+} group_cache[GROUP_CACHE_SLOTS];
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * The caller's supplementary groups, for the permission checks of src/fs.
+ * Root callers skip it.
  */
 static struct msg *with_groups(struct msg *m) {
   if (m->uid == 0) return m;
   gid_t small[64];
-  int n = fuse_req_getgroups(m->req, 64, small);
-  if (n < 0) return m; /* the process is gone or /proc unreadable: primary group only */
   gid_t *list = small;
   gid_t *big = NULL;
-  if (n > 64) {
-    if (n > GROUPS_MAX) n = GROUPS_MAX;
-    big = malloc(sizeof(gid_t) * (size_t)n);
-    if (!big) return m;
-    n = fuse_req_getgroups(m->req, n, big);
-    if (n < 0) { free(big); return m; }
-    if (n > GROUPS_MAX) n = GROUPS_MAX;
-    list = big;
+  int n;
+  uint64_t now = now_ns();
+  unsigned slot = (unsigned)m->pid % GROUP_CACHE_SLOTS;
+  if (group_cache[slot].pid == (pid_t)m->pid && group_cache[slot].uid == m->uid && group_cache[slot].gid == m->gid &&
+      now - group_cache[slot].at_ns < GROUP_CACHE_NS) {
+    n = group_cache[slot].count;
+    memcpy(small, group_cache[slot].groups, sizeof(gid_t) * (size_t)n);
+  } else {
+    n = fuse_req_getgroups(m->req, 64, small);
+    if (n < 0) return m; /* the process is gone or /proc unreadable: primary group only */
+    if (n > 64) {
+      if (n > GROUPS_MAX) n = GROUPS_MAX;
+      big = malloc(sizeof(gid_t) * (size_t)n);
+      if (!big) return m;
+      n = fuse_req_getgroups(m->req, n, big);
+      if (n < 0) { free(big); return m; }
+      if (n > GROUPS_MAX) n = GROUPS_MAX;
+      list = big;
+    } else if (n <= GROUP_CACHE_GROUPS) {
+      group_cache[slot].pid = (pid_t)m->pid;
+      group_cache[slot].uid = m->uid;
+      group_cache[slot].gid = m->gid;
+      group_cache[slot].count = n;
+      group_cache[slot].at_ns = now;
+      memcpy(group_cache[slot].groups, small, sizeof(gid_t) * (size_t)n);
+    }
   }
   /* Grow the message to hold the list; pointers into the old tail are rebased. */
   size_t tail_used = 0;
@@ -576,12 +618,6 @@ static void call_js(struct session *s, struct msg *m) {
 }
 
 /* ---- the session ---- */
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /*
  * Read and process the requests waiting, at most 64; returns how many.
