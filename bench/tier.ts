@@ -219,12 +219,13 @@ async function hotReadRows(ctx: BenchContext, server: ObjectServer): Promise<voi
   try {
     const hot = await writeWhole(opened, 'hot', hotBytes, 5);
     const fh = await opened.fs.open(hot, c.O_RDONLY, ROOT);
+    const readBuffer = Buffer.allocUnsafeSlow(MiB); // reused, as the FUSE front end does
     const readFor = async (): Promise<number> => {
       let bytes = 0;
       const end = performance.now() + seconds * 1000;
       const started = performance.now();
       while (performance.now() < end) {
-        await opened.fs.read(fh, bytes % hotBytes, MiB);
+        await opened.fs.read(fh, bytes % hotBytes, MiB, readBuffer);
         bytes += MiB;
       }
       return bytes / MiB / ((performance.now() - started) / 1000);
