@@ -72,8 +72,9 @@ export const constants = {
   /** FUSE: how long the kernel may cache names and attributes (tierfs is their only writer). */
   fuseAttrTimeoutS: 1,
   /**
-   * FUSE: after a request, the event loop keeps polling /dev/fuse this long
-   * instead of sleeping: a wake-up from epoll costs more than a request here.
+   * FUSE: after a request that came within 2 ms of the one before, the event
+   * loop keeps polling /dev/fuse this long instead of sleeping: a wake-up
+   * from epoll costs more than a request here.
    */
   fuseBusyPollUs: 200,
   /** FUSE: at unmount, how long to wait for the kernel to let go, then for requests in flight. */
