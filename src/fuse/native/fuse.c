@@ -875,15 +875,8 @@ static fuse_req_t get_req(napi_env env, napi_value v) {
   return (fuse_req_t)(uintptr_t)d;
 }
 
-static int get_attr(napi_env env, napi_value v, struct stat *st, double *generation) {
-  napi_typedarray_type type;
-  size_t length;
-  void *data;
-  if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok || type != napi_float64_array || length < A_COUNT) {
-    napi_throw_type_error(env, NULL, "expected an attribute array");
-    return 0;
-  }
-  const double *a = data;
+/* A stat from an attribute array (all but st_blksize, whose slot readdirplus reuses). */
+static void attr_from(const double *a, struct stat *st) {
   memset(st, 0, sizeof *st);
   st->st_ino = (ino_t)a[A_INO];
   st->st_mode = (mode_t)a[A_MODE];
@@ -893,13 +886,25 @@ static int get_attr(napi_env env, napi_value v, struct stat *st, double *generat
   st->st_rdev = (dev_t)a[A_RDEV];
   st->st_size = (off_t)a[A_SIZE];
   st->st_blocks = (blkcnt_t)a[A_BLOCKS];
-  st->st_blksize = (blksize_t)a[A_BLKSIZE];
   st->st_atim.tv_sec = (time_t)a[A_ATIME_S];
   st->st_atim.tv_nsec = (long)a[A_ATIME_NS];
   st->st_mtim.tv_sec = (time_t)a[A_MTIME_S];
   st->st_mtim.tv_nsec = (long)a[A_MTIME_NS];
   st->st_ctim.tv_sec = (time_t)a[A_CTIME_S];
   st->st_ctim.tv_nsec = (long)a[A_CTIME_NS];
+}
+
+static int get_attr(napi_env env, napi_value v, struct stat *st, double *generation) {
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok || type != napi_float64_array || length < A_COUNT) {
+    napi_throw_type_error(env, NULL, "expected an attribute array");
+    return 0;
+  }
+  const double *a = data;
+  attr_from(a, st);
+  st->st_blksize = (blksize_t)a[A_BLKSIZE];
   if (generation) *generation = a[A_GENERATION];
   return 1;
 }
@@ -987,14 +992,19 @@ static napi_value js_reply_open(napi_env env, napi_callback_info info) {
   return result(env, fuse_reply_open(req, &fi));
 }
 
-static napi_value js_reply_write(napi_env env, napi_callback_info info) {
+/* replyWrite(req, count) and replyXattrSize(req, size): a request and a byte count. */
+static napi_value reply_count(napi_env env, napi_callback_info info, int (*reply)(fuse_req_t, size_t)) {
   napi_value argv[2];
   if (!get_args(env, info, 2, argv)) return NULL;
   fuse_req_t req = get_req(env, argv[0]);
   double count;
   if (!req || napi_get_value_double(env, argv[1], &count) != napi_ok) return NULL;
-  return result(env, fuse_reply_write(req, (size_t)count));
+  return result(env, reply(req, (size_t)count));
 }
+
+static napi_value js_reply_write(napi_env env, napi_callback_info info) { return reply_count(env, info, fuse_reply_write); }
+
+static napi_value js_reply_xattr_size(napi_env env, napi_callback_info info) { return reply_count(env, info, fuse_reply_xattr); }
 
 /* replyBuf(req, buffer | undefined) */
 static napi_value js_reply_buf(napi_env env, napi_callback_info info) {
@@ -1021,15 +1031,6 @@ static napi_value js_reply_readlink(napi_env env, napi_callback_info info) {
   size_t len;
   if (!req || napi_get_value_string_utf8(env, argv[1], target, sizeof target, &len) != napi_ok) return NULL;
   return result(env, fuse_reply_readlink(req, target));
-}
-
-static napi_value js_reply_xattr_size(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  if (!get_args(env, info, 2, argv)) return NULL;
-  fuse_req_t req = get_req(env, argv[0]);
-  double size;
-  if (!req || napi_get_value_double(env, argv[1], &size) != napi_ok) return NULL;
-  return result(env, fuse_reply_xattr(req, (size_t)size));
 }
 
 /* replyStatfs(req, Float64Array [bsize, frsize, blocks, bfree, bavail, files, ffree, favail, namemax]) */
@@ -1106,21 +1107,8 @@ static napi_value js_reply_dirents(napi_env env, napi_callback_info info) {
     if (plus) {
       struct fuse_entry_param e;
       memset(&e, 0, sizeof e);
-      e.attr.st_ino = (ino_t)m[A_INO];
-      e.attr.st_mode = (mode_t)m[A_MODE];
-      e.attr.st_nlink = (nlink_t)m[A_NLINK];
-      e.attr.st_uid = (uid_t)m[A_UID];
-      e.attr.st_gid = (gid_t)m[A_GID];
-      e.attr.st_rdev = (dev_t)m[A_RDEV];
-      e.attr.st_size = (off_t)m[A_SIZE];
-      e.attr.st_blocks = (blkcnt_t)m[A_BLOCKS];
+      attr_from(m, &e.attr);
       e.attr.st_blksize = 4096;
-      e.attr.st_atim.tv_sec = (time_t)m[A_ATIME_S];
-      e.attr.st_atim.tv_nsec = (long)m[A_ATIME_NS];
-      e.attr.st_mtim.tv_sec = (time_t)m[A_MTIME_S];
-      e.attr.st_mtim.tv_nsec = (long)m[A_MTIME_NS];
-      e.attr.st_ctim.tv_sec = (time_t)m[A_CTIME_S];
-      e.attr.st_ctim.tv_nsec = (long)m[A_CTIME_NS];
       e.generation = (uint64_t)m[A_GENERATION];
       /* "." and "..": the kernel takes no reference, so no inode is given (ino 0) */
       int dots = strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
