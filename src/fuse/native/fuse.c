@@ -39,6 +39,7 @@
 #define FUSE_USE_VERSION FUSE_MAKE_VERSION(3, 12)
 #include <errno.h>
 #include <fuse_lowlevel.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <node_api.h>
 #include <pthread.h>
@@ -723,6 +724,53 @@ static int get_named_u32(napi_env env, napi_value obj, const char *name, uint32_
   return 1;
 }
 
+/*
+ * auto_unmount: fusermount3 stays behind, holding one end of a socket whose
+ * other end libfuse leaves open in this process, and unmounts when it reads
+ * EOF — but only if opening the mount point then answers ENOTCONN.  At exit
+ * the kernel releases a process's files from the highest descriptor down;
+ * libfuse's socket came out above /dev/fuse, so fusermount3 could wake
+ * before the connection was aborted, get ECONNABORTED from its probe and
+ * leave a dead mount (seen under load).  The socket is moved below
+ * /dev/fuse (onto a descriptor reserved before the mount), and made
+ * close-on-exec so no child of ours holds it open after we die.
+ */
+struct fd_set_big {
+  unsigned char bits[65536 / 8];
+};
+
+static struct fd_set_big *open_fds(void) {
+  struct fd_set_big *set = calloc(1, sizeof *set);
+  DIR *dir = set ? opendir("/proc/self/fd") : NULL;
+  if (!dir) return set;
+  struct dirent *entry;
+  while ((entry = readdir(dir)) != NULL) {
+    int n = atoi(entry->d_name);
+    if (n >= 0 && n < 65536) set->bits[n / 8] |= (unsigned char)(1u << (n % 8));
+  }
+  closedir(dir);
+  return set;
+}
+
+static void settle_watchdog_socket(struct fd_set_big *before, int reserved, int fuse_fd) {
+  struct fd_set_big *after = before ? open_fds() : NULL;
+  int sock = -1;
+  for (int n = 0; after && n < 65536; n++) {
+    int was = (before->bits[n / 8] >> (n % 8)) & 1;
+    int is = (after->bits[n / 8] >> (n % 8)) & 1;
+    struct stat st;
+    if (is && !was && n != fuse_fd && n != reserved && fstat(n, &st) == 0 && S_ISSOCK(st.st_mode)) sock = n;
+  }
+  if (sock >= 0 && reserved >= 0 && reserved < fuse_fd && dup3(sock, reserved, O_CLOEXEC) == reserved) {
+    close(sock);
+  } else {
+    if (sock >= 0) fcntl(sock, F_SETFD, FD_CLOEXEC);
+    if (reserved >= 0) close(reserved);
+  }
+  free(before);
+  free(after);
+}
+
 static void free_session(struct session *s) {
   free(s->buf.mem);
   free(s->mountpoint);
@@ -779,13 +827,18 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     free_session(s);
     return throw_message(env, "EINVAL", why[0] ? why : "fuse_session_new failed");
   }
+  struct fd_set_big *before = open_fds();
+  int reserved = open("/dev/null", O_RDONLY | O_CLOEXEC); /* a number below any the mount opens */
   if (fuse_session_mount(s->se, mountpoint) != 0) {
     take_last_log(why, sizeof why);
+    if (reserved >= 0) close(reserved);
+    free(before);
     fuse_session_destroy(s->se);
     free_session(s);
     return throw_message(env, "EMOUNT", why[0] ? why : "mount failed");
   }
   int fd = fuse_session_fd(s->se);
+  settle_watchdog_socket(before, reserved, fd);
   uv_loop_t *loop;
   napi_value name;
   napi_create_string_utf8(env, "tierfs-fuse", NAPI_AUTO_LENGTH, &name);
