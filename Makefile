@@ -43,7 +43,7 @@ deps: apt-deps node_modules/.installed
 
 # npm ci builds both native addons (package.json's install script); a changed C file rebuilds them.
 NATIVE_ADDONS := src/device/native/build/Release/tierfs_device.node src/fuse/native/build/Release/tierfs_fuse.node
-$(NATIVE_ADDONS) &: $(wildcard src/*/native/*.c src/*/native/binding.gyp) | node_modules/.installed
+$(NATIVE_ADDONS) &: $(wildcard src/*/native/*.c src/*/native/binding.gyp src/native/*.h) | node_modules/.installed
 	npm run install --silent
 	@touch $(NATIVE_ADDONS)
 

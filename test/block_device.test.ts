@@ -60,3 +60,9 @@ t.test('a mounted disk is refused, even with --force', async (t) => {
   t.equal(await code(formatFlashPath(device, path.join(dir, 'meta'), { force: true })), 'BUSY');
   t.ok(fs.existsSync(path.join(mountPoint, 'lost+found')), 'the ext4 file system is untouched');
 });
+
+t.test('the device addon reports a failed system call as code + errno + one-line message', async (t) => {
+  const { native } = await import('../src/native');
+  t.throws(() => native.punchHole(987654, 0, 4096), { code: 'EBADF', errno: 9, message: 'fallocate: Bad file descriptor' });
+  t.throws(() => (native.crc32c as unknown as () => number)(), { message: 'wrong number of arguments' });
+});

@@ -2,8 +2,18 @@
   "targets": [
     {
       "target_name": "tierfs_device",
-      "sources": ["device.c"],
-      "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
+      "sources": [
+        "device.c"
+      ],
+      "cflags": [
+        "-O2",
+        "-Wall",
+        "-Wextra",
+        "-std=gnu11"
+      ],
+      "include_dirs": [
+        "../../native"
+      ]
     }
   ]
 }

@@ -25,6 +25,7 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <node_api.h>
+#include "napi_helpers.h"
 #include <stdint.h>
 #include <sys/mman.h>
 #include <stdlib.h>
@@ -41,25 +42,14 @@
 #define ALIGNMENT_BYTES 4096
 
 static napi_value throw_errno(napi_env env, int err, const char *syscall) {
-  napi_value code, msg, error, errnum;
   char text[160];
   snprintf(text, sizeof(text), "%s: %s", syscall, strerror(err));
-  napi_create_string_utf8(env, strerrorname_np(err) ? strerrorname_np(err) : "EIO", NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
-  napi_create_error(env, code, msg, &error);
-  napi_create_int32(env, err, &errnum);
-  napi_set_named_property(env, error, "errno", errnum);
+  napi_value error = coded_error(env, strerrorname_np(err) ? strerrorname_np(err) : "EIO", text);
+  napi_value errnum;
+  if (!error) return NULL;
+  if (napi_create_int32(env, err, &errnum) == napi_ok) napi_set_named_property(env, error, "errno", errnum);
   napi_throw(env, error);
   return NULL;
-}
-
-static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != want) {
-    napi_throw_type_error(env, NULL, "wrong number of arguments");
-    return 0;
-  }
-  return 1;
 }
 
 static int get_i64(napi_env env, napi_value v, int64_t *out) {

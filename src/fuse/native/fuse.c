@@ -42,6 +42,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <node_api.h>
+#include "napi_helpers.h"
 #include <pthread.h>
 #include <time.h>
 #include <uv.h>
@@ -698,21 +699,9 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
 }
 
 static napi_value throw_message(napi_env env, const char *code, const char *text) {
-  napi_value c, msg, error;
-  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &c);
-  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
-  napi_create_error(env, c, msg, &error);
-  napi_throw(env, error);
+  napi_value error = coded_error(env, code, text);
+  if (error) napi_throw(env, error);
   return NULL;
-}
-
-static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != want) {
-    napi_throw_type_error(env, NULL, "wrong number of arguments");
-    return 0;
-  }
-  return 1;
 }
 
 static int get_named_u32(napi_env env, napi_value obj, const char *name, uint32_t *out) {
@@ -985,14 +974,20 @@ static napi_value js_reply_err(napi_env env, napi_callback_info info) {
   return result(env, fuse_reply_err(req, err));
 }
 
+/* The arguments replyEntry and replyCreate begin with: req, attr, entryTimeout, attrTimeout. */
+static fuse_req_t get_req_entry(napi_env env, napi_callback_info info, size_t argc, napi_value *argv, struct fuse_entry_param *e) {
+  if (!get_args(env, info, argc, argv)) return NULL;
+  fuse_req_t req = get_req(env, argv[0]);
+  if (!req || !get_entry(env, argv[1], argv[2], argv[3], e)) return NULL;
+  return req;
+}
+
 /* replyEntry(req, attr, entryTimeout, attrTimeout) */
 static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
   napi_value argv[4];
-  if (!get_args(env, info, 4, argv)) return NULL;
-  fuse_req_t req = get_req(env, argv[0]);
   struct fuse_entry_param e;
-  if (!req || !get_entry(env, argv[1], argv[2], argv[3], &e)) return NULL;
-  return result(env, fuse_reply_entry(req, &e));
+  fuse_req_t req = get_req_entry(env, info, 4, argv, &e);
+  return req ? result(env, fuse_reply_entry(req, &e)) : NULL;
 }
 
 static void open_bits(struct fuse_file_info *fi, uint32_t bits) {
@@ -1005,10 +1000,9 @@ static void open_bits(struct fuse_file_info *fi, uint32_t bits) {
 /* replyCreate(req, attr, entryTimeout, attrTimeout, fh, bits) */
 static napi_value js_reply_create(napi_env env, napi_callback_info info) {
   napi_value argv[6];
-  if (!get_args(env, info, 6, argv)) return NULL;
-  fuse_req_t req = get_req(env, argv[0]);
   struct fuse_entry_param e;
-  if (!req || !get_entry(env, argv[1], argv[2], argv[3], &e)) return NULL;
+  fuse_req_t req = get_req_entry(env, info, 6, argv, &e);
+  if (!req) return NULL;
   struct fuse_file_info fi;
   memset(&fi, 0, sizeof fi);
   double fh;
