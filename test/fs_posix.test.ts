@@ -36,6 +36,24 @@ t.test('permissions follow the mode bits for non-root callers', async (t) => {
   t.equal(await code(fs.access(created.attr.ino, 6, alice)), 'ok');
 });
 
+t.test('a size change through a handle open for writing needs no write permission (ftruncate of a mode-0 file)', async (t) => {
+  const { fs } = await openScratch(t, await formatScratch(t));
+  const home = await fs.mkdir(ROOT_INO, 'home', 0o777, ROOT);
+  const { attr, fh } = await fs.create(home.ino, 'mode0', 0, c.O_RDWR, alice);
+  t.equal(attr.mode & 0o7777, 0);
+  t.equal(await code(fs.setattr(attr.ino, { sizeBytes: 4096 }, alice)), 'ACCESS', 'by name (truncate): the mode decides');
+  t.equal((await fs.setattr(attr.ino, { sizeBytes: 4096 }, alice, fh)).sizeBytes, 4096, 'through the descriptor that created it (ftruncate)');
+  await fs.write(fh, 4090, Buffer.from('abcdef'));
+  t.equal((await fs.setattr(attr.ino, { sizeBytes: 4092 }, alice, fh)).sizeBytes, 4092);
+  t.same(await fs.read(fh, 4088, 16), Buffer.from('\0\0ab'), 'the cut is where ftruncate put it');
+  const other = await fs.create(home.ino, 'other', 0o666, c.O_RDWR, alice);
+  t.equal(await code(fs.setattr(attr.ino, { sizeBytes: 0 }, alice, other.fh)), 'ACCESS', "another file's handle grants nothing");
+  await fs.setattr(attr.ino, { mode: 0o444 }, ROOT);
+  const readOnly = await fs.open(attr.ino, c.O_RDONLY, ROOT);
+  t.equal(await code(fs.setattr(attr.ino, { sizeBytes: 0 }, alice, readOnly)), 'ACCESS', 'a handle open only for reading grants nothing');
+  await Promise.all([fs.release(fh), fs.release(other.fh), fs.release(readOnly)]);
+});
+
 t.test('chown clears setuid and setgid; setgid directories pass on their group', async (t) => {
   const { fs } = await openScratch(t, await formatScratch(t));
   const f = await fs.create(ROOT_INO, 'prog', 0o6755, c.O_RDWR, ROOT);

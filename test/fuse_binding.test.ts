@@ -90,6 +90,8 @@ t.test('callers who are not root get the answers ext4 gives', { skip: !isRoot &&
   t.equal(result('A gives its file to B'), 'EPERM', 'only root gives files away');
   t.equal(result('A opens a group-only file through a supplementary group'), 'ok', 'supplementary groups reach the file system');
   t.equal(result("B creates in A's 0755 directory"), 'EACCES');
+  t.same(result('A creates a mode-0 file and ftruncates it through that descriptor'), [100, '0o0'], 'ftruncate takes its permission from the descriptor');
+  t.equal(result('A truncates the mode-0 file by name'), 'EACCES', 'truncate by name still checks the mode');
   t.equal(await served.stop(), 0);
 });
 

@@ -350,7 +350,14 @@ export class FileSystem {
     return attr;
   }
 
-  async setattr(ino: Ino, change: SetAttr, credentials: Credentials): Promise<Attr> {
+  /**
+   * Change attributes.  `fh`: the open handle the change comes through
+   * (ftruncate, futimens): a size change through a handle open for writing
+   * needs no write permission on the file, as on ext4 — the permission was
+   * granted at open (a file created with mode 0 can be truncated through the
+   * descriptor that created it).
+   */
+  async setattr(ino: Ino, change: SetAttr, credentials: Credentials, fh?: number): Promise<Attr> {
     const owner = (inode: Inode) => credentials.uid === 0 || credentials.uid === inode.uid;
     const check = this.inode(ino);
     if (change.sizeBytes !== undefined) {
@@ -358,7 +365,9 @@ export class FileSystem {
       if ((check.mode & S_IFMT) !== S_IFREG) fail('INVALID', 'can only truncate regular files');
       if (change.sizeBytes < 0) fail('INVALID', 'negative size');
       if (change.sizeBytes > constants.fileSizeBytesMax) fail('FILE_TOO_BIG', 'size beyond the largest file');
-      this.require(check, W_OK, credentials);
+      const through = fh === undefined ? undefined : this.handles.get(fh);
+      const openForWriting = through !== undefined && through.ino === ino && (through.flags & O_ACCMODE) !== O_RDONLY;
+      if (!openForWriting) this.require(check, W_OK, credentials);
     }
     if (change.mode !== undefined && !owner(check)) {
       // Clearing set-ID bits is what the kernel asks for when someone who may write the file

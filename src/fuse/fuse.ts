@@ -363,7 +363,7 @@ export class FuseMount {
       case Op.GETATTR:
         return run(() => fsys.getattr(ino), (attr) => this.attr(req, attr));
       case Op.SETATTR:
-        return run(() => fsys.setattr(ino, setAttrOf(a, data as Float64Array), who), (attr) => this.attr(req, attr));
+        return run(() => fsys.setattr(ino, setAttrOf(a, data as Float64Array), who, b ? fh : undefined), (attr) => this.attr(req, attr));
       case Op.READLINK:
         return run(() => fsys.readlink(ino), (target) => native.replyReadlink(req, target));
       case Op.MKNOD:

@@ -146,6 +146,21 @@ step("B opens it", B, lambda: os.close(os.open(p("grp"), os.O_RDWR)))
 step("root opens it whatever the mode", ROOT, lambda: os.close(os.open(p("grp"), os.O_RDWR)))
 step("access(W_OK) for A and B", ROOT, lambda: [as_user(A, lambda: os.access(p("grp"), os.W_OK)), as_user(B, lambda: os.access(p("grp"), os.W_OK))])
 
+def create_mode_0_and_ftruncate():
+    fd = os.open(p("da", "mode0"), os.O_CREAT | os.O_RDWR, 0)
+    try:
+        os.ftruncate(fd, 8192)
+        os.pwrite(fd, b"tail", 8188)
+        os.ftruncate(fd, 100)
+        return [os.fstat(fd).st_size, oct(stat.S_IMODE(os.fstat(fd).st_mode))]
+    finally:
+        os.close(fd)
+
+
+step("A creates a mode-0 file and ftruncates it through that descriptor", A, create_mode_0_and_ftruncate)
+step("A truncates the mode-0 file by name", A, lambda: os.truncate(p("da", "mode0"), 0))
+step("the mode-0 file keeps its size", ROOT, lambda: os.stat(p("da", "mode0")).st_size)
+
 os.close(os.open(p("rootfile"), os.O_CREAT | os.O_WRONLY, 0o644))
 step("A truncates root's 0644 file", A, lambda: os.truncate(p("rootfile"), 0))
 step("A writes root's 0644 file", A, write_some(p("rootfile")))
