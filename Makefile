@@ -62,7 +62,9 @@ run: build
 	@test -e var/meta/tierfs.db || $(TIERFS) format --flash var/flash --size 4G --meta var/meta --target $(OBJECTS)
 	$(TIERFS) serve --flash var/flash --meta var/meta --mount mnt --target $(OBJECTS) --admin-socket var/admin.sock
 
+# test/ is type-checked too (tap runs it through ts-node, which does not stop at type errors).
 test: build test-apt-deps
+	npx tsc -p test/tsconfig.json
 	TIERFS_LOG=$${TIERFS_LOG:-warn} npx tap
 
 bench-deps:

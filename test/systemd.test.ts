@@ -2,6 +2,7 @@
 // (it exits 0 even on warnings, so any output fails the test), checked in a
 // scratch root that has systemd's own units and a tierfs executable.
 import t from 'tap';
+import type { Test } from 'tap';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,7 +13,7 @@ const unitDir = path.join(repoRoot, 'systemd');
 const units = fs.readdirSync(unitDir).filter((name) => /\.(service|timer)$/.test(name));
 const have = spawnSync('systemd-analyze', ['--version']).status === 0 && fs.existsSync('/usr/lib/systemd/system/sysinit.target');
 
-function verify(t: Parameters<Parameters<typeof t.test>[1]>[0], edit?: (name: string, text: string) => string) {
+function verify(t: Test, edit?: (name: string, text: string) => string) {
   const root = scratchDir(t);
   fs.mkdirSync(path.join(root, 'usr', 'local', 'bin'), { recursive: true });
   fs.writeFileSync(path.join(root, 'usr', 'local', 'bin', 'tierfs'), '#!/bin/sh\n', { mode: 0o755 });

@@ -28,9 +28,6 @@ export const SetAttrBit = {
   ATIME_NOW: 1 << 7, MTIME_NOW: 1 << 8,
 } as const;
 
-/** Bits of replyOpen/replyCreate. */
-export const OpenBit = { DIRECT_IO: 1, KEEP_CACHE: 2, NONSEEKABLE: 4, CACHE_READDIR: 8 } as const;
-
 /**
  * One request as the loop thread queued it.  `req` identifies it until its
  * one reply; the meaning of ino, fh and a–d depends on the op (fuse.c).

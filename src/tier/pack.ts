@@ -41,10 +41,6 @@ export function newPackId(): PackId {
   return randomBytes(16).toString('hex') as PackId;
 }
 
-export function isPackId(text: string): text is PackId {
-  return /^[0-9a-f]{32}$/.test(text);
-}
-
 /** `<fs-uuid>/packs/<2 hex>/<pack-id>`: spread over key prefixes (per-prefix request rates of S3). */
 export function packKey(fsUuid: string, packId: PackId): string {
   return `${fsUuid}/packs/${packId.slice(0, 2)}/${packId}`;
