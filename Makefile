@@ -60,6 +60,8 @@ OBJECTS := file://$(CURDIR)/var/objects
 run: build
 	@mkdir -p var/objects
 	@test -e var/meta/tierfs.db || $(TIERFS) format --flash var/flash --size 4G --meta var/meta --target $(OBJECTS)
+	@echo "From another shell: export PATH=$(CURDIR)/bin:\$$PATH TIERFS_SOCKET=$(CURDIR)/var/admin.sock; then tierfs status, tierfs --help"
+	@echo "(bash completion: source $(CURDIR)/bin/completion.bash)"
 	$(TIERFS) serve --flash var/flash --meta var/meta --mount mnt --target $(OBJECTS) --admin-socket var/admin.sock
 
 # test/ is type-checked too (tap runs it through ts-node, which does not stop at type errors).

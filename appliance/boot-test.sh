@@ -42,7 +42,7 @@ wait "$qemu_pid" 2>/dev/null || true
 qemu_pid=
 elapsed=$(( $(date +%s) - started ))
 results=$(tr -d '\r' < "$work/results.log" 2>/dev/null || true)
-expected="firstboot-formatted-nvme tierfsd-ready write destage release read-from-object-tier recall status tierfsd-ready-after-reboot data-kept-across-reboot firstboot-ran-once watchdog-restarts-hung-daemon ready-after-watchdog data-after-watchdog"
+expected="firstboot-formatted-nvme tierfsd-ready write destage release read-from-object-tier recall bash-completion status tierfsd-ready-after-reboot data-kept-across-reboot firstboot-ran-once watchdog-restarts-hung-daemon ready-after-watchdog data-after-watchdog"
 missing=""; failed=""; passed=0; total=0
 for name in $expected; do
   total=$((total + 1))

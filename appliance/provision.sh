@@ -13,6 +13,7 @@ cat > /usr/local/bin/tierfs <<'WRAPPER'
 exec /opt/tierfs/node/bin/node /opt/tierfs/bin/tierfs.js "$@"
 WRAPPER
 chmod 755 /usr/local/bin/tierfs
+install -D -m 644 /opt/tierfs/bin/completion.bash /usr/share/bash-completion/completions/tierfs
 install -m 644 /opt/tierfs/systemd/*.service /opt/tierfs/systemd/*.timer /etc/systemd/system/
 mkdir -p /etc/tierfs /mnt/tierfs
 chmod 755 /etc/tierfs

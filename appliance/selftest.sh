@@ -35,6 +35,7 @@ if [ ! -e $state/phase1 ]; then
   check release sh -c "tierfs release $file && test \"\$(tierfs stat $file --json | sed -n 's/^  \"flashBytes\": \([0-9]*\).*/\1/p')\" = 0"
   check read-from-object-tier sh -c "echo 3 > /proc/sys/vm/drop_caches && test \"\$(sha256sum $file | cut -d' ' -f1)\" = \"\$(cat $state/sum)\""
   check recall sh -c "tierfs recall $file --wait && test \"\$(tierfs stat $file --json | sed -n 's/^  \"flashBytes\": \([0-9]*\).*/\1/p')\" = 8388608"
+  check bash-completion bash -c 'source /usr/share/bash-completion/completions/tierfs && COMP_WORDS=(tierfs policy a) && COMP_CWORD=2 && _tierfs && test "${COMPREPLY[*]}" = add'
   check status sh -c 'tierfs status | grep "target     default: file:///var/lib/tierfs/objects: reachable"'
   touch $state/phase1
   sync

@@ -231,6 +231,48 @@ async function fuseLayer(): Promise<void> {
   }
 }
 
+/**
+ * Start-up of the tierfs command: `--help`, and `status` and `stat` against a
+ * running daemon, each against `node -e 0` timed in the same loop (medians of
+ * cliRunCount runs, interleaved so that a noisy moment hits both).
+ */
+async function cliStartup(): Promise<void> {
+  const runCount = Number(process.env.BENCH_CLI_RUNS ?? 15);
+  console.error(`CLI start-up: ${runCount} runs each`);
+  const target = await freshTierfs('cli', 64 * MiB);
+  const mount = path.join(work, 'cli-mnt');
+  const socket = path.join(work, 'cli-admin.sock');
+  const tierfs = await startChild(tierfsArgs(target.flash, target.meta, mount, ['--admin-socket', socket]), 'info serving', mount);
+  try {
+    fs.writeFileSync(path.join(mount, 'f'), 'x'.repeat(10_000));
+    const bin = path.join(repoRoot, 'bin', 'tierfs.js');
+    const commands: [string, string[]][] = [
+      ['node -e 0', ['-e', '0']],
+      ['tierfs --help', [bin, '--help']],
+      ['tierfs status', [bin, 'status', '--socket', socket]],
+      ['tierfs stat FILE', [bin, 'stat', path.join(mount, 'f'), '--socket', socket]],
+    ];
+    const times = new Map<string, number[]>(commands.map(([name]) => [name, []]));
+    for (let i = 0; i < runCount; i++) {
+      for (const [name, args] of commands) {
+        const startedMs = performance.now();
+        const r = spawnSync(process.execPath, args, { encoding: 'utf8' });
+        if (r.status !== 0) throw new Error(`${name}: ${r.stderr}`);
+        times.get(name)!.push(performance.now() - startedMs);
+      }
+    }
+    const node = median(times.get('node -e 0')!);
+    for (const [name] of commands.slice(1)) {
+      const ours = median(times.get(name)!);
+      rows.push({ name: `${name} start-up vs node -e 0`, ours, base: node, unit: 'ms', target: '<= +150 ms', pass: ours - node <= 150 });
+      console.error(`  ${name}: ${ours.toFixed(0)} ms vs node -e 0 ${node.toFixed(0)} ms (+${(ours - node).toFixed(0)} ms)`);
+    }
+  } finally {
+    await tierfs.stop();
+    fs.rmSync(path.dirname(target.flash), { recursive: true, force: true });
+  }
+}
+
 /** Peak RSS of `tierfs serve` after many files and many bytes. */
 async function memory(): Promise<void> {
   console.error(`RSS: ${rssFileCount} files and ${rssBytes / GiB} GiB written`);
@@ -265,6 +307,7 @@ async function main(): Promise<void> {
   if (!only || only.includes('fs')) await fsLayer();
   if (!only || only.includes('fuse')) await fuseLayer();
   if (!only || only.includes('rss')) await memory();
+  if (!only || only.includes('cli')) await cliStartup();
   if (!only || only.includes('tier'))
     await tierLayer({
       work,
@@ -283,7 +326,7 @@ async function main(): Promise<void> {
     });
   const lines = ['| measurement | tierfs | baseline | unit | ratio | target | |', '| --- | ---: | ---: | --- | ---: | --- | --- |'];
   for (const row of rows) {
-    const ratio = row.unit === 'MiB' ? '' : (row.ours / row.base).toFixed(2);
+    const ratio = row.unit === 'MiB' ? '' : row.unit === 'ms' ? `+${(row.ours - row.base).toFixed(0)} ms` : (row.ours / row.base).toFixed(2);
     lines.push(`| ${row.name} | ${row.ours.toFixed(1)} | ${row.base.toFixed(1)} | ${row.unit} | ${ratio} | ${row.target} | ${row.pass ? 'ok' : 'MISSED'} |`);
   }
   console.log(`\ntierfs bench, medians of ${repeats} runs, ${new Date().toISOString()}\n`);

@@ -117,3 +117,46 @@ t.test('sizes', async (t) => {
   t.throws(() => parseSize('4X', 's'), { code: 'USAGE' });
   t.throws(() => parseSize('9999999999T', 's'), { code: 'USAGE' });
 });
+
+t.test('bash completion: every command, subcommand and flag of the help, and nothing the commands refuse', async (t) => {
+  const script = path.join(__dirname, '..', 'bin', 'completion.bash');
+  /** What bash completes for the words typed so far (the last one may be partial). */
+  const complete = (...words: string[]): string[] => {
+    const quoted = words.map((w) => `'${w}'`).join(' ');
+    const r = spawnSync('bash', ['-c', `source '${script}'; COMP_WORDS=(tierfs ${quoted}); COMP_CWORD=${words.length}; _tierfs; printf '%s\\n' "\${COMPREPLY[@]}"`], { encoding: 'utf8' });
+    t.equal(r.status, 0, r.stderr);
+    return r.stdout.split('\n').filter((w) => w !== '').sort();
+  };
+  /** The flags of a help text: those of its usage lines and of its option list (not of its prose or examples). */
+  const flagsOf = (help: string) => {
+    const usage = help.split('\n\n')[0];
+    const options = help.split('\n').flatMap((line) => /^\s+(--[a-z][a-z-]+)/.exec(line)?.[1] ?? []);
+    const socket = /admin socket: --socket PATH/.test(help) ? ['--socket'] : [];
+    return [...new Set([...(usage.match(/--[a-z][a-z-]+/g) ?? []), ...options, ...socket])].filter((f) => f !== '--help').sort();
+  };
+  const mainHelp = (await cli('--help')).out;
+  const helpCommands = [...mainHelp.matchAll(/^ {2}([a-z]+) {2,}/gm)].map((m) => m[1]);
+  const commands = complete('').filter((w) => w !== '--help');
+  t.same(commands, [...helpCommands, 'unpin'].sort(), 'the commands of tierfs --help (and unpin, which pin --help names)');
+  t.same(complete('pol'), ['policy']);
+  for (const command of commands) {
+    const help = (await cli(command, '--help')).out;
+    t.match(help, /Usage: tierfs/, `${command} --help`);
+    const subcommands = complete(command, '').filter((w) => w !== '--help');
+    const completed = new Set<string>();
+    for (const sub of subcommands.length > 0 ? subcommands : [undefined]) {
+      const words = sub === undefined ? [command] : [command, sub];
+      const flags = complete(...words, '--').filter((w) => w !== '--help');
+      flags.forEach((f) => completed.add(f));
+      if (['format', 'serve', 'firstboot'].includes(command)) continue; // these act on the machine: checked against their help only
+      for (const flag of flags) {
+        // Against a socket nobody serves: the command parses and checks its options, then fails to connect.
+        let r = await cli(...words, flag, '--socket', '/nonexistent/admin.sock');
+        if (/argument missing/.test(r.err)) r = await cli(...words, flag, '1', '--socket', '/nonexistent/admin.sock');
+        t.notMatch(r.err, /Unknown option|does not apply/, `tierfs ${words.join(' ')} ${flag} is accepted`);
+      }
+    }
+    t.same([...completed].sort(), flagsOf(help), `${command}: the flags of its help, no more, no fewer`);
+  }
+  t.same(complete('policy', 'add', '--mode', ''), ['all', 'auto', 'never', 'pin'], 'values of --mode');
+});

@@ -5,7 +5,7 @@
  * --json; each error is one line (see main.ts for exit codes).
  */
 import { TierfsError } from '../errors';
-import { parseDuration, policyModes } from '../tier/tier';
+import { parseDuration, policyModes } from '../tier/policy';
 import { parseOptions, parseSize, required } from './args';
 import { formatBytes, mountPath, progressBar, request, socketPath, type ProgressLine } from './client';
 

@@ -48,15 +48,32 @@ const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
 
-const statusByCode: Partial<Record<ErrorCode, number>> = {
+/** Every error code's HTTP status: a caller's mistake is 4xx, the daemon's or its storage's 5xx (the compiler refuses a missing code). */
+export const statusByCode: Record<ErrorCode, number> = {
   NOT_FOUND: 404,
-  USAGE: 400,
-  INVALID: 400,
+  EXISTS: 409,
   NOT_DIR: 400,
   IS_DIR: 400,
+  NOT_EMPTY: 409,
+  NAME_TOO_LONG: 400,
   NO_SPACE: 507,
-  UNAVAILABLE: 503,
+  ACCESS: 403,
+  NOT_PERMITTED: 403,
+  INVALID: 400,
+  BAD_HANDLE: 400,
+  TOO_MANY_LINKS: 409,
+  FILE_TOO_BIG: 413,
+  NO_XATTR: 404,
+  RANGE: 400,
+  NOT_SUPPORTED: 501,
   BUSY: 409,
+  CHECKSUM: 500, // stored bytes failed verification: logged loudly, never the caller's mistake
+  IO: 500,
+  UNAVAILABLE: 503,
+  NOT_OURS: 500,
+  VERSION: 500,
+  CORRUPT: 500,
+  USAGE: 400,
 };
 
 class HttpError extends Error {
@@ -199,7 +216,7 @@ function send(response: http.ServerResponse, status: number, body: unknown): voi
 
 function errorStatus(error: unknown): { status: number; message: string } {
   if (error instanceof HttpError) return { status: error.status, message: error.message };
-  if (isTierfsError(error)) return { status: statusByCode[error.code] ?? 500, message: error.message };
+  if (isTierfsError(error)) return { status: statusByCode[error.code], message: error.message };
   return { status: 500, message: `internal error: ${(error as Error)?.message ?? String(error)}` };
 }
 

@@ -6,10 +6,8 @@
 import path from 'node:path';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
-import { AzureObjectStore } from './azure_object_store';
 import { FileObjectStore } from './file_object_store';
 import type { ObjectStore } from './object_store';
-import { S3ObjectStore } from './s3_object_store';
 
 export type TargetUrl =
   | { scheme: 'file'; directory: string }
@@ -66,9 +64,14 @@ export function openObjectStore(text: string): ObjectStore {
   switch (target.scheme) {
     case 'file':
       return new FileObjectStore(target.directory);
-    case 's3':
+    // Each SDK takes a tenth of a second or more to load: only a process that opens such a target pays for it.
+    case 's3': {
+      const { S3ObjectStore } = require('./s3_object_store') as typeof import('./s3_object_store');
       return new S3ObjectStore({ ...target, ...parts });
-    case 'azure':
+    }
+    case 'azure': {
+      const { AzureObjectStore } = require('./azure_object_store') as typeof import('./azure_object_store');
       return new AzureObjectStore({ ...target, ...parts });
+    }
   }
 }

@@ -1,0 +1,307 @@
+/**
+ * The commands that work on a flash tier and its metadata directly, not
+ * through a daemon: format, serve and firstboot.  main.ts loads this module
+ * only when one of them runs: it brings the daemon, the file system and the
+ * object-store SDKs, which cost a quarter of a second to load.
+ */
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import { constants } from '../constants';
+import { readEncryptionKey, serveForeground, type ServeConfig } from '../daemon/daemon';
+import { defaultFirstbootPaths, firstboot, type FirstbootPaths } from '../daemon/firstboot';
+import { TierfsError } from '../errors';
+import { formatFlashPath } from '../fs/fs';
+import { parseMetricsAddress } from '../daemon/metrics';
+import { checkWatermarks, openTarget, parseDuration, parsePrices, parseTargetUrl } from '../tier/tier';
+import { parseOptions, parseSize, required } from './args';
+
+const help = {
+  format: `Usage: tierfs format --flash PATH --meta DIR [--size SIZE] [--target URL]
+                     [--encryption-key FILE] [--force]
+
+Create a tierfs file system: a superblock on the flash tier and a metadata
+database in DIR.
+
+  --flash PATH           the flash tier: a block device (/dev/nvme0n1) or a
+                         file; a missing file is created sparse with --size
+  --size SIZE            size of a new flash file (default 4G; units K M G T,
+                         powers of 1024)
+  --meta DIR             directory for the metadata database (created if missing)
+  --target URL           the object tier cold extents go to; checked by writing,
+                         reading and deleting a probe object first:
+                           file:///var/lib/tierfs/objects
+                           s3://bucket/prefix[?endpoint=URL&region=REGION]
+                           azure://container/prefix[?endpoint=URL]
+                         S3 credentials come from the AWS SDK's usual chain;
+                         Azure's from AZURE_STORAGE_CONNECTION_STRING or
+                         AZURE_STORAGE_ACCOUNT + AZURE_STORAGE_KEY.  Never
+                         from the URL.
+  --encryption-key FILE  encrypt the object tier (AES-256-GCM) with the 32-byte
+                         key in FILE (raw, or 64 hex digits); serve needs the
+                         same file.  Lose the key and the packs are unreadable.
+  --force                format even if PATH or DIR already hold a file system
+                         or other data (destroys it)
+
+Examples:
+  tierfs format --flash ./var/flash --size 8G --meta ./var/meta --target file://$PWD/var/objects
+  tierfs format --flash /dev/nvme1n1 --meta /var/lib/tierfs/meta --target s3://my-bucket/tierfs
+`,
+  serve: `Usage: tierfs serve --flash PATH --meta DIR --mount DIR
+       tierfs serve --config FILE
+
+Mount a formatted file system at DIR and serve it in the foreground until
+SIGINT or SIGTERM, which commit everything, unmount and exit 0.  A mount
+point left dead by a crashed daemon is recovered; one another daemon still
+serves is refused.  If the daemon dies, fusermount3 unmounts it.
+
+  --flash PATH     the flash tier given to format
+  --meta DIR       the metadata directory given to format
+  --mount DIR      where to mount (created if missing)
+  --config FILE    a JSON file with the keys flash, meta, mount and
+                   optionally allowOther, direct, discard, compress
+                   (true/false), target, encryptionKeyFile, adminSocket
+                   (strings), coolAfter, recallTimeout, packWait (durations
+                   such as "30s", "1h"), watermarkHighPercent,
+                   watermarkLowPercent, uploadConcurrency (packs uploading
+                   at once, 1-16, default 2), metrics (HOST:PORT on
+                   loopback), prices (object storage prices for policy
+                   simulate: {"currency": "USD", "storagePerGiBMonth": 0.023,
+                   "getPer1000": 0.0004, "egressPerGiB": 0}, each optional)
+  --target URL     the object target (default: the one given to format; a
+                   file system formatted without one gets it recorded now)
+  --encryption-key FILE  the key given to format --encryption-key
+  --admin-socket PATH    the admin API's socket (default /run/tierfs/admin.sock)
+  --cool-after DURATION  cooling period of the default policy (default 1h)
+  --metrics HOST:PORT    serve Prometheus metrics at http://HOST:PORT/metrics;
+                         loopback addresses only (off by default)
+  --attr-timeout SECONDS  how long the kernel caches names and attributes
+                         (0-3600, default 1; config key attrTimeout)
+  --no-direct      use buffered I/O on the flash tier instead of O_DIRECT
+  --discard        punch freed blocks out of a file-backed flash tier (gives
+                   the space back to the host file system; costs write speed
+                   there).  Block devices are always discarded.
+
+Examples:
+  tierfs serve --flash ./var/flash --meta ./var/meta --mount ./mnt --admin-socket ./var/admin.sock
+  tierfs serve --config /etc/tierfs/tierfs.json
+`,
+};
+
+const firstbootHelp = `Usage: tierfs firstboot [--conf FILE] [--user-data FILE] [--config FILE]
+                        [--state DIR] [--sys DIR] [--mountinfo FILE] [--dev DIR]
+
+The appliance's first boot (tierfs-firstboot.service runs it once): read the
+settings from --conf (default /etc/tierfs/tierfs.conf) and cloud user data
+(--user-data, default /var/lib/cloud/instance/user-data.txt, when it is a
+JSON object: {"tierfs": {...}}), choose the flash tier among the NVMe
+namespaces that hold no mounted file system (instance-store disks first),
+format it (a namespace holding data is refused), write the daemon's config
+(--config, default /etc/tierfs/tierfs.json), create the group tierfs and the
+mount point, and record that it is done in --state (default /var/lib/tierfs,
+which also holds the metadata).  Any error is one line and changes nothing.
+
+Settings (JSON; all optional): target (URL; default a directory under
+--state), encryptionKeyFile, flashDevice (skip discovery), mount (default
+/mnt/tierfs), coolAfter, recallTimeout, watermarkHighPercent,
+watermarkLowPercent, compress, uploadConcurrency, metrics, prices, allowOther
+(default true).  See docs/deploy.md.
+
+--sys, --mountinfo and --dev read another sysfs tree, mount table and /dev
+(tests).
+
+Examples:
+  tierfs firstboot
+  echo '{"tierfs": {"target": "s3://my-bucket/tierfs"}}' > user-data.json
+  tierfs firstboot --user-data user-data.json
+`;
+
+async function firstbootCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseOptions(argv, {
+    conf: { type: 'string' },
+    'user-data': { type: 'string' },
+    config: { type: 'string' },
+    state: { type: 'string' },
+    sys: { type: 'string' },
+    mountinfo: { type: 'string' },
+    dev: { type: 'string' },
+  });
+  if (values.help) return void process.stdout.write(firstbootHelp);
+  if (positionals.length > 0) throw new TierfsError('USAGE', `firstboot: unexpected argument ${positionals[0]}`);
+  const paths: FirstbootPaths = {
+    confFile: values.conf ?? defaultFirstbootPaths.confFile,
+    userDataFile: values['user-data'] ?? defaultFirstbootPaths.userDataFile,
+    configFile: values.config ?? defaultFirstbootPaths.configFile,
+    stateDir: values.state ?? defaultFirstbootPaths.stateDir,
+    discover: { sysRoot: values.sys, mountinfo: values.mountinfo, devDir: values.dev },
+  };
+  const result = await firstboot(paths, {
+    probeTarget,
+    ensureGroup: () => {
+      if (spawnSync('getent', ['group', 'tierfs']).status === 0) return;
+      const made = spawnSync('groupadd', ['--system', 'tierfs'], { encoding: 'utf8' });
+      if (made.status !== 0) throw new TierfsError('IO', `groupadd tierfs: ${(made.stderr || made.error?.message || '').trim()}`);
+    },
+  });
+  process.stdout.write(
+    `first boot done: flash tier ${result.flash}${result.namespace ? ` (${result.namespace.model}, ${(result.namespace.sizeBytes / 2 ** 30).toFixed(1)} GiB)` : ''}` +
+      `${result.formatted ? ' formatted' : ' kept'}, target ${result.config.target}, mount ${result.config.mount}, config ${paths.configFile}\n`,
+  );
+}
+
+async function format(argv: string[]): Promise<void> {
+  const { values, positionals } = parseOptions(argv, {
+    flash: { type: 'string' },
+    meta: { type: 'string' },
+    size: { type: 'string' },
+    target: { type: 'string' },
+    'encryption-key': { type: 'string' },
+    force: { type: 'boolean' },
+  });
+  if (values.help) return void process.stdout.write(help.format);
+  if (positionals.length > 0) throw new TierfsError('USAGE', `format: unexpected argument ${positionals[0]}`);
+  const flash = required(values, 'flash', 'format');
+  const meta = required(values, 'meta', 'format');
+  const sizeBytes = values.size === undefined ? undefined : parseSize(values.size, '--size');
+  if (sizeBytes !== undefined && sizeBytes < constants.flashSizeBytesMin)
+    throw new TierfsError('USAGE', `--size: the flash tier needs at least ${constants.flashSizeBytesMin / 2 ** 20} MiB`);
+  if (sizeBytes !== undefined && sizeBytes % constants.blockSizeBytes !== 0)
+    throw new TierfsError('USAGE', `--size: must be a multiple of ${constants.blockSizeBytes} bytes`);
+  const encryptionKey = values['encryption-key'] === undefined ? undefined : readEncryptionKey(values['encryption-key']);
+  if (values.target !== undefined) await probeTarget(values.target);
+  const sb = await formatFlashPath(flash, meta, { force: values.force, sizeBytes, target: values.target, encryptionKey });
+  process.stdout.write(
+    `formatted ${flash}: ${(sb.sizeBytes / 2 ** 30).toFixed(2)} GiB, file system ${sb.uuid}, metadata in ${meta}` +
+      `${values.target ? `, object target ${values.target}${encryptionKey ? ' (encrypted)' : ''}` : ''}\n`,
+  );
+}
+
+/** Write, read back and delete a probe object: a target that cannot take packs is refused before anything is formatted. */
+async function probeTarget(url: string): Promise<void> {
+  parseTargetUrl(url);
+  const store = openTarget(url, constants.targetProbeDeadlineMs);
+  const key = `tierfs-probe-${randomBytes(8).toString('hex')}`;
+  const body = randomBytes(64);
+  try {
+    await store.put(key, [body]);
+    if (!(await store.get(key)).equals(body)) throw new Error('the probe object read back differently');
+    await store.delete(key);
+  } catch (error) {
+    throw new TierfsError('USAGE', `--target ${url}: cannot store objects there: ${(error as Error).message.split('\n')[0]}`);
+  } finally {
+    await store.close();
+  }
+}
+
+function readConfig(file: string): ServeConfig {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new TierfsError('USAGE', `--config ${file}: ${(error as Error).message}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw new TierfsError('USAGE', `--config ${file}: expected a JSON object`);
+  const strings = ['flash', 'meta', 'mount', 'target', 'encryptionKeyFile', 'adminSocket', 'metrics'];
+  const booleans = ['allowOther', 'direct', 'discard', 'compress'];
+  const durations = ['coolAfter', 'recallTimeout', 'packWait'];
+  const percents = ['watermarkHighPercent', 'watermarkLowPercent'];
+  const allowed = [...strings, ...booleans, ...durations, ...percents, 'uploadConcurrency', 'prices', 'attrTimeout'];
+  const config = parsed as Record<string, unknown>;
+  for (const key of Object.keys(config)) {
+    if (!allowed.includes(key)) throw new TierfsError('USAGE', `--config ${file}: unknown key "${key}" (known: ${allowed.join(', ')})`);
+  }
+  for (const key of ['flash', 'meta', 'mount']) {
+    if (typeof config[key] !== 'string' || config[key] === '')
+      throw new TierfsError('USAGE', `--config ${file}: "${key}" must be a non-empty string`);
+  }
+  for (const key of strings) {
+    if (config[key] !== undefined && typeof config[key] !== 'string') throw new TierfsError('USAGE', `--config ${file}: "${key}" must be a string`);
+  }
+  for (const key of booleans) {
+    if (config[key] !== undefined && typeof config[key] !== 'boolean')
+      throw new TierfsError('USAGE', `--config ${file}: "${key}" must be true or false`);
+  }
+  for (const key of [...durations, ...percents]) {
+    if (config[key] !== undefined && typeof config[key] !== 'string' && typeof config[key] !== 'number')
+      throw new TierfsError('USAGE', `--config ${file}: "${key}" must be a ${durations.includes(key) ? 'duration such as "1h"' : 'number'}`);
+  }
+  const concurrency = config.uploadConcurrency;
+  if (concurrency !== undefined && (typeof concurrency !== 'number' || !Number.isInteger(concurrency) || concurrency < 1 || concurrency > 16))
+    throw new TierfsError('USAGE', `--config ${file}: "uploadConcurrency" must be a whole number from 1 to 16`);
+  const { coolAfter, recallTimeout, packWait, prices, attrTimeout, ...rest } = config;
+  const serveConfig = rest as unknown as ServeConfig;
+  if (attrTimeout !== undefined) serveConfig.attrTimeoutS = parseAttrTimeout(attrTimeout, `--config ${file}: attrTimeout`);
+  try {
+    if (prices !== undefined) serveConfig.prices = parsePrices(prices);
+  } catch (error) {
+    throw new TierfsError('USAGE', `--config ${file}: ${(error as Error).message}`);
+  }
+  if (coolAfter !== undefined) serveConfig.coolAfterMs = parseDuration(String(coolAfter), `--config ${file}: coolAfter`);
+  if (packWait !== undefined) serveConfig.packWaitMs = parseDuration(String(packWait), `--config ${file}: packWait`);
+  if (recallTimeout !== undefined) serveConfig.recallTimeoutMs = parseDuration(String(recallTimeout), `--config ${file}: recallTimeout`);
+  if (serveConfig.target !== undefined) parseTargetUrl(serveConfig.target);
+  checkServeConfig(serveConfig, `--config ${file}`);
+  return serveConfig;
+}
+
+function parseAttrTimeout(value: unknown, where: string): number {
+  const seconds = typeof value === 'string' && /^\d+(\.\d+)?$/.test(value) ? Number(value) : value;
+  if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds < 0 || seconds > 3600)
+    throw new TierfsError('USAGE', `${where}: expected seconds from 0 to 3600`);
+  return seconds;
+}
+
+function checkServeConfig(config: ServeConfig, where: string): void {
+  checkWatermarks(config.watermarkHighPercent ?? constants.watermarkHighPercentDefault, config.watermarkLowPercent ?? constants.watermarkLowPercentDefault, where);
+  if (config.recallTimeoutMs !== undefined && config.recallTimeoutMs < 100) throw new TierfsError('USAGE', `${where}: recallTimeout must be at least 100ms`);
+  if (config.metrics !== undefined) parseMetricsAddress(config.metrics, `${where}: metrics`);
+}
+
+async function serve(argv: string[]): Promise<void> {
+  const { values, positionals } = parseOptions(argv, {
+    flash: { type: 'string' },
+    meta: { type: 'string' },
+    mount: { type: 'string' },
+    config: { type: 'string' },
+    'no-direct': { type: 'boolean' },
+    discard: { type: 'boolean' },
+    target: { type: 'string' },
+    'encryption-key': { type: 'string' },
+    'admin-socket': { type: 'string' },
+    'cool-after': { type: 'string' },
+    metrics: { type: 'string' },
+    'attr-timeout': { type: 'string' },
+  });
+  if (values.help) return void process.stdout.write(help.serve);
+  if (positionals.length > 0) throw new TierfsError('USAGE', `serve: unexpected argument ${positionals[0]}`);
+  let config: ServeConfig;
+  if (values.config !== undefined) {
+    if (values.flash || values.meta || values.mount)
+      throw new TierfsError('USAGE', 'serve: give either --config or --flash/--meta/--mount, not both');
+    config = readConfig(values.config);
+  } else {
+    config = { flash: required(values, 'flash', 'serve'), meta: required(values, 'meta', 'serve'), mount: required(values, 'mount', 'serve') };
+  }
+  if (values['no-direct']) config.direct = false;
+  if (values.discard) config.discard = true;
+  if (values.target !== undefined) {
+    parseTargetUrl(values.target);
+    config.target = values.target;
+  }
+  if (values['encryption-key'] !== undefined) config.encryptionKeyFile = values['encryption-key'];
+  if (values['admin-socket'] !== undefined) config.adminSocket = values['admin-socket'];
+  if (values['cool-after'] !== undefined) config.coolAfterMs = parseDuration(values['cool-after'], '--cool-after');
+  if (values.metrics !== undefined) config.metrics = values.metrics;
+  if (values['attr-timeout'] !== undefined) config.attrTimeoutS = parseAttrTimeout(values['attr-timeout'], '--attr-timeout');
+  checkServeConfig(config, 'serve');
+  if (fs.existsSync(config.mount) && !fs.statSync(config.mount).isDirectory())
+    throw new TierfsError('USAGE', `serve: mount point ${config.mount} is not a directory`);
+  await serveForeground(config);
+}
+
+export const localCommands = {
+  format,
+  serve,
+  firstboot: firstbootCommand,
+} satisfies Record<string, (argv: string[]) => Promise<void>>;
