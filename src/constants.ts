@@ -96,7 +96,20 @@ export const constants = {
    * uploadConcurrency changes it: single-threaded emulators (azurite) take
    * one at a time best, real clouds more.
    */
-  destageUploadCountMax: 2,
+  uploadCountMaxDefault: 2,
+  /** The most packs uploading at once that uploadConcurrency may ask for. */
+  uploadCountMaxLimit: 16,
+  /** A partial pack of cold data goes up once its oldest extent has waited this long (serve's packWait). */
+  packWaitMsDefault: 60_000,
+  /** A background destage pauses this long before its first pack, so a busy file system gets its pause first. */
+  destagePauseMs: 50,
+  /** A destage yielding to foreground I/O pauses this many times as long as it worked, at most destageYieldMsMax. */
+  destageYieldFactor: 4,
+  destageYieldMsMax: 2_000,
+  /** A failed background pass is tried again after 2 s, 4 s, ... at most this long. */
+  tierBackoffMsMax: 60_000,
+  /** The destage queue shown by status is counted again by a background pass at most this often. */
+  destageQueueRefreshMs: 10_000,
   /** Retries: one object operation gives up after this long; each attempt after attemptTimeoutMs. */
   objectDeadlineMs: 60_000,
   /** format --target gives up on a target that does not take a probe object within this. */
@@ -127,6 +140,18 @@ export const constants = {
   recallCacheBytesMax: 64 * MiB,
   /** A sequential reader of cold data gets this much fetched ahead, in one ranged GET where the pack allows. */
   recallReadaheadBytes: 8 * MiB,
+  /** Reads of one file at most this far from where the last one ended still count as sequential (the kernel and readahead reorder neighbours). */
+  sequentialSlackBytes: 128 * KiB,
+  /** Write-backs of recalled extents to flash running at once; more recalls are served without one. */
+  writeBackCountMax: 4,
+  /** Background work waits at most this long for readers waiting on the object tier before it goes ahead. */
+  readerQuietWaitMsMax: 500,
+  /** Files whose recent read positions and readahead frontiers are remembered; packs whose nonce and target are cached. */
+  recallFileCountMax: 4096,
+  packInfoCountMax: 4096,
+  /** Packs looked at per GC pass: dead ones deleted, sparse ones considered for repacking. */
+  gcPackCountMax: 1000,
+  repackPackCountMax: 64,
   /** Files at least this large read sequentially are served straight through from packs, not written back to flash. */
   sequentialScanBytesMin: 64 * MiB,
   /** Packs with at most this fraction of their bytes live are repacked. */
@@ -139,6 +164,8 @@ export const constants = {
   adminFileCountMax: 1_000_000,
   adminListingCountMax: 10_000,
   fsckProblemCountMax: 1000,
+  /** Policies one file system may hold, and that policy simulate may be given. */
+  policyCountMax: 1000,
   /** Whole-file-system reports (heat, simulate) let the file system serve after this many extents. */
   reportYieldCountMax: 1024,
   /** systemd STATUS= figures are refreshed this often. */
@@ -168,3 +195,6 @@ assert.ok(constants.objectAttemptTimeoutMs <= constants.objectDeadlineMs);
 assert.ok(constants.watermarkLowPercentDefault < constants.watermarkHighPercentDefault && constants.watermarkHighPercentDefault < 100);
 assert.ok(constants.recallCacheBytesMax >= 4 * constants.recallReadaheadBytes);
 assert.ok(constants.recallReadaheadBytes >= constants.extentSizeBytesMax);
+assert.ok(constants.uploadCountMaxDefault >= 1 && constants.uploadCountMaxDefault <= constants.uploadCountMaxLimit);
+assert.ok(constants.destageYieldMsMax < constants.tierBackoffMsMax);
+assert.ok(constants.sequentialSlackBytes < constants.recallReadaheadBytes);

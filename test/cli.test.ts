@@ -142,7 +142,9 @@ t.test('bash completion: every command, subcommand and flag of the help, and not
   for (const command of commands) {
     const help = (await cli(command, '--help')).out;
     t.match(help, /Usage: tierfs/, `${command} --help`);
-    const subcommands = complete(command, '').filter((w) => w !== '--help');
+    const declared = spawnSync('bash', ['-c', `source '${script}'; _tierfs_subcommands '${command}'`], { encoding: 'utf8' }).stdout.split(/\s+/).filter(Boolean);
+    const subcommands = declared.length > 0 ? complete(command, '').filter((w) => w !== '--help') : [];
+    t.same(subcommands, [...declared].sort(), `${command}: its subcommands complete`);
     const completed = new Set<string>();
     for (const sub of subcommands.length > 0 ? subcommands : [undefined]) {
       const words = sub === undefined ? [command] : [command, sub];

@@ -7,6 +7,7 @@ import path from 'node:path';
 import {
   formatFileSystem, openFileSystem, RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_CREDENTIALS as ROOT, ROOT_INO, XATTR_CREATE, XATTR_REPLACE, type Credentials,
 } from '../src/fs/fs';
+import { SimulatedClock } from '../src/clock';
 import { code, formatScratch, heldDevice, openScratch, scratchDir } from './helpers/fs';
 
 const alice: Credentials = { uid: 1000, gid: 1000, groups: [] };
@@ -213,18 +214,17 @@ t.test('readdir resumes from any offset and lists . and ..', async (t) => {
 });
 
 t.test('data: holes, append, truncate, bounds, timestamps', async (t) => {
-  let now = 1_000_000_000_000_000_000n;
+  const clock = new SimulatedClock();
   const scratch = await formatScratch(t);
-  const { fs } = await openScratch(t, scratch);
-  (fs as unknown as { clockNs: () => bigint }).clockNs = () => now;
+  const { fs } = await openScratch(t, scratch, clock);
   const { attr, fh } = await fs.create(ROOT_INO, 'f', 0o644, c.O_RDWR, ROOT);
   await fs.write(fh, 5 * 2 ** 20, Buffer.from('tail'));
   t.equal((await fs.getattr(attr.ino)).sizeBytes, 5 * 2 ** 20 + 4);
   t.same(await fs.read(fh, 2 ** 20, 8), Buffer.alloc(8), 'holes read as zeros');
-  now += 1000n;
+  await clock.advance(1000);
   await fs.setattr(attr.ino, { sizeBytes: 5 * 2 ** 20 + 2 }, ROOT);
   const truncated = await fs.getattr(attr.ino);
-  t.equal(truncated.mtimeNs, now, 'truncate updates mtime');
+  t.equal(truncated.mtimeNs, clock.nowNs(), 'truncate updates mtime');
   await fs.setattr(attr.ino, { sizeBytes: 6 * 2 ** 20 }, ROOT);
   t.same(await fs.read(fh, 5 * 2 ** 20, 8), Buffer.from('ta\0\0\0\0\0\0'), 'bytes cut by truncate read as zeros after growing again');
   const ap = await fs.open(attr.ino, c.O_WRONLY | c.O_APPEND, ROOT);
@@ -238,10 +238,10 @@ t.test('data: holes, append, truncate, bounds, timestamps', async (t) => {
   const ro = await fs.open(attr.ino, c.O_RDONLY, ROOT);
   t.equal(await code(fs.write(ro, 0, Buffer.from('x'))), 'BAD_HANDLE', 'read-only handle refuses writes');
   await fs.release(ro);
-  now += 1000n;
+  await clock.advance(1000);
   const d = await fs.mkdir(ROOT_INO, 'dir', 0o755, ROOT);
-  t.equal((await fs.getattr(ROOT_INO)).mtimeNs, now, 'mkdir updates the parent mtime');
-  t.equal(d.btimeNs, now);
+  t.equal((await fs.getattr(ROOT_INO)).mtimeNs, clock.nowNs(), 'mkdir updates the parent mtime');
+  t.equal(d.btimeNs, clock.nowNs());
   t.equal(await code(fs.setattr(d.ino, { sizeBytes: 0 }, ROOT)), 'IS_DIR');
   const tr = await fs.open(attr.ino, c.O_RDWR | c.O_TRUNC, ROOT);
   t.equal((await fs.getattr(attr.ino)).sizeBytes, 0, 'O_TRUNC empties the file');

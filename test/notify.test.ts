@@ -1,6 +1,7 @@
 // The systemd notify protocol: the notifier's logic with an injected sender,
 // and the real datagrams of `tierfs serve` received on a socket the test
 // creates (a path and an abstract name), as systemd would receive them.
+import { SimulatedClock } from '../src/clock';
 import t from 'tap';
 import type { Test } from 'tap';
 import { spawn } from 'node:child_process';
@@ -52,22 +53,27 @@ t.test('the notifier: silent off systemd, watchdog at half of WatchdogSec and on
   t.equal(new SystemdNotifier({ NOTIFY_SOCKET: '/run/x', WATCHDOG_USEC: '30000000', WATCHDOG_PID: '1' }, send, 2).watchdogIntervalMs, undefined, 'meant for another process');
   t.equal(new SystemdNotifier({ NOTIFY_SOCKET: '/run/x' }, send).watchdogIntervalMs, undefined);
 
-  // A file system that stops answering stops the pings.
+  // A file system that stops answering stops the pings (on simulated time: exact counts).
   let stuck = false;
-  const n = new SystemdNotifier({ NOTIFY_SOCKET: '/run/x', WATCHDOG_USEC: '40000' }, send);
-  n.ready('serving', () => (stuck ? new Promise(() => undefined) : Promise.resolve()));
+  let checks = 0;
+  const clock = new SimulatedClock();
+  const pings = () => sent.filter((m) => m === 'WATCHDOG=1').length;
+  const n = new SystemdNotifier({ NOTIFY_SOCKET: '/run/x', WATCHDOG_USEC: '40000' }, send, process.pid, clock);
+  n.ready('serving', () => {
+    checks += 1;
+    return stuck ? new Promise(() => undefined) : Promise.resolve();
+  });
   t.match(sent[0], /^READY=1\nSTATUS=serving\nMAINPID=\d+$/);
-  const keepAlive = setInterval(() => undefined, 1000);
-  await new Promise((resolve) => setTimeout(resolve, 200));
-  const pings = sent.filter((m) => m === 'WATCHDOG=1').length;
-  t.ok(pings >= 3, `pings every 20 ms (${pings})`);
+  await clock.advance(19);
+  t.equal(pings(), 0, 'no ping before the first interval');
+  await clock.advance(81);
+  t.equal(pings(), 5, 'a ping every 20 ms, each after a check came back');
   stuck = true;
-  await new Promise((resolve) => setTimeout(resolve, 60));
-  const before = sent.filter((m) => m === 'WATCHDOG=1').length;
-  await new Promise((resolve) => setTimeout(resolve, 200));
-  t.equal(sent.filter((m) => m === 'WATCHDOG=1').length, before, 'no ping while the check hangs');
+  await clock.advance(200);
+  t.equal(pings(), 5, 'no ping while the check hangs');
+  t.equal(checks, 6, 'and no second check on top of the hanging one');
   n.stopping('bye');
-  clearInterval(keepAlive);
+  t.equal(clock.pendingCount, 0, 'stopping ends the watchdog timer');
   t.equal(sent[sent.length - 1], 'STOPPING=1\nSTATUS=bye');
 
   let failures = 0;
@@ -93,8 +99,10 @@ for (const kind of ['path', 'abstract'] as const) {
     t.match(ready, new RegExp(`STATUS=serving ${served.mount.replace(/[/.]/g, '\\$&')}, flash [\\d.]+% used`));
     t.match(served.stderr(), /info serving/, 'READY came once the mount served');
     await systemd.waitFor(/^WATCHDOG=1$/);
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-    t.ok(systemd.messages.filter((m) => m === 'WATCHDOG=1').length >= 3, 'pings every 250 ms');
+    // Half of WatchdogSec: three pings arrive well within 10 s (polled under a deadline, not timed).
+    const deadline = Date.now() + 10_000;
+    while (systemd.messages.filter((m) => m === 'WATCHDOG=1').length < 3 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    t.ok(systemd.messages.filter((m) => m === 'WATCHDOG=1').length >= 3, 'the pings go on');
     t.equal(await served.stop(), 0);
     t.match(await systemd.waitFor(/^STOPPING=1/), /STATUS=stopping \(SIGTERM\): committing and unmounting/);
   });

@@ -6,7 +6,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../src/fs/fs';
 import { FaultyObjectStore, openObjectStore, RetryingObjectStore, describePack, packKeyPrefix } from '../src/tier/tier';
-import { code, formatScratch, openTiered, pattern, readFile, scratchDir, writeFile } from './helpers/fs';
+import { code, formatScratch, openTiered, pattern, readFile, scratchDir, writeFile, clockAt } from './helpers/fs';
 
 const MiB = 2 ** 20;
 
@@ -49,7 +49,7 @@ const hour = 3600_000;
 t.test('heat: of a large file, only the hot head stays on flash', async (t) => {
   const scratch = await formatScratch(t, 256 * MiB);
   let now = 1_000_000_000;
-  const { fs, tier, store } = await openTiered(t, scratch, { url: `file://${scratchDir(t)}`, packWaitMsMax: 0 }, () => now);
+  const { fs, tier, store } = await openTiered(t, scratch, { url: `file://${scratchDir(t)}`, packWaitMsMax: 0 }, clockAt(() => now));
   const data = pattern(2, 40 * MiB);
   const ino = await writeFile(fs, 'video', data);
   now += 2 * hour;
@@ -66,7 +66,7 @@ t.test('heat: of a large file, only the hot head stays on flash', async (t) => {
   t.equal(r.bothBytes, 36 * MiB, 'the cold rest was');
   // Flash over the high watermark: the coldest clean extents go first, the hot head stays.
   const used = store.usedBytes;
-  const freed = await (tier as unknown as { evictTo(bytes: number): number }).evictTo(used - 20 * MiB);
+  const freed = await tier.evictTo(used - 20 * MiB);
   t.equal(freed, 20 * MiB);
   await fs.fsync();
   const after = tier.fileResidency(ino);
@@ -84,7 +84,7 @@ t.test('heat: of a large file, only the hot head stays on flash', async (t) => {
 t.test('policies: pin, never, all, minimum size, most specific match', async (t) => {
   const scratch = await formatScratch(t, 256 * MiB);
   let now = 1_000_000_000;
-  const { fs, tier } = await openTiered(t, scratch, { url: `file://${scratchDir(t)}`, packWaitMsMax: 0 }, () => now);
+  const { fs, tier } = await openTiered(t, scratch, { url: `file://${scratchDir(t)}`, packWaitMsMax: 0 }, clockAt(() => now));
   const policy = (name: string, pathGlob: string, mode: 'auto' | 'pin' | 'all' | 'never', extra = {}) =>
     tier.putPolicy({ name, pathGlob, mode, coolAfterMs: hour, sizeBytesMin: 0, target: 'default', compress: false, ...extra });
   await policy('pinned', '/pinned*', 'pin');
@@ -207,7 +207,7 @@ t.test('faults: corrupted reads are EIO and counted; damage in transit is healed
   t.equal(tier.counters.recallChecksumErrorCount, 1);
   await tier.settle();
   await tier.release(ino); // drop what the read wrote back
-  (tier as unknown as { cache: Map<string, Buffer> }).cache.clear();
+  tier.dropRecallCache();
   faulty.inject({ op: 'get', kind: 'corrupt', count: Infinity });
   const fh = await fs.open(ino, 0, ROOT);
   t.equal(await code(fs.read(fh, 0, MiB)), 'CHECKSUM', 'persistent corruption: EIO, never wrong bytes');
@@ -407,7 +407,7 @@ t.test('a pack truncated at rest: reads of what it lost are EIO, the rest of the
 t.test('regression: a background pass with too little cold data for a pack waits for more, without failing', async (t) => {
   const scratch = await formatScratch(t);
   let now = 1_000_000_000;
-  const { fs, tier } = await openTiered(t, scratch, { url: `file://${scratchDir(t)}`, packWaitMsMax: 60_000, coolAfterMs: 1000 }, () => now);
+  const { fs, tier } = await openTiered(t, scratch, { url: `file://${scratchDir(t)}`, packWaitMsMax: 60_000, coolAfterMs: 1000 }, clockAt(() => now));
   const ino = await writeFile(fs, 'small', pattern(81, 2 * MiB));
   now += 2000; // cold, but a 2 MiB pack is not worth it yet
   t.equal(await tier.destage({ background: true }), 0, 'nothing uploaded yet');

@@ -11,7 +11,7 @@ import { defaultPrices } from '../src/tier/tier';
 import { newPackId, packKey, packKeyPrefix } from '../src/tier/pack';
 import { Simulation } from '../src/tier/simulate';
 import { RateMeter, LatencyWindow } from '../src/tier/stats';
-import { formatScratch, openTiered, pattern, readFile, scratchDir, writeFile } from './helpers/fs';
+import { formatScratch, openTiered, pattern, readFile, scratchDir, writeFile, clockAt } from './helpers/fs';
 
 const MiB = 2 ** 20;
 const H = constants.heatHalfLifeMs;
@@ -22,7 +22,7 @@ t.test('simulate: a scripted access history gives the answer worked out by hand'
   const t0 = 1_000_000_000_000;
   let now = t0;
   const scratch = await formatScratch(t);
-  const { fs: files, tier } = await openTiered(t, scratch, { url: `file://${scratchDir(t)}`, watermarkHighPercent: 50, watermarkLowPercent: 40 }, () => now);
+  const { fs: files, tier } = await openTiered(t, scratch, { url: `file://${scratchDir(t)}`, watermarkHighPercent: 50, watermarkLowPercent: 40 }, clockAt(() => now));
   // All written at t0 (a write counts as one access): 1 MiB extents.
   const pinned = await writeFile(files, 'pinned.db', pattern(1, 2 * MiB));
   const hot = await writeFile(files, 'hot', pattern(2, 4 * MiB));
@@ -255,7 +255,7 @@ t.test('several targets: packs go where the policy says, and come back from ther
 t.test('regression: with several targets, a background pass holds back the small last pack of every target, not only of the last one', async (t) => {
   let now = 1_000_000;
   const scratch = await formatScratch(t);
-  const { fs: files, tier, meta } = await openTiered(t, scratch, { url: `file://${scratchDir(t)}`, packWaitMsMax: 60_000, coolAfterMs: 1000 }, () => now);
+  const { fs: files, tier, meta } = await openTiered(t, scratch, { url: `file://${scratchDir(t)}`, packWaitMsMax: 60_000, coolAfterMs: 1000 }, clockAt(() => now));
   await tier.addTarget('archive', `file://${scratchDir(t)}`);
   await tier.putPolicy({ name: 'cold', pathGlob: 'cold*', mode: 'auto', coolAfterMs: 1000, sizeBytesMin: 0, target: 'archive', compress: false });
   await writeFile(files, 'cold', pattern(1, MiB));

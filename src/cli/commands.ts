@@ -269,7 +269,10 @@ async function status(argv: string[]): Promise<void> {
     `residency  flash only ${formatBytes(n(residency.flashOnlyBytes))}, both ${formatBytes(n(residency.bothBytes))}, object only ${formatBytes(n(residency.objectOnlyBytes))}`,
     `packs      ${packs.count} holding ${formatBytes(n(packs.storedBytes))}: ${formatBytes(n(packs.liveBytes))} live, ${formatBytes(n(packs.garbageBytes))} garbage`,
   ];
-  if (destage) lines.push(`destage    queue ${formatBytes(n(destage.queueBytes))}, ${formatBytes(n(destage.bytesPerSecond))}/s over the last minute`);
+  if (destage) {
+    const age = typeof destage.queueAgeMs === 'number' ? ` (counted ${Math.round(destage.queueAgeMs / 1000)} s ago)` : ' (not counted yet)';
+    lines.push(`destage    queue ${formatBytes(n(destage.queueBytes))}${age}, ${formatBytes(n(destage.bytesPerSecond))}/s over the last minute`);
+  }
   if (recall)
     lines.push(
       `recall     ${formatBytes(n(recall.bytesPerSecond))}/s over the last minute, ${recall.getCount} GETs` +

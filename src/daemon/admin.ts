@@ -372,7 +372,7 @@ async function heat(context: AdminContext, url: URL) {
     flashBytes: 0,
     extentCount: 0,
   }));
-  const now = tier.options.clock();
+  const now = tier.options.clock.nowMs();
   const add = (e: Extent) => {
     const ageMs = Math.max(0, now - tier.heat.heatOf(e).accessedMs);
     const bucket = buckets[heatBuckets.findIndex((b) => ageMs < b.ageMsMax)];
@@ -487,16 +487,10 @@ async function route(context: AdminContext, request: http.IncomingMessage, respo
       const tier = tierOf(context);
       const inos = filesUnder(context, requestPaths(context, body, segments[1]), true, segments[1]);
       if (endpoint === 'v1/destage') {
-        const kept = inos.filter((ino) => ['pin', 'never'].includes(tier.policyOf(ino).mode));
-        if (kept.length > 0 && kept.length === inos.length) {
-          const policy = tier.policyOf(kept[0]);
-          throw new HttpError(400, `policy ${policy.name} (${policy.mode}) keeps ${tier.pathOf(kept[0]) ?? 'the file'} on flash${kept.length > 1 ? ` (and ${kept.length - 1} more)` : ''}`);
-        }
-        const movable = inos.filter((ino) => !kept.includes(ino));
+        const { movable, kept } = tier.filesToDestage(inos);
         return runJob(request, response, body.wait, 'destage', async (control) => {
           await context.opened.fs.fsync(); // destage what was written, not what was acknowledged minutes ago
-          const totalBytes = bytesWith(context, movable, 'FLASH');
-          const destagedBytes = await tier.destage({ inos: movable, ...control, progress: (p) => control.progress?.({ doneBytes: p.doneBytes, totalBytes }) });
+          const destagedBytes = await tier.destage({ inos: movable, ...control });
           return { fileCount: movable.length, skippedFileCount: kept.length, destagedBytes };
         });
       }

@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { systemClock, type Clock } from '../clock';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import { openFileSystem, type OpenFileSystem, type OpenTierOptions } from '../fs/fs';
@@ -73,7 +74,7 @@ export interface Daemon {
   readonly lost: boolean;
 }
 
-export async function startDaemon(config: ServeConfig): Promise<Daemon> {
+export async function startDaemon(config: ServeConfig, clock: Clock = systemClock): Promise<Daemon> {
   const tier: OpenTierOptions = {
     url: config.target,
     encryptionKey: config.encryptionKeyFile === undefined ? undefined : readEncryptionKey(config.encryptionKeyFile),
@@ -87,7 +88,7 @@ export async function startDaemon(config: ServeConfig): Promise<Daemon> {
   };
   // /dev/fuse, fusermount3 and the mount point first: a machine that cannot mount changes nothing.
   await prepareMountPoint(path.resolve(config.mount));
-  const opened = await openFileSystem(config.flash, config.meta, { direct: config.direct, discard: config.discard, tier });
+  const opened = await openFileSystem(config.flash, config.meta, { direct: config.direct, discard: config.discard, tier, clock });
   const mount = new FuseMount(opened.fs, config.mount, { allowOther: config.allowOther, attrTimeoutS: config.attrTimeoutS });
   let admin: AdminServer | undefined;
   let metrics: MetricsServer | undefined;
@@ -173,19 +174,18 @@ export function statusLine(daemon: Daemon): string {
  * STATUS= every statusIntervalMs, WATCHDOG=1 while the file system answers,
  * STOPPING=1 when a signal starts the shutdown (flush, unmount, close).
  */
-export async function serveForeground(config: ServeConfig, notifier = new SystemdNotifier()): Promise<void> {
+export async function serveForeground(config: ServeConfig, clock: Clock = systemClock, notifier = new SystemdNotifier(process.env, undefined, process.pid, clock)): Promise<void> {
   let daemon: Daemon;
   try {
-    daemon = await startDaemon(config);
+    daemon = await startDaemon(config, clock);
   } catch (error) {
     notifier.status(`failed to start: ${(error as Error).message}`);
     throw error;
   }
   notifier.ready(statusLine(daemon), () => daemon.opened.fs.statfs());
-  const statusTimer = setInterval(() => notifier.status(statusLine(daemon)), constants.notifyStatusIntervalMs);
-  statusTimer.unref();
+  const statusTimer = clock.every(constants.notifyStatusIntervalMs, () => notifier.status(statusLine(daemon)));
   const onSignal = (signal: NodeJS.Signals) => {
-    clearInterval(statusTimer);
+    statusTimer.stop();
     notifier.stopping(`stopping (${signal}): committing and unmounting`);
     daemon.stop(signal).catch((error) => {
       log.error('shutdown failed', { error });
@@ -196,7 +196,7 @@ export async function serveForeground(config: ServeConfig, notifier = new System
   process.on('SIGTERM', onSignal);
   process.on('SIGHUP', () => log.info('SIGHUP ignored'));
   await daemon.stopped;
-  clearInterval(statusTimer);
+  statusTimer.stop();
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
   if (daemon.lost) throw new Error(`${daemon.mount.mountPoint} was unmounted from outside; committed and stopped`);

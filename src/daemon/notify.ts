@@ -8,6 +8,7 @@
  * takes the daemon down: systemd's own timeouts handle a daemon that stops
  * notifying.
  */
+import { systemClock, type Clock, type Timer } from '../clock';
 import { log } from '../log';
 import { native } from '../native';
 
@@ -21,13 +22,14 @@ export class SystemdNotifier {
   private readonly socket: string | undefined;
   /** Half of WatchdogSec, or undefined when systemd asked for no watchdog (or for another process). */
   readonly watchdogIntervalMs: number | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Timer | undefined;
   private failed = false;
 
   constructor(
     env: NotifyEnvironment = process.env,
     private readonly send: (socket: string, message: string) => void = native.sdNotify,
     pid = process.pid,
+    private readonly clock: Clock = systemClock,
   ) {
     this.socket = env.NOTIFY_SOCKET || undefined;
     const usec = Number(env.WATCHDOG_USEC);
@@ -55,7 +57,7 @@ export class SystemdNotifier {
     this.notify(`READY=1\nSTATUS=${oneLine(status)}\nMAINPID=${process.pid}`);
     if (this.watchdogIntervalMs === undefined || this.timer) return;
     let checking = false;
-    this.timer = setInterval(() => {
+    this.timer = this.clock.every(this.watchdogIntervalMs, () => {
       if (checking) return; // the last check has not come back: no ping
       checking = true;
       alive().then(
@@ -68,8 +70,7 @@ export class SystemdNotifier {
           log.error('watchdog check failed; no ping', { error: (error as Error)?.message });
         },
       );
-    }, this.watchdogIntervalMs);
-    this.timer.unref();
+    });
   }
 
   status(status: string): void {
@@ -77,7 +78,7 @@ export class SystemdNotifier {
   }
 
   stopping(status: string): void {
-    clearInterval(this.timer);
+    this.timer?.stop();
     this.timer = undefined;
     this.notify(`STOPPING=1\nSTATUS=${oneLine(status)}`);
   }

@@ -17,6 +17,7 @@
  * its data while a handle is open; orphans left by a crash are reclaimed at
  * open.
  */
+import { systemClock, type Clock, type Timer } from '../clock';
 import fsConstants from 'node:constants';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
@@ -77,14 +78,10 @@ interface Handle {
 }
 
 export interface FileSystemOptions {
-  /** Nanoseconds since the epoch; passed in so tests control time. */
-  clockNs?: () => TimeNs;
+  /** File times and the background commit timer (default: the system clock). */
+  clock?: Clock;
   /** Background commit period; 0 turns the timer off (tests commit by hand). */
   commitIntervalMs?: number;
-}
-
-export function wallClockNs(): TimeNs {
-  return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e3)) * 1000n;
 }
 
 function fail(code: ConstructorParameters<typeof TierfsError>[0], message: string): never {
@@ -136,8 +133,8 @@ export class FileSystem {
   private readonly pendingWrites = new Map<Ino, { count: number; endBytes: number; timeNs: TimeNs }>();
   /** A write-behind that failed, per inode, reported by the next fsync or close of that file. */
   private readonly writeErrors = new Map<Ino, unknown>();
-  private readonly clockNs: () => TimeNs;
-  private readonly timer: NodeJS.Timeout | undefined;
+  private readonly clock: Clock;
+  private readonly timer: Timer | undefined;
   private closed = false;
 
   constructor(
@@ -145,13 +142,12 @@ export class FileSystem {
     readonly store: FlashStore,
     options: FileSystemOptions = {},
   ) {
-    this.clockNs = options.clockNs ?? wallClockNs;
+    this.clock = options.clock ?? systemClock;
     const intervalMs = options.commitIntervalMs ?? constants.commitIntervalMs;
     if (intervalMs > 0) {
-      this.timer = setInterval(() => {
+      this.timer = this.clock.every(intervalMs, () => {
         if (this.meta.pendingCount > 0) this.backgroundCommit();
-      }, intervalMs);
-      this.timer.unref();
+      });
     }
   }
 
@@ -171,7 +167,7 @@ export class FileSystem {
   // ---- helpers ----
 
   private now(): TimeNs {
-    return this.clockNs();
+    return this.clock.nowNs();
   }
 
   private inode(ino: Ino): Inode {
@@ -916,7 +912,7 @@ export class FileSystem {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.timer) clearInterval(this.timer);
+    this.timer?.stop();
     await Promise.all([...this.inodeLocks.values()]);
     await this.store.whenAllMapped();
     // The kernel forgets nothing at unmount: unlinked inodes it still knew are freed here.

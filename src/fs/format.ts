@@ -11,13 +11,14 @@ import { createHmac } from 'node:crypto';
 import fs from 'node:fs';
 import fsConstants from 'node:constants';
 import path from 'node:path';
+import { systemClock, type Clock } from '../clock';
 import { constants } from '../constants';
 import { createFlashFile, openFlashDevice, type FlashDevice, type OpenOptions } from '../device/device';
 import { TierfsError } from '../errors';
 import { ROOT_INO, SqliteMetaStore, type MetaStore } from '../meta/meta_store';
 import { FlashStore, newSuperblock, readSuperblock, writeSuperblock, type Superblock } from '../store/store';
 import { defaultTieringOptions, openTarget, TieringEngine, type ObjectStore, type TieringOptions } from '../tier/tier';
-import { FileSystem, wallClockNs, type FileSystemOptions } from './file_system';
+import { FileSystem, type FileSystemOptions } from './file_system';
 
 export interface FormatOptions {
   force?: boolean;
@@ -28,6 +29,8 @@ export interface FormatOptions {
   /** Owner of the root directory (default: the caller). */
   uid?: number;
   gid?: number;
+  /** The creation time recorded (default: the system clock). */
+  clock?: Clock;
 }
 
 const metaFiles = ['tierfs.db', 'tierfs.db-wal', 'tierfs.db-shm'];
@@ -49,14 +52,14 @@ export async function formatFileSystem(device: FlashDevice, metaDir: string, opt
 
   if (metaInUse) new SqliteMetaStore(metaDir, { create: false }).close(); // refuses metadata a running daemon holds
   for (const name of metaFiles) fs.rmSync(path.join(metaDir, name), { force: true });
-  const sb = newSuperblock(device.sizeBytes, Date.now());
+  const sb = newSuperblock(device.sizeBytes, (options.clock ?? systemClock).nowMs());
   const meta = new SqliteMetaStore(metaDir, { create: true });
   try {
     meta.setSetting('uuid', sb.uuid);
     meta.setSetting('created', new Date(sb.createdMs).toISOString());
     if (options.target !== undefined) meta.setSetting('target', options.target);
     if (options.encryptionKey) meta.setSetting('encryptionKeyCheck', keyCheck(options.encryptionKey, sb.uuid));
-    const now = wallClockNs();
+    const now = (options.clock ?? systemClock).nowNs();
     const root = meta.createInode({
       mode: fsConstants.S_IFDIR | 0o755,
       uid: options.uid ?? process.getuid?.() ?? 0,
@@ -146,14 +149,15 @@ export interface OpenFileSystem {
 export async function openFileSystem(
   flashPath: string | FlashDevice,
   metaDir: string,
-  options: FileSystemOptions & OpenOptions & { tier?: OpenTierOptions; clock?: () => number } = {},
+  options: FileSystemOptions & OpenOptions & { tier?: OpenTierOptions } = {},
 ): Promise<OpenFileSystem> {
   const device = typeof flashPath === 'string' ? openFlashDevice(flashPath, { direct: options.direct, discard: options.discard }) : flashPath;
   let meta: MetaStore | undefined;
   let objects: ObjectStore | undefined;
   try {
     meta = new SqliteMetaStore(metaDir, { create: false });
-    const store = await FlashStore.open(device, meta, options.clock);
+    const clock = options.clock ?? systemClock;
+    const store = await FlashStore.open(device, meta, () => clock.nowMs());
     const fileSystem = new FileSystem(meta, store, options);
     await fileSystem.reclaimOrphans();
     let tier: TieringEngine | undefined;
@@ -177,7 +181,7 @@ export async function openFileSystem(
       objects = options.tier?.objects ?? openTarget(url!);
       tier = new TieringEngine(store, {
         ...defaultTieringOptions,
-        ...(options.clock ? { clock: options.clock } : {}),
+        clock,
         ...storedWatermarks(meta),
         ...options.tier,
         objects,

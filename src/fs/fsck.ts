@@ -24,7 +24,7 @@
  */
 import { residencyOf, type Extent, type Ino, type MetaStore } from '../meta/meta_store';
 import { sameExtent, type FlashStore } from '../store/store';
-import { packIdOfKey, packKey, packKeyPrefix, type TieringEngine } from '../tier/tier';
+import { packKey, type TieringEngine } from '../tier/tier';
 
 export type ProblemKind =
   | 'flash-checksum'
@@ -116,31 +116,22 @@ async function fsck({ meta, store, tier }: { meta: MetaStore; store: FlashStore;
     if (report.problems.length < listedMax) report.problems.push({ ...problem, repaired });
   };
 
-  // Objects first: which packs exist in which target, at what size.
-  const objectSizes = new Map<string, number>();
-  for (const target of tier?.listTargets() ?? []) {
-    for await (const item of target.store.list(packKeyPrefix(tier!.fsUuid))) {
-      report.objectCount += 1;
-      const packId = packIdOfKey(tier!.fsUuid, item.key);
-      if (packId === undefined) {
-        // Not ours to repair, and no data of ours is at stake: listed, not counted as damage.
-        if (report.problems.length < listedMax)
-          report.problems.push({ kind: 'foreign-object', key: item.key, target: target.name, detail: `${item.key} is not a tierfs pack; left alone`, repaired: false });
-        continue;
-      }
-      objectSizes.set(`${target.name}/${packId}`, item.sizeBytes);
-      const row = meta.getPack(packId);
-      if (!row) {
-        const key = item.key;
-        const problem = { kind: 'orphan-pack-object' as const, key, packId, target: target.name, detail: `pack object ${key} has no row in the metadata`, repair: 'delete the object' };
-        if (options.repair) {
-          report.problemCount += 1;
-          await target.store.delete(key);
-          report.repairedCount += 1;
-          if (report.problems.length < listedMax) report.problems.push({ ...problem, repaired: true });
-        } else note(problem);
-      }
-    }
+  // Objects first: which packs exist in which target, at what size (the engine's own listing; orphans go with --repair).
+  const listing = tier ? await tier.listPackObjects({ deleteOrphans: options.repair, listedMax }) : undefined;
+  const objectSizes = listing?.packSizes ?? new Map<string, number>();
+  report.objectCount = listing?.objectCount ?? 0;
+  for (const object of listing?.foreign ?? []) {
+    // Not ours to repair, and no data of ours is at stake: listed, not counted as damage.
+    if (report.problems.length < listedMax)
+      report.problems.push({ kind: 'foreign-object', key: object.key, target: object.target, detail: `${object.key} is not a tierfs pack; left alone`, repaired: false });
+  }
+  const orphans = listing?.orphans ?? [];
+  for (let i = 0; i < (listing?.orphanCount ?? 0); i++) {
+    report.problemCount += 1;
+    if (options.repair) report.repairedCount += 1;
+    const orphan = orphans[i]; // the first listedMax of them
+    if (orphan && report.problems.length < listedMax)
+      report.problems.push({ kind: 'orphan-pack-object', key: orphan.key, packId: orphan.packId, target: orphan.target, detail: `pack object ${orphan.key} has no row in the metadata`, repair: 'delete the object', repaired: orphan.deleted });
   }
 
   // Then every extent.

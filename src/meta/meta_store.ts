@@ -195,7 +195,10 @@ export interface MetaStore {
   extentsOfPack(packId: PackId): Extent[];
   /** Record reads (heat) in a batch; extents gone since are skipped. */
   updateHeat(updates: HeatUpdate[]): void;
+  /** Bytes by residency, kept up to date by every extent change (no scan). */
   residencyTotals(): ResidencyTotals;
+  /** The same, counted by a scan of every extent (fsck and tests check the kept figures against it). */
+  residencyTotalsScanned(): ResidencyTotals;
 
   putPack(pack: PackRecord): void;
   getPack(packId: PackId): PackRecord | undefined;

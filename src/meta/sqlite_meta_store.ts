@@ -102,6 +102,43 @@ export const migrations: string[] = [
     DELETE FROM pins WHERE ino = old.ino;
   END;
   `,
+  // 4: residency totals kept by triggers, so that status and metrics never scan the extents.
+  `
+  CREATE TABLE residency_totals (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    flash_only_bytes INTEGER NOT NULL, both_bytes INTEGER NOT NULL, object_only_bytes INTEGER NOT NULL
+  );
+  INSERT INTO residency_totals
+    SELECT 1, coalesce(sum(CASE WHEN pack_id IS NULL THEN length END), 0),
+              coalesce(sum(CASE WHEN pack_id IS NOT NULL AND flash_offset IS NOT NULL THEN length END), 0),
+              coalesce(sum(CASE WHEN flash_offset IS NULL THEN length END), 0)
+    FROM extents;
+  CREATE TRIGGER extents_totals_insert AFTER INSERT ON extents BEGIN
+    UPDATE residency_totals SET
+      flash_only_bytes = flash_only_bytes + (CASE WHEN new.pack_id IS NULL THEN new.length ELSE 0 END),
+      both_bytes = both_bytes + (CASE WHEN new.pack_id IS NOT NULL AND new.flash_offset IS NOT NULL THEN new.length ELSE 0 END),
+      object_only_bytes = object_only_bytes + (CASE WHEN new.flash_offset IS NULL THEN new.length ELSE 0 END)
+    WHERE id = 1;
+  END;
+  CREATE TRIGGER extents_totals_delete AFTER DELETE ON extents BEGIN
+    UPDATE residency_totals SET
+      flash_only_bytes = flash_only_bytes - (CASE WHEN old.pack_id IS NULL THEN old.length ELSE 0 END),
+      both_bytes = both_bytes - (CASE WHEN old.pack_id IS NOT NULL AND old.flash_offset IS NOT NULL THEN old.length ELSE 0 END),
+      object_only_bytes = object_only_bytes - (CASE WHEN old.flash_offset IS NULL THEN old.length ELSE 0 END)
+    WHERE id = 1;
+  END;
+  CREATE TRIGGER extents_totals_update AFTER UPDATE OF pack_id, flash_offset, length ON extents BEGIN
+    UPDATE residency_totals SET
+      flash_only_bytes = flash_only_bytes
+        - (CASE WHEN old.pack_id IS NULL THEN old.length ELSE 0 END) + (CASE WHEN new.pack_id IS NULL THEN new.length ELSE 0 END),
+      both_bytes = both_bytes
+        - (CASE WHEN old.pack_id IS NOT NULL AND old.flash_offset IS NOT NULL THEN old.length ELSE 0 END)
+        + (CASE WHEN new.pack_id IS NOT NULL AND new.flash_offset IS NOT NULL THEN new.length ELSE 0 END),
+      object_only_bytes = object_only_bytes
+        - (CASE WHEN old.flash_offset IS NULL THEN old.length ELSE 0 END) + (CASE WHEN new.flash_offset IS NULL THEN new.length ELSE 0 END)
+    WHERE id = 1;
+  END;
+  `,
 ];
 
 export const schemaVersion = migrations.length;
@@ -296,6 +333,9 @@ export class SqliteMetaStore implements MetaStore {
         'UPDATE extents SET accessed_ms = max(accessed_ms, ?), heat_count = ? WHERE ino = ? AND file_offset = ?',
       ),
       residencyTotals: db.prepare(
+        'SELECT flash_only_bytes AS flashOnlyBytes, both_bytes AS bothBytes, object_only_bytes AS objectOnlyBytes FROM residency_totals WHERE id = 1',
+      ),
+      residencyTotalsScanned: db.prepare(
         `SELECT coalesce(sum(CASE WHEN pack_id IS NULL THEN length END), 0) AS flashOnlyBytes,
                 coalesce(sum(CASE WHEN pack_id IS NOT NULL AND flash_offset IS NOT NULL THEN length END), 0) AS bothBytes,
                 coalesce(sum(CASE WHEN flash_offset IS NULL THEN length END), 0) AS objectOnlyBytes
@@ -576,6 +616,10 @@ export class SqliteMetaStore implements MetaStore {
 
   residencyTotals(): ResidencyTotals {
     return this.stmt.residencyTotals.get() as ResidencyTotals;
+  }
+
+  residencyTotalsScanned(): ResidencyTotals {
+    return this.stmt.residencyTotalsScanned.get() as ResidencyTotals;
   }
 
   putPack(p: PackRecord): void {

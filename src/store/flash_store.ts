@@ -184,7 +184,7 @@ export class FlashStore {
   }
 
   /** Open a formatted flash tier with its metadata; checks that the two belong together. */
-  static async open(device: FlashDevice, meta: MetaStore, clock: () => number = Date.now): Promise<FlashStore> {
+  static async open(device: FlashDevice, meta: MetaStore, clock: () => number): Promise<FlashStore> {
     const probe = await readSuperblock(device);
     if (probe.kind !== 'tierfs')
       throw new TierfsError('NOT_OURS', `${device.path} is not a tierfs flash tier (${probe.kind === 'empty' ? 'no superblock' : 'foreign data'})`);

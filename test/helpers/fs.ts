@@ -1,4 +1,5 @@
 // Test helpers: a formatted file system in a temporary directory, removed by teardown.
+import { systemClock, type Clock } from '../../src/clock';
 import 'tap';
 
 type Test = tap.Test;
@@ -32,8 +33,8 @@ export async function formatScratch(t: Test, sizeBytes = 128 * 2 ** 20): Promise
 }
 
 /** Open the scratch file system; teardown closes it if the test did not. */
-export async function openScratch(t: Test, scratch: Scratch): Promise<OpenFileSystem> {
-  const opened = await openFileSystem(scratch.flash, scratch.meta, { commitIntervalMs: 0 });
+export async function openScratch(t: Test, scratch: Scratch, clock?: Clock): Promise<OpenFileSystem> {
+  const opened = await openFileSystem(scratch.flash, scratch.meta, { commitIntervalMs: 0, clock });
   t.teardown(() => opened.close().catch(() => undefined));
   return opened;
 }
@@ -113,8 +114,13 @@ export function heldDevice(sizeBytes: number) {
   };
 }
 
+/** The system clock's timers and sleeps, but its time read from `nowMs` (a test moves it by hand). */
+export function clockAt(nowMs: () => number): Clock {
+  return { ...systemClock, nowMs, nowNs: () => BigInt(nowMs()) * 1_000_000n };
+}
+
 /** Open the scratch file system with an object target; background tiering off unless asked. */
-export async function openTiered(t: Test, scratch: Scratch, tier: OpenTierOptions, clock?: () => number): Promise<OpenFileSystem & { tier: TieringEngine }> {
+export async function openTiered(t: Test, scratch: Scratch, tier: OpenTierOptions, clock?: Clock): Promise<OpenFileSystem & { tier: TieringEngine }> {
   const opened = await openFileSystem(scratch.flash, scratch.meta, { commitIntervalMs: 0, clock, tier: { scanIntervalMs: 0, ...tier } });
   t.teardown(() => opened.close().catch(() => undefined));
   if (!opened.tier) throw new Error('no tiering engine');

@@ -1,0 +1,140 @@
+/**
+ * What the parts of the tiering engine share: its options, its counters,
+ * and a context through which a part reaches the flash store, the
+ * metadata, the targets, the heat, the policies and the time.  The parts
+ * (destage, eviction, recall, GC, targets) each hold one; the scheduler
+ * (tiering.ts) builds it and owns the mutual exclusion between them.
+ */
+import { systemClock, type Clock } from '../clock';
+import { constants } from '../constants';
+import type { Extent, Ino, MetaStore, PackRef, PolicyRecord } from '../meta/meta_store';
+import type { FlashStore } from '../store/store';
+import type { HeatTracker } from './heat';
+import type { ObjectStore } from './object_store';
+import type { PackCrypto } from './pack';
+import type { TargetSet } from './target_set';
+
+export interface TieringOptions {
+  /** The default target (the one given to format). */
+  objects: ObjectStore;
+  /** Opens the targets added later (tierfs target add), recorded in the metadata by URL. */
+  openStore?: (url: string) => ObjectStore;
+  encryptionKey: Buffer | null;
+  /** Compress entries of files under the default policy. */
+  compress: boolean;
+  coolAfterMs: number;
+  watermarkHighPercent: number;
+  watermarkLowPercent: number;
+  packSizeBytesTarget: number;
+  /** A partial pack of cold data goes up once its oldest extent has waited this long (serve's packWait). */
+  packWaitMsMax: number;
+  recallTimeoutMs: number;
+  /** Packs uploading at once in a destage, each with its parts in parallel (serve's uploadConcurrency). */
+  uploadCountMax: number;
+  /** 0: no background work (tests drive the engine by calling its passes). */
+  scanIntervalMs: number;
+  clock: Clock;
+}
+
+export const defaultTieringOptions = {
+  compress: false,
+  coolAfterMs: constants.coolAfterMsDefault,
+  watermarkHighPercent: constants.watermarkHighPercentDefault,
+  watermarkLowPercent: constants.watermarkLowPercentDefault,
+  packSizeBytesTarget: constants.packSizeBytesTarget,
+  packWaitMsMax: constants.packWaitMsDefault,
+  recallTimeoutMs: constants.recallTimeoutMsDefault,
+  uploadCountMax: constants.uploadCountMaxDefault,
+  scanIntervalMs: constants.tierScanIntervalMs,
+  clock: systemClock,
+} satisfies Partial<TieringOptions>;
+
+export interface TierCounters {
+  destagedBytes: number;
+  destagedPackCount: number;
+  destageFailureCount: number;
+  /** Extents read into a pack but rewritten before it was committed (their pack bytes are garbage). */
+  destageRacedCount: number;
+  evictedBytes: number;
+  recallGetCount: number;
+  recalledBytes: number;
+  writtenBackBytes: number;
+  straightThroughBytes: number;
+  recallFailureCount: number;
+  recallChecksumErrorCount: number;
+  gcDeletedPackCount: number;
+  repackedPackCount: number;
+  orphanPackCount: number;
+  foreignObjectCount: number;
+}
+
+export function newCounters(): TierCounters {
+  return {
+    destagedBytes: 0,
+    destagedPackCount: 0,
+    destageFailureCount: 0,
+    destageRacedCount: 0,
+    evictedBytes: 0,
+    recallGetCount: 0,
+    recalledBytes: 0,
+    writtenBackBytes: 0,
+    straightThroughBytes: 0,
+    recallFailureCount: 0,
+    recallChecksumErrorCount: 0,
+    gcDeletedPackCount: 0,
+    repackedPackCount: 0,
+    orphanPackCount: 0,
+    foreignObjectCount: 0,
+  };
+}
+
+export interface ProgressReport {
+  doneBytes: number;
+  totalBytes: number;
+}
+
+/** What a command asks of a long operation: progress reports, and a signal that stops it between steps. */
+export interface JobControl {
+  progress?: (p: ProgressReport) => void;
+  signal?: AbortSignal;
+}
+
+/** What every part of the engine reaches through. */
+export interface TierContext {
+  readonly flash: FlashStore;
+  readonly meta: MetaStore;
+  readonly options: TieringOptions;
+  readonly clock: Clock;
+  readonly crypto: PackCrypto;
+  readonly counters: TierCounters;
+  readonly targets: TargetSet;
+  readonly heat: HeatTracker;
+  /** The rule that applies to a file now (an administrator's pin first). */
+  policyOf(ino: Ino): PolicyRecord;
+  /** The path of an inode from the root, or undefined when it has no name left. */
+  pathOf(ino: Ino): string | undefined;
+  /** True once the engine is stopping: long loops end at their next step. */
+  readonly stopped: boolean;
+  /** Flash use above which eviction runs, and the use it brings it down to. */
+  readonly highBytes: number;
+  readonly lowBytes: number;
+}
+
+/** The key of one pack entry in the recall cache and the map of fetches in flight. */
+export function entryKey(ref: PackRef): string {
+  return `${ref.packId}:${ref.entryIndex}`;
+}
+
+/** The plain bytes of `e` inside its decoded pack entry. */
+export function extentBytesOf(e: Extent, plain: Buffer): Buffer {
+  return plain.subarray(e.pack!.skipBytes, e.pack!.skipBytes + e.lengthBytes);
+}
+
+/** Let I/O callbacks run between pages of a long synchronous scan (SQLite calls block the loop). */
+export function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+export function errorText(error: unknown): string {
+  return (error as Error)?.message ?? String(error);
+}
