@@ -5,7 +5,6 @@
  * object-store SDKs, which cost a quarter of a second to load.
  */
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { constants } from '../constants';
 import { readEncryptionKey, serveForeground, type ServeConfig } from '../daemon/daemon';
@@ -13,7 +12,7 @@ import { defaultFirstbootPaths, firstboot, type FirstbootPaths } from '../daemon
 import { TierfsError } from '../errors';
 import { formatFlashPath } from '../fs/fs';
 import { parseMetricsAddress } from '../daemon/metrics';
-import { checkWatermarks, openTarget, parseDuration, parsePrices, parseTargetUrl } from '../tier/tier';
+import { checkUploadConcurrency, checkWatermarks, openTarget, parseDuration, parsePrices, parseTargetUrl, probeStore } from '../tier/tier';
 import { parseOptions, parseSize, required } from './args';
 
 const help = {
@@ -176,18 +175,13 @@ async function format(argv: string[]): Promise<void> {
   );
 }
 
-/** Write, read back and delete a probe object: a target that cannot take packs is refused before anything is formatted. */
+/** Write, read back and delete a probe object (the engine's probe): a target that cannot take packs is refused before anything is formatted. */
 async function probeTarget(url: string): Promise<void> {
   parseTargetUrl(url);
   const store = openTarget(url, constants.targetProbeDeadlineMs);
-  const key = `tierfs-probe-${randomBytes(8).toString('hex')}`;
-  const body = randomBytes(64);
   try {
-    await store.put(key, [body]);
-    if (!(await store.get(key)).equals(body)) throw new Error('the probe object read back differently');
-    await store.delete(key);
-  } catch (error) {
-    throw new TierfsError('USAGE', `--target ${url}: cannot store objects there: ${(error as Error).message.split('\n')[0]}`);
+    const probe = await probeStore(store, 'tierfs-format');
+    if (!probe.ok) throw new TierfsError('USAGE', `--target ${url}: cannot store objects there: ${probe.error}`);
   } finally {
     await store.close();
   }
@@ -226,9 +220,7 @@ function readConfig(file: string): ServeConfig {
     if (config[key] !== undefined && typeof config[key] !== 'string' && typeof config[key] !== 'number')
       throw new TierfsError('USAGE', `--config ${file}: "${key}" must be a ${durations.includes(key) ? 'duration such as "1h"' : 'number'}`);
   }
-  const concurrency = config.uploadConcurrency;
-  if (concurrency !== undefined && (typeof concurrency !== 'number' || !Number.isInteger(concurrency) || concurrency < 1 || concurrency > 16))
-    throw new TierfsError('USAGE', `--config ${file}: "uploadConcurrency" must be a whole number from 1 to 16`);
+  if (config.uploadConcurrency !== undefined) checkUploadConcurrency(config.uploadConcurrency, `--config ${file}: "uploadConcurrency"`);
   const { coolAfter, recallTimeout, packWait, prices, attrTimeout, ...rest } = config;
   const serveConfig = rest as unknown as ServeConfig;
   if (attrTimeout !== undefined) serveConfig.attrTimeoutS = parseAttrTimeout(attrTimeout, `--config ${file}: attrTimeout`);

@@ -23,7 +23,7 @@ import { chooseFlashNamespace, discoverNvme, type DiscoverOptions, type NvmeName
 import { TierfsError } from '../errors';
 import { formatFlashPath } from '../fs/fs';
 import { log } from '../log';
-import { checkWatermarks, parseDuration, parsePrices, parseTargetUrl } from '../tier/tier';
+import { checkUploadConcurrency, checkWatermarks, parseDuration, parsePrices, parseTargetUrl } from '../tier/tier';
 import { readEncryptionKey, type ServeConfig } from './daemon';
 import { parseMetricsAddress } from './metrics';
 
@@ -79,8 +79,7 @@ export function parseSettings(value: unknown, source: string): ApplianceSettings
   if (s.recallTimeout !== undefined) parseDuration(s.recallTimeout, where('recallTimeout'));
   if (s.watermarkHighPercent !== undefined || s.watermarkLowPercent !== undefined)
     checkWatermarks(s.watermarkHighPercent ?? constants.watermarkHighPercentDefault, s.watermarkLowPercent ?? constants.watermarkLowPercentDefault, source);
-  if (s.uploadConcurrency !== undefined && (!Number.isInteger(s.uploadConcurrency) || s.uploadConcurrency < 1 || s.uploadConcurrency > 16))
-    throw new TierfsError('USAGE', `${where('uploadConcurrency')} must be a whole number from 1 to 16`);
+  if (s.uploadConcurrency !== undefined) checkUploadConcurrency(s.uploadConcurrency, where('uploadConcurrency'));
   if (s.metrics !== undefined) parseMetricsAddress(s.metrics, where('metrics'));
   if (s.prices !== undefined) {
     try {

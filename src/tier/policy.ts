@@ -16,6 +16,7 @@
  * the configured cooling period).  A file with several hard links follows
  * the path of its first link.
  */
+import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import type { PolicyMode, PolicyRecord } from '../meta/meta_store';
 
@@ -97,4 +98,11 @@ export function checkWatermarks(highPercent: unknown, lowPercent: unknown, where
       throw new TierfsError('USAGE', `${where}: the ${name} watermark must be a number of percent between 0 and 100 (exclusive)`);
   if ((lowPercent as number) >= (highPercent as number))
     throw new TierfsError('USAGE', `${where}: the low watermark (${lowPercent}%) must be below the high one (${highPercent}%)`);
+}
+
+/** serve's uploadConcurrency (packs uploading at once): a whole number from 1 to uploadCountMaxLimit. */
+export function checkUploadConcurrency(value: unknown, where: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > constants.uploadCountMaxLimit)
+    throw new TierfsError('USAGE', `${where} must be a whole number from 1 to ${constants.uploadCountMaxLimit}`);
+  return value;
 }

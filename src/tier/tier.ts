@@ -5,10 +5,10 @@
 import { constants } from '../constants';
 import { openObjectStore, RetryingObjectStore } from './object_store';
 
-export { TieringEngine, defaultTieringOptions, type TieringOptions, type TierCounters, type FileResidency, type ProgressReport, type JobControl, yieldToEventLoop } from './tiering';
+export { TieringEngine, probeStore, defaultTieringOptions, type TieringOptions, type TierCounters, type FileResidency, type ProgressReport, type JobControl, yieldToEventLoop } from './tiering';
 export { parseDuration, validatePolicy, policyModes, PolicySet, globToRegExp } from './policy';
 export { describePack, packIdOfKey, packKey, packKeyPrefix, parseEncryptionKey } from './pack';
-export { checkWatermarks } from './policy';
+export { checkUploadConcurrency, checkWatermarks } from './policy';
 export { defaultPrices, parsePrices, type Prices, type SimulationResult } from './simulate';
 export * from './object_store';
 
