@@ -163,6 +163,8 @@ export const constants = {
   adminPathCountMax: 1000,
   adminFileCountMax: 1_000_000,
   adminListingCountMax: 10_000,
+  /** Directory entries read per page when the admin API walks or lists a tree. */
+  adminScanPageCountMax: 1024,
   fsckProblemCountMax: 1000,
   /** Policies one file system may hold, and that policy simulate may be given. */
   policyCountMax: 1000,

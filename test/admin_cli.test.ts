@@ -336,6 +336,13 @@ t.test('bad input: one clear line, nothing changed', async (t) => {
       ['DELETE', '/v1/status', undefined, 405, /takes GET/],
       ['GET', '/v2/anything', undefined, 404, /no such admin endpoint/],
       ['POST', '/v1/targets/default/test', JSON.stringify({ key: 'x' }), 400, /unknown field "key"/],
+      ['GET', `/v1/stat?path=${encodeURIComponent(path.join(m, 'f'))}&colour=red`, undefined, 400, /unknown query parameter "colour" \(known: path\)/],
+      ['GET', '/v1/status?verbose=1', undefined, 400, /unknown query parameter "verbose"/],
+      ['PUT', '/v1/policies/p', JSON.stringify({ name: 'q' }), 400, /policy edit: unknown field "name"/],
+      ['GET', '/v1/policies/%E0%A4%A', undefined, 400, /not valid URL encoding/],
+      ['POST', '/v1/policies/p', JSON.stringify({}), 405, /takes GET or PUT or DELETE/],
+      ['GET', '/v1/stat?path=%2Fnowhere%2Fat%2Fall', undefined, 400, /not in the tierfs mount/],
+      ['GET', `/v1/stat?path=${encodeURIComponent(path.join(m, 'missing'))}`, undefined, 404, /no such file in the file system/],
     ];
     for (const [method, url, body, status, message] of cases) {
       const answer = await api(served.socket, method, url, body);

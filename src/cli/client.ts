@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { TierfsError } from '../errors';
+import { methodOf, urlPathOf, type Api, type Endpoint, type ParamsOf, type ProgressLine } from '../daemon/api';
 
 export const defaultSocket = '/run/tierfs/admin.sock';
 
@@ -22,10 +23,21 @@ export function mountPath(argument: string): string {
   }
 }
 
-export interface ProgressLine {
-  progress?: { doneBytes: number; totalBytes: number };
-  result?: Record<string, unknown>;
-  error?: string;
+export type { ProgressLine };
+
+/** What one call sends: the path parameter, the query and the body its endpoint takes (api.ts). */
+export interface CallOptions<E extends Endpoint> {
+  params?: ParamsOf<E>;
+  query?: Api[E]['query'];
+  body?: Api[E]['body'];
+  onLine?: (line: ProgressLine) => void;
+  signal?: AbortSignal;
+}
+
+/** Call one endpoint of the admin API; the answer has the type api.ts declares for it. */
+export async function call<E extends Endpoint>(socket: string, endpoint: E, options: CallOptions<E> = {}): Promise<Api[E]['response']> {
+  const urlPath = urlPathOf(endpoint, (options.params ?? {}) as ParamsOf<E>, (options.query ?? {}) as Api[E]['query']);
+  return (await request(socket, methodOf(endpoint), urlPath, options.body, options.onLine, options.signal)) as unknown as Api[E]['response'];
 }
 
 /**

@@ -7,7 +7,9 @@
 import { TierfsError } from '../errors';
 import { parseDuration, policyModes } from '../tier/policy';
 import { parseOptions, parseSize, required } from './args';
-import { formatBytes, mountPath, progressBar, request, socketPath, type ProgressLine } from './client';
+import type { Api, DirectoryReport, FileReport, JobAnswer, PolicyEditBody, ProgressLine, SimulatedPolicyBody, WatermarksReport } from '../daemon/api';
+import type { PolicyRecord } from '../meta/meta_store';
+import { call, formatBytes, mountPath, progressBar, socketPath } from './client';
 
 const socketHelp = `
 Talks to the daemon's admin socket: --socket PATH, else $TIERFS_SOCKET,
@@ -252,30 +254,28 @@ function percent(part: number, whole: number): string {
   return whole === 0 ? '0%' : `${((100 * part) / whole).toFixed(1)}%`;
 }
 
-const n = (value: unknown) => Number(value ?? 0);
 
 async function status(argv: string[]): Promise<void> {
   const command = parse(argv, 'status', { json: { type: 'boolean' } });
   if (!command) return;
   noArguments(command.positionals, 'status');
-  const r = (await request(command.socket, 'GET', '/v1/status')) as Record<string, Record<string, unknown>>;
+  const r = await call(command.socket, 'GET /v1/status');
   if (command.values.json) return printJson(r);
-  const { flash, residency, packs, destage, recall, errors, watermarks } = r;
-  const targets = r.targets as unknown as Record<string, unknown>[];
+  const { flash, residency, packs, destage, recall, errors, watermarks, targets } = r;
   const lines = [
     `mount      ${r.mount}  (file system ${r.fsUuid}, ${r.inodeCount} inodes)`,
-    `flash      ${formatBytes(n(flash.usedBytes))} of ${formatBytes(n(flash.capacityBytes))} used (${percent(n(flash.usedBytes), n(flash.capacityBytes))})` +
+    `flash      ${formatBytes(flash.usedBytes)} of ${formatBytes(flash.capacityBytes)} used (${percent(flash.usedBytes, flash.capacityBytes)})` +
       (watermarks ? `, watermarks low ${watermarks.lowPercent}% / high ${watermarks.highPercent}%` : ''),
-    `residency  flash only ${formatBytes(n(residency.flashOnlyBytes))}, both ${formatBytes(n(residency.bothBytes))}, object only ${formatBytes(n(residency.objectOnlyBytes))}`,
-    `packs      ${packs.count} holding ${formatBytes(n(packs.storedBytes))}: ${formatBytes(n(packs.liveBytes))} live, ${formatBytes(n(packs.garbageBytes))} garbage`,
+    `residency  flash only ${formatBytes(residency.flashOnlyBytes)}, both ${formatBytes(residency.bothBytes)}, object only ${formatBytes(residency.objectOnlyBytes)}`,
+    `packs      ${packs.count} holding ${formatBytes(packs.storedBytes)}: ${formatBytes(packs.liveBytes)} live, ${formatBytes(packs.garbageBytes)} garbage`,
   ];
   if (destage) {
     const age = typeof destage.queueAgeMs === 'number' ? ` (counted ${Math.round(destage.queueAgeMs / 1000)} s ago)` : ' (not counted yet)';
-    lines.push(`destage    queue ${formatBytes(n(destage.queueBytes))}${age}, ${formatBytes(n(destage.bytesPerSecond))}/s over the last minute`);
+    lines.push(`destage    queue ${formatBytes(destage.queueBytes)}${age}, ${formatBytes(destage.bytesPerSecond)}/s over the last minute`);
   }
   if (recall)
     lines.push(
-      `recall     ${formatBytes(n(recall.bytesPerSecond))}/s over the last minute, ${recall.getCount} GETs` +
+      `recall     ${formatBytes(recall.bytesPerSecond)}/s over the last minute, ${recall.getCount} GETs` +
         (recall.latencyMsP50 === null ? '' : `, latency p50 ${recall.latencyMsP50} ms / p99 ${recall.latencyMsP99} ms`),
     );
   lines.push(
@@ -293,24 +293,24 @@ async function status(argv: string[]): Promise<void> {
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
-function describeFile(r: Record<string, unknown>): string[] {
-  const heat = r.heat as { accessedMs: number; count: number } | undefined;
+function describeFile(r: FileReport): string[] {
+  const heat = r.heat;
   const lines = [
-    `${r.path}: ${formatBytes(n(r.size))}${r.type !== 'file' ? ` (${r.type})` : ''}`,
-    `  on flash   ${formatBytes(n(r.flashBytes))} (only there: ${formatBytes(n(r.flashOnlyBytes))})`,
-    `  in packs   ${formatBytes(n(r.objectBytes))} (only there: ${formatBytes(n(r.objectOnlyBytes))})`,
+    `${r.path}: ${formatBytes(r.size)}${r.type !== 'file' ? ` (${r.type})` : ''}`,
+    `  on flash   ${formatBytes(r.flashBytes)} (only there: ${formatBytes(r.flashOnlyBytes)})`,
+    `  in packs   ${formatBytes(r.objectBytes)} (only there: ${formatBytes(r.objectOnlyBytes)})`,
     `  policy     ${r.policy ?? 'none (no object target)'}${r.mode ? ` (${r.mode})` : ''}${r.pinned ? ', pinned' : ''}`,
   ];
   if (heat) lines.push(`  heat       last access ${heat.accessedMs ? new Date(heat.accessedMs).toISOString() : 'never'}, count ${heat.count}`);
   return lines;
 }
 
-function describeDirectory(r: Record<string, unknown>): string[] {
-  const entries = r.entries as Record<string, unknown>[];
+function describeDirectory(r: DirectoryReport): string[] {
+  const entries = r.entries;
   const lines = [`${r.path}:`, `${'RESIDENCY'.padEnd(9)} ${'SIZE'.padStart(10)} ${'ON FLASH'.padStart(10)} ${'IN PACKS'.padStart(10)}  ${'POLICY'.padEnd(12)} NAME`];
   for (const e of entries)
     lines.push(
-      `${String(e.residency).padEnd(9)} ${formatBytes(n(e.size)).padStart(10)} ${formatBytes(n(e.flashBytes)).padStart(10)} ${formatBytes(n(e.objectBytes)).padStart(10)}  ` +
+      `${String(e.residency).padEnd(9)} ${formatBytes(e.size).padStart(10)} ${formatBytes(e.flashBytes).padStart(10)} ${formatBytes(e.objectBytes).padStart(10)}  ` +
         `${String(e.pinned ? 'pinned' : (e.policy ?? '-')).padEnd(12)} ${e.name}${e.type === 'directory' ? '/' : ''}`,
     );
   if (r.truncated) lines.push(`(first ${entries.length} entries)`);
@@ -320,10 +320,10 @@ function describeDirectory(r: Record<string, unknown>): string[] {
 async function stat(argv: string[]): Promise<void> {
   const command = parse(argv, 'stat', { json: { type: 'boolean' } });
   if (!command) return;
-  const reports = [];
-  for (const p of paths(command.positionals, 'stat')) reports.push(await request(command.socket, 'GET', `/v1/stat?path=${encodeURIComponent(p)}`));
+  const reports: (FileReport | DirectoryReport)[] = [];
+  for (const p of paths(command.positionals, 'stat')) reports.push(await call(command.socket, 'GET /v1/stat', { query: { path: p } }));
   if (command.values.json) return printJson(reports.length === 1 ? reports[0] : reports);
-  const blocks = reports.map((r) => (r.type === 'directory' ? describeDirectory(r) : describeFile(r)).join('\n'));
+  const blocks = reports.map((r) => ('entries' in r ? describeDirectory(r) : describeFile(r)).join('\n'));
   process.stdout.write(`${blocks.join('\n\n')}\n`);
 }
 
@@ -331,13 +331,13 @@ async function heat(argv: string[]): Promise<void> {
   const command = parse(argv, 'heat', { json: { type: 'boolean' } });
   if (!command) return;
   if (command.positionals.length > 1) throw new TierfsError('USAGE', 'heat: give at most one PATH');
-  const query = command.positionals.length === 1 ? `?path=${encodeURIComponent(mountPath(command.positionals[0]))}` : '';
-  const r = await request(command.socket, 'GET', `/v1/heat${query}`);
+  const query = command.positionals.length === 1 ? { path: mountPath(command.positionals[0]) } : {};
+  const r = await call(command.socket, 'GET /v1/heat', { query });
   if (command.values.json) return printJson(r);
-  const buckets = r.buckets as { label: string; bytes: number; flashBytes: number }[];
+  const buckets = r.buckets;
   const most = Math.max(1, ...buckets.map((b) => b.bytes));
   const width = 40;
-  const lines = [`bytes of ${r.path} by time since last access (${formatBytes(n(r.totalBytes))} in all)`];
+  const lines = [`bytes of ${r.path} by time since last access (${formatBytes(r.totalBytes)} in all)`];
   for (const b of buckets) {
     const bar = Math.round((b.bytes / most) * width);
     const onFlash = b.bytes === 0 ? 0 : Math.round((b.flashBytes / b.bytes) * bar);
@@ -347,15 +347,19 @@ async function heat(argv: string[]): Promise<void> {
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
+type JobEndpoint = 'POST /v1/destage' | 'POST /v1/recall' | 'POST /v1/pin';
+type JobResultOf<E extends JobEndpoint> = Api[E]['response'] extends JobAnswer<infer R> ? R : never;
+
 /** A long job over paths: progress while it runs; Ctrl-C hangs up, which stops it in the daemon. */
-async function job(socket: string, name: string, body: Record<string, unknown>, wait: boolean): Promise<Record<string, unknown> | undefined> {
+async function job<E extends JobEndpoint>(socket: string, endpoint: E, body: Api[E]['body'], wait: boolean): Promise<JobResultOf<E> | undefined> {
+  const name = endpoint.slice('POST /v1/'.length);
   const bar = progressBar(name);
   const interrupt = new AbortController();
   const onSignal = () => interrupt.abort();
   process.once('SIGINT', onSignal);
-  let answer: Record<string, unknown>;
+  let answer: JobAnswer<JobResultOf<E>>;
   try {
-    answer = await request(socket, 'POST', `/v1/${name}`, { ...body, wait }, (line: ProgressLine) => bar.update(line), interrupt.signal);
+    answer = (await call(socket, endpoint, { body: { ...body, wait }, onLine: (line: ProgressLine) => bar.update(line), signal: interrupt.signal })) as JobAnswer<JobResultOf<E>>;
   } catch (error) {
     if (interrupt.signal.aborted) throw new TierfsError('BUSY', `${name} stopped by Ctrl-C; what was done stays done and the file system is consistent`);
     throw error;
@@ -363,7 +367,7 @@ async function job(socket: string, name: string, body: Record<string, unknown>, 
     process.off('SIGINT', onSignal);
     bar.done();
   }
-  return wait ? (answer.result as Record<string, unknown>) : undefined;
+  return 'result' in answer ? answer.result : undefined;
 }
 
 function jobCommand(name: 'destage' | 'recall') {
@@ -371,11 +375,12 @@ function jobCommand(name: 'destage' | 'recall') {
     const command = parse(argv, name, { wait: { type: 'boolean' }, json: { type: 'boolean' } });
     if (!command) return;
     const wait = command.values.wait === true;
-    const result = await job(command.socket, name, { paths: paths(command.positionals, name) }, wait);
+    const body = { paths: paths(command.positionals, name) };
+    const result = name === 'destage' ? await job(command.socket, 'POST /v1/destage', body, wait) : await job(command.socket, 'POST /v1/recall', body, wait);
     if (!result) return void process.stdout.write(`${name} of ${command.positionals.join(', ')} started\n`);
     if (command.values.json) return printJson(result);
-    const bytes = n(name === 'destage' ? result.destagedBytes : result.recalledBytes);
-    const skipped = n(result.skippedFileCount);
+    const bytes = 'destagedBytes' in result ? result.destagedBytes : result.recalledBytes;
+    const skipped = 'skippedFileCount' in result ? result.skippedFileCount : 0;
     process.stdout.write(
       `${formatBytes(bytes)} ${name === 'destage' ? 'destaged' : 'recalled'} in ${result.fileCount} file${result.fileCount === 1 ? '' : 's'}` +
         `${skipped > 0 ? `; ${skipped} kept on flash by their policy` : ''}\n`,
@@ -386,13 +391,13 @@ function jobCommand(name: 'destage' | 'recall') {
 async function release(argv: string[]): Promise<void> {
   const command = parse(argv, 'release', { json: { type: 'boolean' } });
   if (!command) return;
-  const r = await request(command.socket, 'POST', '/v1/release', { paths: paths(command.positionals, 'release') });
+  const r = await call(command.socket, 'POST /v1/release', { body: { paths: paths(command.positionals, 'release') } });
   if (command.values.json) return printJson(r);
-  const left = n(r.flashOnlyBytes);
+  const left = r.flashOnlyBytes;
   process.stdout.write(
-    `${formatBytes(n(r.releasedBytes))} released from flash in ${r.fileCount} file${r.fileCount === 1 ? '' : 's'}` +
+    `${formatBytes(r.releasedBytes)} released from flash in ${r.fileCount} file${r.fileCount === 1 ? '' : 's'}` +
       `${left > 0 ? `; ${formatBytes(left)} not yet in a pack stays (tierfs destage first)` : ''}` +
-      `${n(r.skippedFileCount) > 0 ? `; ${r.skippedFileCount} pinned file(s) skipped` : ''}\n`,
+      `${r.skippedFileCount > 0 ? `; ${r.skippedFileCount} pinned file(s) skipped` : ''}\n`,
   );
 }
 
@@ -402,22 +407,22 @@ function pinCommand(name: 'pin' | 'unpin') {
     if (!command) return;
     const body = { paths: paths(command.positionals, name), recursive: command.values.recursive === true };
     if (name === 'unpin') {
-      const r = await request(command.socket, 'POST', '/v1/unpin', body);
+      const r = await call(command.socket, 'POST /v1/unpin', { body });
       if (command.values.json) return printJson(r);
       return void process.stdout.write(`${r.changedCount} of ${r.fileCount} file(s) unpinned\n`);
     }
     const wait = command.values.wait === true;
-    const result = await job(command.socket, 'pin', body, wait);
+    const result = await job(command.socket, 'POST /v1/pin', body, wait);
     if (!result) return void process.stdout.write(`pinned; recall of what is only in packs started\n`);
     if (command.values.json) return printJson(result);
-    process.stdout.write(`${result.fileCount} file(s) pinned (${result.changedCount} newly), ${formatBytes(n(result.recalledBytes))} recalled\n`);
+    process.stdout.write(`${result.fileCount} file(s) pinned (${result.changedCount} newly), ${formatBytes(result.recalledBytes)} recalled\n`);
   };
 }
 
-function describePolicy(p: Record<string, unknown>): string {
+function describePolicy(p: PolicyRecord): string {
   return (
-    `${String(p.name).padEnd(16)} ${String(p.mode).padEnd(6)} ${String(p.pathGlob).padEnd(28)} cool ${formatDuration(n(p.coolAfterMs))}` +
-    `${n(p.sizeBytesMin) > 0 ? `, min ${formatBytes(n(p.sizeBytesMin))}` : ''}${p.compress ? ', compressed' : ''}${p.target && p.target !== 'default' ? `, to ${p.target}` : ''}`
+    `${String(p.name).padEnd(16)} ${String(p.mode).padEnd(6)} ${String(p.pathGlob).padEnd(28)} cool ${formatDuration(p.coolAfterMs)}` +
+    `${p.sizeBytesMin > 0 ? `, min ${formatBytes(p.sizeBytesMin)}` : ''}${p.compress ? ', compressed' : ''}${p.target && p.target !== 'default' ? `, to ${p.target}` : ''}`
   );
 }
 
@@ -427,7 +432,7 @@ function formatDuration(ms: number): string {
 }
 
 /** MODE:GLOB[:COOL_AFTER] → a simulated policy. */
-function parseSimulatedPolicy(text: string): Record<string, unknown> {
+function parseSimulatedPolicy(text: string): SimulatedPolicyBody {
   const first = text.indexOf(':');
   const mode = text.slice(0, first);
   let glob = text.slice(first + 1);
@@ -468,19 +473,19 @@ async function policy(argv: string[]): Promise<void> {
     if (positionals.length !== 1) throw new TierfsError('USAGE', `policy ${sub}: give exactly one NAME (see tierfs policy --help)`);
     return positionals[0];
   };
-  const fields = () => ({
-    ...(values.path === undefined ? {} : { path: values.path }),
-    ...(values.mode === undefined ? {} : { mode: values.mode }),
+  const fields = (): PolicyEditBody => ({
+    ...(values.path === undefined ? {} : { path: values.path as string }),
+    ...(values.mode === undefined ? {} : { mode: values.mode as string }),
     ...(values['cool-after'] === undefined ? {} : { coolAfterMs: parseDuration(values['cool-after'] as string, '--cool-after') }),
     ...(values['min-size'] === undefined ? {} : { sizeBytesMin: parseSize(values['min-size'] as string, '--min-size') }),
     ...(values.compress ? { compress: true } : values['no-compress'] ? { compress: false } : {}),
-    ...(values.target === undefined ? {} : { target: values.target }),
+    ...(values.target === undefined ? {} : { target: values.target as string }),
   });
   switch (sub) {
     case 'list': {
       only(['json']);
       noArguments(positionals, 'policy list');
-      const r = (await request(socket, 'GET', '/v1/policies')) as { policies: Record<string, unknown>[]; default: Record<string, unknown> };
+      const r = await call(socket, 'GET /v1/policies');
       if (values.json) return printJson(r.policies);
       if (r.policies.length === 0) process.stdout.write('no policies: every file follows the default\n');
       for (const p of r.policies) process.stdout.write(`${describePolicy(p)}\n`);
@@ -488,16 +493,16 @@ async function policy(argv: string[]): Promise<void> {
     }
     case 'show': {
       only(['json']);
-      const r = await request(socket, 'GET', `/v1/policies/${encodeURIComponent(oneName())}`);
+      const r = await call(socket, 'GET /v1/policies/:name', { params: { name: oneName() } });
       if (values.json) return printJson(r.policy);
-      return void process.stdout.write(`${describePolicy(r.policy as Record<string, unknown>)}\n`);
+      return void process.stdout.write(`${describePolicy(r.policy)}\n`);
     }
     case 'add': {
       only(['path', 'mode', 'cool-after', 'min-size', 'compress', 'target', 'json']);
       const name = oneName();
       required(values, 'path', 'policy add');
       required(values, 'mode', 'policy add');
-      const r = await request(socket, 'POST', '/v1/policies', { name, ...fields() });
+      const r = await call(socket, 'POST /v1/policies', { body: { ...fields(), name, path: values.path as string, mode: values.mode as string } });
       if (values.json) return printJson(r.policy);
       return void process.stdout.write(`policy ${name} added\n`);
     }
@@ -507,23 +512,22 @@ async function policy(argv: string[]): Promise<void> {
       if (values.compress && values['no-compress']) throw new TierfsError('USAGE', 'policy edit: --compress and --no-compress contradict each other');
       const change = fields();
       if (Object.keys(change).length === 0) throw new TierfsError('USAGE', 'policy edit: nothing to change (give --path, --mode, --cool-after, --min-size, --compress or --target)');
-      const r = await request(socket, 'PUT', `/v1/policies/${encodeURIComponent(name)}`, change);
+      const r = await call(socket, 'PUT /v1/policies/:name', { params: { name }, body: change });
       if (values.json) return printJson(r.policy);
-      return void process.stdout.write(`policy ${name} changed: ${describePolicy(r.policy as Record<string, unknown>)}\n`);
+      return void process.stdout.write(`policy ${name} changed: ${describePolicy(r.policy)}\n`);
     }
     case 'rm': {
       only([]);
       const name = oneName();
-      await request(socket, 'DELETE', `/v1/policies/${encodeURIComponent(name)}`);
+      await call(socket, 'DELETE /v1/policies/:name', { params: { name } });
       return void process.stdout.write(`policy ${name} removed\n`);
     }
     case 'explain': {
       only(['json']);
       if (positionals.length !== 1) throw new TierfsError('USAGE', 'policy explain: give exactly one PATH');
-      const r = await request(socket, 'GET', `/v1/explain?path=${encodeURIComponent(mountPath(positionals[0]))}`);
+      const r = await call(socket, 'GET /v1/explain', { query: { path: mountPath(positionals[0]) } });
       if (values.json) return printJson(r);
-      const applies = r.applies as Record<string, unknown>;
-      const matches = r.matches as Record<string, unknown>[];
+      const { applies, matches } = r;
       const lines = [`${r.path}: ${applies.name} (${applies.mode}) applies — ${r.reason}`];
       for (const m of matches) lines.push(`  ${m === matches[0] && !r.pinned ? '*' : ' '} ${describePolicy(m)}`);
       return void process.stdout.write(`${lines.join('\n')}\n`);
@@ -534,16 +538,16 @@ async function policy(argv: string[]): Promise<void> {
       const flashSizeBytes = parseSize(required(values, 'flash-size', 'policy simulate'), '--flash-size');
       if (flashSizeBytes <= 0) throw new TierfsError('USAGE', '--flash-size must be more than 0');
       const policies = ((values.policy as string[] | undefined) ?? []).map(parseSimulatedPolicy);
-      const r = await request(socket, 'POST', '/v1/simulate', { flashSizeBytes, policies, replace: values.replace === true });
+      const r = await call(socket, 'POST /v1/simulate', { body: { flashSizeBytes, policies, replace: values.replace === true } });
       if (values.json) return printJson(r);
-      const cost = r.cost as Record<string, number | string>;
+      const { cost } = r;
       const money = (v: unknown) => `${Number(v).toFixed(2)} ${cost.currency}`;
       const lines = [
         `with ${formatBytes(flashSizeBytes)} of flash${policies.length > 0 ? ` and ${policies.length} simulated polic${policies.length === 1 ? 'y' : 'ies'}${values.replace ? ' (replacing the current ones)' : ''}` : ''}:`,
-        `  on flash        ${formatBytes(n(r.flashBytes))} (only there: ${formatBytes(n(r.flashOnlyBytes))})${n(r.overflowBytes) > 0 ? `  — ${formatBytes(n(r.overflowBytes))} kept on flash does NOT fit` : ''}`,
-        `  in packs        ${formatBytes(n(r.objectBytes))} (only there: ${formatBytes(n(r.objectOnlyBytes))})`,
-        `  flash hit rate  ${r.hitRate === null ? 'no reads recorded' : `${(n(r.hitRate) * 100).toFixed(1)}% of read bytes`}`,
-        `  recalls a month ${Math.round(n(r.getsPerMonth))} GETs, ${formatBytes(n(r.missBytesPerMonth))}`,
+        `  on flash        ${formatBytes(r.flashBytes)} (only there: ${formatBytes(r.flashOnlyBytes)})${r.overflowBytes > 0 ? `  — ${formatBytes(r.overflowBytes)} kept on flash does NOT fit` : ''}`,
+        `  in packs        ${formatBytes(r.objectBytes)} (only there: ${formatBytes(r.objectOnlyBytes)})`,
+        `  flash hit rate  ${r.hitRate === null ? 'no reads recorded' : `${(r.hitRate * 100).toFixed(1)}% of read bytes`}`,
+        `  recalls a month ${Math.round(r.getsPerMonth)} GETs, ${formatBytes(r.missBytesPerMonth)}`,
         `  object storage  ${money(cost.total)} a month (storage ${money(cost.storage)}, requests ${money(cost.requests)}, egress ${money(cost.egress)})`,
       ];
       return void process.stdout.write(`${lines.join('\n')}\n`);
@@ -560,18 +564,16 @@ async function fsck(argv: string[]): Promise<void> {
   const sample = command.values['sample-packs'] as string | undefined;
   if (sample !== undefined && (!/^\d+$/.test(sample) || Number(sample) < 1 || !command.values.deep))
     throw new TierfsError('USAGE', 'fsck: --sample-packs N takes a whole number >= 1 and goes with --deep');
-  const r = await request(command.socket, 'POST', '/v1/fsck', {
-    repair: command.values.repair === true,
-    deep: command.values.deep === true,
-    ...(sample === undefined ? {} : { samplePacks: Number(sample) }),
+  const r = await call(command.socket, 'POST /v1/fsck', {
+    body: { repair: command.values.repair === true, deep: command.values.deep === true, ...(sample === undefined ? {} : { samplePacks: Number(sample) }) },
   });
-  const problems = r.problems as Record<string, unknown>[];
-  const problemCount = n(r.problemCount);
-  process.exitCode = problemCount === 0 ? 0 : n(r.repairedCount) === problemCount ? 1 : 4;
+  const { problems } = r;
+  const problemCount = r.problemCount;
+  process.exitCode = problemCount === 0 ? 0 : r.repairedCount === problemCount ? 1 : 4;
   if (command.values.json) return printJson(r);
   const lines = [
-    `checked ${r.extentCount} extents (${formatBytes(n(r.checkedBytes))}): ${formatBytes(n(r.flashVerifiedBytes))} verified on flash` +
-      `${command.values.deep ? `, ${formatBytes(n(r.packVerifiedBytes))} verified in packs${r.sampledPackCount !== undefined ? ` (a sample of ${r.sampledPackCount})` : ''}` : ''}; ${r.packCount} packs, ${r.objectCount} objects listed`,
+    `checked ${r.extentCount} extents (${formatBytes(r.checkedBytes)}): ${formatBytes(r.flashVerifiedBytes)} verified on flash` +
+      `${command.values.deep ? `, ${formatBytes(r.packVerifiedBytes)} verified in packs${r.sampledPackCount !== undefined ? ` (a sample of ${r.sampledPackCount})` : ''}` : ''}; ${r.packCount} packs, ${r.objectCount} objects listed`,
   ];
   for (const p of problems)
     lines.push(
@@ -598,13 +600,13 @@ async function watermark(argv: string[]): Promise<void> {
   const command = parse(rest, 'watermark', { high: { type: 'string' }, low: { type: 'string' }, json: { type: 'boolean' } });
   if (!command) return;
   noArguments(command.positionals, `watermark ${sub}`);
-  let r: Record<string, unknown>;
+  let r: WatermarksReport;
   if (sub === 'set') {
     const body = { highPercent: parsePercent(command.values.high as string | undefined, 'high'), lowPercent: parsePercent(command.values.low as string | undefined, 'low') };
-    r = await request(command.socket, 'PUT', '/v1/watermarks', body);
+    r = await call(command.socket, 'PUT /v1/watermarks', { body });
   } else if (sub === 'show') {
     if (command.values.high !== undefined || command.values.low !== undefined) throw new TierfsError('USAGE', 'watermark show: --high and --low belong to watermark set');
-    r = await request(command.socket, 'GET', '/v1/watermarks');
+    r = await call(command.socket, 'GET /v1/watermarks');
   } else throw new TierfsError('USAGE', `watermark: unknown subcommand "${sub}" (set, show)`);
   if (command.values.json) return printJson(r);
   process.stdout.write(`watermarks: high ${r.highPercent}%, low ${r.lowPercent}%\n`);
@@ -619,34 +621,34 @@ async function target(argv: string[]): Promise<void> {
   switch (sub) {
     case 'list': {
       noArguments(positionals, 'target list');
-      const r = (await request(socket, 'GET', '/v1/targets')) as { targets: Record<string, unknown>[] };
+      const r = await call(socket, 'GET /v1/targets');
       if (values.json) return printJson(r.targets);
       for (const t of r.targets)
         process.stdout.write(
           `${String(t.name).padEnd(10)} ${t.url}${t.encrypted ? ' (encrypted)' : ''}  ${t.reachable ? 'reachable' : `UNREACHABLE: ${t.lastError}`}, ` +
-            `${t.count} pack(s), ${formatBytes(n(t.storedBytes))}\n`,
+            `${t.count} pack(s), ${formatBytes(t.storedBytes)}\n`,
         );
       return;
     }
     case 'test': {
       if (positionals.length > 1) throw new TierfsError('USAGE', 'target test: give at most one NAME');
       const name = positionals[0] ?? 'default';
-      const r = await request(socket, 'POST', `/v1/targets/${encodeURIComponent(name)}/test`, {});
+      const r = await call(socket, 'POST /v1/targets/:name/test', { params: { name } });
       if (!r.ok) process.exitCode = 1;
       if (values.json) return printJson(r);
-      const steps = (r.steps as { step: string; ms: number }[]).map((s) => `${s.step} ${s.ms} ms`).join(', ');
+      const steps = r.steps.map((s) => `${s.step} ${s.ms} ms`).join(', ');
       process.stdout.write(r.ok ? `${name} (${r.url}): ok — ${steps}\n` : `${name} (${r.url}): FAILED: ${r.error}${steps ? ` (${steps})` : ''}\n`);
       return;
     }
     case 'add': {
       if (positionals.length !== 2) throw new TierfsError('USAGE', 'target add: give NAME and URL (see tierfs target --help)');
-      const r = await request(socket, 'POST', '/v1/targets', { name: positionals[0], url: positionals[1] });
+      const r = await call(socket, 'POST /v1/targets', { body: { name: positionals[0], url: positionals[1] } });
       if (values.json) return printJson(r.target);
-      return void process.stdout.write(`target ${positionals[0]} added: ${(r.target as Record<string, unknown>).url}\n`);
+      return void process.stdout.write(`target ${positionals[0]} added: ${r.target.url}\n`);
     }
     case 'rm': {
       if (positionals.length !== 1) throw new TierfsError('USAGE', 'target rm: give exactly one NAME');
-      await request(socket, 'DELETE', `/v1/targets/${encodeURIComponent(positionals[0])}`);
+      await call(socket, 'DELETE /v1/targets/:name', { params: { name: positionals[0] } });
       return void process.stdout.write(`target ${positionals[0]} removed\n`);
     }
     default:

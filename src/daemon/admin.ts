@@ -1,36 +1,24 @@
 /**
  * The admin API: JSON over HTTP on a unix socket.  The `tierfs` commands
  * other than format and serve talk to it; none opens the metadata behind
- * the daemon's back.
+ * the daemon's back, and neither does this file: it uses what the file
+ * system (src/fs) and the tiering engine (src/tier) offer.
  *
  * Who may call: the socket is mode 0660, owned by the daemon's user and by
  * the group `tierfs` where that group exists (else the daemon's group); the
  * kernel refuses everyone else at connect(2), before a byte is read.
  *
- *   GET    /v1/status                       the tiers, rates, errors, targets, watermarks
- *   GET    /v1/stat?path=ABS                a file's residency, or a directory's listing
- *   GET    /v1/heat[?path=ABS]              bytes by time since last access
- *   POST   /v1/destage  {paths, wait}       wait: NDJSON progress lines, then the result
- *   POST   /v1/recall   {paths, wait}       (a client that hangs up stops the job)
- *   POST   /v1/release  {paths}
- *   POST   /v1/pin      {paths, recursive, wait}   pins, then recalls what is only in packs
- *   POST   /v1/unpin    {paths, recursive}
- *   GET    /v1/policies                     POST /v1/policies {name, path, mode, ...}
- *   GET    /v1/policies/NAME                PUT  /v1/policies/NAME {path?, mode?, ...}
- *   DELETE /v1/policies/NAME
- *   GET    /v1/explain?path=ABS             which policy applies to a file, and why
- *   POST   /v1/simulate {flashSizeBytes, policies?, replace?}
- *   POST   /v1/fsck     {repair, deep}
- *   GET    /v1/watermarks                   PUT /v1/watermarks {highPercent, lowPercent}
- *   GET    /v1/targets                      POST /v1/targets {name, url}
- *   DELETE /v1/targets/NAME                 POST /v1/targets/NAME/test
+ * The endpoints, their queries, bodies and answers are declared once in
+ * api.ts; `handlers` below has exactly one per endpoint (the compiler
+ * refuses a missing one or a wrong answer).
  *
  * Every request is checked before anything changes: fields by name and
- * type (unknown ones refused), paths absolute, inside the mount, without
- * ".." segments, at most adminPathCountMax of them, bodies at most
- * adminBodyBytesMax.  Errors are {"error": "one line"} with a 4xx status for
- * a caller's mistake and 5xx for the daemon's.  Paths are mapped to inodes
- * by name in the metadata, never by touching the daemon's own mount.
+ * type (unknown ones refused), query parameters by name, paths absolute,
+ * inside the mount, without ".." segments, at most adminPathCountMax of
+ * them, bodies at most adminBodyBytesMax.  Errors are {"error": "one line"}
+ * with a 4xx status for a caller's mistake and 5xx for the daemon's (every
+ * error code has its status: statusByCode).  Paths are mapped to inodes by
+ * name in the file system, never by touching the daemon's own mount.
  */
 import fs from 'node:fs';
 import http from 'node:http';
@@ -38,11 +26,27 @@ import net from 'node:net';
 import path from 'node:path';
 import { constants } from '../constants';
 import { isTierfsError, TierfsError, type ErrorCode } from '../errors';
-import { checkFileSystem } from '../fs/fsck';
-import { ROOT_INO, type Ino, type OpenFileSystem } from '../fs/fs';
+import type { Attr, FileSystem, Ino } from '../fs/fs';
 import { log } from '../log';
-import { residencyOf, type Extent, type PolicyRecord } from '../meta/meta_store';
-import { defaultPrices, parseDuration, validatePolicy, yieldToEventLoop, type JobControl, type Prices, type TieringEngine } from '../tier/tier';
+import type { PolicyRecord } from '../meta/meta_store';
+import { defaultPrices, parseDuration, validatePolicy, type JobControl, type Prices, type TieringEngine } from '../tier/tier';
+import {
+  bodySchemas,
+  simulatedPolicySchema,
+  type Api,
+  type DirectoryReport,
+  type Endpoint,
+  type FileKind,
+  type FileReport,
+  type JobAnswer,
+  type Method,
+  type ParamsOf,
+  type PathsBody,
+  type ResidencyLabel,
+  type Schema,
+  type SimulatedPolicyBody,
+  type StatusResponse,
+} from './api';
 
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
@@ -85,8 +89,13 @@ class HttpError extends Error {
   }
 }
 
-export interface AdminContext {
-  opened: OpenFileSystem;
+/** What the daemon serves: the file system and, with an object target, its tiering engine. */
+export interface Service {
+  fs: FileSystem;
+  tier: TieringEngine | undefined;
+}
+
+export interface AdminContext extends Service {
   /** Absolute, resolved path of the mount point. */
   mountPath: string;
   /** Object storage prices for the simulator (serve config "prices"). */
@@ -95,13 +104,11 @@ export interface AdminContext {
 
 // ---- validation ----
 
-type FieldType = 'string' | 'boolean' | 'number' | 'string[]' | 'object[]';
-type Schema = Record<string, { type: FieldType; required?: boolean }>;
-
-/** Check a body against a schema: unknown fields, missing ones and wrong types are refused with one line. */
-function check(body: Record<string, unknown>, schema: Schema, what: string): void {
-  for (const key of Object.keys(body)) if (!(key in schema)) throw new HttpError(400, `${what}: unknown field "${key}" (known: ${Object.keys(schema).join(', ')})`);
-  for (const [key, { type, required }] of Object.entries(schema)) {
+/** Check a body against its schema: unknown fields, missing ones and wrong types are refused with one line. */
+function check<B>(body: Record<string, unknown>, schema: Schema<B>, what: string): B {
+  const fields = schema as Record<string, { type: string; required?: boolean }>;
+  for (const key of Object.keys(body)) if (!(key in fields)) throw new HttpError(400, `${what}: unknown field "${key}"${Object.keys(fields).length === 0 ? ' (it takes none)' : ` (known: ${Object.keys(fields).join(', ')})`}`);
+  for (const [key, { type, required }] of Object.entries(fields)) {
     const value = body[key];
     if (value === undefined || value === null) {
       if (required) throw new HttpError(400, `${what}: "${key}" is required`);
@@ -117,74 +124,48 @@ function check(body: Record<string, unknown>, schema: Schema, what: string): voi
             : typeof value === type;
     if (!ok) throw new HttpError(400, `${what}: "${key}" must be ${type === 'string[]' ? 'a list of strings' : type === 'object[]' ? 'a list of objects' : `a ${type}`}`);
   }
+  return body as B;
 }
 
-function fileType(mode: number): 'file' | 'directory' | 'other' {
+function fileKind(mode: number): FileKind {
   const type = mode & S_IFMT;
   return type === S_IFDIR ? 'directory' : type === S_IFREG ? 'file' : 'other';
 }
 
 /** The inode at an absolute path in the mount (no permission checks: the socket's group owns the appliance). */
-export function resolveMountPath(context: AdminContext, absolute: unknown): { ino: Ino; relative: string } {
+export function resolveMountPath(context: AdminContext, absolute: unknown): { attr: Attr; relative: string } {
   if (typeof absolute !== 'string' || !path.isAbsolute(absolute)) throw new HttpError(400, 'a path must be an absolute path in the mount');
   if (absolute.includes('\0') || absolute.length > 4096) throw new HttpError(400, 'a path must be at most 4096 characters, without NUL');
   if (absolute.split('/').includes('..')) throw new HttpError(400, `${absolute}: ".." is not allowed in a path (give the resolved path)`);
   const relative = path.relative(context.mountPath, path.normalize(absolute));
   if (relative.startsWith('..') || path.isAbsolute(relative)) throw new HttpError(400, `${absolute} is not in the tierfs mount at ${context.mountPath}`);
-  let ino = ROOT_INO;
-  for (const name of relative.split('/').filter(Boolean)) {
-    const next = context.opened.meta.lookup(ino, name);
-    if (next === undefined) throw new HttpError(404, `${absolute}: no such file in the file system`);
-    ino = next;
+  try {
+    return { attr: context.fs.resolvePath(relative), relative: `/${relative}` };
+  } catch (error) {
+    if (isTierfsError(error, 'NOT_FOUND')) throw new HttpError(404, `${absolute}: no such file in the file system`);
+    throw error;
   }
-  return { ino, relative: `/${relative}` };
 }
 
 /** The paths of a request: `paths` (a list) or `path` (one). */
-function requestPaths(context: AdminContext, body: Record<string, unknown>, what: string): { ino: Ino; relative: string }[] {
-  const list = body.paths !== undefined ? (body.paths as string[]) : body.path !== undefined ? [body.path as string] : [];
+function requestPaths(context: AdminContext, body: PathsBody, what: string): { ino: Ino; path: string }[] {
+  const list = body.paths ?? (body.path !== undefined ? [body.path] : []);
   if (list.length === 0) throw new HttpError(400, `${what}: give "paths", a list of absolute paths in the mount`);
   if (list.length > constants.adminPathCountMax) throw new HttpError(400, `${what}: at most ${constants.adminPathCountMax} paths per request`);
-  return list.map((p) => resolveMountPath(context, p));
+  return list.map((p) => {
+    const { attr, relative } = resolveMountPath(context, p);
+    return { ino: attr.ino, path: relative };
+  });
 }
 
-/**
- * The regular files at and under some inodes (directories walked when
- * `recursive`, else refused); at most adminFileCountMax.
- */
-function filesUnder(context: AdminContext, roots: { ino: Ino; relative: string }[], recursive: boolean, what: string): Ino[] {
-  const { meta } = context.opened;
-  const files = new Set<Ino>();
-  const stack: Ino[] = [];
-  for (const root of roots) {
-    const inode = meta.getInode(root.ino)!;
-    const type = fileType(inode.mode);
-    if (type === 'file') files.add(root.ino);
-    else if (type === 'directory') {
-      if (!recursive) throw new HttpError(400, `${what}: ${root.relative} is a directory (add --recursive)`);
-      stack.push(root.ino);
-    } else throw new HttpError(400, `${what}: ${root.relative} is not a regular file`);
-  }
-  while (stack.length > 0) {
-    const dir = stack.pop()!;
-    for (let cookie = 0; ; ) {
-      const page = meta.listDirents(dir, cookie, 1024);
-      for (const d of page) {
-        const mode = meta.getInode(d.ino)?.mode ?? 0;
-        if (fileType(mode) === 'file') files.add(d.ino);
-        else if (fileType(mode) === 'directory') stack.push(d.ino);
-        if (files.size > constants.adminFileCountMax) throw new HttpError(400, `${what}: more than ${constants.adminFileCountMax} files; name smaller trees`);
-      }
-      if (page.length < 1024) break;
-      cookie = page[page.length - 1].cookie + 1;
-    }
-  }
-  return [...files];
+/** The regular files a request names (directories: every file under them when `recursive`). */
+function requestFiles(context: AdminContext, body: PathsBody, recursive: boolean, what: string): Ino[] {
+  return context.fs.filesUnder(requestPaths(context, body, what), { recursive, countMax: constants.adminFileCountMax, what });
 }
 
 function tierOf(context: AdminContext): TieringEngine {
-  if (!context.opened.tier) throw new HttpError(409, 'this file system has no object target (format or serve it with --target URL)');
-  return context.opened.tier;
+  if (!context.tier) throw new HttpError(409, 'this file system has no object target (format or serve it with --target URL)');
+  return context.tier;
 }
 
 async function readBody(request: http.IncomingMessage): Promise<Record<string, unknown>> {
@@ -220,19 +201,27 @@ function errorStatus(error: unknown): { status: number; message: string } {
   return { status: 500, message: `internal error: ${(error as Error)?.message ?? String(error)}` };
 }
 
+// ---- answers: plain, or a job ----
+
+interface Job<R> {
+  job: (control: JobControl) => Promise<R>;
+  what: string;
+  wait: boolean;
+}
+
+type Reply<R> = { status?: number; body: R } | (R extends JobAnswer<infer J> ? Job<J> : never);
+
+function isJob(reply: { body: unknown } | Job<unknown>): reply is Job<unknown> {
+  return 'job' in reply;
+}
+
 /**
  * A long operation.  With wait: progress lines, then the result (NDJSON); a
  * client that hangs up stops the job at its next step (a pack, a group of
  * extents), which leaves everything consistent.  Without: 202 at once and
  * the job goes on in the daemon.
  */
-async function runJob(
-  request: http.IncomingMessage,
-  response: http.ServerResponse,
-  wait: unknown,
-  what: string,
-  job: (control: JobControl) => Promise<Record<string, unknown>>,
-): Promise<void> {
+async function runJob(request: http.IncomingMessage, response: http.ServerResponse, { job, what, wait }: Job<unknown>): Promise<void> {
   if (!wait) {
     job({}).catch((error) => log.warn(`${what} failed`, { error: (error as Error).message }));
     send(response, 202, { started: true });
@@ -256,7 +245,7 @@ async function runJob(
       response.write(`${JSON.stringify({ progress: p })}\n`);
     },
   }).then(
-    (value) => ({ result: { ...value, ...(abort.signal.aborted ? { stopped: true } : {}) } }),
+    (value) => ({ result: { ...(value as object), ...(abort.signal.aborted ? { stopped: true } : {}) } }),
     (error: unknown) => ({ error: errorStatus(error).message }),
   );
   response.end(`${JSON.stringify(result)}\n`);
@@ -277,77 +266,59 @@ async function eachFile(inos: Ino[], totalBytes: number, control: JobControl, st
   return doneBytes;
 }
 
-function bytesWith(context: AdminContext, inos: Ino[], residency: 'FLASH' | 'OBJECT'): number {
-  let bytes = 0;
-  for (const ino of inos) for (const e of context.opened.meta.fileExtents(ino)) if (residencyOf(e) === residency) bytes += e.lengthBytes;
-  return bytes;
-}
-
 // ---- reports ----
 
-function status(context: AdminContext) {
-  const { opened } = context;
-  const tier = opened.tier?.status();
+/** The status of the file system and its engine: figures kept as they run, never a scan (status, metrics and systemd's STATUS= read it). */
+export function statusOf(service: Service, mountPath: string): StatusResponse {
+  const totals = service.fs.totals();
+  const tier = service.tier?.status();
   return {
-    mount: context.mountPath,
-    fsUuid: opened.store.superblock.uuid,
-    flash: tier?.flash ?? { capacityBytes: opened.store.capacityBytes, usedBytes: opened.store.usedBytes },
-    residency: tier?.residency ?? { ...opened.meta.residencyTotals() },
-    packs: tier?.packs ?? opened.meta.packTotals(),
+    mount: mountPath,
+    fsUuid: service.fs.uuid,
+    flash: tier?.flash ?? totals.flash,
+    residency: totals.residency,
+    packs: tier?.packs ?? { count: 0, storedBytes: 0, logicalBytes: 0, liveBytes: 0, garbageBytes: 0 },
     watermarks: tier?.watermarks ?? null,
     destage: tier?.destage ?? null,
     recall: tier?.recall ?? null,
-    errors: tier?.errors ?? { flashChecksumErrorCount: opened.store.counters.checksumErrorCount },
+    errors: tier?.errors ?? { flashChecksumErrorCount: totals.counters.checksumErrorCount },
     target: tier?.target ?? null,
     targets: tier?.targets ?? [],
     policyCount: tier?.policyCount ?? 0,
     pinnedFileCount: tier?.pinnedFileCount ?? 0,
-    inodeCount: opened.meta.inodeCount(),
-    counters: tier?.counters ?? opened.store.counters,
+    inodeCount: totals.inodeCount,
+    counters: { ...(tier?.counters ?? totals.counters) },
   };
 }
 
-function residencyLabel(r: { flashOnlyBytes: number; bothBytes: number; objectOnlyBytes: number }): string {
-  const kinds = [r.flashOnlyBytes > 0 && 'flash', r.bothBytes > 0 && 'both', r.objectOnlyBytes > 0 && 'object'].filter(Boolean);
-  return kinds.length === 0 ? 'empty' : kinds.length === 1 ? (kinds[0] as string) : 'mixed';
+function residencyLabel(r: { flashOnlyBytes: number; bothBytes: number; objectOnlyBytes: number }): ResidencyLabel {
+  const kinds = (['flash', 'both', 'object'] as const).filter((_, i) => [r.flashOnlyBytes, r.bothBytes, r.objectOnlyBytes][i] > 0);
+  return kinds.length === 0 ? 'empty' : kinds.length === 1 ? kinds[0] : 'mixed';
 }
 
-function fileReport(context: AdminContext, ino: Ino, relative: string) {
-  const inode = context.opened.meta.getInode(ino)!;
-  const tier = context.opened.tier;
+function fileReport(context: AdminContext, attr: Attr, relative: string): FileReport {
+  const type = fileKind(attr.mode);
+  const { tier } = context;
   if (tier) {
-    const r = tier.fileResidency(ino);
-    const type = fileType(inode.mode);
-    return { path: relative, ino, type, ...r, size: inode.sizeBytes, residency: type === 'file' ? residencyLabel(r) : '-', pinned: context.opened.meta.isPinned(ino) };
+    const r = tier.fileResidency(attr.ino);
+    return { path: relative, ino: attr.ino, type, ...r, size: attr.sizeBytes, residency: type === 'directory' ? '-' : residencyLabel(r), pinned: tier.isPinned(attr.ino) };
   }
-  const flashBytes = context.opened.meta.fileExtents(ino).reduce((sum, e) => sum + e.lengthBytes, 0);
+  const flashBytes = context.fs.mappedBytes(attr.ino);
   return {
-    path: relative, ino, type: fileType(inode.mode), size: inode.sizeBytes, flashBytes, objectBytes: 0,
-    flashOnlyBytes: flashBytes, bothBytes: 0, objectOnlyBytes: 0, policy: null, residency: flashBytes > 0 ? 'flash' : 'empty', pinned: false,
+    path: relative, ino: attr.ino, type, size: attr.sizeBytes, flashBytes, objectBytes: 0,
+    flashOnlyBytes: flashBytes, bothBytes: 0, objectOnlyBytes: 0, policy: null, residency: type === 'directory' ? '-' : flashBytes > 0 ? 'flash' : 'empty', pinned: false,
   };
 }
 
-function stat(context: AdminContext, url: URL) {
-  const { ino, relative } = resolveMountPath(context, url.searchParams.get('path') ?? undefined);
-  const { meta } = context.opened;
-  const inode = meta.getInode(ino)!;
-  if (fileType(inode.mode) !== 'directory') return fileReport(context, ino, relative);
-  const entries = [];
-  let truncated = false;
-  for (let cookie = 0; ; ) {
-    const page = meta.listDirents(ino, cookie, 1024);
-    for (const d of page) {
-      if (entries.length >= constants.adminListingCountMax) {
-        truncated = true;
-        break;
-      }
-      const { path: _path, ...report } = fileReport(context, d.ino, path.posix.join(relative, d.name));
-      entries.push({ name: d.name, ...report });
-    }
-    if (page.length < 1024 || truncated) break;
-    cookie = page[page.length - 1].cookie + 1;
-  }
-  return { path: relative, ino, type: 'directory', entries, truncated };
+function stat(context: AdminContext, absolute: string): FileReport | DirectoryReport {
+  const { attr, relative } = resolveMountPath(context, absolute);
+  if (fileKind(attr.mode) !== 'directory') return fileReport(context, attr, relative);
+  const listing = context.fs.listDirectory(attr.ino, constants.adminListingCountMax);
+  const entries = listing.entries.map(({ name, attr: child }) => {
+    const { path: _path, ...report } = fileReport(context, child, path.posix.join(relative, name));
+    return { name, ...report };
+  });
+  return { path: relative, ino: attr.ino, type: 'directory', entries, truncated: listing.truncated };
 }
 
 const heatBuckets: { label: string; ageMsMax: number }[] = [
@@ -360,62 +331,17 @@ const heatBuckets: { label: string; ageMsMax: number }[] = [
   { label: '> 1 year', ageMsMax: Infinity },
 ];
 
-/** Bytes (and where they are) by time since last access, for the whole file system or a tree. */
-async function heat(context: AdminContext, url: URL) {
-  const tier = tierOf(context);
-  const given = url.searchParams.get('path');
-  const buckets = heatBuckets.map((b, i) => ({
-    label: b.label,
-    ageMsMin: i === 0 ? 0 : heatBuckets[i - 1].ageMsMax,
-    ageMsMax: Number.isFinite(b.ageMsMax) ? b.ageMsMax : null,
-    bytes: 0,
-    flashBytes: 0,
-    extentCount: 0,
-  }));
-  const now = tier.options.clock.nowMs();
-  const add = (e: Extent) => {
-    const ageMs = Math.max(0, now - tier.heat.heatOf(e).accessedMs);
-    const bucket = buckets[heatBuckets.findIndex((b) => ageMs < b.ageMsMax)];
-    bucket.bytes += e.lengthBytes;
-    bucket.extentCount += 1;
-    if (e.flashOffsetBytes !== null) bucket.flashBytes += e.lengthBytes;
-  };
-  let relative = '/';
-  let seen = 0;
-  if (given === null)
-    for (const e of context.opened.meta.everyExtent()) {
-      if (++seen % constants.reportYieldCountMax === 0) await yieldToEventLoop(); // the file system keeps serving
-      add(e);
-    }
-  else {
-    const root = resolveMountPath(context, given);
-    relative = root.relative;
-    for (const ino of filesUnder(context, [root], true, 'heat')) for (const e of context.opened.meta.fileExtents(ino)) add(e);
-  }
-  return { path: relative, nowMs: now, totalBytes: buckets.reduce((sum, b) => sum + b.bytes, 0), buckets };
-}
-
 // ---- policies ----
 
-const policySchema: Schema = {
-  name: { type: 'string', required: true },
-  path: { type: 'string', required: true },
-  mode: { type: 'string', required: true },
-  coolAfterMs: { type: 'number' },
-  sizeBytesMin: { type: 'number' },
-  compress: { type: 'boolean' },
-  target: { type: 'string' },
-};
-
-function policyFrom(body: Record<string, unknown>, base: Partial<PolicyRecord>, tier: TieringEngine): PolicyRecord {
+function policyFrom(body: Partial<Record<'name' | 'path' | 'mode' | 'target', string> & { coolAfterMs: number; sizeBytesMin: number; compress: boolean }>, base: Partial<PolicyRecord>, tier: TieringEngine): PolicyRecord {
   return validatePolicy({
-    name: (body.name as string | undefined) ?? base.name!,
-    pathGlob: (body.path as string | undefined) ?? base.pathGlob!,
-    mode: ((body.mode as string | undefined) ?? base.mode) as PolicyRecord['mode'],
-    coolAfterMs: (body.coolAfterMs as number | undefined) ?? base.coolAfterMs ?? tier.options.coolAfterMs,
-    sizeBytesMin: (body.sizeBytesMin as number | undefined) ?? base.sizeBytesMin ?? 0,
-    target: (body.target as string | undefined) ?? base.target ?? 'default',
-    compress: (body.compress as boolean | undefined) ?? base.compress ?? false,
+    name: body.name ?? base.name!,
+    pathGlob: body.path ?? base.pathGlob!,
+    mode: (body.mode ?? base.mode) as PolicyRecord['mode'],
+    coolAfterMs: body.coolAfterMs ?? base.coolAfterMs ?? tier.options.coolAfterMs,
+    sizeBytesMin: body.sizeBytesMin ?? base.sizeBytesMin ?? 0,
+    target: body.target ?? base.target ?? 'default',
+    compress: body.compress ?? base.compress ?? false,
   });
 }
 
@@ -427,194 +353,260 @@ function findPolicy(tier: TieringEngine, name: string): PolicyRecord {
 
 /** Simulated policies: {path, mode, coolAfter?|coolAfterMs?, sizeBytesMin?} each. */
 function simulatedPolicies(tier: TieringEngine, given: Record<string, unknown>[], replace: boolean): PolicyRecord[] {
-  const added = given.map((p, i) => {
-    check(p, { name: { type: 'string' }, path: { type: 'string', required: true }, mode: { type: 'string', required: true }, coolAfterMs: { type: 'number' }, coolAfter: { type: 'string' }, sizeBytesMin: { type: 'number' } }, `simulate: policy ${i + 1}`);
-    const coolAfterMs = p.coolAfter !== undefined ? parseDuration(p.coolAfter as string, `simulate: policy ${i + 1} coolAfter`) : p.coolAfterMs;
-    return policyFrom({ ...p, name: p.name ?? `simulated-${i + 1}`, coolAfter: undefined, coolAfterMs }, {}, tier);
+  const added = given.map((raw, i) => {
+    const p = check<SimulatedPolicyBody>(raw, simulatedPolicySchema, `simulate: policy ${i + 1}`);
+    const coolAfterMs = p.coolAfter !== undefined ? parseDuration(p.coolAfter, `simulate: policy ${i + 1} coolAfter`) : p.coolAfterMs;
+    return policyFrom({ name: p.name ?? `simulated-${i + 1}`, path: p.path, mode: p.mode, coolAfterMs, sizeBytesMin: p.sizeBytesMin }, {}, tier);
   });
   if (replace) return added;
   const globs = new Set(added.map((p) => p.pathGlob));
   return [...tier.listPolicies().filter((p) => !globs.has(p.pathGlob)), ...added];
 }
 
-// ---- routes ----
+// ---- one handler per endpoint ----
+
+interface Call<E extends Endpoint> {
+  context: AdminContext;
+  query: Api[E]['query'];
+  body: Api[E]['body'];
+  params: ParamsOf<E>;
+}
+
+type Handlers = { [E in Endpoint]: (call: Call<E>) => Reply<Api[E]['response']> | Promise<Reply<Api[E]['response']>> };
+
+/** The query parameters each endpoint takes (anything else is refused). */
+const queryNames: { [E in Endpoint]: (keyof Api[E]['query'])[] } = {
+  'GET /v1/status': [],
+  'GET /v1/stat': ['path'],
+  'GET /v1/heat': ['path'],
+  'GET /v1/explain': ['path'],
+  'POST /v1/destage': [],
+  'POST /v1/recall': [],
+  'POST /v1/release': [],
+  'POST /v1/pin': [],
+  'POST /v1/unpin': [],
+  'GET /v1/policies': [],
+  'POST /v1/policies': [],
+  'GET /v1/policies/:name': [],
+  'PUT /v1/policies/:name': [],
+  'DELETE /v1/policies/:name': [],
+  'POST /v1/simulate': [],
+  'POST /v1/fsck': [],
+  'GET /v1/watermarks': [],
+  'PUT /v1/watermarks': [],
+  'GET /v1/targets': [],
+  'POST /v1/targets': [],
+  'DELETE /v1/targets/:name': [],
+  'POST /v1/targets/:name/test': [],
+};
+
+const handlers: Handlers = {
+  'GET /v1/status': ({ context }) => ({ body: statusOf(context, context.mountPath) }),
+  'GET /v1/stat': ({ context, query }) => ({ body: stat(context, query.path) }),
+  'GET /v1/heat': async ({ context, query }) => {
+    const tier = tierOf(context);
+    let relative = '/';
+    let inos: Ino[] | undefined;
+    if (query.path !== undefined) {
+      const root = resolveMountPath(context, query.path);
+      relative = root.relative;
+      inos = context.fs.filesUnder([{ ino: root.attr.ino, path: relative }], { recursive: true, countMax: constants.adminFileCountMax, what: 'heat' });
+    }
+    const histogram = await tier.heatHistogram(heatBuckets, inos);
+    const buckets = heatBuckets.map((b, i) => ({
+      label: b.label,
+      ageMsMin: i === 0 ? 0 : heatBuckets[i - 1].ageMsMax,
+      ageMsMax: Number.isFinite(b.ageMsMax) ? b.ageMsMax : null,
+      ...histogram.buckets[i],
+    }));
+    return { body: { path: relative, nowMs: histogram.nowMs, totalBytes: buckets.reduce((sum, b) => sum + b.bytes, 0), buckets } };
+  },
+  'GET /v1/explain': ({ context, query }) => {
+    const tier = tierOf(context);
+    const { attr, relative } = resolveMountPath(context, query.path);
+    const pinned = tier.isPinned(attr.ino);
+    const named = tier.pathOf(attr.ino) ?? relative;
+    const { matches, applies } = tier.explainPath(named);
+    const reason = pinned
+      ? 'pinned by tierfs pin: a pin overrides every policy'
+      : matches.length === 0
+        ? 'no policy matches: the default applies'
+        : matches.length === 1
+          ? `only ${applies.name} matches`
+          : `${matches.length} policies match; ${applies.name} has the most literal characters in its glob`;
+    return { body: { path: relative, policyPath: named, pinned, applies: pinned ? tier.policyOf(attr.ino) : applies, matches, reason } };
+  },
+  'POST /v1/destage': ({ context, body }) => {
+    const tier = tierOf(context);
+    const { movable, kept } = tier.filesToDestage(requestFiles(context, body, true, 'destage'));
+    return {
+      what: 'destage',
+      wait: body.wait === true,
+      job: async (control) => {
+        await context.fs.fsync(); // destage what was written, not what was acknowledged minutes ago
+        const destagedBytes = await tier.destage({ inos: movable, ...control });
+        return { fileCount: movable.length, skippedFileCount: kept.length, destagedBytes };
+      },
+    };
+  },
+  'POST /v1/recall': ({ context, body }) => {
+    const tier = tierOf(context);
+    const inos = requestFiles(context, body, true, 'recall');
+    return {
+      what: 'recall',
+      wait: body.wait === true,
+      job: async (control) => ({ fileCount: inos.length, recalledBytes: await eachFile(inos, tier.residencyBytesOf(inos, 'OBJECT'), control, (ino, c) => tier.recallFile(ino, c)) }),
+    };
+  },
+  'POST /v1/release': async ({ context, body }) => {
+    const tier = tierOf(context);
+    const inos = requestFiles(context, body, true, 'release');
+    let releasedBytes = 0;
+    let flashOnlyBytes = 0;
+    let skippedFileCount = 0;
+    for (const ino of inos) {
+      if (inos.length > 1 && tier.policyOf(ino).mode === 'pin') {
+        skippedFileCount += 1;
+        continue;
+      }
+      const r = await tier.release(ino);
+      releasedBytes += r.releasedBytes;
+      flashOnlyBytes += r.flashOnlyBytes;
+    }
+    return { body: { fileCount: inos.length, releasedBytes, flashOnlyBytes, skippedFileCount } };
+  },
+  'POST /v1/pin': async ({ context, body }) => {
+    const tier = tierOf(context);
+    const inos = requestFiles(context, body, body.recursive === true, 'pin');
+    let changedCount = 0;
+    for (const ino of inos) if (await tier.pin(ino, true)) changedCount += 1;
+    return {
+      what: 'pin',
+      wait: body.wait === true,
+      job: async (control) => ({
+        fileCount: inos.length,
+        changedCount,
+        recalledBytes: await eachFile(inos, tier.residencyBytesOf(inos, 'OBJECT'), control, (ino, c) => tier.recallFile(ino, c)),
+      }),
+    };
+  },
+  'POST /v1/unpin': async ({ context, body }) => {
+    const tier = tierOf(context);
+    const inos = requestFiles(context, body, body.recursive === true, 'unpin');
+    let changedCount = 0;
+    for (const ino of inos) if (await tier.pin(ino, false)) changedCount += 1;
+    return { body: { fileCount: inos.length, changedCount } };
+  },
+  'GET /v1/policies': ({ context }) => {
+    const tier = tierOf(context);
+    return { body: { policies: tier.listPolicies(), default: tier.defaultPolicy } };
+  },
+  'POST /v1/policies': async ({ context, body }) => {
+    const tier = tierOf(context);
+    const policy = policyFrom(body, {}, tier);
+    if (tier.listPolicies().some((p) => p.name === policy.name)) throw new HttpError(409, `a policy named ${policy.name} exists (tierfs policy edit changes it)`);
+    await tier.putPolicy(policy);
+    return { status: 201, body: { policy } };
+  },
+  'GET /v1/policies/:name': ({ context, params }) => ({ body: { policy: findPolicy(tierOf(context), params.name) } }),
+  'PUT /v1/policies/:name': async ({ context, params, body }) => {
+    const tier = tierOf(context);
+    const current = findPolicy(tier, params.name);
+    if (Object.keys(body).length === 0) throw new HttpError(400, 'policy edit: nothing to change');
+    const policy = policyFrom(body, current, tier);
+    await tier.putPolicy(policy);
+    return { body: { policy } };
+  },
+  'DELETE /v1/policies/:name': async ({ context, params }) => {
+    await tierOf(context).deletePolicy(params.name);
+    return { body: { deleted: params.name } };
+  },
+  'POST /v1/simulate': async ({ context, body }) => {
+    const tier = tierOf(context);
+    if (!Number.isSafeInteger(body.flashSizeBytes) || body.flashSizeBytes <= 0) throw new HttpError(400, 'simulate: "flashSizeBytes" must be a whole number of bytes > 0');
+    const given = (body.policies ?? []) as unknown as Record<string, unknown>[];
+    if (given.length > constants.policyCountMax) throw new HttpError(400, `simulate: at most ${constants.policyCountMax} policies`);
+    const policies = given.length > 0 || body.replace ? simulatedPolicies(tier, given, body.replace === true) : undefined;
+    tier.flushHeat();
+    const prices = context.prices ?? defaultPrices;
+    const result = await tier.simulate({ flashSizeBytes: body.flashSizeBytes, policies, prices });
+    return { body: { ...result, prices, policies: policies ?? tier.listPolicies() } };
+  },
+  'POST /v1/fsck': async ({ context, body }) => {
+    const samplePackCount = body.samplePacks;
+    if (samplePackCount !== undefined && (!Number.isSafeInteger(samplePackCount) || samplePackCount < 1 || body.deep !== true))
+      throw new HttpError(400, 'fsck: "samplePacks" is a whole number >= 1, with "deep"');
+    const report = await context.fs.check({ repair: body.repair === true, deep: body.deep === true, samplePackCount, problemCountMax: constants.fsckProblemCountMax }, context.tier);
+    return { body: report };
+  },
+  'GET /v1/watermarks': ({ context }) => ({ body: tierOf(context).status().watermarks }),
+  'PUT /v1/watermarks': async ({ context, body }) => {
+    const tier = tierOf(context);
+    await tier.setWatermarks(body.highPercent, body.lowPercent);
+    return { body: tier.status().watermarks };
+  },
+  'GET /v1/targets': ({ context }) => ({ body: { targets: tierOf(context).status().targets } }),
+  'POST /v1/targets': async ({ context, body }) => {
+    const tier = tierOf(context);
+    await tier.addTarget(body.name, body.url);
+    return { status: 201, body: { target: tier.status().targets.find((t) => t.name === body.name)! } };
+  },
+  'DELETE /v1/targets/:name': async ({ context, params }) => {
+    await tierOf(context).removeTarget(params.name);
+    return { body: { deleted: params.name } };
+  },
+  'POST /v1/targets/:name/test': async ({ context, params }) => ({ body: { name: params.name, ...(await tierOf(context).testTarget(params.name)) } }),
+};
+
+// ---- routing ----
+
+const routes = (Object.keys(handlers) as Endpoint[]).map((endpoint) => {
+  const [method, pattern] = endpoint.split(' ') as [Method, string];
+  const regex = new RegExp(`^${pattern.replace(':name', '([^/]+)')}$`);
+  return { endpoint, method, regex };
+});
+
+/** What a request's path and method name: the endpoint, its parameter, or the one-line refusal. */
+function match(pathname: string, method: string): { endpoint: Endpoint; name?: string } {
+  const candidates = routes.filter((r) => r.regex.test(pathname));
+  if (candidates.length === 0) throw new HttpError(404, `no such admin endpoint ${pathname}`);
+  const route = candidates.find((r) => r.method === method);
+  if (!route) throw new HttpError(405, `${pathname} takes ${candidates.map((r) => r.method).join(' or ')}`);
+  const name = route.regex.exec(pathname)![1];
+  let decoded: string | undefined;
+  if (name !== undefined) {
+    try {
+      decoded = decodeURIComponent(name);
+    } catch {
+      throw new HttpError(400, `${pathname}: the name is not valid URL encoding`);
+    }
+  }
+  return { endpoint: route.endpoint, name: decoded };
+}
+
+/** What a call's answer's `what` is in messages: the endpoint's first path segment after /v1. */
+function whatOf(endpoint: Endpoint): string {
+  const segment = endpoint.split(' ')[1].split('/')[2];
+  return { policies: 'policy', targets: 'target', watermarks: 'watermarks' }[segment] ?? segment;
+}
 
 async function route(context: AdminContext, request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
   const url = new URL(request.url ?? '/', 'http://tierfs');
   const method = request.method ?? 'GET';
-  const expect = (...wanted: string[]) => {
-    if (!wanted.includes(method)) throw new HttpError(405, `${url.pathname} takes ${wanted.join(' or ')}`);
-  };
-  const body = method === 'GET' || method === 'DELETE' ? {} : await readBody(request);
-  const segments = url.pathname.split('/').filter(Boolean);
-  const endpoint = segments.slice(0, 2).join('/');
-  switch (endpoint) {
-    case 'v1/status':
-      expect('GET');
-      return send(response, 200, status(context));
-    case 'v1/stat':
-      expect('GET');
-      return send(response, 200, stat(context, url));
-    case 'v1/heat':
-      expect('GET');
-      return send(response, 200, await heat(context, url));
-    case 'v1/explain': {
-      expect('GET');
-      const tier = tierOf(context);
-      const { ino, relative } = resolveMountPath(context, url.searchParams.get('path') ?? undefined);
-      const pinned = context.opened.meta.isPinned(ino);
-      const named = tier.pathOf(ino) ?? relative;
-      const { matches, applies } = tier.explainPath(named);
-      return send(response, 200, {
-        path: relative,
-        policyPath: named,
-        pinned,
-        applies: pinned ? tier.policyOf(ino) : applies,
-        matches,
-        reason: pinned
-          ? 'pinned by tierfs pin: a pin overrides every policy'
-          : matches.length === 0
-            ? 'no policy matches: the default applies'
-            : matches.length === 1
-              ? `only ${applies.name} matches`
-              : `${matches.length} policies match; ${applies.name} has the most literal characters in its glob`,
-      });
-    }
-    case 'v1/destage':
-    case 'v1/recall': {
-      expect('POST');
-      check(body, { path: { type: 'string' }, paths: { type: 'string[]' }, wait: { type: 'boolean' } }, segments[1]);
-      const tier = tierOf(context);
-      const inos = filesUnder(context, requestPaths(context, body, segments[1]), true, segments[1]);
-      if (endpoint === 'v1/destage') {
-        const { movable, kept } = tier.filesToDestage(inos);
-        return runJob(request, response, body.wait, 'destage', async (control) => {
-          await context.opened.fs.fsync(); // destage what was written, not what was acknowledged minutes ago
-          const destagedBytes = await tier.destage({ inos: movable, ...control });
-          return { fileCount: movable.length, skippedFileCount: kept.length, destagedBytes };
-        });
-      }
-      return runJob(request, response, body.wait, 'recall', async (control) => {
-        const recalledBytes = await eachFile(inos, bytesWith(context, inos, 'OBJECT'), control, (ino, c) => tier.recallFile(ino, c));
-        return { fileCount: inos.length, recalledBytes };
-      });
-    }
-    case 'v1/release': {
-      expect('POST');
-      check(body, { path: { type: 'string' }, paths: { type: 'string[]' } }, 'release');
-      const tier = tierOf(context);
-      const inos = filesUnder(context, requestPaths(context, body, 'release'), true, 'release');
-      let releasedBytes = 0;
-      let flashOnlyBytes = 0;
-      let skippedFileCount = 0;
-      for (const ino of inos) {
-        if (inos.length > 1 && tier.policyOf(ino).mode === 'pin') {
-          skippedFileCount += 1;
-          continue;
-        }
-        const r = await tier.release(ino);
-        releasedBytes += r.releasedBytes;
-        flashOnlyBytes += r.flashOnlyBytes;
-      }
-      return send(response, 200, { fileCount: inos.length, releasedBytes, flashOnlyBytes, skippedFileCount });
-    }
-    case 'v1/pin':
-    case 'v1/unpin': {
-      expect('POST');
-      const pin = endpoint === 'v1/pin';
-      check(body, { path: { type: 'string' }, paths: { type: 'string[]' }, recursive: { type: 'boolean' }, ...(pin ? { wait: { type: 'boolean' } } : {}) }, segments[1]);
-      const tier = tierOf(context);
-      const inos = filesUnder(context, requestPaths(context, body, segments[1]), body.recursive === true, segments[1]);
-      let changedCount = 0;
-      for (const ino of inos) if (await tier.pin(ino, pin)) changedCount += 1;
-      if (!pin) return send(response, 200, { fileCount: inos.length, changedCount });
-      return runJob(request, response, body.wait, 'pin', async (control) => {
-        const recalledBytes = await eachFile(inos, bytesWith(context, inos, 'OBJECT'), control, (ino, c) => tier.recallFile(ino, c));
-        return { fileCount: inos.length, changedCount, recalledBytes };
-      });
-    }
-    case 'v1/policies': {
-      const tier = tierOf(context);
-      const name = segments[2] === undefined ? undefined : decodeURIComponent(segments[2]);
-      if (segments.length > 3) throw new HttpError(404, `no such admin endpoint ${url.pathname}`);
-      if (name === undefined) {
-        expect('GET', 'POST');
-        if (method === 'GET') return send(response, 200, { policies: tier.listPolicies(), default: tier.defaultPolicy });
-        check(body, policySchema, 'policy');
-        const policy = policyFrom(body, {}, tier);
-        if (tier.listPolicies().some((p) => p.name === policy.name)) throw new HttpError(409, `a policy named ${policy.name} exists (tierfs policy edit changes it)`);
-        await tier.putPolicy(policy);
-        return send(response, 201, { policy });
-      }
-      expect('GET', 'PUT', 'DELETE');
-      if (method === 'GET') return send(response, 200, { policy: findPolicy(tier, name) });
-      if (method === 'DELETE') {
-        await tier.deletePolicy(name);
-        return send(response, 200, { deleted: name });
-      }
-      const { name: _name, path: _path, mode: _mode, ...optional } = policySchema;
-      check(body, { path: { type: 'string' }, mode: { type: 'string' }, ...optional }, 'policy edit');
-      if (Object.keys(body).length === 0) throw new HttpError(400, 'policy edit: nothing to change');
-      const policy = policyFrom(body, findPolicy(tier, name), tier);
-      await tier.putPolicy(policy);
-      return send(response, 200, { policy });
-    }
-    case 'v1/simulate': {
-      expect('POST');
-      check(body, { flashSizeBytes: { type: 'number', required: true }, policies: { type: 'object[]' }, replace: { type: 'boolean' } }, 'simulate');
-      const tier = tierOf(context);
-      const flashSizeBytes = body.flashSizeBytes as number;
-      if (!Number.isSafeInteger(flashSizeBytes) || flashSizeBytes <= 0) throw new HttpError(400, 'simulate: "flashSizeBytes" must be a whole number of bytes > 0');
-      const given = (body.policies as Record<string, unknown>[] | undefined) ?? [];
-      if (given.length > 1000) throw new HttpError(400, 'simulate: at most 1000 policies');
-      const policies = given.length > 0 || body.replace ? simulatedPolicies(tier, given, body.replace === true) : undefined;
-      tier.flushHeat();
-      const result = await tier.simulate({ flashSizeBytes, policies, prices: context.prices ?? defaultPrices });
-      return send(response, 200, { ...result, prices: context.prices ?? defaultPrices, policies: policies ?? tier.listPolicies() });
-    }
-    case 'v1/fsck': {
-      expect('POST');
-      check(body, { repair: { type: 'boolean' }, deep: { type: 'boolean' }, samplePacks: { type: 'number' } }, 'fsck');
-      const samplePackCount = body.samplePacks as number | undefined;
-      if (samplePackCount !== undefined && (!Number.isSafeInteger(samplePackCount) || samplePackCount < 1 || body.deep !== true))
-        throw new HttpError(400, 'fsck: "samplePacks" is a whole number >= 1, with "deep"');
-      const report = await checkFileSystem(context.opened, { repair: body.repair === true, deep: body.deep === true, samplePackCount, problemCountMax: constants.fsckProblemCountMax });
-      return send(response, 200, report);
-    }
-    case 'v1/watermarks': {
-      expect('GET', 'PUT');
-      const tier = tierOf(context);
-      if (method === 'PUT') {
-        check(body, { highPercent: { type: 'number', required: true }, lowPercent: { type: 'number', required: true } }, 'watermarks');
-        await tier.setWatermarks(body.highPercent as number, body.lowPercent as number);
-      }
-      return send(response, 200, tier.status().watermarks);
-    }
-    case 'v1/targets': {
-      const tier = tierOf(context);
-      if (segments.length === 2) {
-        expect('GET', 'POST');
-        if (method === 'POST') {
-          check(body, { name: { type: 'string', required: true }, url: { type: 'string', required: true } }, 'target add');
-          await tier.addTarget(body.name as string, body.url as string);
-          return send(response, 201, { target: tier.status().targets.find((t) => t.name === body.name) });
-        }
-        return send(response, 200, { targets: tier.status().targets });
-      }
-      const name = decodeURIComponent(segments[2]);
-      if (segments.length === 3) {
-        expect('DELETE');
-        await tier.removeTarget(name);
-        return send(response, 200, { deleted: name });
-      }
-      if (segments.length !== 4 || segments[3] !== 'test') throw new HttpError(404, `no such admin endpoint ${url.pathname}`);
-      expect('POST');
-      check(body, {}, 'target test');
-      return send(response, 200, { name, ...(await tier.testTarget(name)) });
-    }
-    default:
-      throw new HttpError(404, `no such admin endpoint ${url.pathname}`);
+  const { endpoint, name } = match(url.pathname, method);
+  const raw = method === 'GET' || method === 'DELETE' ? {} : await readBody(request);
+  const what = endpoint === 'PUT /v1/policies/:name' ? 'policy edit' : endpoint === 'POST /v1/targets' ? 'target add' : endpoint === 'POST /v1/targets/:name/test' ? 'target test' : whatOf(endpoint);
+  const body = check(raw, bodySchemas[endpoint] as Schema<Record<string, unknown>>, what);
+  const allowed = queryNames[endpoint] as string[];
+  const query: Record<string, string> = {};
+  for (const [key, value] of url.searchParams) {
+    if (!allowed.includes(key)) throw new HttpError(400, `${url.pathname}: unknown query parameter "${key}"${allowed.length === 0 ? '' : ` (known: ${allowed.join(', ')})`}`);
+    query[key] = value;
   }
+  const call = { context, query, body, params: name === undefined ? {} : { name } };
+  const reply = await (handlers[endpoint] as (call: unknown) => Promise<{ status?: number; body: unknown } | Job<unknown>>)(call);
+  if (isJob(reply)) return runJob(request, response, reply);
+  send(response, reply.status ?? 200, reply.body);
 }
 
 export interface AdminServer {

@@ -13,7 +13,7 @@ import { FuseMount } from '../fuse/fuse';
 import { prepareMountPoint } from '../fuse/mount_point';
 import { log } from '../log';
 import { parseEncryptionKey, type Prices } from '../tier/tier';
-import { startAdminServer, type AdminServer } from './admin';
+import { startAdminServer, statusOf, type AdminServer } from './admin';
 import { parseMetricsAddress, startMetricsServer, type MetricsServer } from './metrics';
 import { SystemdNotifier } from './notify';
 
@@ -99,13 +99,13 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
     const mountPath = path.join(fs.realpathSync(path.dirname(absolute)), path.basename(absolute));
     const socket = config.adminSocket ?? defaultAdminSocket;
     try {
-      if (socket !== '') admin = await startAdminServer({ opened, mountPath, prices: config.prices }, path.resolve(socket));
+      if (socket !== '') admin = await startAdminServer({ fs: opened.fs, tier: opened.tier, mountPath, prices: config.prices }, path.resolve(socket));
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (config.adminSocket !== undefined || (code !== 'EACCES' && code !== 'EPERM')) throw error;
       log.warn('admin API off: cannot create the default socket (give --admin-socket PATH)', { socket, error: code });
     }
-    if (config.metrics !== undefined) metrics = await startMetricsServer(opened, parseMetricsAddress(config.metrics, 'metrics'));
+    if (config.metrics !== undefined) metrics = await startMetricsServer({ fs: opened.fs, tier: opened.tier }, parseMetricsAddress(config.metrics, 'metrics'));
     await mount.mount();
   } catch (error) {
     await metrics?.close();
@@ -157,12 +157,13 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
  */
 export function statusLine(daemon: Daemon): string {
   const { opened } = daemon;
-  const used = (100 * opened.store.usedBytes) / opened.store.capacityBytes;
+  const status = statusOf({ fs: opened.fs, tier: opened.tier }, daemon.mount.mountPoint);
+  const used = (100 * status.flash.usedBytes) / status.flash.capacityBytes;
   const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
   const parts = [`serving ${daemon.mount.mountPoint}`, `flash ${used.toFixed(1)}% used`];
   if (opened.tier) {
-    parts.push(`${gib(opened.meta.packTotals().liveBytes)} in packs`);
-    const down = opened.tier.listTargets().filter((t) => t.lastError !== undefined).map((t) => t.name);
+    parts.push(`${gib(status.packs.liveBytes)} in packs`);
+    const down = status.targets.filter((t) => !t.reachable).map((t) => t.name);
     parts.push(down.length === 0 ? 'targets reachable' : `UNREACHABLE: ${down.join(', ')}`);
   }
   return parts.join(', ');

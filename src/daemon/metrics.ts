@@ -9,8 +9,8 @@ import http from 'node:http';
 import net from 'node:net';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { TierfsError } from '../errors';
-import type { OpenFileSystem } from '../fs/fs';
 import { log } from '../log';
+import { statusOf, type Service } from './admin';
 
 /** "127.0.0.1:9464", "[::1]:9464" or "localhost:9464"; anything not loopback is refused. */
 export function parseMetricsAddress(text: string, where: string): { host: string; port: number } {
@@ -28,7 +28,7 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-export async function startMetricsServer(opened: OpenFileSystem, address: { host: string; port: number }): Promise<MetricsServer> {
+export async function startMetricsServer(service: Service, address: { host: string; port: number }): Promise<MetricsServer> {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'tierfs_' });
   const gauge = (name: string, help: string, labelNames: string[] = []) => new Gauge({ name, help, labelNames, registers: [registry] });
@@ -55,30 +55,27 @@ export async function startMetricsServer(opened: OpenFileSystem, address: { host
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [registry],
   });
-  if (opened.tier) opened.tier.onRecallLatency = (ms) => recallLatency.observe(ms / 1000);
+  if (service.tier) service.tier.onRecallLatency = (ms) => recallLatency.observe(ms / 1000);
 
   const refresh = () => {
-    const tier = opened.tier?.status();
-    const flash = tier?.flash ?? { capacityBytes: opened.store.capacityBytes, usedBytes: opened.store.usedBytes };
-    flashCapacity.set(flash.capacityBytes);
-    flashUsed.set(flash.usedBytes);
-    inodes.set(opened.meta.inodeCount());
-    const r = tier?.residency ?? opened.meta.residencyTotals();
-    residency.set({ residency: 'flash' }, r.flashOnlyBytes);
-    residency.set({ residency: 'both' }, r.bothBytes);
-    residency.set({ residency: 'object' }, r.objectOnlyBytes);
-    const counters: Record<string, number> = { ...(tier?.counters ?? opened.store.counters) };
-    if (tier) {
-      watermark.set({ level: 'high' }, tier.flash.highWatermarkBytes);
-      watermark.set({ level: 'low' }, tier.flash.lowWatermarkBytes);
-      packs.set(tier.packs.count);
-      packBytes.set({ kind: 'stored' }, tier.packs.storedBytes);
-      packBytes.set({ kind: 'live' }, tier.packs.liveBytes);
-      packBytes.set({ kind: 'garbage' }, tier.packs.garbageBytes);
-      queue.set(tier.destage.queueBytes);
-      for (const target of tier.targets) reachable.set({ target: target.name }, target.reachable ? 1 : 0);
+    const status = statusOf(service, '');
+    flashCapacity.set(status.flash.capacityBytes);
+    flashUsed.set(status.flash.usedBytes);
+    inodes.set(status.inodeCount);
+    residency.set({ residency: 'flash' }, status.residency.flashOnlyBytes);
+    residency.set({ residency: 'both' }, status.residency.bothBytes);
+    residency.set({ residency: 'object' }, status.residency.objectOnlyBytes);
+    if (service.tier) {
+      watermark.set({ level: 'high' }, status.flash.highWatermarkBytes ?? 0);
+      watermark.set({ level: 'low' }, status.flash.lowWatermarkBytes ?? 0);
+      packs.set(status.packs.count);
+      packBytes.set({ kind: 'stored' }, status.packs.storedBytes);
+      packBytes.set({ kind: 'live' }, status.packs.liveBytes);
+      packBytes.set({ kind: 'garbage' }, status.packs.garbageBytes);
+      queue.set(status.destage?.queueBytes ?? 0);
+      for (const target of status.targets) reachable.set({ target: target.name }, target.reachable ? 1 : 0);
     }
-    for (const [key, value] of Object.entries(counters)) {
+    for (const [key, value] of Object.entries(status.counters)) {
       if (key === 'foreignObjectCount') continue; // a gauge's figure (recounted at each listing), not a counter
       const delta = value - (seen.get(key) ?? 0);
       if (delta > 0) counter(key).inc(delta);
@@ -117,7 +114,7 @@ export async function startMetricsServer(opened: OpenFileSystem, address: { host
     address: text,
     close: () =>
       new Promise<void>((resolve) => {
-        if (opened.tier) opened.tier.onRecallLatency = undefined;
+        if (service.tier) service.tier.onRecallLatency = undefined;
         server.close(() => resolve());
         server.closeAllConnections();
       }),

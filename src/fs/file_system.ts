@@ -22,8 +22,10 @@ import fsConstants from 'node:constants';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import { log } from '../log';
-import type { Extent, Inode, MetaStore } from '../meta/meta_store';
-import type { FlashStore } from '../store/store';
+import type { Extent, Inode, MetaStore, ResidencyTotals } from '../meta/meta_store';
+import type { FlashStore, StoreCounters } from '../store/store';
+import type { TieringEngine } from '../tier/tier';
+import { checkFileSystem, type FsckOptions, type FsckReport } from './fsck';
 import {
   RENAME_EXCHANGE,
   RENAME_NOREPLACE,
@@ -906,6 +908,94 @@ export class FileSystem {
       filesFree: Math.max(2 ** 32 - files, 0),
       nameBytesMax: constants.nameBytesMax,
     };
+  }
+
+  // ---- for the administrator (the admin API and metrics): as root, bounded, never a scan of the extents ----
+
+  /** The inode at a path from the root ('/a/b'), without permission checks (the admin socket's group owns the appliance). */
+  resolvePath(path: string): Attr {
+    let ino = ROOT_INO;
+    for (const name of path.split('/')) {
+      if (name === '' || name === '.') continue;
+      if (name === '..') fail('INVALID', `${path}: ".." is not allowed in a path (give the resolved path)`);
+      ino = this.meta.lookup(ino, name) ?? fail('NOT_FOUND', `${path}: no such file in the file system`);
+    }
+    return this.toAttr(this.inode(ino));
+  }
+
+  /** Entries of a directory (not . and ..) with their attributes, at most `countMax`; `truncated` when there were more. */
+  listDirectory(ino: Ino, countMax: number): { entries: { name: string; attr: Attr }[]; truncated: boolean } {
+    this.dir(ino);
+    const entries: { name: string; attr: Attr }[] = [];
+    for (let cookie = 0; ; ) {
+      const page = this.meta.listDirents(ino, cookie, constants.adminScanPageCountMax);
+      for (const d of page) {
+        if (entries.length >= countMax) return { entries, truncated: true };
+        entries.push({ name: d.name, attr: this.toAttr(this.inode(d.ino)) });
+      }
+      if (page.length < constants.adminScanPageCountMax) return { entries, truncated: false };
+      cookie = page[page.length - 1].cookie + 1;
+    }
+  }
+
+  /**
+   * The regular files at and under `roots` (directories walked only when
+   * `recursive`, else refused), each once, at most `countMax` (refused
+   * beyond: name smaller trees).  `what` names the command in messages.
+   */
+  filesUnder(roots: { ino: Ino; path: string }[], options: { recursive: boolean; countMax: number; what: string }): Ino[] {
+    const { recursive, countMax, what } = options;
+    const files = new Set<Ino>();
+    const stack: Ino[] = [];
+    const kindOf = (mode: number) => (isDir(mode) ? 'directory' : (mode & S_IFMT) === S_IFREG ? 'file' : 'other');
+    for (const root of roots) {
+      const kind = kindOf(this.inode(root.ino).mode);
+      if (kind === 'file') files.add(root.ino);
+      else if (kind === 'directory') {
+        if (!recursive) fail('USAGE', `${what}: ${root.path} is a directory (add --recursive)`);
+        stack.push(root.ino);
+      } else fail('USAGE', `${what}: ${root.path} is not a regular file`);
+    }
+    while (stack.length > 0) {
+      const dir = stack.pop()!;
+      for (let cookie = 0; ; ) {
+        const page = this.meta.listDirents(dir, cookie, constants.adminScanPageCountMax);
+        for (const d of page) {
+          const kind = kindOf(this.meta.getInode(d.ino)?.mode ?? 0);
+          if (kind === 'file') files.add(d.ino);
+          else if (kind === 'directory') stack.push(d.ino);
+          if (files.size > countMax) fail('USAGE', `${what}: more than ${countMax} files; name smaller trees`);
+        }
+        if (page.length < constants.adminScanPageCountMax) break;
+        cookie = page[page.length - 1].cookie + 1;
+      }
+    }
+    return [...files];
+  }
+
+  /** Bytes of a file mapped to extents (without an object tier: what flash holds of it). */
+  mappedBytes(ino: Ino): number {
+    return this.meta.fileExtents(ino).reduce((sum, e) => sum + e.lengthBytes, 0);
+  }
+
+  /** Figures of the whole file system, all kept as it runs (no scan): status and metrics read these. */
+  totals(): { inodeCount: number; residency: ResidencyTotals; flash: { capacityBytes: number; usedBytes: number }; counters: StoreCounters } {
+    return {
+      inodeCount: this.meta.inodeCount(),
+      residency: this.meta.residencyTotals(),
+      flash: { capacityBytes: this.store.capacityBytes, usedBytes: this.store.usedBytes },
+      counters: { ...this.store.counters },
+    };
+  }
+
+  /** The file system's UUID (its superblock's). */
+  get uuid(): string {
+    return this.store.superblock.uuid;
+  }
+
+  /** fsck of the running file system against its flash tier and, with a tiering engine, its packs (see fsck.ts). */
+  check(options: FsckOptions, tier: TieringEngine | undefined): Promise<FsckReport> {
+    return checkFileSystem({ meta: this.meta, store: this.store, tier }, options);
   }
 
   /** Commit everything and stop the background timer; the caller closes store, meta and device. */

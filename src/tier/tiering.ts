@@ -29,7 +29,7 @@ import type { Timer } from '../clock';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import { log } from '../log';
-import { ROOT_INO, residencyOf, type Extent, type Ino, type MetaStore, type PolicyRecord } from '../meta/meta_store';
+import { ROOT_INO, residencyOf, type Extent, type Ino, type MetaStore, type PolicyMode, type PolicyRecord } from '../meta/meta_store';
 import type { FlashStore } from '../store/store';
 import { Destager, keepsOnFlash, type DestageRequest } from './destage';
 import { Evictor } from './eviction';
@@ -55,7 +55,7 @@ export interface FileResidency {
   objectOnlyBytes: number;
   extentCount: number;
   policy: string;
-  mode: string;
+  mode: PolicyMode;
   heat: { accessedMs: number; count: number };
 }
 
@@ -326,6 +326,11 @@ export class TieringEngine {
     return { matches, applies: matches[0] ?? this.policies.defaultPolicy };
   }
 
+  /** Whether an administrator pinned the file (tierfs pin). */
+  isPinned(ino: Ino): boolean {
+    return this.meta.isPinned(ino);
+  }
+
   /** Set or clear an administrator's pin on one file; pinning does not recall (the caller does). */
   async pin(ino: Ino, pinned: boolean): Promise<boolean> {
     const changed = this.meta.mutate(() => this.meta.setPinned(ino, pinned, this.options.clock.nowMs()));
@@ -431,6 +436,37 @@ export class TieringEngine {
 
   // ---- reports ----
 
+  /** Bytes of these files with a residency (what a job over them will move: its progress total). */
+  residencyBytesOf(inos: Ino[], residency: 'FLASH' | 'BOTH' | 'OBJECT'): number {
+    let bytes = 0;
+    for (const ino of inos) for (const e of this.meta.fileExtents(ino)) if (residencyOf(e) === residency) bytes += e.lengthBytes;
+    return bytes;
+  }
+
+  /**
+   * Bytes by time since last access (tierfs heat), in `buckets` of age: of
+   * the files `inos`, or of the whole file system (a walk of every extent
+   * that lets the file system serve between pages).
+   */
+  async heatHistogram(buckets: { ageMsMax: number }[], inos?: Ino[]): Promise<{ nowMs: number; buckets: { bytes: number; flashBytes: number; extentCount: number }[] }> {
+    const nowMs = this.options.clock.nowMs();
+    const counts = buckets.map(() => ({ bytes: 0, flashBytes: 0, extentCount: 0 }));
+    const add = (e: Extent) => {
+      const ageMs = Math.max(0, nowMs - this.heat.heatOf(e).accessedMs);
+      const bucket = counts[buckets.findIndex((b) => ageMs < b.ageMsMax)];
+      bucket.bytes += e.lengthBytes;
+      bucket.extentCount += 1;
+      if (e.flashOffsetBytes !== null) bucket.flashBytes += e.lengthBytes;
+    };
+    let seen = 0;
+    const extents = inos === undefined ? this.meta.everyExtent() : inos.flatMap((ino) => this.meta.fileExtents(ino));
+    for (const e of extents) {
+      if (++seen % constants.reportYieldCountMax === 0) await yieldToEventLoop(); // the file system keeps serving
+      add(e);
+    }
+    return { nowMs, buckets: counts };
+  }
+
   /** The destage queue counted now (a scan of up to tierScanPageCountMax pages of extents); status shows the last count. */
   countDestageQueue(): number {
     return this.destager.countQueue();
@@ -484,7 +520,7 @@ export class TieringEngine {
       objectOnlyBytes: 0,
       extentCount: 0,
       policy: '',
-      mode: '',
+      mode: 'auto',
       heat: { accessedMs: 0, count: 0 },
     };
     for (const e of this.meta.fileExtents(ino)) {
