@@ -270,7 +270,7 @@ export class Destager {
   async buildPack(items: PackItem[], target: Target): Promise<BuiltPack | undefined> {
     if (items.length === 0) return undefined;
     const { meta, crypto, clock, flash } = this.ctx;
-    const writer = new PackWriter(crypto, clock.nowMs());
+    const writer = new PackWriter(crypto, clock.nowMs(), this.ctx.options.randomBytes);
     const packed = items.map(({ extent, data, compress }) => ({ extent, ref: writer.add(extent.ino, extent.fileOffsetBytes, data, extent.checksums, compress) }));
     const body = writer.finish();
     const storedBytes = body.reduce((sum, part) => sum + part.length, 0);

@@ -37,8 +37,8 @@ const MAGIC = Buffer.from('TIERPACK');
 const END_MAGIC = Buffer.from('TIERPEND');
 const FLAG_ENCRYPTED = 1;
 
-export function newPackId(): PackId {
-  return randomBytes(16).toString('hex') as PackId;
+export function newPackId(random: (bytes: number) => Buffer = randomBytes): PackId {
+  return random(16).toString('hex') as PackId;
 }
 
 /** `<fs-uuid>/packs/<2 hex>/<pack-id>`: spread over key prefixes (per-prefix request rates of S3). */
@@ -126,7 +126,7 @@ export interface PackEntry {
 
 /** Builds one pack in memory, entry by entry. */
 export class PackWriter {
-  readonly packId = newPackId();
+  readonly packId: PackId;
   readonly nonce: Buffer;
   private readonly parts: Buffer[] = [];
   readonly entries: PackEntry[] = [];
@@ -136,8 +136,11 @@ export class PackWriter {
   constructor(
     private readonly crypto: PackCrypto,
     readonly createdMs: number,
+    /** Pack ids and nonces (the simulation passes a seeded one, so a seed names the same packs). */
+    random: (bytes: number) => Buffer = randomBytes,
   ) {
-    this.nonce = crypto.key ? randomBytes(8) : Buffer.alloc(8);
+    this.packId = newPackId(random);
+    this.nonce = crypto.key ? random(8) : Buffer.alloc(8);
     const header = Buffer.alloc(HEADER_BYTES);
     MAGIC.copy(header, 0);
     header.writeUInt32LE(packFormatVersion, 8);

@@ -18,6 +18,8 @@ export interface RetryOptions {
   clock?: () => number;
   random?: () => number;
   sleep?: (ms: number) => Promise<void>;
+  /** A signal that aborts after `ms` (an attempt's timeout); default: Node's timers. */
+  timeout?: (ms: number) => AbortSignal;
 }
 
 export interface RetryCounters {
@@ -66,7 +68,7 @@ export class RetryingObjectStore implements ObjectStore {
     for (let attempt = 0; ; attempt++) {
       if (signal?.aborted) throw new ObjectStoreError('Transient', `${what}: aborted`, { cause: signal.reason });
       this.counters.attemptCount += 1;
-      const timeout = AbortSignal.timeout(this.options.attemptTimeoutMs);
+      const timeout = (this.options.timeout ?? AbortSignal.timeout)(this.options.attemptTimeoutMs);
       try {
         return await fn(signal ? AbortSignal.any([signal, timeout]) : timeout);
       } catch (raw) {

@@ -5,6 +5,7 @@
  * (destage, eviction, recall, GC, targets) each hold one; the scheduler
  * (tiering.ts) builds it and owns the mutual exclusion between them.
  */
+import { randomBytes } from 'node:crypto';
 import { systemClock, type Clock } from '../clock';
 import { constants } from '../constants';
 import type { Extent, Ino, MetaStore, PackRef, PolicyRecord } from '../meta/meta_store';
@@ -34,6 +35,8 @@ export interface TieringOptions {
   /** 0: no background work (tests drive the engine by calling its passes). */
   scanIntervalMs: number;
   clock: Clock;
+  /** Random bytes for pack ids and nonces (default: the system's CSPRNG; the simulation's is seeded). */
+  randomBytes: (bytes: number) => Buffer;
 }
 
 export const defaultTieringOptions = {
@@ -47,6 +50,7 @@ export const defaultTieringOptions = {
   uploadCountMax: constants.uploadCountMaxDefault,
   scanIntervalMs: constants.tierScanIntervalMs,
   clock: systemClock,
+  randomBytes,
 } satisfies Partial<TieringOptions>;
 
 export interface TierCounters {
