@@ -86,7 +86,7 @@ export class SimulatedClock implements Clock {
   }
 
   nowNs(): bigint {
-    return BigInt(this.now) * 1_000_000n;
+    return BigInt(Math.round(this.now * 1e6));
   }
 
   monotonicMs(): number {
@@ -104,7 +104,8 @@ export class SimulatedClock implements Clock {
   }
 
   private schedule(delayMs: number, fire: () => void): Scheduled {
-    const entry: Scheduled = { dueMs: this.now + Math.max(0, delayMs), order: this.order++, fire, cancelled: false };
+    // Whole milliseconds, as Node's timers have them (a fractional time would reach code that expects an integer).
+    const entry: Scheduled = { dueMs: this.now + Math.max(0, Math.ceil(delayMs)), order: this.order++, fire, cancelled: false };
     let i = this.queue.length;
     while (i > 0 && (this.queue[i - 1].dueMs > entry.dueMs || (this.queue[i - 1].dueMs === entry.dueMs && this.queue[i - 1].order > entry.order))) i--;
     this.queue.splice(i, 0, entry);

@@ -73,9 +73,23 @@ export class SimulatedDevice implements FlashDevice {
 
   async close(): Promise<void> {}
 
-  /** Power loss: every write since the last sync() is gone. */
-  crash(): void {
+  /**
+   * Power loss: the writes since the last sync() are gone — unless `survives`
+   * says a block made it to the medium anyway (a drive flushes its cache in
+   * any order: a write of several blocks may be torn).  Returns how many
+   * unsynced blocks were dropped and kept.
+   */
+  crash(survives: (block: number) => boolean = () => false): { droppedBlockCount: number; keptBlockCount: number } {
+    let droppedBlockCount = 0;
+    let keptBlockCount = 0;
+    for (const [block, data] of this.volatile) {
+      if (survives(block)) {
+        this.durable.set(block, data);
+        keptBlockCount += 1;
+      } else droppedBlockCount += 1;
+    }
     this.volatile.clear();
+    return { droppedBlockCount, keptBlockCount };
   }
 
   /** Flip one byte at `offsetBytes`, in whatever layer currently holds it. */

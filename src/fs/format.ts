@@ -149,13 +149,13 @@ export interface OpenFileSystem {
 export async function openFileSystem(
   flashPath: string | FlashDevice,
   metaDir: string,
-  options: FileSystemOptions & OpenOptions & { tier?: OpenTierOptions } = {},
+  options: FileSystemOptions & OpenOptions & { tier?: OpenTierOptions; openMeta?: (dir: string) => MetaStore } = {},
 ): Promise<OpenFileSystem> {
   const device = typeof flashPath === 'string' ? openFlashDevice(flashPath, { direct: options.direct, discard: options.discard }) : flashPath;
   let meta: MetaStore | undefined;
   let objects: ObjectStore | undefined;
   try {
-    meta = new SqliteMetaStore(metaDir, { create: false });
+    meta = options.openMeta ? options.openMeta(metaDir) : new SqliteMetaStore(metaDir, { create: false });
     const clock = options.clock ?? systemClock;
     const store = await FlashStore.open(device, meta, () => clock.nowMs());
     const fileSystem = new FileSystem(meta, store, options);

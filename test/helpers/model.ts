@@ -251,7 +251,14 @@ export async function namespaceStep(
       const f = model.file(p, false);
       return f.data.subarray(Math.min(offset, f.data.length), Math.min(offset + length, f.data.length));
     });
-    if (ours.ok && theirs.ok && !(ours.value as Buffer).equals(theirs.value as Buffer)) bytesDiffer = true;
+    if (ours.ok && theirs.ok && !(ours.value as Buffer).equals(theirs.value as Buffer)) {
+      bytesDiffer = true;
+      const a = ours.value as Buffer;
+      const b = theirs.value as Buffer;
+      let i = 0;
+      while (i < Math.min(a.length, b.length) && a[i] === b[i]) i++;
+      label += ` (${a.length} bytes read, ${b.length} expected, first difference at ${offset + i})`;
+    }
     ours = ours.ok ? { ok: true } : ours;
     theirs = theirs.ok ? { ok: true } : theirs;
   } else if (roll < 0.64) {
