@@ -1,8 +1,13 @@
 // The ObjectStore conformance suite against the file backend, s3rver and
 // azurite (both started here on loopback), plus the retry and fault wrappers.
-import t from 'tap';
-import { FaultyObjectStore, ObjectStoreError, openObjectStore, parseTargetUrl, RetryingObjectStore } from '../src/tier/object_store';
+import t, { type Test } from 'tap';
+import { FaultyObjectStore, ObjectStoreError, openObjectStore, parseTargetUrl, RetryingObjectStore, type ObjectStore } from '../src/tier/object_store';
+import { AzureObjectStore } from '../src/tier/azure_object_store';
+import { S3ObjectStore } from '../src/tier/s3_object_store';
+import { startFaultProxy, type ProxyFault } from './helpers/fault_proxy';
 import { scratchDir } from './helpers/fs';
+import { objectStoreConformance } from './helpers/object_store_conformance';
+import { startAzurite, startS3rver, testBucket } from './helpers/servers';
 
 /** The kind of the ObjectStoreError a promise rejects with ('resolved' if it does not). */
 async function kindOf(promise: Promise<unknown>): Promise<string> {
@@ -13,9 +18,6 @@ async function kindOf(promise: Promise<unknown>): Promise<string> {
     return error instanceof ObjectStoreError ? error.kind : `not an ObjectStoreError: ${String(error)}`;
   }
 }
-import { objectStoreConformance } from './helpers/object_store_conformance';
-import { AzureObjectStore } from '../src/tier/azure_object_store';
-import { startAzurite, startS3rver, testBucket } from './helpers/servers';
 
 t.test('file backend', async (t) => {
   const store = openObjectStore(`file://${scratchDir(t)}`);
@@ -101,4 +103,46 @@ t.test('retries: a hung attempt is cut by its timeout and retried', async (t) =>
   t.equal((await retrying.get('k')).toString(), 'v');
   t.ok(Date.now() - started >= 100 && Date.now() - started < 3000, 'the second attempt answered');
   t.ok(retrying.counters.retryCount >= 1);
+});
+
+/**
+ * What a failure of the service looks like to the engine: each fault injected
+ * between the SDK and the real server (status with the service's own error
+ * body, reset connection, body cut short, no answer) must come out as the
+ * ObjectStoreError kind the retry policy and the engine act on.
+ */
+async function errorMapping(t: Test, store: ObjectStore, inject: (fault: ProxyFault) => void, codes: { throttled: string; notFound: string; denied: string }) {
+  await store.put('present', [Buffer.alloc(64 * 1024, 7)]);
+  const cases: [string, ProxyFault, () => Promise<unknown>, string][] = [
+    ['503 throttling', { kind: 'status', status: 503, code: codes.throttled, count: 1 }, () => store.get('present'), 'Throttled'],
+    ['500 internal error', { kind: 'status', status: 500, code: 'InternalError', count: 1 }, () => store.get('present'), 'Transient'],
+    ['403 access denied', { kind: 'status', status: 403, code: codes.denied, count: 1 }, () => store.put('k', [Buffer.from('x')]), 'Auth'],
+    ['404 on a get', { kind: 'status', status: 404, code: codes.notFound, count: 1 }, () => store.get('present'), 'NotFound'],
+    ['a reset connection', { kind: 'reset', count: 1 }, () => store.get('present'), 'Transient'],
+    ['a body cut short', { kind: 'truncate', method: 'GET', count: 1 }, () => store.get('present'), 'Transient'],
+    ['no answer before the deadline', { kind: 'hang', count: 1 }, () => store.get('present', undefined, AbortSignal.timeout(300)), 'Transient'],
+  ];
+  for (const [what, fault, call, kind] of cases) {
+    inject(fault);
+    t.equal(await kindOf(call()), kind, `${what}: ${kind}`);
+  }
+  t.equal(await store.head('missing'), undefined, 'a missing object is undefined to head, through the proxy');
+  t.ok((await store.get('present')).equals(Buffer.alloc(64 * 1024, 7)), 'and with no fault, the bytes come through');
+}
+
+t.test('s3: service failures map to the error kinds the engine acts on (faults in front of s3rver)', async (t) => {
+  const server = await startS3rver(t);
+  const proxy = await startFaultProxy(t, server.endpoint, 's3');
+  const store = new S3ObjectStore({ bucket: testBucket, prefix: 'faults', endpoint: proxy.origin, region: 'us-east-1', partSizeBytes: 8 << 20, partConcurrency: 4 });
+  t.teardown(() => store.close());
+  await errorMapping(t, store, (fault) => proxy.inject(fault), { throttled: 'SlowDown', notFound: 'NoSuchKey', denied: 'AccessDenied' });
+});
+
+t.test('azure: service failures map to the error kinds the engine acts on (faults in front of azurite)', async (t) => {
+  const server = await startAzurite(t);
+  const upstream = new URL(server.endpoint);
+  const proxy = await startFaultProxy(t, upstream.origin, 'azure');
+  const store = new AzureObjectStore({ container: testBucket, prefix: 'faults', endpoint: `${proxy.origin}${upstream.pathname}`, partSizeBytes: 8 << 20, partConcurrency: 4 });
+  t.teardown(() => store.close());
+  await errorMapping(t, store, (fault) => proxy.inject(fault), { throttled: 'ServerBusy', notFound: 'BlobNotFound', denied: 'AuthenticationFailed' });
 });
