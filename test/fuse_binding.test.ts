@@ -22,6 +22,16 @@ const MiB = 2 ** 20;
 const isRoot = process.getuid?.() === 0;
 
 /** `promise`'s value, or 'timeout' after `ms` (the timer does not outlive the race). */
+/** Poll `condition` every 10 ms until it holds (true) or `ms` pass (false): a deadline, never a fixed sleep. */
+async function until(condition: () => boolean, ms = 10_000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return true;
+}
+
 async function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), ms)));
@@ -157,26 +167,23 @@ t.test('a read its caller gives up on is answered EINTR at once', async (t) => {
   const reader = spawn('python3', ['-c', `import os; fd = os.open(${JSON.stringify(file)}, os.O_RDONLY | os.O_DIRECT); os.read(fd, 4096)`], { stdio: 'ignore' });
   const exited = new Promise<number | null>((resolve) => reader.once('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))));
   t.teardown(() => reader.kill('SIGKILL'));
-  await new Promise((resolve) => setTimeout(resolve, 700));
-  t.equal(reader.exitCode, null, 'the read hangs');
-  const start = Date.now();
+  t.ok(await until(() => hung.length === 1), 'the read reached the file system and hangs there');
+  t.equal(reader.exitCode, null, 'the reader waits');
   reader.kill('SIGINT');
   const done = await within(exited, 5000);
   t.not(done, 'timeout', 'Ctrl-C ends the read (a program with a SIGINT handler: the kernel sends INTERRUPT)');
-  t.ok(Date.now() - start < 5000, `within ${Date.now() - start} ms`);
   t.equal(mount.inFlightCount, 0, 'the interrupted request got its answer');
 
   // cat dies of SIGINT (no handler): its page-cache read is not interrupted, the kill ends the wait.
   const cat = spawn('cat', [file], { stdio: 'ignore' });
   const catExited = new Promise((resolve) => cat.once('exit', () => resolve('exited')));
   t.teardown(() => cat.kill('SIGKILL'));
-  await new Promise((resolve) => setTimeout(resolve, 700));
-  t.equal(cat.exitCode, null, 'cat hangs');
+  t.ok(await until(() => hung.length === 2), "cat's read reached the file system and hangs there");
+  t.equal(cat.exitCode, null, 'cat waits');
   cat.kill('SIGINT');
   t.equal(await within(catExited, 5000), 'exited', 'Ctrl-C ends cat');
   for (const release of hung) release();
-  await new Promise((resolve) => setTimeout(resolve, 100));
-  t.equal(mount.inFlightCount, 0, 'nothing left in flight once the bucket answers');
+  t.ok(await until(() => mount.inFlightCount === 0), 'nothing left in flight once the bucket answers');
 });
 
 t.test('the kernel negotiates 1 MiB requests and sends them whole', async (t) => {

@@ -29,7 +29,9 @@ function receiver(t: Test, name: string) {
   return {
     messages,
     async ready() {
-      while (!listening) await new Promise((resolve) => setTimeout(resolve, 20));
+      const deadline = Date.now() + 20_000;
+      while (!listening && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      if (!listening) throw new Error('the notify receiver did not listen within 20 s');
     },
     async waitFor(pattern: RegExp, timeoutMs = 20_000) {
       const deadline = Date.now() + timeoutMs;

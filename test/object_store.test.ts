@@ -5,6 +5,7 @@ import { FaultyObjectStore, ObjectStoreError, openObjectStore, parseTargetUrl, R
 import { AzureObjectStore } from '../src/tier/azure_object_store';
 import { S3ObjectStore } from '../src/tier/s3_object_store';
 import { startFaultProxy, type ProxyFault } from './helpers/fault_proxy';
+import { SimulatedClock } from '../src/clock';
 import { scratchDir } from './helpers/fs';
 import { objectStoreConformance } from './helpers/object_store_conformance';
 import { startAzurite, startS3rver, testBucket } from './helpers/servers';
@@ -94,15 +95,24 @@ t.test('retries: transient and throttled failures are retried with backoff, boun
 
 t.test('retries: a hung attempt is cut by its timeout and retried', async (t) => {
   const faulty = new FaultyObjectStore(openObjectStore(`file://${scratchDir(t)}`));
-  const retrying = new RetryingObjectStore(faulty, { deadlineMs: 5000, attemptTimeoutMs: 100, baseDelayMs: 1, delayMsMax: 5 });
-  const keepAlive = setInterval(() => undefined, 1000); // attempt timeouts are unref'd timers
-  t.teardown(() => clearInterval(keepAlive));
+  const clock = new SimulatedClock();
+  const retrying = new RetryingObjectStore(faulty, {
+    deadlineMs: 5000, attemptTimeoutMs: 100, baseDelayMs: 1, delayMsMax: 5,
+    clock: () => clock.nowMs(), random: () => 1, sleep: (ms) => clock.sleep(ms), timeout: (ms) => clock.timeout(ms),
+  });
   await retrying.put('k', [Buffer.from('v')]);
   faulty.inject({ op: 'get', kind: 'hang', count: 1 });
-  const started = Date.now();
-  t.equal((await retrying.get('k')).toString(), 'v');
-  t.ok(Date.now() - started >= 100 && Date.now() - started < 3000, 'the second attempt answered');
-  t.ok(retrying.counters.retryCount >= 1);
+  let answer: string | undefined;
+  void retrying.get('k').then((data) => (answer = data.toString()));
+  await clock.advance(99);
+  t.equal(answer, undefined, 'the hung attempt is waited for until its timeout');
+  await clock.advance(1); // the attempt times out at 100 ms; the retry waits its backoff (1 ms)
+  t.equal(answer, undefined, 'then the backoff');
+  await clock.advance(1);
+  // The second attempt reads a real file: its answer comes once the disk does (no more simulated time needed).
+  for (const deadline = Date.now() + 10_000; answer === undefined && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 5));
+  t.equal(answer, 'v', 'the second attempt answers, 101 ms of simulated time after the first began');
+  t.equal(retrying.counters.retryCount, 1);
 });
 
 /**
