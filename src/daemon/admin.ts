@@ -10,7 +10,8 @@
  *
  * The endpoints, their queries, bodies and answers are declared once in
  * api.ts; `handlers` below has exactly one per endpoint (the compiler
- * refuses a missing one or a wrong answer).
+ * refuses a missing one or a wrong answer).  The file is the API's one idea:
+ * checks, handlers and the server, as long as the list of endpoints.
  *
  * Every request is checked before anything changes: fields by name and
  * type (unknown ones refused), query parameters by name, paths absolute,

@@ -16,6 +16,11 @@
  * one inode start one at a time; reads do not lock.  An unlinked file keeps
  * its data while a handle is open; orphans left by a crash are reclaimed at
  * open.
+ *
+ * Longer than most files here because it is one idea: the POSIX contract,
+ * operation by operation, each next to the permission and link-count rules
+ * it shares with the others (splitting namespace from data would put the
+ * rules for rename, truncate and unlink of open files in two places).
  */
 import { systemClock, type Clock, type Timer } from '../clock';
 import fsConstants from 'node:constants';

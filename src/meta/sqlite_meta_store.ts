@@ -1,5 +1,6 @@
 /**
- * MetaStore on SQLite (better-sqlite3) in WAL mode.
+ * MetaStore on SQLite (better-sqlite3) in WAL mode.  One idea in one file:
+ * the schema, its migrations and every statement against it.
  *
  * One connection, owned by tierfsd alone.  A transaction is always open;
  * mutate() nests a savepoint in it and commit() ends it with one WAL fsync

@@ -21,6 +21,9 @@
  *   the device confirms.  In-flight bytes are bounded (writeBehindBytesMax).
  * - Bytes of a file's last block beyond its size are always zero, so
  *   extending a file (truncate up, write past the end) reads zeros.
+ *
+ * One idea, kept in one file: the copy-on-write mapping and its epochs,
+ * commit gate and quarantine only hold together when read side by side.
  */
 import assert from 'node:assert/strict';
 import { blockChecksums, firstBadBlock } from '../checksum';

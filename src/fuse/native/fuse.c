@@ -1,5 +1,7 @@
 /*
  * tierfs's FUSE binding: libfuse 3's low-level (inode-based) API for Node.
+ * One idea in one file (libfuse's callbacks, their messages to JavaScript and
+ * the replies back), as long as the operation list is.
  *
  * The session is served on Node's event loop: /dev/fuse is non-blocking and
  * watched with uv_poll; when it is readable, requests are read

@@ -1,0 +1,218 @@
+/**
+ * The --help texts of the commands that talk to the daemon (commands.ts).
+ * bin/completion.bash and test/cli.test.ts check their flags against these.
+ */
+const socketHelp = `
+Talks to the daemon's admin socket: --socket PATH, else $TIERFS_SOCKET,
+else /run/tierfs/admin.sock.`;
+
+export const commandHelp = {
+  status: `Usage: tierfs status [--json] [--socket PATH]
+
+The running daemon: flash tier capacity, use and watermarks; bytes by
+residency (flash only, both, object only); packs (count, stored, live,
+garbage); the destage queue and rate; recall rate and latency; errors; the
+object target and its health; policies and pinned files.
+
+  --json   the whole report (stable fields: flash.capacityBytes,
+           flash.usedBytes, residency.flashOnlyBytes, residency.bothBytes,
+           residency.objectOnlyBytes, packs.count, packs.storedBytes,
+           packs.liveBytes, packs.garbageBytes)
+
+Examples:
+  tierfs status
+  tierfs status --json | jq .residency
+${socketHelp}
+`,
+  stat: `Usage: tierfs stat PATH... [--json] [--socket PATH]
+
+Residency of files in the mount, like lfs hsm_state: size, bytes whose
+current data is on flash (flashBytes), bytes with a copy in a pack
+(objectBytes), the split into flash only / both / object only, heat, the
+policy that applies and whether the file is pinned.  A directory is listed,
+one line per entry with a residency column (flash, both, object, mixed,
+empty; - for a directory).
+
+  --json   one object per PATH (an array for several; stable fields: path,
+           size, flashBytes, objectBytes, policy; a directory has entries)
+
+Examples:
+  tierfs stat /mnt/tierfs/projects/report.pdf
+  tierfs stat /mnt/tierfs/projects
+${socketHelp}
+`,
+  heat: `Usage: tierfs heat [PATH] [--json] [--socket PATH]
+
+A histogram of bytes by time since their last access (under 1 hour, 1 hour
+to 1 day, 1-7 days, 7-30 days, 30-90 days, 90 days to 1 year, over a year),
+with how much of each is on flash: for the whole file system, or the files
+at and under PATH.
+
+Examples:
+  tierfs heat
+  tierfs heat /mnt/tierfs/projects --json
+${socketHelp}
+`,
+  destage: `Usage: tierfs destage PATH... [--wait] [--socket PATH]
+
+Copy every extent only on flash of the files at PATH (directories: all
+files under them) into packs now, whatever their cooling period.  Files a
+pin or never policy keeps on flash are skipped (refused if nothing else is
+left).  The flash copy stays until eviction or release.
+
+  --wait   wait until done: a progress bar with bytes, rate and ETA on a
+           terminal, a progress line every 5 s otherwise.  Ctrl-C stops the
+           destage after the pack in flight; what was destaged stays.
+
+Examples:
+  tierfs destage /mnt/tierfs/archive/2025 --wait
+${socketHelp}
+`,
+  recall: `Usage: tierfs recall PATH... [--wait] [--socket PATH]
+
+Bring every extent only in packs of the files at PATH (directories: all
+files under them) back to flash; colder data is evicted to make room.
+
+  --wait   wait until done (progress as for destage; Ctrl-C stops after
+           the extents in flight, what was recalled stays)
+
+Examples:
+  tierfs recall /mnt/tierfs/projects/q3 --wait
+${socketHelp}
+`,
+  release: `Usage: tierfs release PATH... [--socket PATH]
+
+Drop the flash copy of every extent of the files at PATH (directories: all
+files under them) that already has a copy in a pack (BOTH -> OBJECT): the
+space is free at once.  Extents only on flash stay; destage them first.
+
+Examples:
+  tierfs release /mnt/tierfs/archive/2025
+${socketHelp}
+`,
+  pin: `Usage: tierfs pin PATH... [--recursive] [--wait] [--socket PATH]
+
+Pin files to flash: a pin overrides every policy (nothing of the file is
+destaged or evicted) and lasts until unpin or the file's deletion.  What is
+only in packs is recalled.
+
+  --recursive  pin every file under a directory PATH (else refused)
+  --wait       wait for the recall (progress as for recall)
+
+Examples:
+  tierfs pin /mnt/tierfs/db/catalog.sqlite --wait
+  tierfs pin --recursive /mnt/tierfs/projects/live
+${socketHelp}
+`,
+  unpin: `Usage: tierfs unpin PATH... [--recursive] [--socket PATH]
+
+Remove pins: the files follow their policy again.
+
+Examples:
+  tierfs unpin --recursive /mnt/tierfs/projects/live
+${socketHelp}
+`,
+  policy: `Usage: tierfs policy add NAME --path GLOB --mode auto|pin|all|never
+                         [--cool-after DURATION] [--min-size SIZE] [--compress]
+                         [--target NAME]
+       tierfs policy edit NAME [--path GLOB] [--mode MODE] [--cool-after DURATION]
+                         [--min-size SIZE] [--compress | --no-compress] [--target NAME]
+       tierfs policy list [--json] | show NAME [--json] | rm NAME
+       tierfs policy explain PATH [--json]
+       tierfs policy simulate --flash-size SIZE [--policy MODE:GLOB[:COOL_AFTER]]...
+                         [--replace] [--json]
+
+Policies decide, by path, when a file's extents leave flash:
+  auto   destaged once untouched for the cooling period (--cool-after,
+         default that of serve --cool-after, 1h), evicted under the watermarks
+  pin    never leaves flash
+  all    destaged as soon as written; stays on flash while hot
+  never  no object copy at all
+GLOB is matched from the root of the file system: * and ? within a path
+segment, ** across segments; a glob without / matches file names in any
+directory (*.iso).  The most specific match (most literal characters) wins;
+without a match the default policy applies (auto).  --min-size: smaller
+files stay on flash.  --compress: deflate the file's extents in packs.
+--target: the target its packs go to (default: default; see tierfs target).
+DURATION: 90s, 15m, 2h, 7d, 2w.  SIZE: 4G, 512MiB, 1048576.
+
+explain   which policies match PATH, which one applies and why (a pin by
+          tierfs pin overrides them all)
+simulate  what-if from the recorded heat: with a flash tier of SIZE (and
+          the given policies added, or instead of the current ones with
+          --replace), the bytes that would be on flash and in packs, the
+          share of reads flash would serve, and the object storage cost a
+          month (prices from the serve config "prices"; default S3
+          Standard list prices).  Nothing changes.
+
+Examples:
+  tierfs policy add projects --path '/projects/**' --mode auto --cool-after 7d
+  tierfs policy add databases --path '*.db' --mode pin
+  tierfs policy edit projects --cool-after 30d
+  tierfs policy explain /mnt/tierfs/projects/a.db
+  tierfs policy simulate --flash-size 2T --policy 'auto:/projects/**:30d'
+${socketHelp}
+`,
+  fsck: `Usage: tierfs fsck [--repair] [--deep [--sample-packs N]] [--json] [--socket PATH]
+
+Check the running file system's metadata against the flash tier and the
+object tier: every flash copy is read and verified; every extent must
+belong to a file and every pack it names must exist in the target with its
+recorded size; pack objects without a record are orphans; objects under
+the prefix that are not packs are listed (foreign) and left alone.
+
+  --deep     also fetch and verify every pack copy (reads the whole bucket)
+  --sample-packs N  with --deep: only the extents of N live packs picked at
+             random (the weekly scrub, tierfs-scrub.timer)
+  --repair   fix what loses nothing: forget a lost or bad pack copy of data
+             good on flash (destaged again), drop a bad flash copy of data
+             with a good pack copy, drop extents of no file, delete orphan
+             pack objects.  Data with no good copy left is reported only.
+  --json     the report as JSON
+
+Exit status: 0 no problems, 1 problems found and all repaired, 4 problems
+left (as e2fsck).
+
+Examples:
+  tierfs fsck
+  tierfs fsck --deep --repair
+${socketHelp}
+`,
+  watermark: `Usage: tierfs watermark set --high PERCENT --low PERCENT [--socket PATH]
+       tierfs watermark show [--json] [--socket PATH]
+
+Above the high watermark (percent of the flash tier in use) the daemon
+evicts the coldest data already in packs, then destages urgently, until use
+is below the low one.  set applies at once and is kept in the metadata for
+later starts (a watermark given to serve overrides it).
+
+Examples:
+  tierfs watermark set --high 85 --low 70
+${socketHelp}
+`,
+  target: `Usage: tierfs target list [--json] [--socket PATH]
+       tierfs target test [NAME] [--json] [--socket PATH]
+       tierfs target add NAME URL [--json] [--socket PATH]
+       tierfs target rm NAME [--socket PATH]
+
+The object targets of the file system: their URL, health, packs and bytes.
+"default" is the one given to format; add more and send files there with a
+policy's --target NAME (packs already written stay where they are).
+
+  test   write, read back and delete a probe object beside the packs and
+         time each step (exit status 1 when it fails)
+  add    check the URL, write/read/delete a probe object, then record the
+         target (refused if that fails, or if another target has that URL)
+  rm     remove a target no policy names and no pack is in
+
+URL: file:///dir, s3://bucket/prefix[?endpoint=URL&region=R],
+azure://container/prefix[?endpoint=URL]; credentials as for format.
+
+Examples:
+  tierfs target add archive 's3://cold-archive/tierfs?region=eu-west-1'
+  tierfs policy add old --path '/archive/**' --mode auto --cool-after 30d --target archive
+  tierfs target test archive
+  tierfs target list
+${socketHelp}
+`,
+};
