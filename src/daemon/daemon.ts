@@ -8,12 +8,12 @@ import path from 'node:path';
 import { systemClock, type Clock } from '../clock';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
-import { openFileSystem, type OpenFileSystem, type OpenTierOptions } from '../fs/fs';
+import { openFileSystem, type OpenTierOptions } from '../fs/fs';
 import { FuseMount } from '../fuse/fuse';
 import { prepareMountPoint } from '../fuse/mount_point';
 import { log } from '../log';
 import { parseEncryptionKey, type Prices } from '../tier/tier';
-import { startAdminServer, statusOf, type AdminServer } from './admin';
+import { startAdminServer, statusOf, type AdminServer, type Service } from './admin';
 import { parseMetricsAddress, startMetricsServer, type MetricsServer } from './metrics';
 import { SystemdNotifier } from './notify';
 
@@ -63,7 +63,8 @@ export function readEncryptionKey(file: string): Buffer {
 }
 
 export interface Daemon {
-  opened: OpenFileSystem;
+  /** What the daemon serves: the file system and its engine, never their insides (the metadata store, the flash store). */
+  opened: Service & { close(): Promise<void> };
   mount: FuseMount;
   admin: AdminServer | undefined;
   metrics: MetricsServer | undefined;
@@ -88,7 +89,8 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
   };
   // /dev/fuse, fusermount3 and the mount point first: a machine that cannot mount changes nothing.
   await prepareMountPoint(path.resolve(config.mount));
-  const opened = await openFileSystem(config.flash, config.meta, { direct: config.direct, discard: config.discard, tier, clock });
+  // The daemon holds the file system and its engine, not their insides (the type makes sure).
+  const opened: Daemon['opened'] = await openFileSystem(config.flash, config.meta, { direct: config.direct, discard: config.discard, tier, clock });
   const mount = new FuseMount(opened.fs, config.mount, { allowOther: config.allowOther, attrTimeoutS: config.attrTimeoutS });
   let admin: AdminServer | undefined;
   let metrics: MetricsServer | undefined;
