@@ -5,7 +5,7 @@ import t from 'tap';
 import path from 'node:path';
 import { formatFlashPath, ROOT_CREDENTIALS as ROOT } from '../src/fs/fs';
 import { openObjectStore, type ObjectStore } from '../src/tier/object_store';
-import { openTiered, pattern, readFile, scratchDir, writeFile } from './helpers/fs';
+import { formatScratch, openTiered, pattern, readFile, scratchDir, writeFile } from './helpers/fs';
 
 const MiB = 2 ** 20;
 
@@ -34,12 +34,9 @@ function gatedStore(inner: ObjectStore): { store: ObjectStore; putStarted: Promi
 }
 
 t.test('a write racing an upload in flight: the rewritten extents stay on flash, their pack bytes are garbage, the new bytes read back', async (t) => {
-  const dir = scratchDir(t);
-  const flash = path.join(dir, 'flash');
-  const meta = path.join(dir, 'meta');
-  await formatFlashPath(flash, meta, { sizeBytes: 128 * MiB });
-  const gated = gatedStore(openObjectStore(`file://${dir}/objects`));
-  const { fs, tier } = await openTiered(t, { dir, flash, meta }, { objects: gated.store });
+  const scratch = await formatScratch(t, 128 * MiB);
+  const gated = gatedStore(openObjectStore(`file://${scratch.dir}/objects`));
+  const { fs, tier } = await openTiered(t, scratch, { objects: gated.store });
   const original = pattern(1, 4 * MiB);
   const ino = await writeFile(fs, 'f', original);
   const destaging = tier.destage({ ino });
@@ -66,12 +63,9 @@ t.test('a write racing an upload in flight: the rewritten extents stay on flash,
 });
 
 t.test('eviction beside a destage: both finish, every byte reads back, totals equal a scan', async (t) => {
-  const dir = scratchDir(t);
-  const flash = path.join(dir, 'flash');
-  const meta = path.join(dir, 'meta');
-  await formatFlashPath(flash, meta, { sizeBytes: 96 * MiB });
-  const gated = gatedStore(openObjectStore(`file://${dir}/objects`));
-  const opened = await openTiered(t, { dir, flash, meta }, { objects: gated.store, watermarkHighPercent: 60, watermarkLowPercent: 40 });
+  const scratch = await formatScratch(t, 96 * MiB);
+  const gated = gatedStore(openObjectStore(`file://${scratch.dir}/objects`));
+  const opened = await openTiered(t, scratch, { objects: gated.store, watermarkHighPercent: 60, watermarkLowPercent: 40 });
   const { fs, tier } = opened;
   // Some data already in packs (BOTH), then more to destage while eviction runs.
   const cold = pattern(3, 24 * MiB);

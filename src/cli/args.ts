@@ -36,3 +36,7 @@ export function required(values: Record<string, unknown>, name: string, command:
   if (typeof value !== 'string' || value === '') throw new TierfsError('USAGE', `${command}: --${name} is required (see tierfs ${command} --help)`);
   return value;
 }
+
+export function noArguments(positionals: string[], command: string): void {
+  if (positionals.length > 0) throw new TierfsError('USAGE', `${command}: unexpected argument ${positionals[0]}`);
+}

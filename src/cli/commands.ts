@@ -6,7 +6,7 @@
  */
 import { TierfsError } from '../errors';
 import { parseDuration, policyModes } from '../tier/policy';
-import { parseOptions, parseSize, required } from './args';
+import { noArguments, parseOptions, parseSize, required } from './args';
 import type { Api, DirectoryReport, FileReport, JobAnswer, PolicyEditBody, ProgressLine, SimulatedPolicyBody, WatermarksReport } from '../daemon/api';
 import type { PolicyRecord } from '../meta/meta_store';
 import { call, formatBytes, mountPath, progressBar, socketPath } from './client';
@@ -28,10 +28,6 @@ function parse(argv: string[], name: Help, extra: Parameters<typeof parseOptions
 function paths(positionals: string[], name: string, min = 1): string[] {
   if (positionals.length < min) throw new TierfsError('USAGE', `${name}: give ${min === 1 ? 'at least one PATH' : 'a PATH'} (see tierfs ${name} --help)`);
   return positionals.map(mountPath);
-}
-
-function noArguments(positionals: string[], name: string): void {
-  if (positionals.length > 0) throw new TierfsError('USAGE', `${name}: unexpected argument ${positionals[0]}`);
 }
 
 function printJson(value: unknown): void {

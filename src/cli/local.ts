@@ -13,7 +13,7 @@ import { TierfsError } from '../errors';
 import { formatFlashPath } from '../fs/fs';
 import { parseMetricsAddress } from '../daemon/metrics';
 import { checkUploadConcurrency, checkWatermarks, openTarget, parseDuration, parsePrices, parseTargetUrl, probeStore } from '../tier/tier';
-import { parseOptions, parseSize, required } from './args';
+import { noArguments, parseOptions, parseSize, required } from './args';
 
 const help = {
   format: `Usage: tierfs format --flash PATH --meta DIR [--size SIZE] [--target URL]
@@ -126,7 +126,7 @@ async function firstbootCommand(argv: string[]): Promise<void> {
     dev: { type: 'string' },
   });
   if (values.help) return void process.stdout.write(firstbootHelp);
-  if (positionals.length > 0) throw new TierfsError('USAGE', `firstboot: unexpected argument ${positionals[0]}`);
+  noArguments(positionals, 'firstboot');
   const paths: FirstbootPaths = {
     confFile: values.conf ?? defaultFirstbootPaths.confFile,
     userDataFile: values['user-data'] ?? defaultFirstbootPaths.userDataFile,
@@ -158,7 +158,7 @@ async function format(argv: string[]): Promise<void> {
     force: { type: 'boolean' },
   });
   if (values.help) return void process.stdout.write(help.format);
-  if (positionals.length > 0) throw new TierfsError('USAGE', `format: unexpected argument ${positionals[0]}`);
+  noArguments(positionals, 'format');
   const flash = required(values, 'flash', 'format');
   const meta = required(values, 'meta', 'format');
   const sizeBytes = values.size === undefined ? undefined : parseSize(values.size, '--size');
@@ -266,7 +266,7 @@ async function serve(argv: string[]): Promise<void> {
     'attr-timeout': { type: 'string' },
   });
   if (values.help) return void process.stdout.write(help.serve);
-  if (positionals.length > 0) throw new TierfsError('USAGE', `serve: unexpected argument ${positionals[0]}`);
+  noArguments(positionals, 'serve');
   let config: ServeConfig;
   if (values.config !== undefined) {
     if (values.flash || values.meta || values.mount)

@@ -12,7 +12,8 @@
  * here: the CLI imports it without loading the daemon.
  */
 import type { FsckReport } from '../fs/fsck';
-import type { PackTotals, PolicyMode, PolicyRecord, ResidencyTotals } from '../meta/meta_store';
+import type { PackTotals, PolicyRecord, ResidencyTotals } from '../meta/meta_store';
+import type { FileResidency } from '../tier/tiering';
 import type { Prices, SimulationResult } from '../tier/simulate';
 import type { ProbeReport } from '../tier/target_set';
 
@@ -56,23 +57,13 @@ export type FileKind = 'file' | 'directory' | 'other';
 /** Where a file's bytes are, as one word; '-' for a directory (it has no bytes of its own). */
 export type ResidencyLabel = 'flash' | 'both' | 'object' | 'mixed' | 'empty' | '-';
 
-export interface FileReport {
+/** A file's residency as the engine reports it (size, flashBytes, objectBytes and the split), with where it is and what it is. */
+export interface FileReport extends Omit<FileResidency, 'policy' | 'mode' | 'extentCount' | 'heat'>, Partial<Pick<FileResidency, 'mode' | 'extentCount' | 'heat'>> {
   path: string;
   ino: number;
   type: FileKind;
-  size: number;
-  /** Bytes whose current data is on flash (FLASH + BOTH). */
-  flashBytes: number;
-  /** Bytes with a copy in a pack (BOTH + OBJECT). */
-  objectBytes: number;
-  flashOnlyBytes: number;
-  bothBytes: number;
-  objectOnlyBytes: number;
-  extentCount?: number;
   /** The policy that applies (null without an object target). */
   policy: string | null;
-  mode?: PolicyMode;
-  heat?: { accessedMs: number; count: number };
   residency: ResidencyLabel;
   pinned: boolean;
 }

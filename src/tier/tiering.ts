@@ -48,7 +48,9 @@ export { probeStore, type Target } from './target_set';
 
 export interface FileResidency {
   size: number;
+  /** Bytes of the file whose current data is on flash (FLASH + BOTH): a stable JSON field of stat. */
   flashBytes: number;
+  /** Bytes of the file with a copy in a pack (BOTH + OBJECT): a stable JSON field of stat. */
   objectBytes: number;
   flashOnlyBytes: number;
   bothBytes: number;
