@@ -25,6 +25,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
+import { systemClock, type Clock } from '../clock';
 import { constants } from '../constants';
 import { isTierfsError, TierfsError, type ErrorCode } from '../errors';
 import type { Attr, FileSystem, Ino } from '../fs/fs';
@@ -101,6 +102,8 @@ export interface AdminContext extends Service {
   mountPath: string;
   /** Object storage prices for the simulator (serve config "prices"). */
   prices?: Prices;
+  /** Paces progress lines (default: the system clock). */
+  clock?: Clock;
 }
 
 // ---- validation ----
@@ -222,7 +225,7 @@ function isJob(reply: { body: unknown } | Job<unknown>): reply is Job<unknown> {
  * extents), which leaves everything consistent.  Without: 202 at once and
  * the job goes on in the daemon.
  */
-async function runJob(request: http.IncomingMessage, response: http.ServerResponse, { job, what, wait }: Job<unknown>): Promise<void> {
+async function runJob(request: http.IncomingMessage, response: http.ServerResponse, { job, what, wait }: Job<unknown>, clock: Clock): Promise<void> {
   if (!wait) {
     job({}).catch((error) => log.warn(`${what} failed`, { error: (error as Error).message }));
     send(response, 202, { started: true });
@@ -236,11 +239,11 @@ async function runJob(request: http.IncomingMessage, response: http.ServerRespon
     }
   });
   response.writeHead(200, { 'content-type': 'application/x-ndjson' });
-  let last = 0;
+  let last = -Infinity;
   const result = await job({
     signal: abort.signal,
     progress: (p) => {
-      const now = Date.now();
+      const now = clock.monotonicMs();
       if (now - last < constants.adminProgressIntervalMs && p.doneBytes < p.totalBytes) return;
       last = now;
       response.write(`${JSON.stringify({ progress: p })}\n`);
@@ -606,7 +609,7 @@ async function route(context: AdminContext, request: http.IncomingMessage, respo
   }
   const call = { context, query, body, params: name === undefined ? {} : { name } };
   const reply = await (handlers[endpoint] as (call: unknown) => Promise<{ status?: number; body: unknown } | Job<unknown>>)(call);
-  if (isJob(reply)) return runJob(request, response, reply);
+  if (isJob(reply)) return runJob(request, response, reply, context.clock ?? systemClock);
   send(response, reply.status ?? 200, reply.body);
 }
 

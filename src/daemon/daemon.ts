@@ -101,7 +101,7 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
     const mountPath = path.join(fs.realpathSync(path.dirname(absolute)), path.basename(absolute));
     const socket = config.adminSocket ?? defaultAdminSocket;
     try {
-      if (socket !== '') admin = await startAdminServer({ fs: opened.fs, tier: opened.tier, mountPath, prices: config.prices }, path.resolve(socket));
+      if (socket !== '') admin = await startAdminServer({ fs: opened.fs, tier: opened.tier, mountPath, prices: config.prices, clock }, path.resolve(socket));
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (config.adminSocket !== undefined || (code !== 'EACCES' && code !== 'EPERM')) throw error;

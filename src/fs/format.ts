@@ -178,14 +178,14 @@ export async function openFileSystem(
         meta.setSetting('target', url);
         meta.commit();
       }
-      objects = options.tier?.objects ?? openTarget(url!);
+      objects = options.tier?.objects ?? openTarget(url!, undefined, clock);
       tier = new TieringEngine(store, {
         ...defaultTieringOptions,
         clock,
         ...storedWatermarks(meta),
         ...options.tier,
         objects,
-        openStore: options.tier?.openStore ?? ((added: string) => openTarget(added)),
+        openStore: options.tier?.openStore ?? ((added: string) => openTarget(added, undefined, clock)),
         encryptionKey: key ?? null,
       });
       await tier.start();
