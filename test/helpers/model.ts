@@ -35,7 +35,8 @@ export class Model {
     copy.nodes = new Map();
     for (const [id, node] of this.nodes) {
       if (node.kind === 'dir') copy.nodes.set(id, { kind: 'dir', entries: new Map(node.entries) });
-      else if (node.kind === 'file') copy.nodes.set(id, { kind: 'file', data: Buffer.from(node.data), nlink: node.nlink });
+      // File bytes are never changed in place (a write or truncate makes a new buffer): copies share them.
+      else if (node.kind === 'file') copy.nodes.set(id, { kind: 'file', data: node.data, nlink: node.nlink });
       else copy.nodes.set(id, { ...node });
     }
     return copy;

@@ -339,6 +339,11 @@ export async function runSimulation(options: { seed: number; steps: number; dir:
       const removed = await drive(inc.clock, inc.gate, (async () => inc.fs.unlink(inc.fs.resolvePath(path.slice(0, slash)).ino, path.slice(slash + 1), ROOT))(), `remove ${path}`);
       if (removed.kind !== 'done') fail(`removing the unreadable ${path} after recovery: ${removed.kind === 'failed' ? (removed.error as Error)?.message : 'crashed'}`);
     }
+    if (unreadable.length > 0) {
+      // The model starts again from here: what was taken out of play must stay out after the next crash.
+      const synced = await drive(inc.clock, inc.gate, inc.fs.fsync(), 'fsync after recovery');
+      if (synced.kind !== 'done') fail('the fsync after recovery did not complete');
+    }
     model = rebuilt;
     snapshots = [model.clone()];
     await checkStructure(inc, 'after recovery');
