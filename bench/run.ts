@@ -19,7 +19,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import c from 'node:constants';
 import fs from 'node:fs';
 import path from 'node:path';
-import { formatFlashPath, openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../src/fs/fs';
+import { formatFlashPath, openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO, type Ino } from '../src/fs/fs';
 import { tierLayer } from './tier';
 
 const MiB = 2 ** 20;
@@ -273,6 +273,48 @@ async function cliStartup(): Promise<void> {
   }
 }
 
+/**
+ * Small files at their size: the bytes packs hold for many files of 1,000
+ * bytes against the files' own bytes (the index included; before format 2
+ * of packs every file took a whole 4 KiB block).
+ */
+async function smallFiles(): Promise<void> {
+  const fileCount = Number(process.env.BENCH_SMALL_FILES ?? 100_000);
+  const fileBytes = 1000;
+  console.error(`small files: ${fileCount} of ${fileBytes} bytes`);
+  const objects = path.join(work, 'small-objects');
+  fs.mkdirSync(objects, { recursive: true });
+  const target = await freshTierfs('small', 2 * GiB, `file://${objects}`);
+  const opened = await openFileSystem(target.flash, target.meta, { tier: { scanIntervalMs: 0 } });
+  try {
+    const inos: Ino[] = [];
+    const data = Buffer.alloc(fileBytes);
+    for (let d = 0; d < Math.ceil(fileCount / 1000); d++) {
+      const dir = await opened.fs.mkdir(ROOT_INO, `d${d}`, 0o755, ROOT);
+      for (let i = 0; i < 1000 && inos.length < fileCount; i++) {
+        data.writeUInt32LE(inos.length, 0);
+        data.fill(i % 251, 4);
+        const { attr, fh } = await opened.fs.create(dir.ino, `f${i}`, 0o644, c.O_RDWR, ROOT);
+        await opened.fs.write(fh, 0, data);
+        await opened.fs.release(fh);
+        inos.push(attr.ino);
+      }
+    }
+    await opened.fs.fsync();
+    const startedMs = performance.now();
+    await opened.tier!.destage({ inos });
+    const seconds = (performance.now() - startedMs) / 1000;
+    const stored = opened.tier!.status().packs.storedBytes;
+    const logical = fileCount * fileBytes;
+    rows.push({ name: `bytes in packs for ${fileCount} files of ${fileBytes} bytes vs their size`, ours: stored, base: logical, unit: 'bytes', target: '<= 1.1', pass: stored / logical <= 1.1 });
+    console.error(`  ${stored} bytes in packs for ${logical} (${(stored / logical).toFixed(3)}), destaged in ${seconds.toFixed(1)} s`);
+  } finally {
+    await opened.close();
+    fs.rmSync(path.dirname(target.flash), { recursive: true, force: true });
+    fs.rmSync(objects, { recursive: true, force: true });
+  }
+}
+
 /** Peak RSS of `tierfs serve` after many files and many bytes. */
 async function memory(): Promise<void> {
   console.error(`RSS: ${rssFileCount} files and ${rssBytes / GiB} GiB written`);
@@ -308,6 +350,7 @@ async function main(): Promise<void> {
   if (!only || only.includes('fuse')) await fuseLayer();
   if (!only || only.includes('rss')) await memory();
   if (!only || only.includes('cli')) await cliStartup();
+  if (!only || only.includes('small')) await smallFiles();
   if (!only || only.includes('tier'))
     await tierLayer({
       work,

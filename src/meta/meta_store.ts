@@ -56,7 +56,12 @@ export interface PackRef {
   skipBytes: number;
 }
 
-export const PACK_ENCODING = { deflate: 1, aes256gcm: 2 } as const;
+/**
+ * deflate: raw deflate; aes256gcm: sealed; zeroTail: the plain bytes' trailing
+ * zeros are not stored (a small file's last block is mostly padding) and the
+ * reader restores them.  Applied in the order zeroTail, deflate, aes256gcm.
+ */
+export const PACK_ENCODING = { deflate: 1, aes256gcm: 2, zeroTail: 4 } as const;
 
 /**
  * A run of file bytes: on flash (contiguous blocks), in a pack, or both.

@@ -13,7 +13,11 @@
  *
  * Entries are encoded one by one, so a recall fetches one entry (or, when it
  * is stored plain, just the blocks it needs) with one ranged GET.  An entry
- * is deflated when that saves at least an eighth, then, when the file system
+ * whose plain bytes end in zeros for at least an eighth of its length (the
+ * padding of a small file's last block) is stored without them, so the
+ * object tier holds about what the files hold; the index keeps the plain
+ * length and every block's CRC, and the reader restores the zeros before it
+ * verifies.  An entry is deflated when that saves at least an eighth, then, when the file system
  * has a key, sealed with AES-256-GCM: nonce = the pack's random 8-byte
  * prefix + the entry's index, authenticated data = UUID + pack id + index,
  * so an entry cannot be swapped for another one, from this pack or another.
@@ -27,7 +31,8 @@ import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import { PACK_ENCODING, type Ino, type PackId, type PackRef } from '../meta/meta_store';
 
-export const packFormatVersion = 1;
+/** 2: entries may be stored without their zero tail (PACK_ENCODING.zeroTail). */
+export const packFormatVersion = 2;
 const HEADER_BYTES = 64;
 const TRAILER_BYTES = 32;
 const INDEX_ENTRY_BYTES = 40;
@@ -164,9 +169,14 @@ export class PackWriter {
     const index = this.entries.length;
     let encoding = 0;
     let stored = plain;
-    if (compress) {
-      const deflated = zlib.deflateRawSync(plain, { level: 1 });
-      if (deflated.length <= plain.length - plain.length / 8) {
+    const keptBytes = Math.max(1, withoutZeroTail(plain)); // never empty: a ranged GET of nothing is no GET
+    if (plain.length - keptBytes >= plain.length / 8) {
+      stored = plain.subarray(0, keptBytes);
+      encoding |= PACK_ENCODING.zeroTail;
+    }
+    if (compress && stored.length > 0) {
+      const deflated = zlib.deflateRawSync(stored, { level: 1 });
+      if (deflated.length <= stored.length - stored.length / 8) {
         stored = deflated;
         encoding |= PACK_ENCODING.deflate;
       }
@@ -235,6 +245,8 @@ export class PackWriter {
  * the extent that refers to it may have lost a tail to a truncate since.
  */
 export function decodeEntry(crypto: PackCrypto, packId: PackId, nonce: Buffer | null, ref: PackRef, stored: Buffer, lengthBytesMin: number): Buffer {
+  if ((ref.encoding & ~knownEncodings) !== 0)
+    throw new TierfsError('VERSION', `pack ${packId} entry ${ref.entryIndex}: encoding ${ref.encoding} is not one this tierfs knows`);
   let data = stored;
   if (ref.encoding & PACK_ENCODING.aes256gcm) {
     if (!crypto.key) throw new TierfsError('INVALID', `pack ${packId} is encrypted and no key was given`);
@@ -247,9 +259,31 @@ export function decodeEntry(crypto: PackCrypto, packId: PackId, nonce: Buffer | 
       throw new TierfsError('CHECKSUM', `pack ${packId} entry ${ref.entryIndex}: does not inflate`, { cause: error });
     }
   }
+  if (ref.encoding & PACK_ENCODING.zeroTail && data.length < lengthBytesMin) {
+    // The zeros that were not stored; the block checksums the caller verifies cover them.
+    const whole = Buffer.alloc(lengthBytesMin);
+    data.copy(whole);
+    data = whole;
+  }
   if (data.length < lengthBytesMin || data.length > constants.extentSizeBytesMax)
     throw new TierfsError('CHECKSUM', `pack ${packId} entry ${ref.entryIndex}: ${data.length} plain bytes, at least ${lengthBytesMin} expected`);
   return data;
+}
+
+const knownEncodings = PACK_ENCODING.deflate | PACK_ENCODING.aes256gcm | PACK_ENCODING.zeroTail;
+
+/** The length of `plain` without its trailing zero bytes (words of 8 at a time where they are aligned). */
+export function withoutZeroTail(plain: Buffer): number {
+  let end = plain.length;
+  while (end > 0 && end % 8 !== 0 && plain[end - 1] === 0) end--;
+  if (end % 8 === 0 && plain.byteOffset % 8 === 0) {
+    const words = new BigUint64Array(plain.buffer, plain.byteOffset, end / 8);
+    let word = words.length;
+    while (word > 0 && words[word - 1] === 0n) word--;
+    end = word * 8;
+  }
+  while (end > 0 && plain[end - 1] === 0) end--;
+  return end;
 }
 
 export interface PackDescription {

@@ -28,7 +28,7 @@ import { ObjectStoreError } from './object_store';
 import { decodeEntry, packKey } from './pack';
 import { LatencyWindow } from './stats';
 import type { Target } from './target_set';
-import { entryKey, errorText, extentBytesOf, type JobControl, type TierContext } from './tier_context';
+import { entryBytes, entryKey, errorText, extentBytesOf, type JobControl, type TierContext } from './tier_context';
 
 const BS = constants.blockSizeBytes;
 
@@ -138,7 +138,7 @@ export class Recaller {
       plain = await fetching;
     }
     this.considerWriteBack(e, seq, plain);
-    return plain.subarray(ref.skipBytes + fromBytes, ref.skipBytes + fromBytes + lengthBytes);
+    return entryBytes(ref, plain, ref.skipBytes + fromBytes, ref.skipBytes + fromBytes + lengthBytes);
   }
 
   /**

@@ -8,7 +8,8 @@
 import { randomBytes } from 'node:crypto';
 import { systemClock, type Clock } from '../clock';
 import { constants } from '../constants';
-import type { Extent, Ino, MetaStore, PackRef, PolicyRecord } from '../meta/meta_store';
+import assert from 'node:assert/strict';
+import { PACK_ENCODING, type Extent, type Ino, type MetaStore, type PackRef, type PolicyRecord } from '../meta/meta_store';
 import type { FlashStore } from '../store/store';
 import type { HeatTracker } from './heat';
 import type { ObjectStore } from './object_store';
@@ -129,9 +130,23 @@ export function entryKey(ref: PackRef): string {
   return `${ref.packId}:${ref.entryIndex}`;
 }
 
+/**
+ * Bytes [from, to) of a decoded pack entry, relative to the entry.  An entry
+ * stored without its zero tail decodes to only as much as the extent that
+ * fetched it needed; another extent of the same entry (the head of an
+ * overwritten one) may need more of it: those bytes are zeros.
+ */
+export function entryBytes(ref: PackRef, plain: Buffer, from: number, to: number): Buffer {
+  if (plain.length >= to) return plain.subarray(from, to);
+  assert.ok(ref.encoding & PACK_ENCODING.zeroTail, `pack ${ref.packId} entry ${ref.entryIndex}: decoded to ${plain.length} bytes, ${to} needed`);
+  const whole = Buffer.alloc(to - from);
+  if (plain.length > from) plain.copy(whole, 0, from);
+  return whole;
+}
+
 /** The plain bytes of `e` inside its decoded pack entry. */
 export function extentBytesOf(e: Extent, plain: Buffer): Buffer {
-  return plain.subarray(e.pack!.skipBytes, e.pack!.skipBytes + e.lengthBytes);
+  return entryBytes(e.pack!, plain, e.pack!.skipBytes, e.pack!.skipBytes + e.lengthBytes);
 }
 
 /** Let I/O callbacks run between pages of a long synchronous scan (SQLite calls block the loop). */

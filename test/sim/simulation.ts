@@ -209,7 +209,7 @@ export async function runSimulation(options: { seed: number; steps: number; dir:
     await settleReal();
     for (const meta of metas) (meta as SqliteMetaStore).crash();
     metas = [];
-    const tornChance = random() < 0.5 ? 0 : random() * 0.5;
+    const tornChance = random() < 0.5 ? 0 : 0.2 + random() * 0.6;
     const { droppedBlockCount, keptBlockCount } = device.crash(() => random() < tornChance);
     faults.crash += 1;
     if (droppedBlockCount > 0) faults.unsyncedWritesDropped += 1;
@@ -492,7 +492,7 @@ export async function runSimulation(options: { seed: number; steps: number; dir:
       } else if (roll < 0.97) {
         rates =
           rates === healthyStore
-            ? { error: random() * 0.3, throttle: random() * 0.2, hang: random() * 0.05, corruptBody: random() * 0.3, shortBody: random() * 0.2, listingLag: random() * 0.5 }
+            ? { error: random() * 0.3, throttle: random() * 0.2, hang: random() * 0.15, corruptBody: random() * 0.3, shortBody: random() * 0.2, listingLag: random() * 0.5 }
             : healthyStore;
         label = rates === healthyStore ? 'object store healthy' : `object store faulty ${JSON.stringify(rates)}`;
         outcome = { kind: 'done', value: undefined };
@@ -531,7 +531,7 @@ export async function runSimulation(options: { seed: number; steps: number; dir:
         // step in flight may have reached the metadata whole or in part: its effect is one more candidate.
         if (inFlight) snapshots.push(await inFlight());
         await crashWorld(clock);
-        for (inc = undefined; !inc; ) inc = await start(random() < 0.15 ? 1 + Math.floor(random() * 40) : Infinity);
+        for (inc = undefined; !inc; ) inc = await start(random() < 0.3 ? 1 + Math.floor(random() * 8) : Infinity); // sometimes a crash during recovery itself
         inc.gate.crashAtIoCount = Infinity;
         rates = healthyStore;
         await checkRecovered(inc);
