@@ -7,6 +7,7 @@ import path from 'node:path';
 import { SimulatedClock } from '../src/clock';
 import { ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../src/fs/fs';
 import { FaultyObjectStore, openObjectStore, RetryingObjectStore, describePack, packKeyPrefix } from '../src/tier/tier';
+import { decodeEntry } from '../src/tier/pack';
 import { code, formatScratch, openTiered, pattern, readFile, scratchDir, writeFile, clockAt } from './helpers/fs';
 
 const MiB = 2 ** 20;
@@ -489,4 +490,11 @@ t.test('regression (simulation seed 1045281952): two extents of one entry stored
   t.ok((await fs.read(fh, 8192, 4096)).equals(data.subarray(8192)), 'the tail of the same cached entry reads its zeros back');
   await fs.release(fh);
   t.ok((await readFile(fs, ino)).equals(Buffer.concat([data.subarray(0, 4096), middle, data.subarray(8192)])));
+});
+
+t.test('an entry encoding this tierfs does not know is refused, not misread', async (t) => {
+  const ref = { packId: 'ab'.repeat(16) as never, entryIndex: 0, storedOffsetBytes: 64, storedLengthBytes: 4096, encoding: 8, skipBytes: 0 };
+  t.throws(() => decodeEntry({ fsUuid: '00000000-0000-0000-0000-000000000000', key: null }, ref.packId, null, ref, Buffer.alloc(4096), 4096), { code: 'VERSION', message: /encoding 8 is not one this tierfs knows/ });
+  const trimmed = { ...ref, encoding: 4, storedLengthBytes: 3 };
+  t.same(decodeEntry({ fsUuid: '00000000-0000-0000-0000-000000000000', key: null }, ref.packId, null, trimmed, Buffer.from([1, 2, 3]), 4096), Buffer.concat([Buffer.from([1, 2, 3]), Buffer.alloc(4093)]), 'a zero tail comes back to the length asked for');
 });
