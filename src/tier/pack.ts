@@ -174,7 +174,7 @@ export class PackWriter {
       stored = plain.subarray(0, keptBytes);
       encoding |= PACK_ENCODING.zeroTail;
     }
-    if (compress && stored.length > 0) {
+    if (compress) {
       const deflated = zlib.deflateRawSync(stored, { level: 1 });
       if (deflated.length <= stored.length - stored.length / 8) {
         stored = deflated;
