@@ -305,7 +305,7 @@ export async function runSimulation(options: { seed: number; steps: number; dir:
     // Adopt what survived as the model (and what is damaged stays damaged).
     const rebuilt = new Model();
     const idOfIno = new Map<number, number>();
-    const wasDamaged = new Set([...damaged].filter(() => true));
+    const wasDamaged = new Set(damaged);
     damaged.clear();
     const paths = [...ours.keys()].filter((p) => p !== '/').sort((a, b) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1));
     const unreadable: string[] = [];
