@@ -369,7 +369,7 @@ async function main(): Promise<void> {
     });
   const lines = ['| measurement | tierfs | baseline | unit | ratio | target | |', '| --- | ---: | ---: | --- | ---: | --- | --- |'];
   for (const row of rows) {
-    const ratio = row.unit === 'MiB' ? '' : row.unit === 'ms' ? `+${(row.ours - row.base).toFixed(0)} ms` : (row.ours / row.base).toFixed(2);
+    const ratio = row.unit === 'MiB' ? '' : row.target.startsWith('<= +') ? `+${(row.ours - row.base).toFixed(0)} ms` : (row.ours / row.base).toFixed(2);
     lines.push(`| ${row.name} | ${row.ours.toFixed(1)} | ${row.base.toFixed(1)} | ${row.unit} | ${ratio} | ${row.target} | ${row.pass ? 'ok' : 'MISSED'} |`);
   }
   console.log(`\ntierfs bench, medians of ${repeats} runs, ${new Date().toISOString()}\n`);
