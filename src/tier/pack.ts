@@ -24,7 +24,8 @@
  * The index is sealed the same way (index 0xFFFFFFFF).
  */
 import assert from 'node:assert/strict';
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes, webcrypto } from 'node:crypto';
+import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { crc32c } from '../checksum';
 import { constants } from '../constants';
@@ -244,17 +245,26 @@ export class PackWriter {
  * block checksums).  The entry holds at least `lengthBytesMin` plain bytes:
  * the extent that refers to it may have lost a tail to a truncate since.
  */
-export function decodeEntry(crypto: PackCrypto, packId: PackId, nonce: Buffer | null, ref: PackRef, stored: Buffer, lengthBytesMin: number): Buffer {
+/**
+ * The plain bytes of one stored entry, at least `lengthBytesMin` long.
+ * Opening and inflating an entry of more than decodeOnLoopBytesMax run on
+ * the thread pool (WebCrypto's AES-GCM, zlib's asynchronous inflate), so a
+ * recall of sealed or deflated data never holds the event loop for
+ * milliseconds; smaller ones are cheaper to do at once.
+ */
+export async function decodeEntry(crypto: PackCrypto, packId: PackId, nonce: Buffer | null, ref: PackRef, stored: Buffer, lengthBytesMin: number): Promise<Buffer> {
   if ((ref.encoding & ~knownEncodings) !== 0)
     throw new TierfsError('VERSION', `pack ${packId} entry ${ref.entryIndex}: encoding ${ref.encoding} is not one this tierfs knows`);
+  const offLoop = stored.length > decodeOnLoopBytesMax;
   let data = stored;
   if (ref.encoding & PACK_ENCODING.aes256gcm) {
     if (!crypto.key) throw new TierfsError('INVALID', `pack ${packId} is encrypted and no key was given`);
-    data = open(crypto, packId, nonce!, ref.entryIndex, data);
+    data = offLoop ? await openOffLoop(crypto, packId, nonce!, ref.entryIndex, data) : open(crypto, packId, nonce!, ref.entryIndex, data);
   }
   if (ref.encoding & PACK_ENCODING.deflate) {
     try {
-      data = zlib.inflateRawSync(data, { maxOutputLength: constants.extentSizeBytesMax });
+      const options = { maxOutputLength: constants.extentSizeBytesMax };
+      data = offLoop ? await inflateRaw(data, options) : zlib.inflateRawSync(data, options);
     } catch (error) {
       throw new TierfsError('CHECKSUM', `pack ${packId} entry ${ref.entryIndex}: does not inflate`, { cause: error });
     }
@@ -268,6 +278,29 @@ export function decodeEntry(crypto: PackCrypto, packId: PackId, nonce: Buffer | 
   if (data.length < lengthBytesMin || data.length > constants.extentSizeBytesMax)
     throw new TierfsError('CHECKSUM', `pack ${packId} entry ${ref.entryIndex}: ${data.length} plain bytes, at least ${lengthBytesMin} expected`);
   return data;
+}
+
+/** Entries up to this size are opened and inflated on the event loop (a thread-pool hop costs more). */
+const decodeOnLoopBytesMax = 64 * 1024;
+const inflateRaw = promisify(zlib.inflateRaw) as (data: Buffer, options: zlib.ZlibOptions) => Promise<Buffer>;
+/** The file system's key as WebCrypto wants it, imported once per key. */
+const webKeys = new WeakMap<Buffer, Promise<webcrypto.CryptoKey>>();
+
+/** `open` on the thread pool: WebCrypto's AES-GCM takes the same layout (ciphertext, then the 16-byte tag). */
+async function openOffLoop(crypto: PackCrypto, packId: PackId, nonce: Buffer, index: number, stored: Buffer): Promise<Buffer> {
+  if (stored.length < TAG_BYTES) throw new TierfsError('CHECKSUM', `pack ${packId} entry ${index}: too short to be sealed`);
+  const key = crypto.key!;
+  let webKey = webKeys.get(key);
+  if (!webKey) {
+    webKey = webcrypto.subtle.importKey('raw', key, 'AES-GCM', false, ['decrypt']);
+    webKeys.set(key, webKey);
+  }
+  try {
+    const plain = await webcrypto.subtle.decrypt({ name: 'AES-GCM', iv: iv(nonce, index), additionalData: aad(crypto.fsUuid, packId, index), tagLength: TAG_BYTES * 8 }, await webKey, stored);
+    return Buffer.from(plain);
+  } catch (error) {
+    throw new TierfsError('CHECKSUM', `pack ${packId} entry ${index}: authentication failed (corrupt, or another key)`, { cause: error });
+  }
 }
 
 const knownEncodings = PACK_ENCODING.deflate | PACK_ENCODING.aes256gcm | PACK_ENCODING.zeroTail;
