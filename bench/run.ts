@@ -360,7 +360,10 @@ async function main(): Promise<void> {
       maxRow,
       freshTierfs,
       dropCaches,
-      serve: (flash, meta, mount, extra) => startChild(tierfsArgs(flash, meta, mount, extra), 'info serving', mount),
+      serve: async (flash, meta, mount, extra) => {
+        const { child, stop } = await startChild(tierfsArgs(flash, meta, mount, extra), 'info serving', mount);
+        return { pid: child.pid!, stop };
+      },
       cli: (args, env) => {
         const r = spawnSync(process.execPath, [path.join(repoRoot, 'bin', 'tierfs.js'), ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
         if (r.status !== 0) throw new Error(`tierfs ${args.join(' ')}: ${r.stderr}`);

@@ -35,7 +35,7 @@ export interface BenchContext {
   maxRow(name: string, ours: number[], base: number[], unit: string, max: number): void;
   freshTierfs(name: string, sizeBytes: number, target?: string): Promise<{ flash: string; meta: string }>;
   dropCaches(): void;
-  serve(flash: string, meta: string, mount: string, extra: string[]): Promise<{ stop(): Promise<void> }>;
+  serve(flash: string, meta: string, mount: string, extra: string[]): Promise<{ pid: number; stop(): Promise<void> }>;
   cli(args: string[], env: Record<string, string>): string;
 }
 
@@ -169,6 +169,20 @@ async function sdkParallelGets(get: SdkGet, packs: { key: string; sizeBytes: num
   return total / MiB / ((performance.now() - started) / 1000);
 }
 
+/** CPU seconds (user + system) a process has used so far, from /proc. */
+function cpuSeconds(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+}
+
+/** CPU seconds each of `pids` uses while `work` runs. */
+async function cpuOf<T>(pids: number[], work: () => T | Promise<T>): Promise<{ result: T; seconds: number[] }> {
+  const before = pids.map(cpuSeconds);
+  const result = await work();
+  return { result, seconds: pids.map((pid, i) => cpuSeconds(pid) - before[i]) };
+}
+
 function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)];
@@ -229,9 +243,17 @@ async function recallRows(ctx: BenchContext, server: ObjectServer, kind: 's3' | 
       ctx.cli(['release', file], env);
       ctx.dropCaches();
       const getsBefore = getCount();
-      cold.push(readWholeFile(file));
+      const ourRead = await cpuOf([daemon.pid, server.pid, process.pid], () => readWholeFile(file));
+      cold.push(ourRead.result);
       getsPerGiB.push((getCount() - getsBefore) / (recallBytes / 2 ** 30));
-      sdk.push(await sdkParallelGets(sdkClient.get, packs));
+      ctx.dropCaches(); // the server reads its objects from disk for the SDK too, as it did for the mount
+      const sdkRead = await cpuOf([server.pid, process.pid], () => sdkParallelGets(sdkClient.get, packs));
+      sdk.push(sdkRead.result);
+      const perGiB = (seconds: number) => (seconds / (recallBytes / 2 ** 30)).toFixed(2);
+      console.error(
+        `    rep ${rep}: CPU s per GiB: tierfs ${perGiB(ourRead.seconds[0])} + ${name} ${perGiB(ourRead.seconds[1])} + reader ${perGiB(ourRead.seconds[2])}; ` +
+          `SDK loop ${perGiB(sdkRead.seconds[1])} + ${name} ${perGiB(sdkRead.seconds[0])}`,
+      );
       ctx.dropCaches();
       second.push(readWholeFile(file));
       console.error(`    rep ${rep}: cold ${cold[rep].toFixed(0)} vs SDK ${sdk[rep].toFixed(0)} MiB/s, ${getsPerGiB[rep].toFixed(0)} GETs/GiB; second read ${second[rep].toFixed(0)} vs hot ${hot[rep].toFixed(0)} MiB/s`);

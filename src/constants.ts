@@ -136,10 +136,25 @@ export const constants = {
   /** Extents looked at per scan page, and pages per pass. */
   tierScanCountMax: 4096,
   tierScanPageCountMax: 16,
-  /** Recalled plain bytes kept in memory (readahead and shared fetches). */
-  recallCacheBytesMax: 64 * MiB,
-  /** A sequential reader of cold data gets this much fetched ahead, in one ranged GET where the pack allows. */
-  recallReadaheadBytes: 8 * MiB,
+  /** Recalled plain bytes kept in memory (prefetched, shared, recently read); at least the prefetch budget and some. */
+  recallCacheBytesMax: 160 * MiB,
+  /**
+   * The recall pipeline (recall.ts): a sequential reader of cold data gets a
+   * window fetched ahead, starting at recallWindowBytesMin and doubling while
+   * the reader keeps waiting for it (or until requests reach their full size),
+   * up to recallWindowBytesMax; requests are half the window, at most
+   * recallRequestBytesMax each (one ranged GET where the pack allows).  All
+   * readers share recallPrefetchBytesMax of bytes fetched ahead and not yet
+   * read, in equal shares among the readers active in the last
+   * recallStreamIdleMs.
+   */
+  recallWindowBytesMin: 2 * MiB,
+  recallWindowBytesMax: 64 * MiB,
+  recallRequestBytesMax: 8 * MiB,
+  recallPrefetchBytesMax: 128 * MiB,
+  recallStreamIdleMs: 2_000,
+  /** Write-backs after a recall fetch at most this many (whole entries) at a time, and only while no reader waits for a GET. */
+  recallBackgroundGetCountMax: 1,
   /** Reads of one file at most this far from where the last one ended still count as sequential (the kernel and readahead reorder neighbours). */
   sequentialSlackBytes: 128 * KiB,
   /** Write-backs of recalled extents to flash running at once; more recalls are served without one. */
@@ -152,7 +167,11 @@ export const constants = {
   /** Packs looked at per GC pass: dead ones deleted, sparse ones considered for repacking. */
   gcPackCountMax: 1000,
   repackPackCountMax: 64,
-  /** Files at least this large read sequentially are served straight through from packs, not written back to flash. */
+  /**
+   * Files at least this large read sequentially are written back to flash
+   * only into room below the low watermark (a scan never makes eviction run);
+   * other recalls are written back below the high one.
+   */
   sequentialScanBytesMin: 64 * MiB,
   /** Packs with at most this fraction of their bytes live are repacked. */
   repackLiveFractionMax: 0.5,
@@ -195,8 +214,10 @@ assert.ok(constants.packSizeBytesMin >= 16 * MiB && constants.packSizeBytesMax <
 assert.ok(constants.uploadPartSizeBytes >= 5 * MiB); // S3's smallest multipart part
 assert.ok(constants.objectAttemptTimeoutMs <= constants.objectDeadlineMs);
 assert.ok(constants.watermarkLowPercentDefault < constants.watermarkHighPercentDefault && constants.watermarkHighPercentDefault < 100);
-assert.ok(constants.recallCacheBytesMax >= 4 * constants.recallReadaheadBytes);
-assert.ok(constants.recallReadaheadBytes >= constants.extentSizeBytesMax);
+assert.ok(constants.recallCacheBytesMax >= constants.recallPrefetchBytesMax + 2 * constants.recallRequestBytesMax);
+assert.ok(constants.recallPrefetchBytesMax >= constants.recallWindowBytesMax);
+assert.ok(constants.recallWindowBytesMin >= 2 * constants.extentSizeBytesMax && constants.recallWindowBytesMin <= constants.recallWindowBytesMax);
+assert.ok(constants.recallRequestBytesMax >= constants.extentSizeBytesMax);
 assert.ok(constants.uploadCountMaxDefault >= 1 && constants.uploadCountMaxDefault <= constants.uploadCountMaxLimit);
 assert.ok(constants.destageYieldMsMax < constants.tierBackoffMsMax);
-assert.ok(constants.sequentialSlackBytes < constants.recallReadaheadBytes);
+assert.ok(constants.sequentialSlackBytes < constants.recallWindowBytesMin);

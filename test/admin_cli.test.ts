@@ -59,7 +59,7 @@ t.test('every command against a running daemon', async (t) => {
       packs: { count: 0, storedBytes: 0, liveBytes: 0, garbageBytes: 0 },
       watermarks: { highPercent: 90, lowPercent: 80 },
       destage: { queueBytes: 0, bytesPerSecond: 0 },
-      recall: { getCount: 0, latencyMsP50: null },
+      recall: { getCount: 0, getsPerGiB: null, prefetchedBytes: 0, latencyMsP50: null },
       errors: { destageFailureCount: 0, recallFailureCount: 0, flashChecksumErrorCount: 0 },
       targets: [{ name: 'default', url: `file://${objects}`, reachable: true }],
       policyCount: 0,
@@ -130,7 +130,10 @@ t.test('every command against a running daemon', async (t) => {
     const recalled = cli('recall', path.join(m, 'proj'), '--wait');
     t.equal(recalled.status, 0, recalled.stderr);
     t.match(recalled.stdout, /^5\.0 MiB recalled in 2 files$/m);
-    t.match(json(cli('status', '--json')), { residency: { objectOnlyBytes: 0, bothBytes: 5 * MiB }, recall: { getCount: Number } });
+    const status = json(cli('status', '--json'));
+    t.match(status, { residency: { objectOnlyBytes: 0, bothBytes: 5 * MiB }, recall: { getCount: Number, getsPerGiB: Number } });
+    t.ok(status.recall.getCount >= 1 && status.recall.getsPerGiB <= status.recall.getCount * 1024 / 5 + 0.1, `GETs per GiB recalled: ${status.recall.getsPerGiB}`);
+    t.match(cli('status').stdout, /^recall +.* \d+ GETs \([\d.]+ per GiB recalled/m, 'status says what the recalls cost in requests');
     t.ok(fs.readFileSync(path.join(m, 'proj', 'a.bin')).equals(pattern(1, 3 * MiB)), 'byte-identical');
   });
 
@@ -237,6 +240,9 @@ t.test('every command against a running daemon', async (t) => {
       /^tierfs_destaged_bytes_total \d+$/m,
       /^tierfs_recall_get_seconds_bucket\{le="0.01"\} \d+$/m,
       /^tierfs_recall_get_seconds_count [1-9]\d*$/m,
+      /^tierfs_recall_get_total [1-9]\d*$/m,
+      /^tierfs_recall_gets_per_gib [1-9][\d.]*$/m,
+      /^tierfs_recall_prefetched_bytes \d+$/m,
       /^tierfs_target_reachable\{target="default"\} 1$/m,
       /^tierfs_process_resident_memory_bytes \d+/m,
     ])

@@ -21,6 +21,7 @@ const steps = Number(process.env.TIERFS_SIM_STEPS ?? 300);
 const regressionSeeds: number[] = [
   1045281952, // an entry stored without its zero tail, cached short by one extent, read past its end by another (tierfs; found before it landed)
   1645514244, // a file recovery took out of play came back after the next crash (the simulation did not make its removal durable)
+  1180761976, // an entry decoded for one extent of it (a file overwritten in part) was served to another unverified, and written to flash with bytes damaged in transit (tierfs; found before it landed)
 ];
 
 const scratchRoot = fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir();

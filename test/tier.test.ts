@@ -7,7 +7,9 @@ import path from 'node:path';
 import { SimulatedClock } from '../src/clock';
 import { ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../src/fs/fs';
 import { FaultyObjectStore, openObjectStore, RetryingObjectStore, describePack, packKeyPrefix } from '../src/tier/tier';
-import { decodeEntry } from '../src/tier/pack';
+import { decodeEntry, PackWriter } from '../src/tier/pack';
+import { PACK_ENCODING, type Ino } from '../src/meta/meta_store';
+import { constants } from '../src/constants';
 import { code, formatScratch, openTiered, pattern, readFile, scratchDir, writeFile, clockAt } from './helpers/fs';
 
 const MiB = 2 ** 20;
@@ -267,7 +269,7 @@ t.test('degraded mode on simulated time: a read of cold data answers EIO exactly
   await fs.release(fh);
 });
 
-t.test('recall: concurrent reads share one fetch; random reads write back, large sequential scans pass through', async (t) => {
+t.test('recall: concurrent reads share one fetch; random reads write back; a scan fills flash only below the low watermark', async (t) => {
   const { fs, tier, ino, data } = await coldFile(t, 4 * MiB);
   const fh = await fs.open(ino, 0, ROOT);
   const gets = tier.counters.recallGetCount;
@@ -284,13 +286,113 @@ t.test('recall: concurrent reads share one fetch; random reads write back, large
   const bigIno = await writeFile(fs, 'backup.tar', big);
   await tier.destage({ ino: bigIno });
   await tier.release(bigIno);
+  // Little room below the low watermark: the scan takes that room and no more; nothing is evicted for it.
+  await tier.setWatermarks(60, 20);
+  const evicted = tier.counters.evictedBytes;
   const before = tier.counters.writtenBackBytes;
   const getsBefore = tier.counters.recallGetCount;
   t.ok((await readFile(fs, bigIno, 128 * 1024)).equals(big), 'a sequential scan reads correct bytes');
-  t.ok(tier.counters.straightThroughBytes >= 64 * MiB, 'served straight through');
-  t.ok(tier.counters.writtenBackBytes - before <= 2 * MiB, 'not written back to flash');
-  t.ok(tier.counters.recallGetCount - getsBefore <= 72 / 4, `readahead fetches several entries per GET (${tier.counters.recallGetCount - getsBefore} GETs)`);
-  t.ok(tier.fileResidency(bigIno).objectOnlyBytes >= 70 * MiB);
+  await tier.settle();
+  const scanGets = tier.counters.recallGetCount - getsBefore;
+  t.ok(scanGets <= 72 / 4, `the pipeline fetches several entries per GET: ${scanGets} GETs for 72 MiB`);
+  t.ok(tier.flash.usedBytes <= tier.lowBytes, `flash use ${tier.flash.usedBytes} stays at or below the low watermark ${tier.lowBytes}`);
+  t.ok(tier.counters.writtenBackBytes - before >= 8 * MiB, 'the room there is taken');
+  t.ok(tier.counters.straightThroughBytes >= 40 * MiB, 'the rest is served straight through');
+  t.equal(tier.counters.evictedBytes, evicted, 'a scan makes nothing leave flash');
+
+  // Room for all of it: the whole file comes back to flash, and a second read costs no GET.
+  await tier.release(bigIno);
+  await tier.setWatermarks(95, 90);
+  const writtenBefore = tier.counters.writtenBackBytes;
+  t.ok((await readFile(fs, bigIno, MiB)).equals(big));
+  await tier.settle();
+  const left = tier.fileResidency(bigIno).objectOnlyBytes;
+  t.ok(left < 72 * MiB, `the scan came back to flash as fast as flash took it (${left} bytes left in the bucket only)`);
+  t.equal(tier.counters.writtenBackBytes - writtenBefore + left, 72 * MiB, 'every extent either written back or served straight through');
+  const again = tier.counters.recallGetCount;
+  t.ok((await readFile(fs, bigIno, MiB)).equals(big));
+  t.ok(tier.counters.recallGetCount - again <= left / (4 * MiB) + 8, 'the second read costs GETs only for what stayed in the bucket');
+});
+
+t.test('an entry fetched for one extent of it is verified again for another (a file overwritten in part)', async (t) => {
+  const { fs, tier, ino, data, faulty } = await coldFile(t, 2 * MiB);
+  // Overwrite a block at 256 KiB: the first entry now backs two extents, [0, 256 KiB) and [260 KiB, 1 MiB).
+  const fh = await fs.open(ino, 2, ROOT);
+  const patch = pattern(5, 4096);
+  await fs.write(fh, 256 * 1024, patch);
+  await fs.fsync(fh);
+  await tier.destage({ ino });
+  await tier.release(ino);
+  // The next GET comes back with a byte flipped in its middle (512 KiB into the entry): outside the first extent.
+  faulty.inject({ op: 'get', kind: 'corrupt', count: 1 });
+  const errors = tier.counters.recallChecksumErrorCount;
+  const head = await fs.read(fh, 0, 256 * 1024);
+  t.ok(head.equals(data.subarray(0, 256 * 1024)), 'the first extent reads correct bytes (the flip is not in it)');
+  const middle = await fs.read(fh, 512 * 1024, 4096);
+  t.ok(middle.equals(data.subarray(512 * 1024, 512 * 1024 + 4096)), 'the second extent never gets the damaged bytes the entry was cached with');
+  t.equal(tier.counters.recallChecksumErrorCount, errors + 1, 'the damage is caught (by this read or the readahead before it) and counted once, then fetched again');
+  await fs.release(fh);
+  await tier.settle();
+  const whole = await readFile(fs, ino);
+  t.ok(whole.equals(Buffer.concat([data.subarray(0, 256 * 1024), patch, data.subarray(260 * 1024)])), 'and nothing damaged reached flash by write-back');
+});
+
+t.test('recall pipeline: concurrent scans share the prefetch budget, GETs per GiB stay bounded, status counts them', async (t) => {
+  const scratch = await formatScratch(t, 512 * MiB);
+  const target = faultyTarget(t);
+  const { fs, tier } = await openTiered(t, scratch, { objects: target.objects, recallTimeoutMs: 5000 });
+  const files = await Promise.all([0, 1, 2].map(async (i) => ({ data: pattern(90 + i, 80 * MiB), ino: await writeFile(fs, `scan${i}`, pattern(90 + i, 80 * MiB)) })));
+  for (const f of files) {
+    await tier.destage({ ino: f.ino });
+    await tier.release(f.ino);
+  }
+  await tier.setWatermarks(60, 1); // no room below the low watermark: every byte of the scans comes from the bucket
+  const getsBefore = tier.counters.recallGetCount;
+  let aheadMax = 0;
+  const scan = async ({ ino, data }: { ino: Ino; data: Buffer }) => {
+    const fh = await fs.open(ino, 0, ROOT);
+    for (let at = 0; at < data.length; at += MiB) {
+      const got = await fs.read(fh, at, MiB);
+      if (!got.equals(data.subarray(at, at + MiB))) throw new Error(`scan of inode ${ino}: wrong bytes at ${at}`);
+      aheadMax = Math.max(aheadMax, tier.status().recall.prefetchedBytes);
+    }
+    await fs.release(fh);
+  };
+  await Promise.all(files.map(scan));
+  t.pass('three concurrent scans read correct bytes');
+  t.ok(aheadMax > 0 && aheadMax <= constants.recallPrefetchBytesMax, `bytes fetched ahead and unread at most the budget (peak ${aheadMax})`);
+  const gets = tier.counters.recallGetCount - getsBefore;
+  t.ok(gets <= (3 * 80) / 4, `at most one GET per 4 MiB once ramped up: ${gets} GETs for 240 MiB`);
+  const recall = tier.status().recall;
+  t.ok(recall.getsPerGiB !== null && recall.getsPerGiB <= 256, `status: ${recall.getsPerGiB} GETs per GiB recalled`);
+  t.equal(recall.getCount, tier.counters.recallGetCount);
+});
+
+t.test('recall lanes: the GET behind a write-back waits for the readers on the wire', async (t) => {
+  const { fs, tier, ino, data, faulty } = await coldFile(t, 4 * MiB);
+  const started: { lengthBytes: number; atMs: number }[] = [];
+  const ended: { lengthBytes: number; atMs: number }[] = [];
+  const inner = faulty.get.bind(faulty);
+  faulty.get = async (key, range, signal) => {
+    started.push({ lengthBytes: range?.lengthBytes ?? -1, atMs: performance.now() });
+    try {
+      return await inner(key, range, signal);
+    } finally {
+      ended.push({ lengthBytes: range?.lengthBytes ?? -1, atMs: performance.now() });
+    }
+  };
+  faulty.inject({ op: 'get', kind: 'delay', delayMs: 10, count: 1 });
+  faulty.inject({ op: 'get', kind: 'delay', delayMs: 150, count: 1 }); // under the retry's 200 ms attempt timeout
+  const fh = await fs.open(ino, 0, ROOT);
+  const [a, b] = await Promise.all([fs.read(fh, 8192, 4096), fs.read(fh, 2 * MiB + 8192, 4096)]);
+  t.ok(a.equals(data.subarray(8192, 12288)) && b.equals(data.subarray(2 * MiB + 8192, 2 * MiB + 12288)));
+  await fs.release(fh);
+  await tier.settle();
+  const slowReaderEnd = ended.find((g) => g.lengthBytes === 4096 && g.atMs - started[1].atMs >= 120);
+  const writeBacks = started.filter((g) => g.lengthBytes === MiB);
+  t.ok(slowReaderEnd, 'the second reader waited on a slow GET');
+  t.ok(writeBacks.length >= 1, 'the first read was written back with a whole-entry GET');
+  t.ok(writeBacks.every((g) => g.atMs >= slowReaderEnd!.atMs - 1), 'which went on the wire only after the reader waiting on a GET had its bytes');
 });
 
 t.test('garbage collection: dead packs deleted, sparse ones repacked, garbage visible', async (t) => {
@@ -494,7 +596,28 @@ t.test('regression (simulation seed 1045281952): two extents of one entry stored
 
 t.test('an entry encoding this tierfs does not know is refused, not misread', async (t) => {
   const ref = { packId: 'ab'.repeat(16) as never, entryIndex: 0, storedOffsetBytes: 64, storedLengthBytes: 4096, encoding: 8, skipBytes: 0 };
-  t.throws(() => decodeEntry({ fsUuid: '00000000-0000-0000-0000-000000000000', key: null }, ref.packId, null, ref, Buffer.alloc(4096), 4096), { code: 'VERSION', message: /encoding 8 is not one this tierfs knows/ });
+  await t.rejects(decodeEntry({ fsUuid: '00000000-0000-0000-0000-000000000000', key: null }, ref.packId, null, ref, Buffer.alloc(4096), 4096), { code: 'VERSION', message: /encoding 8 is not one this tierfs knows/ });
   const trimmed = { ...ref, encoding: 4, storedLengthBytes: 3 };
-  t.same(decodeEntry({ fsUuid: '00000000-0000-0000-0000-000000000000', key: null }, ref.packId, null, trimmed, Buffer.from([1, 2, 3]), 4096), Buffer.concat([Buffer.from([1, 2, 3]), Buffer.alloc(4093)]), 'a zero tail comes back to the length asked for');
+  t.same(await decodeEntry({ fsUuid: '00000000-0000-0000-0000-000000000000', key: null }, ref.packId, null, trimmed, Buffer.from([1, 2, 3]), 4096), Buffer.concat([Buffer.from([1, 2, 3]), Buffer.alloc(4093)]), 'a zero tail comes back to the length asked for');
+});
+
+t.test('sealed and deflated entries decode the same on the event loop (small) and on the thread pool (large)', async (t) => {
+  const crypto = { fsUuid: '11111111-2222-3333-4444-555555555555', key: Buffer.alloc(32, 7) };
+  const writer = new PackWriter(crypto, 0);
+  const text = (bytes: number) => Buffer.from('tierfs recalls sealed, deflated entries off the event loop. '.repeat(Math.ceil(bytes / 60)).slice(0, bytes));
+  const small = text(16384);
+  const large = Buffer.concat([text(512 * 1024), pattern(3, 512 * 1024)]);
+  const sums = (b: Buffer) => Buffer.alloc((b.length / 4096) * 4);
+  const refs = [writer.add(5 as Ino, 0, small, sums(small), true), writer.add(5 as Ino, small.length, large, sums(large), true)];
+  const object = Buffer.concat(writer.finish());
+  for (const [i, plain] of [small, large].entries()) {
+    const ref = refs[i];
+    t.ok(ref.encoding & PACK_ENCODING.deflate && ref.encoding & PACK_ENCODING.aes256gcm, `entry ${i} is deflated and sealed`);
+    const stored = object.subarray(ref.storedOffsetBytes, ref.storedOffsetBytes + ref.storedLengthBytes);
+    t.ok((await decodeEntry(crypto, writer.packId, writer.nonce, ref, stored, plain.length)).equals(plain), `entry ${i} (${stored.length} stored bytes) decodes to its plain bytes`);
+    const damaged = Buffer.from(stored);
+    damaged[damaged.length >> 1] ^= 1;
+    await t.rejects(decodeEntry(crypto, writer.packId, writer.nonce, ref, damaged, plain.length), { code: 'CHECKSUM', message: /authentication failed/ }, `a flipped bit in entry ${i} is refused`);
+    await t.rejects(decodeEntry({ ...crypto, key: Buffer.alloc(32, 8) }, writer.packId, writer.nonce, ref, stored, plain.length), { code: 'CHECKSUM' }, `entry ${i} under another key is refused`);
+  }
 });

@@ -11,8 +11,10 @@ export const commandHelp = {
 
 The running daemon: flash tier capacity, use and watermarks; bytes by
 residency (flash only, both, object only); packs (count, stored, live,
-garbage); the destage queue and rate; recall rate and latency; errors; the
-object target and its health; policies and pinned files.
+garbage); the destage queue and rate; recall rate, latency, GETs and GETs
+per GiB recalled (since the start and over the last minute: what the
+bucket bills), bytes fetched ahead of readers; errors; the object target
+and its health; policies and pinned files.
 
   --json   the whole report (stable fields: flash.capacityBytes,
            flash.usedBytes, residency.flashOnlyBytes, residency.bothBytes,

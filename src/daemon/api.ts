@@ -43,7 +43,17 @@ export interface StatusResponse {
   packs: PackTotals & { garbageBytes: number };
   watermarks: WatermarksReport | null;
   destage: { queueBytes: number; queueAgeMs: number | null; bytesPerSecond: number } | null;
-  recall: { bytesPerSecond: number; getCount: number; latencyMsP50: number | null; latencyMsP99: number | null } | null;
+  recall: {
+    bytesPerSecond: number;
+    getCount: number;
+    /** GETs per GiB recalled since the daemon started, and over the last minute (null: nothing recalled). */
+    getsPerGiB: number | null;
+    getsPerGiBLastMinute: number | null;
+    /** Bytes fetched ahead of sequential readers and not read yet. */
+    prefetchedBytes: number;
+    latencyMsP50: number | null;
+    latencyMsP99: number | null;
+  } | null;
   errors: { destageFailureCount?: number; recallFailureCount?: number; recallChecksumErrorCount?: number; flashChecksumErrorCount: number };
   target: Omit<TargetReport, 'name' | 'count' | 'storedBytes'> | null;
   targets: TargetReport[];

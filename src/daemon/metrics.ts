@@ -41,6 +41,8 @@ export async function startMetricsServer(service: Service, address: { host: stri
   const queue = gauge('tierfs_destage_queue_bytes', 'Bytes only on flash whose policy lets them go now');
   const reachable = gauge('tierfs_target_reachable', '1 when the last operation on the object target succeeded', ['target']);
   const inodes = gauge('tierfs_inodes', 'Inodes in the file system');
+  const getsPerGiB = gauge('tierfs_recall_gets_per_gib', 'Recall GETs per GiB recalled since the daemon started (tierfs_recall_get_total over tierfs_recalled_bytes_total, scaled)');
+  const prefetched = gauge('tierfs_recall_prefetched_bytes', 'Bytes fetched ahead of sequential readers and not read yet');
   const counterNames = new Map<string, Counter>();
   const seen = new Map<string, number>();
   const counter = (key: string) => {
@@ -73,6 +75,8 @@ export async function startMetricsServer(service: Service, address: { host: stri
       packBytes.set({ kind: 'live' }, status.packs.liveBytes);
       packBytes.set({ kind: 'garbage' }, status.packs.garbageBytes);
       queue.set(status.destage?.queueBytes ?? 0);
+      getsPerGiB.set(status.recall?.getsPerGiB ?? 0);
+      prefetched.set(status.recall?.prefetchedBytes ?? 0);
       for (const target of status.targets) reachable.set({ target: target.name }, target.reachable ? 1 : 0);
     }
     for (const [key, value] of Object.entries(status.counters)) {

@@ -664,8 +664,10 @@ export class FileSystem {
   /**
    * Up to `lengthBytes` from `offsetBytes`.  With `into` (at least that
    * long) the bytes are written there and a view of it comes back (the
-   * FUSE front end reuses its reply buffers); the result never aliases
-   * memory the file system reuses.
+   * FUSE front end reuses its reply buffers), except bytes recalled from
+   * the object tier, which come back as a view of their own (no copy):
+   * callers use the result, not `into`.  The result never aliases memory
+   * the file system reuses.
    */
   async read(fh: number, offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
     const handle = this.handle(fh);
@@ -679,13 +681,17 @@ export class FileSystem {
     const window = this.readaheadWindow(handle, offsetBytes, n);
     if (n > 0 && (window || offsetBytes === handle.nextReadOffsetBytes)) this.readAhead(handle, offsetBytes + n, n, inode.sizeBytes);
     handle.nextReadOffsetBytes = offsetBytes + n;
+    const pooled = window?.buffer; // before the wait: a reader moving on may drop the window meanwhile
     const ahead = window ? await window.data : undefined;
     let data: Buffer;
     if (ahead) {
-      // Copied out at once: the window's buffer is reused once the reader moves past it.
       this.store.touched(window!.extents, offsetBytes, offsetBytes + n);
-      data = dest ?? Buffer.allocUnsafe(n);
-      ahead.copy(data, 0, offsetBytes - window!.offsetBytes, offsetBytes - window!.offsetBytes + n);
+      const from = offsetBytes - window!.offsetBytes;
+      if (pooled && ahead.buffer === pooled.buffer) {
+        // Copied out at once: the window's buffer is reused once the reader moves past it.
+        data = dest ?? Buffer.allocUnsafe(n);
+        ahead.copy(data, 0, from, from + n);
+      } else data = ahead.subarray(from, from + n); // recalled bytes (never reused): no copy on their way to the reply
     } else {
       data = n > 0 ? await this.store.read(handle.ino, offsetBytes, n, undefined, dest) : Buffer.alloc(0);
     }

@@ -265,6 +265,7 @@ export class SqliteMetaStore implements MetaStore {
       this.db.pragma('foreign_keys = OFF');
       this.db.pragma('recursive_triggers = ON'); // INSERT OR REPLACE fires the delete trigger of the row it replaces
       this.db.pragma('cache_size = -65536'); // 64 MiB of page cache, bounded
+      this.db.pragma('temp_store = MEMORY'); // statement journals in memory: a mutation's rollback point is no file write
       this.migrate();
       this.db.exec('BEGIN IMMEDIATE');
     } catch (error) {

@@ -6,15 +6,29 @@
  * - A read fetches its extent's pack entry with a ranged GET, shared by
  *   concurrent readers and kept in a bounded cache.  A small random read of
  *   a plain entry fetches just its blocks (time to first byte).
- * - Sequential readers get the following entries fetched ahead, one GET
- *   where they lie together in the pack, up to three readahead spans ahead
- *   of a per-file frontier (every extent is looked up once, not per read).
- * - Random or repeated reads write the extent back to flash (BOTH); a
- *   sequential scan of a large file is served straight through, so one
- *   backup read does not flush the working set.  Write-backs wait for
- *   readers waiting on the object tier (at most readerQuietWaitMsMax).
+ * - The pipeline: each file read sequentially is a stream with a window
+ *   fetched ahead of it.  The window starts small (recallWindowBytesMin)
+ *   and doubles while requests are below their full size or the reader
+ *   still waits for bytes in flight, up to recallWindowBytesMax; it is cut
+ *   back when the reader jumps.  Each top-up issues requests of half the
+ *   window (at most recallRequestBytesMax), one ranged GET each where
+ *   the entries lie together in one pack, across entries and packs.  Bytes
+ *   fetched ahead and not yet read are counted against one budget for all
+ *   readers (recallPrefetchBytesMax), shared equally among the streams
+ *   active lately, so one scan cannot starve the others.
+ * - GETs have lanes: a reader's own and prefetch GETs go at once; a GET for
+ *   a write-back (the whole entry behind a small read) waits until no
+ *   reader waits and no foreground GET is in flight (at most
+ *   readerQuietWaitMsMax), one at a time.
+ * - Recalled extents go back to flash (BOTH) in the background, from the
+ *   bytes already fetched: random reads while flash is below the high
+ *   watermark; a sequential scan of a large file only into room below the
+ *   low one (a scan never makes eviction run).  Otherwise the bytes are
+ *   served straight through.
  * - Every recalled block is verified against the extent's block checksums;
  *   bytes that fail get one fresh GET (damage in transit), then CHECKSUM.
+ *   Opening and inflating large entries run on the thread pool (pack.ts).
+ * - Requests are counted (GETs per GiB recalled, in status and metrics).
  * - Degraded mode: a GET that does not answer within recallTimeoutMs is EIO
  *   (UNAVAILABLE for throttling and transient failures), and counted.
  */
@@ -32,6 +46,24 @@ import { entryBytes, entryKey, errorText, extentBytesOf, type JobControl, type T
 
 const BS = constants.blockSizeBytes;
 
+/** Who a GET is for: a reader waiting for it, a reader's window ahead, or a write-back in the background. */
+type Lane = 'read' | 'prefetch' | 'background';
+
+/** A file being read, as the pipeline sees it. */
+interface Stream {
+  /** Where the furthest read so far ended. */
+  endBytes: number;
+  /** How far fetches ahead were started. */
+  frontierBytes: number;
+  /** How far ahead of the reader fetches go. */
+  windowBytes: number;
+  /** The reader waited for bytes in flight since the window last grew: it is not far enough ahead. */
+  waited: boolean;
+  lastReadMs: number;
+  /** Entries fetched ahead for it and not read yet, with their plain sizes (the shared budget). */
+  ahead: Map<string, number>;
+}
+
 export class Recaller {
   /** Latency of recall GETs (status percentiles); `onLatency` lets metrics observe each one. */
   readonly latency = new LatencyWindow();
@@ -39,16 +71,28 @@ export class Recaller {
   private readonly cache = new LRUCache<string, Buffer>({
     maxSize: constants.recallCacheBytesMax,
     sizeCalculation: (value) => value.length,
+    dispose: (_value, key) => this.settleAhead(key), // fetched ahead and dropped unread: off the budget
   });
   private readonly fetches = new Map<string, Promise<Buffer>>();
   /** Entries a small random read is fetching a few blocks of. */
   private readonly smallFetches = new Set<string>();
-  /** Reads waiting for the object tier right now (background fetches wait for them). */
+  /** Reads waiting for the object tier right now, and GETs in flight for them or their windows (background GETs wait for both). */
   private readersWaiting = 0;
-  private readonly readEnds = new LRUCache<number, number>({ max: constants.recallFileCountMax });
-  /** Per file, how far a sequential reader's readahead has started fetches. */
-  private readonly readAheadFrontiers = new LRUCache<number, number>({ max: constants.recallFileCountMax });
+  private foregroundGets = 0;
+  private backgroundGets = 0;
+  private readonly streams = new LRUCache<number, Stream>({
+    max: constants.recallFileCountMax,
+    dispose: (stream) => this.dropAhead(stream),
+  });
+  /** Streams with reads in the last recallStreamIdleMs or bytes fetched ahead (the budget's sharers). */
+  private readonly activeStreams = new Set<Stream>();
+  /** Entries fetched ahead and not read yet: whose window they belong to; and their bytes in all. */
+  private readonly aheadOwners = new Map<string, Stream>();
+  private aheadBytes = 0;
+  /** Write-backs running; their entries; their bytes, flash they will take (counted before they take it). */
   private writeBacksInFlight = 0;
+  private readonly writingBack = new Set<string>();
+  private writeBackBytesPending = 0;
   private readonly packInfos = new LRUCache<string, { nonce: Buffer | null; target: string }>({ max: constants.packInfoCountMax });
 
   constructor(
@@ -76,6 +120,11 @@ export class Recaller {
     while (this.writeBacksInFlight > 0) await this.ctx.clock.sleep(5);
   }
 
+  /** Bytes fetched ahead of readers and not read yet (at most recallPrefetchBytesMax). */
+  get prefetchedBytes(): number {
+    return this.aheadBytes;
+  }
+
   /** A pack's nonce prefix and target, from a small cache in front of the metadata. */
   private packInfo(packId: PackId): { nonce: Buffer | null; target: string } {
     let known = this.packInfos.get(packId);
@@ -87,11 +136,35 @@ export class Recaller {
     return known;
   }
 
-  /** Is this read the continuation of the last one of the same file? */
-  private sequential(ino: Ino, startBytes: number, endBytes: number): boolean {
-    const last = this.readEnds.get(ino);
-    this.readEnds.set(ino, endBytes);
-    return last !== undefined && Math.abs(startBytes - last) <= constants.sequentialSlackBytes;
+  /**
+   * Note a read of [startBytes, endBytes) of a file; true when it continues
+   * the file's stream (starts within sequentialSlackBytes of where the
+   * furthest read ended: the kernel and readahead reorder neighbours a
+   * little); anything else starts the stream over with a small window.
+   */
+  private advance(stream: Stream, startBytes: number, endBytes: number): boolean {
+    const seq = stream.lastReadMs >= 0 && Math.abs(startBytes - stream.endBytes) <= constants.sequentialSlackBytes;
+    stream.lastReadMs = this.ctx.clock.monotonicMs();
+    if (seq) {
+      stream.endBytes = Math.max(stream.endBytes, endBytes);
+      this.activeStreams.add(stream);
+    } else {
+      stream.endBytes = endBytes;
+      stream.frontierBytes = endBytes;
+      stream.windowBytes = constants.recallWindowBytesMin;
+      stream.waited = false;
+      this.dropAhead(stream);
+    }
+    return seq;
+  }
+
+  private streamOf(ino: Ino): Stream {
+    let stream = this.streams.get(ino);
+    if (!stream) {
+      stream = { endBytes: 0, frontierBytes: 0, windowBytes: constants.recallWindowBytesMin, waited: false, lastReadMs: -1, ahead: new Map() };
+      this.streams.set(ino, stream);
+    }
+    return stream;
   }
 
   /** Bytes [fromBytes, fromBytes + lengthBytes) of an OBJECT extent (relative, block aligned), verified. */
@@ -107,22 +180,18 @@ export class Recaller {
   private async readNow(e: Extent, fromBytes: number, lengthBytes: number): Promise<Buffer> {
     const ref = e.pack!;
     const at = e.fileOffsetBytes + fromBytes;
-    const seq = this.sequential(e.ino, at, at + lengthBytes);
-    if (!seq) this.readAheadFrontiers.delete(e.ino);
+    const stream = this.streamOf(e.ino);
+    const seq = this.advance(stream, at, at + lengthBytes);
     const key = entryKey(ref);
-    const cached = this.cache.get(key);
-    let plain: Buffer;
-    if (cached) {
-      plain = cached;
-      if (seq) this.readAhead(e);
-    } else if (ref.encoding === 0 && !seq && lengthBytes * 4 <= e.lengthBytes && !this.fetches.has(key) && !this.smallFetches.has(key)) {
+    let plain = this.cache.get(key);
+    if (!plain && ref.encoding === 0 && !seq && lengthBytes * 4 <= e.lengthBytes && !this.fetches.has(key) && !this.smallFetches.has(key)) {
       // A small random read of a plain entry: fetch just its blocks (time to first byte), alone on the
       // wire; the write-back behind it then fetches the whole entry.  Readers of the same extent that
       // arrive meanwhile start (and share) that whole-entry fetch.
       this.smallFetches.add(key);
       let data: Buffer;
       try {
-        data = await this.verifiedGet(e, ref.storedOffsetBytes + ref.skipBytes + fromBytes, lengthBytes, (bytes) => {
+        data = await this.verifiedGet(e, ref.storedOffsetBytes + ref.skipBytes + fromBytes, lengthBytes, 'read', (bytes) => {
           this.verify(e, fromBytes, bytes);
           return bytes;
         });
@@ -130,15 +199,108 @@ export class Recaller {
         this.smallFetches.delete(key);
       }
       this.ctx.counters.recalledBytes += data.length;
-      this.considerWriteBack(e, false);
+      this.considerWriteBack(e, false, false);
       return data;
-    } else {
-      const fetching = this.fetchEntry(e, seq);
-      if (seq) this.readAhead(e);
-      plain = await fetching;
     }
-    this.considerWriteBack(e, seq, plain);
-    return entryBytes(ref, plain, ref.skipBytes + fromBytes, ref.skipBytes + fromBytes + lengthBytes);
+    if (!plain) {
+      const running = this.fetches.get(key);
+      if (running && seq) stream.waited = true; // the window is not far enough ahead of this reader
+      const fetching = running ?? this.fetchGroup(seq ? [e, ...this.followers(e, this.requestBytes(stream.windowBytes))] : [e], 'read').get(key)!;
+      if (seq) this.prefetch(e.ino, stream);
+      plain = await fetching;
+    } else if (seq) this.prefetch(e.ino, stream);
+    this.settleAhead(key);
+    let bytes = entryBytes(ref, plain, ref.skipBytes + fromBytes, ref.skipBytes + fromBytes + lengthBytes);
+    if (!this.matches(e, fromBytes, bytes)) {
+      // Decoded for another extent of the same entry (a file overwritten in part), and damaged in
+      // transit where that one did not look: fetch it again for this extent, verified whole.
+      this.ctx.counters.recallChecksumErrorCount += 1;
+      log.error('recalled bytes failed verification', { ino: e.ino, pack: ref.packId, fileOffsetBytes: e.fileOffsetBytes + fromBytes, cached: true });
+      this.cache.delete(key);
+      plain = await this.fetchGroup([e], 'read').get(key)!;
+      bytes = entryBytes(ref, plain, ref.skipBytes + fromBytes, ref.skipBytes + fromBytes + lengthBytes);
+    }
+    this.considerWriteBack(e, seq, fromBytes + lengthBytes >= e.lengthBytes, plain);
+    return bytes;
+  }
+
+  /**
+   * Do recalled plain bytes of `e` from `fromBytes` match its block checksums?
+   * Entries are cached and shared by key, and a fetch verifies only the
+   * extents it was made for: the bytes another extent of the same entry
+   * takes from it are checked again (CRC-32C, tens of GB/s).
+   */
+  private matches(e: Extent, fromBytes: number, data: Buffer): boolean {
+    return data.length % BS === 0 && firstBadBlock(data, e.checksums.subarray((fromBytes / BS) * 4, ((fromBytes + data.length) / BS) * 4)) < 0;
+  }
+
+  /** The size of the requests that fill a window: half of it, whole extents, at most recallRequestBytesMax. */
+  private requestBytes(windowBytes: number): number {
+    const half = Math.floor(windowBytes / 2 / constants.extentSizeBytesMax) * constants.extentSizeBytesMax;
+    return Math.min(constants.recallRequestBytesMax, Math.max(constants.extentSizeBytesMax, half));
+  }
+
+  /** A stream's share of the prefetch budget: equal among the streams active lately. */
+  private shareBytes(): number {
+    const nowMs = this.ctx.clock.monotonicMs();
+    for (const s of this.activeStreams) {
+      if (nowMs - s.lastReadMs <= constants.recallStreamIdleMs) continue;
+      this.activeStreams.delete(s); // gone quiet: what it had fetched ahead stays cached, off the budget
+      this.dropAhead(s);
+    }
+    return Math.max(constants.recallWindowBytesMin, Math.floor(constants.recallPrefetchBytesMax / Math.max(1, this.activeStreams.size)));
+  }
+
+  /**
+   * Top up a sequential reader's window: requests from its frontier to
+   * window bytes past where it reads, within the shared budget; then let the
+   * window grow while requests are below full size or the reader waited.
+   */
+  private prefetch(ino: Ino, stream: Stream): void {
+    const windowBytes = Math.min(stream.windowBytes, this.shareBytes());
+    const request = this.requestBytes(windowBytes);
+    const readEnd = stream.endBytes;
+    const until = readEnd + windowBytes;
+    let frontier = Math.max(stream.frontierBytes, readEnd);
+    if (until - frontier < request) return; // less than a request of room: wait for the reader
+    let short = false;
+    const ahead = this.ctx.meta.extentsInRange(ino, frontier, until);
+    for (let i = 0; i < ahead.length; i++) {
+      const x = ahead[i];
+      if (residencyOf(x) !== 'OBJECT' || this.cache.has(entryKey(x.pack!)) || this.fetches.has(entryKey(x.pack!))) {
+        frontier = Math.max(frontier, x.fileOffsetBytes + x.lengthBytes);
+        continue;
+      }
+      const group = [x, ...this.followers(x, request)];
+      const bytes = group.reduce((sum, g) => sum + g.lengthBytes, 0);
+      if (this.aheadBytes + bytes > constants.recallPrefetchBytesMax) {
+        short = true;
+        break;
+      }
+      for (const promise of this.fetchGroup(group, 'prefetch', stream).values()) promise.catch(() => undefined); // a reader that wants it reports it
+      const last = group[group.length - 1];
+      frontier = last.fileOffsetBytes + last.lengthBytes;
+      i += group.length - 1;
+    }
+    stream.frontierBytes = short ? frontier : Math.max(frontier, until); // past the last extent: a hole or the end of the file
+    if (!short && stream.windowBytes < constants.recallWindowBytesMax && (stream.waited || request < constants.recallRequestBytesMax)) {
+      stream.windowBytes = Math.min(2 * stream.windowBytes, constants.recallWindowBytesMax);
+      stream.waited = false;
+    }
+  }
+
+  /** An entry fetched ahead was read (or dropped): its bytes leave the budget. */
+  private settleAhead(key: string): void {
+    const owner = this.aheadOwners.get(key);
+    if (!owner) return;
+    this.aheadOwners.delete(key);
+    this.aheadBytes -= owner.ahead.get(key) ?? 0;
+    owner.ahead.delete(key);
+  }
+
+  /** Forget what a stream fetched ahead (it jumped, went quiet or was forgotten); the entries stay cached. */
+  private dropAhead(stream: Stream): void {
+    for (const key of [...stream.ahead.keys()]) this.settleAhead(key);
   }
 
   /**
@@ -150,8 +312,10 @@ export class Recaller {
     if (e.pack === null) throw new TierfsError('INVALID', `inode ${e.ino} at ${e.fileOffsetBytes}: the extent has no pack copy`);
     const key = entryKey(e.pack);
     if (fresh) this.cache.delete(key);
-    const plain = this.cache.get(key) ?? (await (this.fetches.get(key) ?? this.fetchGroup([e]).get(key)!));
-    return Buffer.from(extentBytesOf(e, plain));
+    const plain = this.cache.get(key) ?? (await (this.fetches.get(key) ?? this.fetchGroup([e], 'background').get(key)!));
+    if (this.matches(e, 0, extentBytesOf(e, plain))) return Buffer.from(extentBytesOf(e, plain));
+    this.cache.delete(key); // decoded for another extent of the entry and damaged where that one did not look
+    return Buffer.from(extentBytesOf(e, await this.fetchGroup([e], 'background').get(key)!));
   }
 
   /** Recalled plain bytes of `e` from `fromBytes` (relative, block aligned) against the block checksums it was written with. */
@@ -162,13 +326,13 @@ export class Recaller {
   }
 
   /** One ranged GET of `e`'s pack, checked by `check`; bytes that fail it get one fresh GET (damage in transit). */
-  private async verifiedGet<T>(e: Extent, offsetBytes: number, lengthBytes: number, check: (stored: Buffer) => T): Promise<T> {
+  private async verifiedGet<T>(e: Extent, offsetBytes: number, lengthBytes: number, lane: Lane, check: (stored: Buffer) => T | Promise<T>): Promise<T> {
     const packId = e.pack!.packId;
     const target = this.ctx.targets.get(this.packInfo(packId).target);
     for (let attempt = 0; ; attempt++) {
-      const stored = await this.get(target, packKey(this.ctx.crypto.fsUuid, packId), offsetBytes, lengthBytes);
+      const stored = await this.get(target, packKey(this.ctx.crypto.fsUuid, packId), offsetBytes, lengthBytes, lane);
       try {
-        return check(stored);
+        return await check(stored);
       } catch (error) {
         if (!(error instanceof TierfsError && error.code === 'CHECKSUM')) throw error;
         this.ctx.counters.recallChecksumErrorCount += 1;
@@ -178,9 +342,20 @@ export class Recaller {
     }
   }
 
+  /** A background GET's turn: once no reader waits and no foreground GET is in flight (or after readerQuietWaitMsMax), one at a time. */
+  private async backgroundTurn(): Promise<void> {
+    for (let waitedMs = 0; waitedMs < constants.readerQuietWaitMsMax; waitedMs += 5) {
+      if (this.readersWaiting === 0 && this.foregroundGets === 0 && this.backgroundGets < constants.recallBackgroundGetCountMax) break;
+      await this.ctx.clock.sleep(5);
+    }
+  }
+
   /** One ranged GET under the recall deadline; failures become EIO-mapped errors, counted. */
-  private async get(target: Target, key: string, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  private async get(target: Target, key: string, offsetBytes: number, lengthBytes: number, lane: Lane): Promise<Buffer> {
     const { clock, counters, options } = this.ctx;
+    if (lane === 'background') await this.backgroundTurn();
+    if (lane === 'background') this.backgroundGets += 1;
+    else this.foregroundGets += 1;
     counters.recallGetCount += 1;
     const signal = clock.timeout(options.recallTimeoutMs);
     const startedMs = clock.monotonicMs();
@@ -190,7 +365,7 @@ export class Recaller {
       const latencyMs = clock.monotonicMs() - startedMs;
       this.latency.record(latencyMs);
       this.onLatency?.(latencyMs);
-      log.debug('recall GET', { key, offsetBytes, lengthBytes, ms: Math.round(latencyMs), readersWaiting: this.readersWaiting, fetching: this.fetches.size });
+      log.debug('recall GET', { key, offsetBytes, lengthBytes, lane, ms: Math.round(latencyMs), readersWaiting: this.readersWaiting, aheadBytes: this.aheadBytes });
       return data;
     } catch (error) {
       counters.recallFailureCount += 1;
@@ -200,21 +375,10 @@ export class Recaller {
       if (error instanceof ObjectStoreError && (error.kind === 'Throttled' || error.kind === 'Transient'))
         throw new TierfsError('UNAVAILABLE', `recall: ${message}`, { cause: error });
       throw new TierfsError('IO', `recall of ${key}: ${message}`, { cause: error });
+    } finally {
+      if (lane === 'background') this.backgroundGets -= 1;
+      else this.foregroundGets -= 1;
     }
-  }
-
-  /**
-   * Plain bytes of `e`'s pack entry, shared with concurrent readers.  A
-   * sequential reader's fetch takes the entries of the following extents
-   * with it when they lie next to it in the same pack (one larger GET).
-   */
-  private fetchEntry(e: Extent, seq: boolean): Promise<Buffer> {
-    const key = entryKey(e.pack!);
-    const running = this.fetches.get(key);
-    if (running) return running;
-    const group = [e];
-    if (seq) group.push(...this.followers(e, constants.recallReadaheadBytes));
-    return this.fetchGroup(group).get(key)!;
   }
 
   /** OBJECT extents after `e` in its file, whose entries follow e's in the same pack, not cached or fetching. */
@@ -243,56 +407,41 @@ export class Recaller {
     return out;
   }
 
-  /** Start fetching the entries a sequential reader will want next. */
-  private readAhead(e: Extent): void {
-    // Keep up to three readahead spans in flight ahead of a sequential reader, a GET per span where
-    // the pack allows, so it never waits for a GET that starts only when it arrives.  Each file
-    // keeps a frontier (how far fetches were started): every extent is looked up once, not per read.
-    const end = e.fileOffsetBytes + e.lengthBytes;
-    const span = constants.recallReadaheadBytes;
-    const frontier = Math.max(this.readAheadFrontiers.get(e.ino) ?? end, end);
-    if (frontier >= end + 2 * span) return;
-    let reached = frontier;
-    const ahead = this.ctx.meta.extentsInRange(e.ino, frontier, end + 3 * span);
-    for (let i = 0; i < ahead.length; i++) {
-      const x = ahead[i];
-      if (this.fetches.size * constants.extentSizeBytesMax >= constants.recallCacheBytesMax / 2) break;
-      reached = x.fileOffsetBytes + x.lengthBytes;
-      if (residencyOf(x) !== 'OBJECT' || this.cache.has(entryKey(x.pack!)) || this.fetches.has(entryKey(x.pack!))) continue;
-      const group = [x, ...this.followers(x, span)];
-      for (const promise of this.fetchGroup(group).values()) promise.catch(() => undefined); // a reader that wants it reports it
-      const last = group[group.length - 1];
-      reached = last.fileOffsetBytes + last.lengthBytes;
-      i += group.length - 1;
-    }
-    if (ahead.length === 0) reached = end + 3 * span; // a hole or the end of the file: nothing to fetch there
-    this.readAheadFrontiers.set(e.ino, reached);
-  }
-
-  /** Fetch the entries of contiguous extents of one pack with one GET; each is verified against its extent's checksums. */
-  private fetchGroup(group: Extent[]): Map<string, Promise<Buffer>> {
+  /**
+   * Fetch the entries of contiguous extents of one pack with one GET; each is
+   * verified against its extent's checksums.  For a prefetch, the entries
+   * join `owner`'s window on the shared budget until read.
+   */
+  private fetchGroup(group: Extent[], lane: Lane, owner?: Stream): Map<string, Promise<Buffer>> {
     const first = group[0].pack!;
     const lastRef = group[group.length - 1].pack!;
     const offsetBytes = first.storedOffsetBytes;
     const lengthBytes = lastRef.storedOffsetBytes + lastRef.storedLengthBytes - offsetBytes;
     const { nonce } = this.packInfo(first.packId);
-    const whole = this.verifiedGet(group[0], offsetBytes, lengthBytes, (stored) =>
-      group.map((x) => {
-        const ref = x.pack!;
-        const part = stored.subarray(ref.storedOffsetBytes - offsetBytes, ref.storedOffsetBytes - offsetBytes + ref.storedLengthBytes);
-        const plain = decodeEntry(this.ctx.crypto, ref.packId, nonce, ref, part, ref.skipBytes + x.lengthBytes);
-        this.verify(x, 0, extentBytesOf(x, plain));
-        return plain;
-      }),
+    const whole = this.verifiedGet(group[0], offsetBytes, lengthBytes, lane, (stored) =>
+      Promise.all(
+        group.map(async (x) => {
+          const ref = x.pack!;
+          const part = stored.subarray(ref.storedOffsetBytes - offsetBytes, ref.storedOffsetBytes - offsetBytes + ref.storedLengthBytes);
+          const plain = await decodeEntry(this.ctx.crypto, ref.packId, nonce, ref, part, ref.skipBytes + x.lengthBytes);
+          this.verify(x, 0, extentBytesOf(x, plain));
+          return plain;
+        }),
+      ),
     );
     const result = new Map<string, Promise<Buffer>>();
     group.forEach((x, i) => {
       const key = entryKey(x.pack!);
+      if (owner) {
+        owner.ahead.set(key, x.lengthBytes);
+        this.aheadOwners.set(key, owner);
+        this.aheadBytes += x.lengthBytes;
+      }
       const promise = whole.then((plains) => {
         this.cache.set(key, plains[i]);
         return plains[i];
       });
-      promise.catch(() => undefined);
+      promise.catch(() => this.settleAhead(key));
       const tracked = promise.finally(() => {
         if (this.fetches.get(key) === promise) this.fetches.delete(key); // not a newer fetch of the same entry
       });
@@ -307,54 +456,82 @@ export class Recaller {
     return result;
   }
 
-  /** Resolves once no reader waits for the object tier (or after readerQuietWaitMsMax: background work must not starve). */
-  private async quiet(): Promise<void> {
-    for (let waitedMs = 0; this.readersWaiting > 0 && waitedMs < constants.readerQuietWaitMsMax; waitedMs += 5) await this.ctx.clock.sleep(5);
-  }
-
-  /** Write a recalled extent back to flash, unless a large sequential scan is passing through. */
-  private considerWriteBack(e: Extent, seq: boolean, plain?: Buffer): void {
+  /**
+   * Write a recalled extent back to flash in the background: a random read
+   * while flash stays below the high watermark, a sequential scan of a large
+   * file only into room below the low one; otherwise (or when
+   * writeBackCountMax already run) it is served straight through.
+   * `endsExtent`: this read reaches the extent's end (a file read in small
+   * pieces asks many times; straight-through bytes are counted once).
+   */
+  private considerWriteBack(e: Extent, seq: boolean, endsExtent: boolean, plain?: Buffer): void {
     const { ctx } = this;
-    const size = ctx.meta.getInode(e.ino)?.sizeBytes ?? 0;
-    if (seq && size >= constants.sequentialScanBytesMin) {
-      ctx.counters.straightThroughBytes += e.lengthBytes;
+    const key = entryKey(e.pack!);
+    if (this.writingBack.has(key)) return;
+    const scan = seq && (ctx.meta.getInode(e.ino)?.sizeBytes ?? 0) >= constants.sequentialScanBytesMin;
+    const roomBytes = scan ? ctx.lowBytes : ctx.highBytes;
+    if (ctx.stopped || this.writeBacksInFlight >= constants.writeBackCountMax || ctx.flash.usedBytes + this.writeBackBytesPending + e.lengthBytes > roomBytes) {
+      if (scan && endsExtent) ctx.counters.straightThroughBytes += e.lengthBytes;
       return;
     }
-    if (ctx.stopped || this.writeBacksInFlight >= constants.writeBackCountMax || ctx.flash.usedBytes + e.lengthBytes > ctx.highBytes) return;
+    this.writingBack.add(key);
     this.writeBacksInFlight += 1;
+    this.writeBackBytesPending += e.lengthBytes;
     void (async () => {
       try {
-        if (!plain) await this.quiet(); // background work: a reader waiting for a GET goes first
-        const whole = plain ?? (await this.fetchEntry(e, false));
-        if (await ctx.flash.writeBack(e, Buffer.from(extentBytesOf(e, whole)))) ctx.counters.writtenBackBytes += e.lengthBytes;
+        const whole = plain ?? (await (this.fetches.get(key) ?? this.fetchGroup([e], 'background').get(key)!));
+        const mine = extentBytesOf(e, whole);
+        if (!this.matches(e, 0, mine)) {
+          // The entry was verified for another of its extents; flash takes only bytes checked for this one.
+          this.cache.delete(key);
+          log.warn('write-back after recall skipped: the bytes do not match the extent', { ino: e.ino, offset: e.fileOffsetBytes });
+          return;
+        }
+        if (await ctx.flash.writeBack(e, Buffer.from(mine))) ctx.counters.writtenBackBytes += e.lengthBytes;
       } catch (error) {
         log.debug('write-back after recall skipped', { ino: e.ino, offset: e.fileOffsetBytes, error: errorText(error) });
       } finally {
         this.writeBacksInFlight -= 1;
+        this.writeBackBytesPending -= e.lengthBytes;
+        this.writingBack.delete(key);
       }
     })();
   }
 
-  /** OBJECT → BOTH for every extent of a file (the recall command); makes room by evicting colder data if needed. */
+  /**
+   * OBJECT → BOTH for every extent of a file (the recall command): requests
+   * of recallRequestBytesMax, a window of them in flight, written back in
+   * order; makes room by evicting colder data if needed.
+   */
   async recallFile(ino: Ino, { progress, signal }: JobControl = {}): Promise<number> {
     const { flash, counters } = this.ctx;
     const cold = this.ctx.meta.fileExtents(ino).filter((e) => residencyOf(e) === 'OBJECT');
     const totalBytes = cold.reduce((sum, e) => sum + e.lengthBytes, 0);
+    const inFlight: { group: Extent[]; fetched: Map<string, Promise<Buffer>> }[] = [];
     let doneBytes = 0;
-    for (let i = 0; i < cold.length && !signal?.aborted; ) {
-      const group = [cold[i], ...this.followers(cold[i], constants.recallReadaheadBytes)];
-      const groupBytes = group.reduce((sum, e) => sum + e.lengthBytes, 0);
-      if (flash.freeBytes < groupBytes + (flash.capacityBytes - this.ctx.highBytes)) await this.makeRoom();
-      if (flash.freeBytes < groupBytes)
-        throw new TierfsError('NO_SPACE', `recall: flash is full of data that cannot leave it (${doneBytes} of ${totalBytes} bytes recalled)`);
-      const fetched = this.fetchGroup(group);
-      for (const e of group) {
-        const plain = await fetched.get(entryKey(e.pack!))!;
-        if (await flash.writeBack(e, Buffer.from(extentBytesOf(e, plain)))) counters.writtenBackBytes += e.lengthBytes;
-        doneBytes += e.lengthBytes;
-        progress?.({ doneBytes, totalBytes });
+    let next = 0;
+    const settleAll = () => inFlight.flatMap((f) => [...f.fetched.values()]).forEach((p) => p.catch(() => undefined));
+    try {
+      while ((next < cold.length || inFlight.length > 0) && !signal?.aborted) {
+        while (next < cold.length && inFlight.length * constants.recallRequestBytesMax < constants.recallWindowBytesMax) {
+          const group = [cold[next], ...this.followers(cold[next], constants.recallRequestBytesMax)];
+          inFlight.push({ group, fetched: this.fetchGroup(group, 'read') });
+          next += group.length;
+        }
+        const { group, fetched } = inFlight.shift()!;
+        const groupBytes = group.reduce((sum, e) => sum + e.lengthBytes, 0);
+        if (flash.freeBytes < groupBytes + (flash.capacityBytes - this.ctx.highBytes)) await this.makeRoom();
+        if (flash.freeBytes < groupBytes)
+          throw new TierfsError('NO_SPACE', `recall: flash is full of data that cannot leave it (${doneBytes} of ${totalBytes} bytes recalled)`);
+        for (const e of group) {
+          const plain = await fetched.get(entryKey(e.pack!))!;
+          if (await flash.writeBack(e, Buffer.from(extentBytesOf(e, plain)))) counters.writtenBackBytes += e.lengthBytes;
+          doneBytes += e.lengthBytes;
+          progress?.({ doneBytes, totalBytes });
+        }
       }
-      i += group.length;
+    } finally {
+      settleAll(); // fetches started ahead of a failure or a stop: their errors are nobody's
     }
     await flash.commit();
     return doneBytes;

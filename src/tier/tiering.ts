@@ -75,6 +75,7 @@ export class TieringEngine {
   private readonly gc: GarbageCollector;
   private readonly destageRate: RateMeter;
   private readonly recallRate: RateMeter;
+  private readonly recallGetRate: RateMeter;
   private readonly crypto: PackCrypto;
   private readonly meta: MetaStore;
   private policies: PolicySet;
@@ -100,6 +101,7 @@ export class TieringEngine {
     this.heat = new HeatTracker(() => clock.nowMs());
     this.destageRate = new RateMeter(() => clock.nowMs());
     this.recallRate = new RateMeter(() => clock.nowMs());
+    this.recallGetRate = new RateMeter(() => clock.nowMs());
     this.targets = new TargetSet(this.meta, uuid, clock, options.objects, options.openStore, () => this.flash.commit());
     this.policies = this.loadPolicies();
     const engine = this;
@@ -477,6 +479,7 @@ export class TieringEngine {
   private sampleRates(): void {
     this.destageRate.sample(this.counters.destagedBytes);
     this.recallRate.sample(this.counters.recalledBytes);
+    this.recallGetRate.sample(this.counters.recallGetCount);
   }
 
   /**
@@ -556,6 +559,7 @@ export class TieringEngine {
   status() {
     const now = this.options.clock.nowMs();
     const countedMs = this.destager.queueCountedMs;
+    const recallBytesPerSecond = Math.round(this.recallRate.perSecond(this.counters.recalledBytes));
     return {
       flash: {
         capacityBytes: this.flash.capacityBytes,
@@ -575,8 +579,11 @@ export class TieringEngine {
         bytesPerSecond: Math.round(this.destageRate.perSecond(this.counters.destagedBytes)),
       },
       recall: {
-        bytesPerSecond: Math.round(this.recallRate.perSecond(this.counters.recalledBytes)),
+        bytesPerSecond: recallBytesPerSecond,
         getCount: this.counters.recallGetCount,
+        getsPerGiB: getsPerGiB(this.counters.recallGetCount, this.counters.recalledBytes),
+        getsPerGiBLastMinute: getsPerGiB(this.recallGetRate.perSecond(this.counters.recallGetCount), recallBytesPerSecond),
+        prefetchedBytes: this.recaller.prefetchedBytes,
         latencyMsP50: roundMs(this.recaller.latency.percentile(50)),
         latencyMsP99: roundMs(this.recaller.latency.percentile(99)),
       },
@@ -591,4 +598,9 @@ export class TieringEngine {
       counters: { ...this.counters, ...this.flash.counters },
     };
   }
+}
+
+/** Requests per GiB of data, to one decimal (null when no data moved). */
+function getsPerGiB(gets: number, bytes: number): number | null {
+  return bytes > 0 ? Math.round((gets * 10 * 2 ** 30) / bytes) / 10 : null;
 }
