@@ -412,7 +412,7 @@ export class FlashStore {
     return true;
   }
 
-  /** OBJECT → BOTH: write recalled plain bytes of a whole extent back to flash and map them, unless it changed meanwhile. */
+  /** OBJECT → BOTH: write recalled plain bytes of a whole extent back to flash and map them, unless it changed meanwhile (`plain` is only read: copied into a staging buffer, never kept). */
   async writeBack(was: Extent, plain: Buffer): Promise<boolean> {
     assert.ok(was.flashOffsetBytes === null && was.pack !== null && plain.length === was.lengthBytes);
     const blockCount = was.lengthBytes / BS;

@@ -46,6 +46,12 @@ import { entryBytes, entryKey, errorText, extentBytesOf, type JobControl, type T
 
 const BS = constants.blockSizeBytes;
 
+/** The first block of `data` (plain bytes of `e` from `fromBytes`) that fails e's checksums; 0 for a partial block; -1 when all match. */
+function badBlock(e: Extent, fromBytes: number, data: Buffer): number {
+  if (data.length % BS !== 0) return 0;
+  return firstBadBlock(data, e.checksums.subarray((fromBytes / BS) * 4, ((fromBytes + data.length) / BS) * 4));
+}
+
 /** Who a GET is for: a reader waiting for it, a reader's window ahead, or a write-back in the background. */
 type Lane = 'read' | 'prefetch' | 'background';
 
@@ -231,7 +237,7 @@ export class Recaller {
    * takes from it are checked again (CRC-32C, tens of GB/s).
    */
   private matches(e: Extent, fromBytes: number, data: Buffer): boolean {
-    return data.length % BS === 0 && firstBadBlock(data, e.checksums.subarray((fromBytes / BS) * 4, ((fromBytes + data.length) / BS) * 4)) < 0;
+    return badBlock(e, fromBytes, data) < 0;
   }
 
   /** The size of the requests that fill a window: half of it, whole extents, at most recallRequestBytesMax. */
@@ -320,8 +326,8 @@ export class Recaller {
 
   /** Recalled plain bytes of `e` from `fromBytes` (relative, block aligned) against the block checksums it was written with. */
   private verify(e: Extent, fromBytes: number, data: Buffer): void {
-    const bad = firstBadBlock(data, e.checksums.subarray((fromBytes / BS) * 4, ((fromBytes + data.length) / BS) * 4));
-    if (bad < 0 && data.length % BS === 0) return;
+    const bad = badBlock(e, fromBytes, data);
+    if (bad < 0) return;
     throw new TierfsError('CHECKSUM', `checksum mismatch in inode ${e.ino} at offset ${e.fileOffsetBytes + fromBytes + Math.max(bad, 0) * BS} (recalled from pack ${e.pack?.packId})`);
   }
 
@@ -487,7 +493,7 @@ export class Recaller {
           log.warn('write-back after recall skipped: the bytes do not match the extent', { ino: e.ino, offset: e.fileOffsetBytes });
           return;
         }
-        if (await ctx.flash.writeBack(e, Buffer.from(mine))) ctx.counters.writtenBackBytes += e.lengthBytes;
+        if (await ctx.flash.writeBack(e, mine)) ctx.counters.writtenBackBytes += e.lengthBytes; // it copies into its own buffer
       } catch (error) {
         log.debug('write-back after recall skipped', { ino: e.ino, offset: e.fileOffsetBytes, error: errorText(error) });
       } finally {
@@ -525,7 +531,7 @@ export class Recaller {
           throw new TierfsError('NO_SPACE', `recall: flash is full of data that cannot leave it (${doneBytes} of ${totalBytes} bytes recalled)`);
         for (const e of group) {
           const plain = await fetched.get(entryKey(e.pack!))!;
-          if (await flash.writeBack(e, Buffer.from(extentBytesOf(e, plain)))) counters.writtenBackBytes += e.lengthBytes;
+          if (await flash.writeBack(e, extentBytesOf(e, plain))) counters.writtenBackBytes += e.lengthBytes;
           doneBytes += e.lengthBytes;
           progress?.({ doneBytes, totalBytes });
         }
