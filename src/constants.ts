@@ -158,7 +158,7 @@ export const constants = {
   /** Reads of one file at most this far from where the last one ended still count as sequential (the kernel and readahead reorder neighbours). */
   sequentialSlackBytes: 128 * KiB,
   /** Write-backs of recalled extents to flash running at once; more recalls are served without one. */
-  writeBackCountMax: 4,
+  writeBackCountMax: 8,
   /** Background work waits at most this long for readers waiting on the object tier before it goes ahead. */
   readerQuietWaitMsMax: 500,
   /** Files whose recent read positions and readahead frontiers are remembered; packs whose nonce and target are cached. */
