@@ -15,6 +15,10 @@ export const constants = {
   extentSizeBytesMax: 1 * MiB,
   /** Bytes reserved at the start of the flash tier for the superblock. */
   superblockSizeBytes: 4 * KiB,
+  /** A flash tier is blank (may be adopted by the metadata that lost it) when this much at each end reads as zeros. */
+  blankProbeBytes: 1 * MiB,
+  /** ...and this many of the extents the metadata maps on flash read as zeros at their first block (a sample). */
+  blankProbeExtentCount: 1024,
   /** Smallest flash tier `format` accepts. */
   flashSizeBytesMin: 16 * MiB,
   /** Default size of a file-backed flash tier created by `format`. */
@@ -108,6 +112,19 @@ export const constants = {
   destageYieldMsMax: 2_000,
   /** A failed background pass is tried again after 2 s, 4 s, ... at most this long. */
   tierBackoffMsMax: 60_000,
+
+  /** Every committed metadata change is in the bucket within this (serve's metadataRpo). */
+  metadataRpoMsDefault: 10_000,
+  /** Restore points are kept this long (serve's metadataRetention). */
+  metadataRetentionMsDefault: 7 * 86_400_000,
+  /** A new metadata snapshot once the log since the last one holds this much... */
+  snapshotLogBytesDefault: 64 * MiB,
+  /** ...and at least daily while anything changes. */
+  snapshotIntervalMsDefault: 86_400_000,
+  /** How often restore points past retention are looked for (one LIST of the meta prefix). */
+  metadataPruneIntervalMs: 3_600_000,
+  /** Largest log object (records are uploaded in several when more are pending). */
+  metadataLogObjectBytesMax: 16 * MiB,
   /** The destage queue shown by status is counted again by a background pass at most this often. */
   destageQueueRefreshMs: 10_000,
   /** Retries: one object operation gives up after this long; each attempt after attemptTimeoutMs. */

@@ -440,7 +440,7 @@ t.test('orphans and foreign objects in the prefix; unfinished uploads after a cr
   // A crash between committing the row and the upload's end: the row says uploading.
   const ghost = '0123456789abcdef0123456789abcdef';
   first.meta.mutate(() =>
-    first.meta.putPack({ packId: ghost as never, state: 'uploading', storedBytes: 10, logicalBytes: 10, liveBytes: 0, createdMs: 1, nonce: null, target: 'default' }),
+    first.meta.putPack({ packId: ghost as never, state: 'uploading', storedBytes: 10, logicalBytes: 10, liveBytes: 0, createdMs: 1, nonce: null, target: 'default', deadSeq: null }),
   );
   await first.store.commit();
   await first.close();

@@ -27,6 +27,7 @@ function gatedStore(inner: ObjectStore): { store: ObjectStore; putStarted: Promi
     get: (key, range, signal) => inner.get(key, range, signal),
     head: (key, signal) => inner.head(key, signal),
     list: (prefix, signal) => inner.list(prefix, signal),
+    listNames: (prefix, signal) => inner.listNames(prefix, signal),
     delete: (key, signal) => inner.delete(key, signal),
     close: () => inner.close(),
   };

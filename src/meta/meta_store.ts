@@ -109,6 +109,8 @@ export interface PackRecord {
   nonce: Buffer | null;
   /** The target the pack is in ("default": the one given to format). */
   target: string;
+  /** For a pack marked `deleting`: the seq of the replicated change that marked it (its object may go once no retained restore point precedes it). */
+  deadSeq: number | null;
 }
 
 export type PolicyMode = 'auto' | 'pin' | 'all' | 'never';
@@ -147,6 +149,26 @@ export interface HeatUpdate {
   fileOffsetBytes: number;
   accessedMs: number;
   heatCount: number;
+}
+
+/** One committed change in the replicated log, as the text that goes to the bucket (one line, no newline). */
+export interface ReplicaRecord {
+  seq: number;
+  line: string;
+}
+
+/** File bytes whose only copy was on a flash tier that was lost: reads of them fail until they are rewritten. */
+export interface LostRange {
+  fileOffsetBytes: number;
+  lengthBytes: number;
+  /** When that data was last written (ms since the epoch), as far as the metadata knew. */
+  writtenMs: number;
+}
+
+export interface LostFile {
+  ino: Ino;
+  ranges: { fileOffsetBytes: number; lengthBytes: number }[];
+  writtenMs: number;
 }
 
 export interface MetaStore {
@@ -208,6 +230,8 @@ export interface MetaStore {
   putPack(pack: PackRecord): void;
   getPack(packId: PackId): PackRecord | undefined;
   setPackState(packId: PackId, state: PackState): void;
+  /** Mark a pack `deleting` and record the seq of that change (deadSeq). */
+  markPackDead(packId: PackId): void;
   deletePack(packId: PackId): void;
   packsInState(state: PackState): PackRecord[];
   /** Live packs with at most `liveFractionMax` of their bytes still referenced, emptiest first. */
@@ -238,9 +262,52 @@ export interface MetaStore {
   getSymlink(ino: Ino): string | undefined;
   setSymlink(ino: Ino, target: string): void;
 
+  /**
+   * Replication: log every committed change (on) or nothing (off).  Returns
+   * whether the log was already on, i.e. continuous since it was last turned on.
+   */
+  setReplicated(on: boolean): boolean;
+  /** Called after each commit with the seq of the last change it made durable. */
+  afterCommit: ((replicaSeq: number) => void) | undefined;
+  /** The seq of the newest change logged (committed or not). */
+  replicaSeq(): number;
+  /** Logged changes with afterSeq < seq <= throughSeq, oldest first. */
+  replicaRecords(afterSeq: number, throughSeq: number, countMax: number): ReplicaRecord[];
+  /** Forget logged changes up to a seq (they are in the bucket). */
+  pruneReplicaLog(throughSeq: number): void;
+  /** Copy the last committed state into `file` (online, off the event loop); returns the seq it includes. */
+  snapshotInto(file: string): Promise<number>;
+  /** Apply logged changes (restore); returns the seq of the last. */
+  replay(lines: string[]): number;
+  /** Empty the log and continue its seqs after `seq` (restore). */
+  restartReplicaLog(seq: number): void;
+
+  addLost(ino: Ino, fileOffsetBytes: number, lengthBytes: number, writtenMs: number): void;
+  /** Lost ranges of `ino` overlapping [startBytes, endBytes). */
+  lostIn(ino: Ino, startBytes: number, endBytes: number): LostRange[];
+  /** [startBytes, endBytes) of `ino` was rewritten or cut: it is no longer lost. */
+  clearLost(ino: Ino, startBytes: number, endBytes: number): void;
+  /** Files with lost ranges, by inode, after `afterIno`. */
+  lostFiles(afterIno: number, countMax: number): LostFile[];
+  lostTotals(): { fileCount: number; bytes: number };
+
   close(): void;
   /** Close without committing, as a crash would: everything since the last commit is gone. */
   crash(): void;
 }
 
-export { SqliteMetaStore } from './sqlite_meta_store';
+/** The path of an inode from the root (its first link), or undefined when it has no name left. */
+export function pathOfInode(meta: MetaStore, ino: Ino): string | undefined {
+  const names: string[] = [];
+  let at = ino;
+  for (let depth = 0; at !== ROOT_INO; depth++) {
+    if (depth > 4096) return undefined;
+    const link = meta.firstLink(at);
+    if (!link) return undefined;
+    names.push(link.name);
+    at = link.parent;
+  }
+  return `/${names.reverse().join('/')}`;
+}
+
+export { SqliteMetaStore, schemaVersion } from './sqlite_meta_store';

@@ -21,9 +21,11 @@ import { LRUCache } from 'lru-cache';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import type {
-  Dirent, Extent, HeatUpdate, Ino, Inode, MetaStore, NewInode, PackId, PackRecord, PackState, PackTotals,
-  PolicyMode, PolicyRecord, ResidencyTotals,
+  Dirent, Extent, HeatUpdate, Ino, Inode, LostFile, LostRange, MetaStore, NewInode, PackId, PackRecord, PackState, PackTotals,
+  PolicyMode, PolicyRecord, ReplicaRecord, ResidencyTotals,
 } from './meta_store';
+import { createReplicaTriggers, dropReplicaTriggers, replayStatements, replicaTriggersExist } from './sqlite_replica';
+import { Worker } from 'node:worker_threads';
 
 export const migrations: string[] = [
   // 1: the namespace, extents and xattrs.
@@ -140,9 +142,40 @@ export const migrations: string[] = [
     WHERE id = 1;
   END;
   `,
+  // 5: the replicated change log (rows written by the triggers of sqlite_replica.ts while replication
+  // is on), the change after which a dead pack may go, and the ranges whose data a lost flash tier took.
+  `
+  CREATE TABLE replica_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, op TEXT NOT NULL, row TEXT NOT NULL);
+  ALTER TABLE packs ADD COLUMN dead_seq INTEGER;
+  CREATE TABLE lost (
+    ino INTEGER NOT NULL, file_offset INTEGER NOT NULL, length INTEGER NOT NULL, written_ms INTEGER NOT NULL,
+    PRIMARY KEY (ino, file_offset)
+  ) WITHOUT ROWID;
+  `,
 ];
 
 export const schemaVersion = migrations.length;
+
+/**
+ * A consistent copy of the database as of its last commit, made by a
+ * connection of its own on a worker thread: VACUUM INTO reads in one read
+ * transaction (WAL: writers go on meanwhile) and takes seconds for a million
+ * files, which the event loop must not wait through.
+ */
+const vacuumIntoWorker = `
+const { workerData } = require('node:worker_threads');
+const Database = require(workerData.module);
+const db = new Database(workerData.source, { readonly: true, fileMustExist: true });
+try { db.prepare('VACUUM INTO ?').run(workerData.into); } finally { db.close(); }
+`;
+
+function runInWorker(code: string, workerData: unknown): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(code, { eval: true, workerData });
+    worker.once('error', reject);
+    worker.once('exit', (exitCode) => (exitCode === 0 ? resolve() : reject(new Error(`snapshot worker exited with ${exitCode}`))));
+  });
+}
 
 interface InodeRow {
   ino: bigint;
@@ -206,6 +239,7 @@ interface PackRow {
   created_ms: number;
   nonce: Buffer | null;
   target: string;
+  dead_seq: number | null;
 }
 
 function toPack(row: PackRow): PackRecord {
@@ -218,6 +252,7 @@ function toPack(row: PackRow): PackRecord {
     createdMs: row.created_ms,
     nonce: row.nonce,
     target: row.target,
+    deadSeq: row.dead_seq,
   };
 }
 
@@ -247,6 +282,10 @@ export class SqliteMetaStore implements MetaStore {
     sizeCalculation: (_value, key) => direntEntryBytes + key.length,
   });
   private readonly stmt;
+  /** False only when the lost table is known empty (skips its lookups on reads of holes and on writes). */
+  private mayHaveLost = false;
+  afterCommit: ((replicaSeq: number) => void) | undefined;
+  private replayStatements: Map<string, Database.Statement> | undefined;
   /** One wrapper for every mutation (better-sqlite3 builds one per db.transaction() call). */
   private readonly nested: (fn: () => unknown) => unknown;
 
@@ -258,8 +297,8 @@ export class SqliteMetaStore implements MetaStore {
     if (options.create) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     try {
       this.db = new Database(this.path, { timeout: 0 });
-      // One owner: the write lock is taken at open and held until close, so a second daemon fails at once.
-      this.db.pragma('locking_mode = EXCLUSIVE');
+      // One owner: the write transaction opened below (BEGIN IMMEDIATE) is held until close, so a second
+      // daemon fails at once.  Other connections may read the last commit: replication's snapshots do.
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
       this.db.pragma('foreign_keys = OFF');
@@ -268,6 +307,7 @@ export class SqliteMetaStore implements MetaStore {
       this.db.pragma('temp_store = MEMORY'); // statement journals in memory: a mutation's rollback point is no file write
       this.migrate();
       this.db.exec('BEGIN IMMEDIATE');
+      this.mayHaveLost = this.db.prepare('SELECT 1 FROM lost LIMIT 1').get() !== undefined;
     } catch (error) {
       if (error instanceof TierfsError) throw error;
       if ((error as { code?: string }).code === 'SQLITE_BUSY')
@@ -344,8 +384,8 @@ export class SqliteMetaStore implements MetaStore {
          FROM extents`,
       ),
       putPack: db.prepare(
-        `INSERT OR REPLACE INTO packs (id, state, stored_bytes, logical_bytes, live_bytes, created_ms, nonce, target)
-         VALUES (?, ?, ?, ?, (SELECT coalesce(sum(length), 0) FROM extents WHERE pack_id = ?), ?, ?, ?)`,
+        `INSERT OR REPLACE INTO packs (id, state, stored_bytes, logical_bytes, live_bytes, created_ms, nonce, target, dead_seq)
+         VALUES (?, ?, ?, ?, (SELECT coalesce(sum(length), 0) FROM extents WHERE pack_id = ?), ?, ?, ?, ?)`,
       ),
       getPack: db.prepare('SELECT * FROM packs WHERE id = ?'),
       setPackState: db.prepare('UPDATE packs SET state = ? WHERE id = ?'),
@@ -380,6 +420,23 @@ export class SqliteMetaStore implements MetaStore {
       deleteXattrs: db.prepare('DELETE FROM xattrs WHERE ino = ?'),
       getSymlink: db.prepare('SELECT target FROM symlinks WHERE ino = ?').pluck(),
       setSymlink: db.prepare('INSERT OR REPLACE INTO symlinks (ino, target) VALUES (?, ?)'),
+      markPackDead: db.prepare(
+        // The seq the trigger is about to give this change's record (AUTOINCREMENT: one past the highest ever).
+        `UPDATE packs SET state = 'deleting',
+           dead_seq = (SELECT coalesce(max(seq), 0) + 1 FROM sqlite_sequence WHERE name = 'replica_log') WHERE id = ?`,
+      ),
+      replicaSeq: db.prepare("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'replica_log'").pluck(),
+      replicaRecords: db.prepare('SELECT seq, tbl, op, row FROM replica_log WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?'),
+      replicaPrune: db.prepare('DELETE FROM replica_log WHERE seq <= ?'),
+      addLost: db.prepare('INSERT OR REPLACE INTO lost (ino, file_offset, length, written_ms) VALUES (?, ?, ?, ?)'),
+      lostIn: db.prepare('SELECT * FROM lost WHERE ino = ? AND file_offset < ? AND file_offset + length > ? ORDER BY file_offset'),
+      deleteLost: db.prepare('DELETE FROM lost WHERE ino = ? AND file_offset = ?'),
+      deleteLostOfInode: db.prepare('DELETE FROM lost WHERE ino = ?'),
+      lostFiles: db.prepare(
+        `SELECT ino, json_group_array(json_array(file_offset, length)) AS ranges, max(written_ms) AS writtenMs
+         FROM lost WHERE ino > ? GROUP BY ino ORDER BY ino LIMIT ?`,
+      ),
+      lostTotals: db.prepare('SELECT count(DISTINCT ino) AS fileCount, coalesce(sum(length), 0) AS bytes FROM lost'),
     };
   }
 
@@ -428,6 +485,7 @@ export class SqliteMetaStore implements MetaStore {
   commit(): void {
     this.db.exec('COMMIT');
     this.pending = 0;
+    if (this.afterCommit) this.afterCommit(this.stmt.replicaSeq.get() as number); // exactly what is committed, nothing newer
     this.db.exec('BEGIN IMMEDIATE');
   }
 
@@ -471,6 +529,7 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   deleteInode(ino: Ino): void {
+    if (this.mayHaveLost) this.stmt.deleteLostOfInode.run(ino);
     this.stmt.deleteInode.run(ino);
     this.stmt.deleteInodeExtents.run(ino);
     this.stmt.deleteXattrs.run(ino);
@@ -625,7 +684,7 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   putPack(p: PackRecord): void {
-    this.stmt.putPack.run(p.packId, p.state, p.storedBytes, p.logicalBytes, p.packId, p.createdMs, p.nonce, p.target);
+    this.stmt.putPack.run(p.packId, p.state, p.storedBytes, p.logicalBytes, p.packId, p.createdMs, p.nonce, p.target, p.deadSeq);
   }
 
   getPack(packId: PackId): PackRecord | undefined {
@@ -704,6 +763,111 @@ export class SqliteMetaStore implements MetaStore {
 
   setSymlink(ino: Ino, target: string): void {
     this.stmt.setSymlink.run(ino, target);
+  }
+
+  markPackDead(packId: PackId): void {
+    const info = this.stmt.markPackDead.run(packId);
+    assert.equal(info.changes, 1, `state change of missing pack ${packId}`);
+  }
+
+  // ---- replication ----
+
+  setReplicated(on: boolean): boolean {
+    const continuous = replicaTriggersExist(this.db);
+    if (on) createReplicaTriggers(this.db);
+    else dropReplicaTriggers(this.db);
+    this.pending += 1;
+    return continuous;
+  }
+
+  replicaSeq(): number {
+    return this.stmt.replicaSeq.get() as number;
+  }
+
+  replicaRecords(afterSeq: number, throughSeq: number, countMax: number): ReplicaRecord[] {
+    return (this.stmt.replicaRecords.all(afterSeq, throughSeq, countMax) as { seq: number; tbl: string; op: string; row: string }[]).map(
+      (r) => ({ seq: r.seq, line: `${r.seq}\t${r.tbl}\t${r.op}\t${r.row}` }),
+    );
+  }
+
+  pruneReplicaLog(throughSeq: number): void {
+    this.stmt.replicaPrune.run(throughSeq);
+  }
+
+  async snapshotInto(file: string): Promise<number> {
+    fs.rmSync(file, { force: true });
+    await runInWorker(vacuumIntoWorker, { module: require.resolve('better-sqlite3'), source: this.path, into: file });
+    const copy = new Database(file, { fileMustExist: true });
+    try {
+      copy.pragma('journal_mode = DELETE');
+      copy.exec('DELETE FROM replica_log'); // the copy's state already holds every change in it
+      return copy.prepare("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'replica_log'").pluck().get() as number;
+    } finally {
+      copy.close();
+    }
+  }
+
+  replay(lines: string[]): number {
+    this.replayStatements ??= replayStatements(this.db);
+    let last = 0;
+    for (const line of lines) {
+      const fields = /^(\d+)\t(\w+)\t(put|del)\t(\{.*\})$/.exec(line);
+      const statement = fields && this.replayStatements.get(`${fields[2]} ${fields[3]}`);
+      if (!fields || !statement) throw new TierfsError('CORRUPT', `metadata log record ${JSON.stringify(line.slice(0, 80))} is not one tierfs writes`);
+      statement.run({ r: fields[4] });
+      last = Number(fields[1]);
+    }
+    this.inodes.clear();
+    this.dirents.clear();
+    this.mayHaveLost = true;
+    this.pending += 1;
+    return last;
+  }
+
+  restartReplicaLog(seq: number): void {
+    this.db.prepare('DELETE FROM replica_log').run();
+    this.db.prepare("DELETE FROM sqlite_sequence WHERE name = 'replica_log'").run();
+    if (seq > 0) this.db.prepare("INSERT INTO sqlite_sequence (name, seq) VALUES ('replica_log', ?)").run(seq);
+    this.pending += 1;
+  }
+
+  // ---- lost ranges ----
+
+  addLost(ino: Ino, fileOffsetBytes: number, lengthBytes: number, writtenMs: number): void {
+    this.stmt.addLost.run(ino, fileOffsetBytes, lengthBytes, writtenMs);
+    this.mayHaveLost = true;
+  }
+
+  lostIn(ino: Ino, startBytes: number, endBytes: number): LostRange[] {
+    if (!this.mayHaveLost) return [];
+    return (this.stmt.lostIn.all(ino, endBytes, startBytes) as { file_offset: number; length: number; written_ms: number }[]).map((r) => ({
+      fileOffsetBytes: r.file_offset,
+      lengthBytes: r.length,
+      writtenMs: r.written_ms,
+    }));
+  }
+
+  clearLost(ino: Ino, startBytes: number, endBytes: number): void {
+    for (const r of this.lostIn(ino, startBytes, endBytes)) {
+      this.stmt.deleteLost.run(ino, r.fileOffsetBytes);
+      if (r.fileOffsetBytes < startBytes) this.stmt.addLost.run(ino, r.fileOffsetBytes, startBytes - r.fileOffsetBytes, r.writtenMs);
+      const end = r.fileOffsetBytes + r.lengthBytes;
+      if (end > endBytes) this.stmt.addLost.run(ino, endBytes, end - endBytes, r.writtenMs);
+    }
+  }
+
+  lostFiles(afterIno: number, countMax: number): LostFile[] {
+    if (!this.mayHaveLost) return [];
+    return (this.stmt.lostFiles.all(afterIno, countMax) as { ino: number; ranges: string; writtenMs: number }[]).map((r) => ({
+      ino: r.ino as Ino,
+      ranges: (JSON.parse(r.ranges) as [number, number][]).map(([fileOffsetBytes, lengthBytes]) => ({ fileOffsetBytes, lengthBytes })),
+      writtenMs: r.writtenMs,
+    }));
+  }
+
+  lostTotals(): { fileCount: number; bytes: number } {
+    if (!this.mayHaveLost) return { fileCount: 0, bytes: 0 };
+    return this.stmt.lostTotals.get() as { fileCount: number; bytes: number };
   }
 
   crash(): void {

@@ -147,6 +147,19 @@ export class AzureObjectStore implements ObjectStore {
     }
   }
 
+  async listNames(prefix: string, signal?: AbortSignal): Promise<string[]> {
+    const names = new Set<string>();
+    const start = (this.prefix + prefix).length;
+    try {
+      for await (const item of this.container.listBlobsByHierarchy('/', { prefix: this.prefix + prefix, abortSignal: signal })) {
+        names.add(item.name.slice(start).replace(/\/$/, ''));
+      }
+    } catch (error) {
+      throw azureError(error, `list ${prefix}`);
+    }
+    return [...names].sort();
+  }
+
   async delete(key: string, signal?: AbortSignal): Promise<void> {
     try {
       await this.blob(key).deleteIfExists({ abortSignal: signal });

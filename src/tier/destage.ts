@@ -276,7 +276,7 @@ export class Destager {
     const storedBytes = body.reduce((sum, part) => sum + part.length, 0);
     const nonce = crypto.key !== null ? writer.nonce : null;
     meta.mutate(() =>
-      meta.putPack({ packId: writer.packId, state: 'uploading', storedBytes, logicalBytes: writer.logicalBytes, liveBytes: 0, createdMs: writer.createdMs, nonce, target: target.name }),
+      meta.putPack({ packId: writer.packId, state: 'uploading', storedBytes, logicalBytes: writer.logicalBytes, liveBytes: 0, createdMs: writer.createdMs, nonce, target: target.name, deadSeq: null }),
     );
     await flash.commit();
     return { writer, body, storedBytes, packed, target };

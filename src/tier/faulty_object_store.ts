@@ -103,6 +103,11 @@ export class FaultyObjectStore implements ObjectStore {
     yield* this.inner.list(prefix, signal);
   }
 
+  async listNames(prefix: string, signal?: AbortSignal): Promise<string[]> {
+    await this.before('list', prefix, signal);
+    return this.inner.listNames(prefix, signal);
+  }
+
   async delete(key: string, signal?: AbortSignal): Promise<void> {
     await this.before('delete', key, signal);
     return this.inner.delete(key, signal);

@@ -127,6 +127,23 @@ export class FileObjectStore implements ObjectStore {
     }
   }
 
+  async listNames(prefix: string): Promise<string[]> {
+    const slash = prefix.lastIndexOf('/');
+    const dir = slash < 0 ? '' : prefix.slice(0, slash);
+    const start = prefix.slice(slash + 1);
+    let entries: fs.Dirent[];
+    try {
+      entries = await fsp.readdir(path.join(this.root, ...dir.split('/').filter(Boolean)), { withFileTypes: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ENOTDIR') return [];
+      throw fsError(error, `list ${prefix}`);
+    }
+    return entries
+      .filter((e) => e.name.startsWith(start) && (e.isDirectory() || (e.isFile() && !e.name.endsWith(TEMP_SUFFIX))))
+      .map((e) => e.name.slice(start.length))
+      .sort();
+  }
+
   async delete(key: string): Promise<void> {
     try {
       await fsp.rm(this.pathOf(key), { force: true });

@@ -3,7 +3,8 @@
  * of the metadata with what the targets hold.
  *
  * - Collect: packs whose live bytes (kept by SQLite triggers) reach zero are
- *   marked `deleting`, committed, then deleted; packs with at most
+ *   marked `deleting`, committed, then deleted once no restore point kept by
+ *   metadata replication can still read them (TierContext.holdsPack); packs with at most
  *   repackLiveFractionMax of their bytes live are repacked (their live
  *   extents move to a new pack; the old ones die and go at the next pass).
  * - Recover (at start): uploads that never committed and deletions that
@@ -52,9 +53,9 @@ export class GarbageCollector {
   async collect(): Promise<number> {
     const { meta, flash, targets, counters, crypto } = this.ctx;
     const dead = meta.sparsePacks(0, constants.gcPackCountMax).filter((p) => p.liveBytes === 0);
-    if (dead.length > 0) meta.mutate(() => dead.forEach((p) => meta.setPackState(p.packId, 'deleting')));
+    if (dead.length > 0) meta.mutate(() => dead.forEach((p) => meta.markPackDead(p.packId)));
     let deleted = 0;
-    const doomed = meta.packsInState('deleting');
+    const doomed = meta.packsInState('deleting').filter((p) => !this.ctx.holdsPack(p.deadSeq));
     if (doomed.length > 0) await flash.commit(); // no object goes before the commit that lets it go
     for (const p of doomed) {
       const target = targets.find(p.target);
@@ -122,7 +123,7 @@ export class GarbageCollector {
   /** Finish what a crash interrupted: uploads that never committed, deletions that never finished. */
   async recover(): Promise<void> {
     const { meta, flash, targets, counters, crypto } = this.ctx;
-    const unfinished = [...meta.packsInState('uploading'), ...meta.packsInState('deleting')];
+    const unfinished = [...meta.packsInState('uploading'), ...meta.packsInState('deleting').filter((p) => !this.ctx.holdsPack(p.deadSeq))];
     for (const p of unfinished) {
       const target = targets.find(p.target);
       try {
@@ -132,7 +133,7 @@ export class GarbageCollector {
         counters.orphanPackCount += p.state === 'uploading' ? 1 : 0;
       } catch (error) {
         if (target) target.lastError = errorText(error);
-        meta.mutate(() => meta.setPackState(p.packId, 'deleting')); // GC retries it
+        if (p.state === 'uploading') meta.mutate(() => meta.setPackState(p.packId, 'deleting')); // GC retries it
         log.warn('could not delete an unfinished pack yet', { pack: p.packId, target: p.target, error: errorText(error) });
       }
     }

@@ -27,6 +27,8 @@ export interface ObjectStore {
   head(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined>;
   /** Every key under `prefix` (a key prefix, not a directory), in any order. */
   list(prefix: string, signal?: AbortSignal): AsyncIterable<ObjectInfo>;
+  /** The distinct names one level below `prefix` ("" or ending in "/"): what lies up to the next "/" (a delimited listing). */
+  listNames(prefix: string, signal?: AbortSignal): Promise<string[]>;
   /** Remove `key`; removing a missing key succeeds. */
   delete(key: string, signal?: AbortSignal): Promise<void>;
   /** Release sockets and timers. */
@@ -90,6 +92,13 @@ export async function collectBody(key: string, body: AsyncIterable<Uint8Array>, 
   if (expectedBytes !== undefined && received !== expectedBytes)
     throw new ObjectStoreError('Transient', `get ${key}: ${received} bytes received, ${expectedBytes} expected`);
   return into ?? Buffer.concat(chunks, received);
+}
+
+/** The names one level below `prefix` among `keys` (for backends that list flat). */
+export function namesBelow(prefix: string, keys: Iterable<string>): string[] {
+  const names = new Set<string>();
+  for (const key of keys) if (key.startsWith(prefix)) names.add(key.slice(prefix.length).split('/')[0]);
+  return [...names].sort();
 }
 
 export { openObjectStore, parseTargetUrl, type TargetUrl } from './targets';

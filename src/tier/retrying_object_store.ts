@@ -116,6 +116,10 @@ export class RetryingObjectStore implements ObjectStore {
     yield* all;
   }
 
+  listNames(prefix: string, signal?: AbortSignal): Promise<string[]> {
+    return this.attempt(`list ${prefix}`, signal, (s) => this.inner.listNames(prefix, s));
+  }
+
   delete(key: string, signal?: AbortSignal): Promise<void> {
     return this.attempt(`delete ${key}`, signal, (s) => this.inner.delete(key, s));
   }

@@ -174,6 +174,27 @@ export class S3ObjectStore implements ObjectStore {
     } while (token);
   }
 
+  async listNames(prefix: string, signal?: AbortSignal): Promise<string[]> {
+    const names = new Set<string>();
+    let token: string | undefined;
+    do {
+      let out;
+      try {
+        out = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.options.bucket, Prefix: this.keyOf(prefix), Delimiter: '/', ContinuationToken: token }),
+          { abortSignal: signal },
+        );
+      } catch (error) {
+        throw s3Error(error, `list ${prefix}`);
+      }
+      const start = this.keyOf(prefix).length;
+      for (const p of out.CommonPrefixes ?? []) if (p.Prefix) names.add(p.Prefix.slice(start).replace(/\/$/, ''));
+      for (const item of out.Contents ?? []) if (item.Key) names.add(item.Key.slice(start));
+      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+    } while (token);
+    return [...names].sort();
+  }
+
   async delete(key: string, signal?: AbortSignal): Promise<void> {
     try {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.options.bucket, Key: this.keyOf(key) }), { abortSignal: signal });

@@ -12,6 +12,7 @@ export { describePack, packIdOfKey, packKey, packKeyPrefix, parseEncryptionKey }
 export { checkUploadConcurrency, checkWatermarks } from './policy';
 export { defaultPrices, parsePrices, type Prices, type SimulationResult } from './simulate';
 export * from './object_store';
+export { defaultReplicationOptions, type ReplicationOptions, type ReplicationStatus } from './replication';
 
 /** The object store of a target URL, with the standard retry policy around it (its waits on `clock`). */
 export function openTarget(url: string, deadlineMs: number = constants.objectDeadlineMs, clock: Clock = systemClock): RetryingObjectStore {

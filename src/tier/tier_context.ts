@@ -14,6 +14,7 @@ import type { FlashStore } from '../store/store';
 import type { HeatTracker } from './heat';
 import type { ObjectStore } from './object_store';
 import type { PackCrypto } from './pack';
+import type { ReplicationOptions } from './replication';
 import type { TargetSet } from './target_set';
 
 export interface TieringOptions {
@@ -38,6 +39,8 @@ export interface TieringOptions {
   clock: Clock;
   /** Random bytes for pack ids and nonces (default: the system's CSPRNG; the simulation's is seeded). */
   randomBytes: (bytes: number) => Buffer;
+  /** Replicate the metadata to the default target (null: not at all; serve turns it on by default). */
+  replication: ReplicationOptions | null;
 }
 
 export const defaultTieringOptions = {
@@ -52,6 +55,7 @@ export const defaultTieringOptions = {
   scanIntervalMs: constants.tierScanIntervalMs,
   clock: systemClock,
   randomBytes,
+  replication: null,
 } satisfies Partial<TieringOptions>;
 
 export interface TierCounters {
@@ -118,6 +122,8 @@ export interface TierContext {
   policyOf(ino: Ino): PolicyRecord;
   /** The path of an inode from the root, or undefined when it has no name left. */
   pathOf(ino: Ino): string | undefined;
+  /** Whether a pack marked dead at `deadSeq` must stay in the bucket for a restore point kept (replication's retention). */
+  holdsPack(deadSeq: number | null): boolean;
   /** True once the engine is stopping: long loops end at their next step. */
   readonly stopped: boolean;
   /** Flash use above which eviction runs, and the use it brings it down to. */

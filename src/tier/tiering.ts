@@ -29,7 +29,7 @@ import type { Timer } from '../clock';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import { log } from '../log';
-import { ROOT_INO, residencyOf, type Extent, type Ino, type MetaStore, type PolicyMode, type PolicyRecord } from '../meta/meta_store';
+import { pathOfInode, ROOT_INO, residencyOf, type Extent, type Ino, type MetaStore, type PolicyMode, type PolicyRecord } from '../meta/meta_store';
 import type { FlashStore } from '../store/store';
 import { Destager, keepsOnFlash, type DestageRequest } from './destage';
 import { Evictor } from './eviction';
@@ -38,6 +38,7 @@ import { HeatTracker } from './heat';
 import type { PackCrypto } from './pack';
 import { checkWatermarks, PolicySet, validatePolicy } from './policy';
 import { Recaller } from './recall';
+import { Replicator, type ReplicationStatus } from './replication';
 import { Simulation, type Prices, type SimulationResult } from './simulate';
 import { RateMeter } from './stats';
 import { TargetSet, type Target } from './target_set';
@@ -88,6 +89,8 @@ export class TieringEngine {
   private failedTickCount = 0;
   private backoffUntilMs = 0;
   private background: Promise<void> | undefined;
+  /** Metadata replication to the default target, when on. */
+  private readonly replicator: Replicator | undefined;
 
   constructor(
     readonly flash: FlashStore,
@@ -115,6 +118,7 @@ export class TieringEngine {
       targets: this.targets,
       heat: this.heat,
       policyOf: (ino) => this.policyOf(ino),
+      holdsPack: (deadSeq) => this.replicator?.holdsPack(deadSeq) ?? false,
       pathOf: (ino) => this.pathOf(ino),
       get stopped() {
         return engine.stopped;
@@ -130,6 +134,11 @@ export class TieringEngine {
     this.evictor = new Evictor(ctx, (bytesMax) => this.destager.destage({ urgent: true, bytesMax }));
     this.recaller = new Recaller(ctx, () => this.evictor.makeRoom());
     this.gc = new GarbageCollector(ctx, this.destager, this.recaller);
+    if (options.replication) {
+      this.replicator = new Replicator(this.meta, () => this.targets.get('default').store, this.crypto, clock, options.replication, () => this.flash.commit());
+    } else if (this.meta.setReplicated(false)) {
+      log.warn('metadata replication is off: the bucket no longer follows the metadata (a snapshot is taken when it is turned on again)');
+    }
   }
 
   get fsUuid(): string {
@@ -153,6 +162,7 @@ export class TieringEngine {
   /** Attach to the flash store, finish what a crash interrupted, and start the background loop. */
   async start(): Promise<void> {
     await this.gc.recover();
+    await this.replicator?.start();
     this.flash.tier = {
       readFromPack: (e, from, length) => this.recaller.read(e, from, length),
       extentRead: (e) => this.recordRead(e),
@@ -177,6 +187,7 @@ export class TieringEngine {
     await this.background;
     await this.recaller.settle();
     this.flushHeat();
+    await this.replicator?.stop();
     this.flash.tier = undefined;
     await this.targets.close();
   }
@@ -220,6 +231,21 @@ export class TieringEngine {
         },
       )
       .finally(() => (this.ticking = undefined));
+  }
+
+  // ---- metadata replication ----
+
+  /** Where replication stands (undefined when it is off), with the pack bytes kept only for restore points. */
+  replicationStatus(): (ReplicationStatus & { heldForRetentionBytes: number }) | undefined {
+    if (!this.replicator) return undefined;
+    const held = this.meta.packsInState('deleting').filter((p) => this.replicator!.holdsPack(p.deadSeq));
+    return { ...this.replicator.status(), heldForRetentionBytes: held.reduce((sum, p) => sum + p.storedBytes, 0) };
+  }
+
+  /** Resolves once every change committed so far is in the bucket. */
+  async flushReplication(): Promise<void> {
+    if (!this.replicator) throw new TierfsError('USAGE', 'metadata replication is off');
+    await this.replicator.flush();
   }
 
   // ---- targets ----
@@ -290,16 +316,7 @@ export class TieringEngine {
 
   /** The path of an inode from the root (its first link), or undefined when it has no name left. */
   pathOf(ino: Ino): string | undefined {
-    const names: string[] = [];
-    let at = ino;
-    for (let depth = 0; at !== ROOT_INO; depth++) {
-      if (depth > 4096) return undefined;
-      const link = this.meta.firstLink(at);
-      if (!link) return undefined;
-      names.push(link.name);
-      at = link.parent;
-    }
-    return `/${names.reverse().join('/')}`;
+    return pathOfInode(this.meta, ino);
   }
 
   policyOf(ino: Ino): PolicyRecord {

@@ -7,7 +7,7 @@
 import type { SimulatedClock } from '../../src/clock';
 import { SimulatedDevice } from '../../src/device/device';
 import type { FlashDevice } from '../../src/device/device';
-import { ObjectStoreError, type ObjectInfo, type ObjectStore } from '../../src/tier/object_store';
+import { namesBelow, ObjectStoreError, type ObjectInfo, type ObjectStore } from '../../src/tier/object_store';
 
 /** A promise that never settles (each one new, so that nothing keeps a dead incarnation alive). */
 const never = <T>(): Promise<T> => new Promise<T>(() => undefined);
@@ -220,6 +220,12 @@ export class SimObjectStore implements ObjectStore {
     for (const [key, untilMs] of this.bucket.deletedUntilMs) if (key.startsWith(prefix) && untilMs > now && !this.bucket.objects.has(key)) items.push({ key, sizeBytes: 0 });
     items.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     yield* items;
+  }
+
+  async listNames(prefix: string, signal?: AbortSignal): Promise<string[]> {
+    const keys: string[] = [];
+    for await (const item of this.list(prefix, signal)) keys.push(item.key);
+    return namesBelow(prefix, keys);
   }
 
   async delete(key: string, signal?: AbortSignal): Promise<void> {
