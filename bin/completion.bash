@@ -6,9 +6,10 @@
 _tierfs_flags() {
   case "$1" in
     format) echo --flash --meta --size --target --encryption-key --force ;;
-    serve) echo --flash --meta --mount --config --target --encryption-key --admin-socket --cool-after --metrics --attr-timeout --no-direct --discard ;;
+    serve) echo --flash --meta --mount --config --target --encryption-key --admin-socket --cool-after --metrics --attr-timeout --metadata-rpo --no-direct --discard ;;
+    restore) echo --target --flash --meta --size --at --uuid --encryption-key --discard-later --list --json ;;
     firstboot) echo --conf --user-data --config --state --sys --mountinfo --dev ;;
-    status | stat | heat) echo --json --socket ;;
+    status | stat | heat | lost) echo --json --socket ;;
     destage | recall) echo --wait --socket ;;
     release) echo --socket ;;
     pin) echo --recursive --wait --socket ;;
@@ -34,7 +35,7 @@ _tierfs_subcommands() {
 
 _tierfs() {
   local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
-  local commands='format serve firstboot status stat heat destage recall release pin unpin policy fsck watermark target'
+  local commands='format serve firstboot restore status stat heat destage recall release pin unpin policy fsck watermark target lost'
   if [ "$COMP_CWORD" -eq 1 ]; then
     COMPREPLY=($(compgen -W "$commands --help" -- "$cur"))
     return

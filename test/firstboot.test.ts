@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { chooseFlashNamespace, discoverNvme } from '../src/device/nvme';
 import { firstboot, parseSettings } from '../src/daemon/firstboot';
+import { formatFlashPath, openFileSystem, ROOT_CREDENTIALS, ROOT_INO } from '../src/fs/fs';
 import { runCli } from './helpers/daemon';
 import { scratchDir } from './helpers/fs';
 
@@ -215,4 +216,44 @@ t.test('first boot through the CLI, end to end', async (t) => {
   const again = runCli(['firstboot', '--user-data', p.userDataFile, '--conf', p.confFile, '--config', p.configFile, '--state', p.stateDir, '--sys', m.sys, '--mountinfo', m.mountinfo, '--dev', m.dev], tools);
   t.equal(again.status, 1);
   t.match(again.stderr, /first boot already done/);
+});
+
+t.test('first boot on a replaced instance: the target already holds the file system, so it is restored, not formatted', async (t) => {
+  // The first appliance: a file system replicated to the target, then gone.
+  const objects = path.join(scratchDir(t), 'objects');
+  const url = `file://${objects}`;
+  const old = scratchDir(t);
+  await formatFlashPath(path.join(old, 'flash'), path.join(old, 'meta'), { sizeBytes: 64 * 2 ** 20, target: url });
+  const opened = await openFileSystem(path.join(old, 'flash'), path.join(old, 'meta'), {
+    commitIntervalMs: 0,
+    tier: { scanIntervalMs: 0, replication: { rpoMs: 1000, retentionMs: 86_400_000, snapshotLogBytes: 2 ** 26, snapshotIntervalMs: 86_400_000 } },
+  });
+  const { attr, fh } = await opened.fs.create(ROOT_INO, 'kept', 0o644, 2, ROOT_CREDENTIALS);
+  await opened.fs.write(fh, 0, Buffer.from('from the old instance'));
+  await opened.fs.release(fh);
+  await opened.tier!.destage({ ino: attr.ino });
+  await opened.tier!.flushReplication();
+  const uuid = opened.tier!.fsUuid;
+  await opened.close();
+
+  // A new instance, its user data naming the same target: restore.
+  const m = fakeMachine(t, aws, [['259:1', '/']]);
+  const p = paths(m);
+  fs.writeFileSync(p.userDataFile, JSON.stringify({ tierfs: { target: url, mount: path.join(m.root, 'mnt') } }));
+  const result = await firstboot(p, { probeTarget: async () => undefined, ensureGroup: () => undefined });
+  t.match(result, { formatted: false, restored: uuid }, 'restored instead of formatted');
+  const served = await openFileSystem(result.flash, path.join(p.stateDir, 'meta'), { commitIntervalMs: 0, tier: { scanIntervalMs: 0 } });
+  t.teardown(() => served.close().catch(() => undefined));
+  const ino = (await served.fs.lookup(ROOT_INO, 'kept', ROOT_CREDENTIALS)).ino;
+  const rh = await served.fs.open(ino, 0, ROOT_CREDENTIALS);
+  t.equal((await served.fs.read(rh, 0, 100)).toString(), 'from the old instance', 'its data reads back from the bucket');
+  await served.fs.release(rh);
+  await served.close();
+
+  // "restore": false on another new instance: refused, nothing formatted.
+  const n = fakeMachine(t, aws, [['259:1', '/']]);
+  const q = paths(n);
+  fs.writeFileSync(q.userDataFile, JSON.stringify({ tierfs: { target: url, restore: false } }));
+  await t.rejects(firstboot(q, { probeTarget: async () => undefined, ensureGroup: () => undefined }), /already holds file system .* "restore" is false/);
+  t.notOk(fs.existsSync(path.join(q.stateDir, 'meta', 'tierfs.db')), 'nothing formatted');
 });

@@ -75,7 +75,36 @@ async function status(argv: string[]): Promise<void> {
       `target     ${t.name}: ${t.url}${t.encrypted ? ' (encrypted)' : ''}: ${t.reachable ? 'reachable' : `UNREACHABLE: ${t.lastError}`}` +
         (targets.length > 1 ? `, ${t.count} pack(s)` : ''),
     );
+  const m = r.replication;
+  if (m)
+    lines.push(
+      `metadata   in the bucket ${m.lagMs === 0 ? 'up to date' : `${(m.lagMs / 1000).toFixed(1)} s behind`} (bound ${m.rpoMs / 1000} s)` +
+        (m.snapshotMs === null ? ', no snapshot yet' : `, snapshot ${new Date(m.snapshotMs).toISOString()}`) +
+        (m.oldestPointMs === null ? '' : `, restorable back to ${new Date(m.oldestPointMs).toISOString()}`) +
+        `, ${m.putsLastHour} PUTs in the last hour (log at most ${m.logPutsPerHourMax}/h)` +
+        (m.heldForRetentionBytes > 0 ? `, ${formatBytes(m.heldForRetentionBytes)} of dead packs kept for restore points` : '') +
+        (m.lastError ? `: FAILING: ${m.lastError}` : ''),
+    );
+  else if (targets.length > 0) lines.push('metadata   not replicated (metadataRpo off): the bucket alone cannot rebuild this file system');
+  if (r.lost.fileCount > 0) lines.push(`LOST       ${r.lost.fileCount} file(s), ${formatBytes(r.lost.bytes)} were only on a lost flash tier: see tierfs lost`);
   lines.push(`policies   ${r.policyCount}, pinned files ${r.pinnedFileCount}`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+async function lost(argv: string[]): Promise<void> {
+  const command = parse(argv, 'lost', { json: { type: 'boolean' } });
+  if (!command) return;
+  noArguments(command.positionals, 'lost');
+  const r = await call(command.socket, 'GET /v1/lost');
+  if (command.values.json) return printJson(r);
+  if (r.files.length === 0) return void process.stdout.write('no lost data\n');
+  const lines = [`${'WRITTEN'.padEnd(24)} ${'LOST'.padStart(10)}  PATH (RANGES)`];
+  for (const f of r.files) {
+    const bytes = f.ranges.reduce((sum, x) => sum + x.lengthBytes, 0);
+    const ranges = f.ranges.map((x) => `${x.fileOffsetBytes}-${x.fileOffsetBytes + x.lengthBytes}`).join(', ');
+    lines.push(`${new Date(f.writtenMs).toISOString().padEnd(24)} ${formatBytes(bytes).padStart(10)}  ${f.path ?? `(inode ${f.ino}, no name left)`} (${ranges})`);
+  }
+  if (r.truncated) lines.push(`(first ${r.files.length} files)`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
@@ -455,4 +484,5 @@ export const daemonCommands: Record<string, (argv: string[]) => Promise<void>> =
   fsck,
   watermark,
   target,
+  lost,
 };

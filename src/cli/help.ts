@@ -14,7 +14,10 @@ residency (flash only, both, object only); packs (count, stored, live,
 garbage); the destage queue and rate; recall rate, latency, GETs and GETs
 per GiB recalled (since the start and over the last minute: what the
 bucket bills), bytes fetched ahead of readers; errors; the object target
-and its health; policies and pinned files.
+and its health; metadata replication (how far the bucket is behind, the
+latest snapshot, how far back restore points go, PUTs in the last hour,
+bytes of dead packs kept for restore points); files lost with a flash tier;
+policies and pinned files.
 
   --json   the whole report (stable fields: flash.capacityBytes,
            flash.usedBytes, residency.flashOnlyBytes, residency.bothBytes,
@@ -215,6 +218,21 @@ Examples:
   tierfs policy add old --path '/archive/**' --mode auto --cool-after 30d --target archive
   tierfs target test archive
   tierfs target list
+${socketHelp}
+`,
+  lost: `Usage: tierfs lost [--json] [--socket PATH]
+
+Files whose newest data was only on a flash tier that was lost (a blank
+disk found at start in place of the flash tier, or a restore from the
+bucket of data written after its last upload): path, the lost byte ranges
+and when the file was last written.  Reading a lost range fails with EIO,
+never zeros; writing whole blocks over it, truncating the file or removing
+it ends that.  At most 10,000 files are listed (the count in tierfs status
+is exact).
+
+Examples:
+  tierfs lost
+  tierfs lost --json | jq -r '.files[].path'
 ${socketHelp}
 `,
 };

@@ -10,12 +10,45 @@ import { constants } from '../constants';
 import { readEncryptionKey, serveForeground, type ServeConfig } from '../daemon/daemon';
 import { defaultFirstbootPaths, firstboot, type FirstbootPaths } from '../daemon/firstboot';
 import { TierfsError } from '../errors';
-import { formatFlashPath } from '../fs/fs';
+import { formatFlashPath, listFileSystems, restoreFileSystem } from '../fs/fs';
 import { parseMetricsAddress } from '../daemon/metrics';
 import { checkUploadConcurrency, checkWatermarks, openTarget, parseDuration, parsePrices, parseTargetUrl, probeStore } from '../tier/tier';
 import { noArguments, parseOptions, parseSize, required } from './args';
 
 const help = {
+  restore: `Usage: tierfs restore --target URL --flash PATH --meta DIR [--at TIME]
+                      [--uuid UUID] [--encryption-key FILE] [--size SIZE]
+                      [--discard-later]
+       tierfs restore --list --target URL [--json]
+
+Rebuild a file system from its bucket alone, onto a blank flash tier and an
+empty metadata directory: the metadata from the newest restore point (or the
+last one at or before --at), every file then read from its packs on demand
+(nothing is downloaded in bulk).  Data that was not yet in a pack at that
+point is lost and listed by tierfs lost once served.  Then: tierfs serve.
+
+  --target URL     the object target the file system replicated to
+  --flash PATH     a blank device or file, or a new file (created with --size)
+  --meta DIR       an empty or missing directory
+  --at TIME        2026-12-01T10:00:00Z, or a duration ago (2h, 3d)
+  --uuid UUID      which file system, when the target holds several
+  --encryption-key FILE  the file system's key, when it encrypts
+  --size SIZE      size of a new flash file (default 4G)
+  --discard-later  restoring to a point older than the newest drops the newer
+                   ones (another history); refused without this flag
+  --list           the file systems in the target and their restore points
+
+Everything is checked before anything is written: a flash tier or metadata
+directory holding anything, a missing or damaged object, a gap in the log, a
+foreign object under meta/, a wrong key: one line, nothing written anywhere.
+Only the file system's own meta/ prefix is listed (and, to find it, the
+target's top level).
+
+Examples:
+  tierfs restore --list --target s3://my-bucket/tierfs
+  tierfs restore --target s3://my-bucket/tierfs --flash /dev/nvme1n1 --meta /var/lib/tierfs/meta
+  tierfs restore --target file:///srv/objects --flash ./flash --meta ./meta --at 2026-12-01T10:00:00Z --discard-later
+`,
   format: `Usage: tierfs format --flash PATH --meta DIR [--size SIZE] [--target URL]
                      [--encryption-key FILE] [--force]
 
@@ -66,7 +99,9 @@ serves is refused.  If the daemon dies, fusermount3 unmounts it.
                    at once, 1-16, default 2), metrics (HOST:PORT on
                    loopback), prices (object storage prices for policy
                    simulate: {"currency": "USD", "storagePerGiBMonth": 0.023,
-                   "getPer1000": 0.0004, "egressPerGiB": 0}, each optional)
+                   "getPer1000": 0.0004, "egressPerGiB": 0}, each optional),
+                   metadataRpo (default "10s"; "off" stops replication),
+                   metadataRetention (default "7d", at least "1h")
   --target URL     the object target (default: the one given to format; a
                    file system formatted without one gets it recorded now)
   --encryption-key FILE  the key given to format --encryption-key
@@ -74,6 +109,14 @@ serves is refused.  If the daemon dies, fusermount3 unmounts it.
   --cool-after DURATION  cooling period of the default policy (default 1h)
   --metrics HOST:PORT    serve Prometheus metrics at http://HOST:PORT/metrics;
                          loopback addresses only (off by default)
+  --metadata-rpo DURATION|off  every committed metadata change is in the
+                         bucket within this (default 10s): a snapshot now and
+                         then and a log of every change between, under
+                         <fs-uuid>/meta/, encrypted with the pack key; at most
+                         one log PUT per half of it, none when idle.  Restore
+                         points are kept metadataRetention (7d); dead packs a
+                         kept point still reads stay until it expires.  "off":
+                         the bucket alone can no longer rebuild the file system
   --attr-timeout SECONDS  how long the kernel caches names and attributes
                          (0-3600, default 1; config key attrTimeout)
   --no-direct      use buffered I/O on the flash tier instead of O_DIRECT
@@ -95,7 +138,9 @@ settings from --conf (default /etc/tierfs/tierfs.conf) and cloud user data
 (--user-data, default /var/lib/cloud/instance/user-data.txt, when it is a
 JSON object: {"tierfs": {...}}), choose the flash tier among the NVMe
 namespaces that hold no mounted file system (instance-store disks first),
-format it (a namespace holding data is refused), write the daemon's config
+format it (a namespace holding data is refused) or, when the target already
+holds a file system with replicated metadata, restore that one onto it
+instead (the instance was replaced: see tierfs restore), write the daemon's config
 (--config, default /etc/tierfs/tierfs.json), create the group tierfs and the
 mount point, and record that it is done in --state (default /var/lib/tierfs,
 which also holds the metadata).  Any error is one line and changes nothing.
@@ -104,7 +149,9 @@ Settings (JSON; all optional): target (URL; default a directory under
 --state), encryptionKeyFile, flashDevice (skip discovery), mount (default
 /mnt/tierfs), coolAfter, recallTimeout, watermarkHighPercent,
 watermarkLowPercent, compress, uploadConcurrency, metrics, prices, allowOther
-(default true).  See docs/deploy.md.
+(default true), restore (default true; false refuses a target that already
+holds a file system), restoreUuid (which one, when it holds several).  See
+docs/deploy.md.
 
 --sys, --mountinfo and --dev read another sysfs tree, mount table and /dev
 (tests).
@@ -144,7 +191,7 @@ async function firstbootCommand(argv: string[]): Promise<void> {
   });
   process.stdout.write(
     `first boot done: flash tier ${result.flash}${result.namespace ? ` (${result.namespace.model}, ${(result.namespace.sizeBytes / 2 ** 30).toFixed(1)} GiB)` : ''}` +
-      `${result.formatted ? ' formatted' : ' kept'}, target ${result.config.target}, mount ${result.config.mount}, config ${paths.configFile}\n`,
+      `${result.restored ? ` holds file system ${result.restored}, restored from the target` : result.formatted ? ' formatted' : ' kept'}, target ${result.config.target}, mount ${result.config.mount}, config ${paths.configFile}\n`,
   );
 }
 
@@ -198,7 +245,7 @@ function readConfig(file: string): ServeConfig {
     throw new TierfsError('USAGE', `--config ${file}: expected a JSON object`);
   const strings = ['flash', 'meta', 'mount', 'target', 'encryptionKeyFile', 'adminSocket', 'metrics'];
   const booleans = ['allowOther', 'direct', 'discard', 'compress'];
-  const durations = ['coolAfter', 'recallTimeout', 'packWait'];
+  const durations = ['coolAfter', 'recallTimeout', 'packWait', 'metadataRpo', 'metadataRetention'];
   const percents = ['watermarkHighPercent', 'watermarkLowPercent'];
   const allowed = [...strings, ...booleans, ...durations, ...percents, 'uploadConcurrency', 'prices', 'attrTimeout'];
   const config = parsed as Record<string, unknown>;
@@ -221,7 +268,7 @@ function readConfig(file: string): ServeConfig {
       throw new TierfsError('USAGE', `--config ${file}: "${key}" must be a ${durations.includes(key) ? 'duration such as "1h"' : 'number'}`);
   }
   if (config.uploadConcurrency !== undefined) checkUploadConcurrency(config.uploadConcurrency, `--config ${file}: "uploadConcurrency"`);
-  const { coolAfter, recallTimeout, packWait, prices, attrTimeout, ...rest } = config;
+  const { coolAfter, recallTimeout, packWait, prices, attrTimeout, metadataRpo, metadataRetention, ...rest } = config;
   const serveConfig = rest as unknown as ServeConfig;
   if (attrTimeout !== undefined) serveConfig.attrTimeoutS = parseAttrTimeout(attrTimeout, `--config ${file}: attrTimeout`);
   try {
@@ -232,6 +279,8 @@ function readConfig(file: string): ServeConfig {
   if (coolAfter !== undefined) serveConfig.coolAfterMs = parseDuration(String(coolAfter), `--config ${file}: coolAfter`);
   if (packWait !== undefined) serveConfig.packWaitMs = parseDuration(String(packWait), `--config ${file}: packWait`);
   if (recallTimeout !== undefined) serveConfig.recallTimeoutMs = parseDuration(String(recallTimeout), `--config ${file}: recallTimeout`);
+  if (metadataRpo !== undefined) serveConfig.metadataRpoMs = parseRpo(String(metadataRpo), `--config ${file}: metadataRpo`);
+  if (metadataRetention !== undefined) serveConfig.metadataRetentionMs = parseDuration(String(metadataRetention), `--config ${file}: metadataRetention`);
   if (serveConfig.target !== undefined) parseTargetUrl(serveConfig.target);
   checkServeConfig(serveConfig, `--config ${file}`);
   return serveConfig;
@@ -244,7 +293,17 @@ function parseAttrTimeout(value: unknown, where: string): number {
   return seconds;
 }
 
+/** "off", or a duration from 1 s to 1 h. */
+function parseRpo(text: string, what: string): number | null {
+  if (text === 'off') return null;
+  const ms = parseDuration(text, what);
+  if (ms < 1000 || ms > 3_600_000) throw new TierfsError('USAGE', `${what}: from 1s to 1h, or "off"`);
+  return ms;
+}
+
 function checkServeConfig(config: ServeConfig, where: string): void {
+  if (config.metadataRetentionMs !== undefined && config.metadataRetentionMs < 3_600_000)
+    throw new TierfsError('USAGE', `${where}: metadataRetention must be at least 1h`);
   checkWatermarks(config.watermarkHighPercent ?? constants.watermarkHighPercentDefault, config.watermarkLowPercent ?? constants.watermarkLowPercentDefault, where);
   if (config.recallTimeoutMs !== undefined && config.recallTimeoutMs < 100) throw new TierfsError('USAGE', `${where}: recallTimeout must be at least 100ms`);
   if (config.metrics !== undefined) parseMetricsAddress(config.metrics, `${where}: metrics`);
@@ -264,6 +323,7 @@ async function serve(argv: string[]): Promise<void> {
     'cool-after': { type: 'string' },
     metrics: { type: 'string' },
     'attr-timeout': { type: 'string' },
+    'metadata-rpo': { type: 'string' },
   });
   if (values.help) return void process.stdout.write(help.serve);
   noArguments(positionals, 'serve');
@@ -286,14 +346,90 @@ async function serve(argv: string[]): Promise<void> {
   if (values['cool-after'] !== undefined) config.coolAfterMs = parseDuration(values['cool-after'], '--cool-after');
   if (values.metrics !== undefined) config.metrics = values.metrics;
   if (values['attr-timeout'] !== undefined) config.attrTimeoutS = parseAttrTimeout(values['attr-timeout'], '--attr-timeout');
+  if (values['metadata-rpo'] !== undefined) config.metadataRpoMs = parseRpo(values['metadata-rpo'], '--metadata-rpo');
   checkServeConfig(config, 'serve');
   if (fs.existsSync(config.mount) && !fs.statSync(config.mount).isDirectory())
     throw new TierfsError('USAGE', `serve: mount point ${config.mount} is not a directory`);
   await serveForeground(config);
 }
 
+/** A time for --at: ISO 8601 ("2026-12-01T10:00:00Z"), or a duration ago ("2h" = two hours ago). */
+function parseTime(text: string, what: string): number {
+  if (/^\d{4}-\d{2}-\d{2}/.test(text)) {
+    const ms = Date.parse(text);
+    if (Number.isNaN(ms)) throw new TierfsError('USAGE', `${what}: "${text}" is not a date and time (2026-12-01T10:00:00Z, or a duration ago such as 2h)`);
+    return ms;
+  }
+  return Date.now() - parseDuration(text, what);
+}
+
+async function restore(argv: string[]): Promise<void> {
+  const { values, positionals } = parseOptions(argv, {
+    target: { type: 'string' },
+    flash: { type: 'string' },
+    meta: { type: 'string' },
+    size: { type: 'string' },
+    at: { type: 'string' },
+    uuid: { type: 'string' },
+    'encryption-key': { type: 'string' },
+    'discard-later': { type: 'boolean' },
+    list: { type: 'boolean' },
+    json: { type: 'boolean' },
+  });
+  if (values.help) return void process.stdout.write(help.restore);
+  noArguments(positionals, 'restore');
+  const url = required(values, 'target', 'restore');
+  parseTargetUrl(url);
+  if (values.list) {
+    for (const name of ['flash', 'meta', 'size', 'at', 'encryption-key', 'discard-later'] as const)
+      if (values[name] !== undefined) throw new TierfsError('USAGE', `restore --list: --${name} does not apply`);
+  }
+  const flash = values.list ? '' : required(values, 'flash', 'restore');
+  const meta = values.list ? '' : required(values, 'meta', 'restore');
+  const sizeBytes = values.size === undefined ? undefined : parseSize(values.size, '--size');
+  if (sizeBytes !== undefined && (sizeBytes < constants.flashSizeBytesMin || sizeBytes % constants.blockSizeBytes !== 0))
+    throw new TierfsError('USAGE', `--size: at least ${constants.flashSizeBytesMin / 2 ** 20} MiB, a multiple of ${constants.blockSizeBytes} bytes`);
+  const atMs = values.at === undefined ? undefined : parseTime(values.at, '--at');
+  const encryptionKey = values['encryption-key'] === undefined ? undefined : readEncryptionKey(values['encryption-key']);
+  const store = openTarget(url);
+  try {
+    if (values.list) {
+      const found = await listFileSystems(store);
+      if (values.json) return void process.stdout.write(`${JSON.stringify(found, null, 2)}\n`);
+      if (found.length === 0) return void process.stdout.write(`no file system with replicated metadata in ${url}\n`);
+      for (const f of found) {
+        const newest = f.points[f.points.length - 1];
+        process.stdout.write(
+          `${f.fsUuid}${f.encrypted ? ' (encrypted)' : ''}: ${f.points.length} restore point(s)` +
+            (newest ? `, ${new Date(f.points[0].timeMs).toISOString()} to ${new Date(newest.timeMs).toISOString()}` : ', none complete') +
+            (f.foreignCount > 0 ? `; ${f.foreignCount} object(s) under its meta/ not written by tierfs` : '') +
+            '\n',
+        );
+      }
+      return;
+    }
+    const r = await restoreFileSystem({
+      store, targetUrl: url, flash, metaDir: meta, sizeBytes, atMs, fsUuid: values.uuid, encryptionKey, discardLater: values['discard-later'],
+    });
+    process.stdout.write(
+      `restored file system ${r.fsUuid} as of ${new Date(r.point.timeMs).toISOString()} (change ${r.point.seq}, ${r.recordCount} log records after the snapshot)` +
+        ` into ${meta} with a new flash tier ${flash}; ${formatBytesShort(r.loss.keptBytes)} will be read from packs on demand` +
+        (r.loss.lostFileCount > 0 ? `; ${r.loss.lostFileCount} file(s) had ${formatBytesShort(r.loss.lostBytes)} not yet in packs: lost (tierfs lost once served)` : '') +
+        (r.discardedObjectCount > 0 ? `; ${r.discardedObjectCount} later metadata object(s) discarded` : '') +
+        `\nserve it with: tierfs serve --flash ${flash} --meta ${meta} --mount DIR${encryptionKey ? ' --encryption-key FILE' : ''}\n`,
+    );
+  } finally {
+    await store.close();
+  }
+}
+
+function formatBytesShort(bytes: number): string {
+  return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : bytes >= 2 ** 20 ? `${(bytes / 2 ** 20).toFixed(1)} MiB` : `${bytes} bytes`;
+}
+
 export const localCommands = {
   format,
   serve,
+  restore,
   firstboot: firstbootCommand,
 } satisfies Record<string, (argv: string[]) => Promise<void>>;

@@ -1,5 +1,5 @@
 /**
- * The `tierfs` command.  `format`, `serve` and `firstboot` work on the flash
+ * The `tierfs` command.  `format`, `serve`, `firstboot` and `restore` work on the flash
  * tier and the metadata directly (local.ts, loaded only when one of them
  * runs); the other commands talk to a running daemon's admin socket and
  * never open the metadata behind its back.  A command loads only what it
@@ -30,6 +30,8 @@ Commands:
   fsck       check (and --repair) metadata against flash and packs
   watermark  show or set the flash watermarks at run time
   target     list, add, test and remove object targets
+  lost       files whose newest data was only on a lost flash tier
+  restore    rebuild a file system from its bucket (or --list what a bucket holds)
 
 Commands other than format and serve talk to the daemon's admin socket:
 --socket PATH, else $TIERFS_SOCKET, else /run/tierfs/admin.sock.  Most take
@@ -39,7 +41,7 @@ Run "tierfs <command> --help" for the options of one command.
 `;
 
 /** The commands of local.ts, loaded when one of them runs. */
-const localCommandNames = ['format', 'serve', 'firstboot'] as const;
+const localCommandNames = ['format', 'serve', 'firstboot', 'restore'] as const;
 type LocalCommandName = (typeof localCommandNames)[number];
 
 function localCommand(name: LocalCommandName): (argv: string[]) => Promise<void> {

@@ -291,6 +291,8 @@ export function statusOf(service: Service, mountPath: string): StatusResponse {
     policyCount: tier?.policyCount ?? 0,
     pinnedFileCount: tier?.pinnedFileCount ?? 0,
     inodeCount: totals.inodeCount,
+    lost: service.fs.lostTotals(),
+    replication: service.tier?.replicationStatus() ?? null,
     counters: { ...(tier?.counters ?? totals.counters) },
   };
 }
@@ -402,6 +404,7 @@ const queryNames: { [E in Endpoint]: (keyof Api[E]['query'])[] } = {
   'POST /v1/targets': [],
   'DELETE /v1/targets/:name': [],
   'POST /v1/targets/:name/test': [],
+  'GET /v1/lost': [],
 };
 
 const handlers: Handlers = {
@@ -560,6 +563,7 @@ const handlers: Handlers = {
     return { body: { deleted: params.name } };
   },
   'POST /v1/targets/:name/test': async ({ context, params }) => ({ body: { name: params.name, ...(await tierOf(context).testTarget(params.name)) } }),
+  'GET /v1/lost': ({ context }) => ({ body: context.fs.lostFiles(constants.adminListingCountMax) }),
 };
 
 // ---- routing ----

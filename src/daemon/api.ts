@@ -16,6 +16,7 @@ import type { PackTotals, PolicyRecord, ResidencyTotals } from '../meta/meta_sto
 import type { FileResidency } from '../tier/tiering';
 import type { Prices, SimulationResult } from '../tier/simulate';
 import type { ProbeReport } from '../tier/target_set';
+import type { ReplicationStatus } from '../tier/replication';
 
 // ---- answers ----
 
@@ -60,7 +61,17 @@ export interface StatusResponse {
   policyCount: number;
   pinnedFileCount: number;
   inodeCount: number;
+  /** Files whose newest data was only on a lost flash tier, and those bytes (tierfs lost). */
+  lost: { fileCount: number; bytes: number };
+  /** Metadata replication to the default target (null: off, or no target). */
+  replication: ReplicationStatus & { heldForRetentionBytes: number } | null;
   counters: Record<string, number>;
+}
+
+export interface LostResponse {
+  files: { path: string | null; ino: number; ranges: { fileOffsetBytes: number; lengthBytes: number }[]; writtenMs: number }[];
+  /** More files than adminListingCountMax: the list stops there. */
+  truncated: boolean;
 }
 
 export type FileKind = 'file' | 'directory' | 'other';
@@ -227,6 +238,7 @@ export interface Api {
   'POST /v1/targets': { query: NoBody; body: { name: string; url: string }; response: { target: TargetReport } };
   'DELETE /v1/targets/:name': { query: NoBody; body: NoBody; response: { deleted: string } };
   'POST /v1/targets/:name/test': { query: NoBody; body: NoBody; response: ProbeReport & { name: string } };
+  'GET /v1/lost': { query: NoBody; body: NoBody; response: LostResponse };
 }
 
 export type Endpoint = keyof Api;
@@ -280,6 +292,7 @@ export const bodySchemas: { [E in Endpoint]: Schema<Api[E]['body']> } = {
   'POST /v1/targets': { name: { type: 'string', required: true }, url: { type: 'string', required: true } },
   'DELETE /v1/targets/:name': {},
   'POST /v1/targets/:name/test': {},
+  'GET /v1/lost': {},
 };
 
 export const simulatedPolicySchema: Schema<SimulatedPolicyBody> = {

@@ -12,7 +12,7 @@ import { openFileSystem, type OpenTierOptions } from '../fs/fs';
 import { FuseMount } from '../fuse/fuse';
 import { prepareMountPoint } from '../fuse/mount_point';
 import { log } from '../log';
-import { parseEncryptionKey, type Prices } from '../tier/tier';
+import { defaultReplicationOptions, parseEncryptionKey, type Prices } from '../tier/tier';
 import { startAdminServer, statusOf, type AdminServer, type Service } from './admin';
 import { parseMetricsAddress, startMetricsServer, type MetricsServer } from './metrics';
 import { SystemdNotifier } from './notify';
@@ -47,6 +47,10 @@ export interface ServeConfig {
   prices?: Prices;
   /** How long the kernel caches names and attributes (seconds). */
   attrTimeoutS?: number;
+  /** Every committed metadata change is in the bucket within this; null: no replication (the bucket cannot rebuild the file system). */
+  metadataRpoMs?: number | null;
+  /** Restore points are kept this long. */
+  metadataRetentionMs?: number;
 }
 
 export const defaultAdminSocket = '/run/tierfs/admin.sock';
@@ -86,6 +90,14 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
     ...(config.compress === undefined ? {} : { compress: config.compress }),
     ...(config.packWaitMs === undefined ? {} : { packWaitMsMax: config.packWaitMs }),
     ...(config.uploadConcurrency === undefined ? {} : { uploadCountMax: config.uploadConcurrency }),
+    replication:
+      config.metadataRpoMs === null
+        ? null
+        : {
+            ...defaultReplicationOptions,
+            ...(config.metadataRpoMs === undefined ? {} : { rpoMs: config.metadataRpoMs }),
+            ...(config.metadataRetentionMs === undefined ? {} : { retentionMs: config.metadataRetentionMs }),
+          },
   };
   // /dev/fuse, fusermount3 and the mount point first: a machine that cannot mount changes nothing.
   await prepareMountPoint(path.resolve(config.mount));

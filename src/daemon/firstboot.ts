@@ -21,9 +21,9 @@ import path from 'node:path';
 import { constants } from '../constants';
 import { chooseFlashNamespace, discoverNvme, type DiscoverOptions, type NvmeNamespace } from '../device/nvme';
 import { TierfsError } from '../errors';
-import { formatFlashPath } from '../fs/fs';
+import { formatFlashPath, listFileSystems, restoreFileSystem } from '../fs/fs';
 import { log } from '../log';
-import { checkUploadConcurrency, checkWatermarks, parseDuration, parsePrices, parseTargetUrl } from '../tier/tier';
+import { checkUploadConcurrency, checkWatermarks, openTarget, parseDuration, parsePrices, parseTargetUrl, type ObjectStore } from '../tier/tier';
 import { readEncryptionKey, type ServeConfig } from './daemon';
 import { parseMetricsAddress } from './metrics';
 
@@ -43,6 +43,10 @@ export interface ApplianceSettings {
   metrics?: string;
   prices?: unknown;
   allowOther?: boolean;
+  /** When the target already holds a file system: restore it (default) or, with false, refuse to start over it. */
+  restore?: boolean;
+  /** Which file system to restore when the target holds several. */
+  restoreUuid?: string;
 }
 
 const settingTypes: Record<keyof ApplianceSettings, 'string' | 'number' | 'boolean' | 'object'> = {
@@ -59,6 +63,8 @@ const settingTypes: Record<keyof ApplianceSettings, 'string' | 'number' | 'boole
   metrics: 'string',
   prices: 'object',
   allowOther: 'boolean',
+  restore: 'boolean',
+  restoreUuid: 'string',
 };
 
 /** Check settings from `source`; throws USAGE naming the source and the setting. */
@@ -136,6 +142,8 @@ export interface FirstbootResult {
   flash: string;
   namespace: NvmeNamespace | undefined;
   formatted: boolean;
+  /** The file system restored from the target instead of a format, if any. */
+  restored: string | undefined;
   config: ServeConfig;
 }
 
@@ -144,7 +152,7 @@ export type TargetProbe = (url: string) => Promise<void>;
 
 export async function firstboot(
   paths: FirstbootPaths,
-  effects: { probeTarget: TargetProbe; ensureGroup: () => void },
+  effects: { probeTarget: TargetProbe; ensureGroup: () => void; openStore?: (url: string) => ObjectStore },
 ): Promise<FirstbootResult> {
   const done = path.join(paths.stateDir, 'firstboot.done');
   if (fs.existsSync(done)) throw new TierfsError('EXISTS', `first boot already done (${done}); remove it to run again`);
@@ -172,17 +180,39 @@ export async function firstboot(
     throw new TierfsError('USAGE', `encryptionKeyFile ${settings.encryptionKeyFile} does not exist`);
   await effects.probeTarget(target);
 
-  // Format, unless this appliance's file system is already there.
+  // Format, unless this appliance's file system is already there; restore one the target already holds.
   let formatted = false;
+  let restored: string | undefined;
   const already = fs.existsSync(path.join(metaDir, 'tierfs.db'));
   if (!already) {
     fs.mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
     const encryptionKey = settings.encryptionKeyFile === undefined ? undefined : readEncryptionKey(settings.encryptionKeyFile);
-    await formatFlashPath(flash, metaDir, { target, encryptionKey });
-    formatted = true;
+    const store = (effects.openStore ?? openTarget)(target);
+    try {
+      const existing = (await listFileSystems(store)).filter((f) => f.points.length > 0);
+      const chosen = settings.restoreUuid === undefined ? existing : existing.filter((f) => f.fsUuid === settings.restoreUuid);
+      if (settings.restoreUuid !== undefined && chosen.length === 0) throw new TierfsError('NOT_FOUND', `restoreUuid ${settings.restoreUuid}: no such file system in ${target}`);
+      if (existing.length > 0 && settings.restore === false)
+        throw new TierfsError('EXISTS', `${target} already holds file system ${existing.map((f) => f.fsUuid).join(', ')} and "restore" is false: give another target, or remove "restore": false to restore it`);
+      if (chosen.length > 1) throw new TierfsError('USAGE', `${target} holds ${chosen.length} file systems (${chosen.map((f) => f.fsUuid).join(', ')}): set "restoreUuid"`);
+      if (chosen.length === 1) {
+        log.info('the target already holds a file system: restoring it instead of formatting', { target, fsUuid: chosen[0].fsUuid });
+        const r = await restoreFileSystem({ store, targetUrl: target, flash, metaDir, fsUuid: chosen[0].fsUuid, encryptionKey });
+        restored = r.fsUuid;
+        log.info('file system restored from the target', {
+          fsUuid: r.fsUuid, point: new Date(r.point.timeMs).toISOString(), lostFiles: r.loss.lostFileCount, lostBytes: r.loss.lostBytes,
+        });
+      }
+    } finally {
+      await store.close();
+    }
+    if (restored === undefined) {
+      await formatFlashPath(flash, metaDir, { target, encryptionKey });
+      formatted = true;
+    }
   } else log.info('the flash tier already holds this appliance\'s file system; not formatted again', { flash, meta: metaDir });
 
-  const { coolAfter, recallTimeout, flashDevice: _flashDevice, prices, ...rest } = settings;
+  const { coolAfter, recallTimeout, flashDevice: _flashDevice, prices, restore: _restore, restoreUuid: _restoreUuid, ...rest } = settings;
   const config: ServeConfig = {
     flash,
     meta: metaDir,
@@ -200,5 +230,5 @@ export async function firstboot(
   fs.writeFileSync(temporary, `${JSON.stringify(written, null, 2)}\n`, { mode: 0o640 });
   fs.renameSync(temporary, paths.configFile);
   fs.writeFileSync(done, `${new Date().toISOString()} ${flash}\n`);
-  return { flash, namespace, formatted, config };
+  return { flash, namespace, formatted, restored, config };
 }

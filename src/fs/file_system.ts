@@ -27,7 +27,7 @@ import fsConstants from 'node:constants';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import { log } from '../log';
-import type { Extent, Inode, MetaStore, ResidencyTotals } from '../meta/meta_store';
+import { pathOfInode, type Extent, type Inode, type MetaStore, type ResidencyTotals } from '../meta/meta_store';
 import type { FlashStore, StoreCounters } from '../store/store';
 import type { TieringEngine } from '../tier/tier';
 import { checkFileSystem, type FsckOptions, type FsckReport } from './fsck';
@@ -997,6 +997,19 @@ export class FileSystem {
       flash: { capacityBytes: this.store.capacityBytes, usedBytes: this.store.usedBytes },
       counters: { ...this.store.counters },
     };
+  }
+
+  /** Files whose newest data was only on a lost flash tier (reads of those ranges fail until rewritten). */
+  lostFiles(countMax: number): { files: { path: string | null; ino: Ino; ranges: { fileOffsetBytes: number; lengthBytes: number }[]; writtenMs: number }[]; truncated: boolean } {
+    const found = this.meta.lostFiles(0, countMax + 1);
+    return {
+      files: found.slice(0, countMax).map((f) => ({ path: pathOfInode(this.meta, f.ino) ?? null, ino: f.ino, ranges: f.ranges, writtenMs: f.writtenMs })),
+      truncated: found.length > countMax,
+    };
+  }
+
+  lostTotals(): { fileCount: number; bytes: number } {
+    return this.meta.lostTotals();
   }
 
   /** The file system's UUID (its superblock's). */

@@ -15,7 +15,8 @@ import { systemClock, type Clock } from '../clock';
 import { constants } from '../constants';
 import { createFlashFile, openFlashDevice, type FlashDevice, type OpenOptions } from '../device/device';
 import { TierfsError } from '../errors';
-import { ROOT_INO, SqliteMetaStore, type MetaStore } from '../meta/meta_store';
+import { log } from '../log';
+import { ROOT_INO, SqliteMetaStore, type Extent, type MetaStore } from '../meta/meta_store';
 import { FlashStore, newSuperblock, readSuperblock, writeSuperblock, type Superblock } from '../store/store';
 import { defaultTieringOptions, openTarget, TieringEngine, type ObjectStore, type TieringOptions } from '../tier/tier';
 import { FileSystem, type FileSystemOptions } from './file_system';
@@ -114,8 +115,106 @@ export async function formatFlashPath(
   }
 }
 
+/** What a lost flash tier took: files whose newest data had no copy in a pack, and their bytes. */
+export interface FlashLoss {
+  lostFileCount: number;
+  lostBytes: number;
+  /** Bytes that had a copy in a pack: they are read from it from now on. */
+  keptBytes: number;
+}
+
+/**
+ * The flash tier's contents are gone (a replaced disk, a restore): every
+ * extent with a pack copy becomes OBJECT; every one without is deleted and
+ * its range recorded as lost (reads of it fail until it is rewritten).
+ */
+export function forgetFlashContents(meta: MetaStore): FlashLoss {
+  const loss: FlashLoss = { lostFileCount: 0, lostBytes: 0, keptBytes: 0 };
+  const files = new Set<number>();
+  let page: Extent[] = [];
+  const apply = () =>
+    meta.mutate(() => {
+      for (const e of page) {
+        if (e.pack) {
+          meta.putExtent({ ...e, flashOffsetBytes: null });
+          loss.keptBytes += e.lengthBytes;
+        } else {
+          meta.deleteExtent(e.ino, e.fileOffsetBytes);
+          const inode = meta.getInode(e.ino);
+          meta.addLost(e.ino, e.fileOffsetBytes, e.lengthBytes, inode ? Number(inode.mtimeNs / 1_000_000n) : e.accessedMs);
+          loss.lostBytes += e.lengthBytes;
+          files.add(e.ino);
+        }
+      }
+      page = [];
+    });
+  for (const e of meta.everyExtent()) {
+    if (e.flashOffsetBytes === null) continue;
+    page.push(e);
+    if (page.length >= 1024) apply();
+  }
+  apply();
+  loss.lostFileCount = files.size;
+  return loss;
+}
+
+/** Both ends of the device read as zeros: nothing on it to destroy. */
+export async function isBlank(device: FlashDevice): Promise<boolean> {
+  const span = Math.min(constants.blankProbeBytes, device.sizeBytes);
+  const buffer = device.allocBuffer(span);
+  for (const offset of [0, Math.floor((device.sizeBytes - span) / constants.blockSizeBytes) * constants.blockSizeBytes]) {
+    await device.read(buffer, offset);
+    if (!buffer.every((byte) => byte === 0)) return false;
+  }
+  return true;
+}
+
+/**
+ * Whether the blocks the metadata maps on flash read as zeros (a sample of
+ * up to blankProbeExtentCount extents, spread over all of them): a disk that
+ * was replaced does; one whose superblock alone was damaged does not, and
+ * must not be taken for blank (its data is still there: run fsck).
+ */
+async function mappedBlocksBlank(device: FlashDevice, meta: MetaStore): Promise<boolean> {
+  let count = 0;
+  for (const _ of meta.allExtents()) count += 1;
+  const stride = Math.max(1, Math.floor(count / constants.blankProbeExtentCount));
+  const block = device.allocBuffer(constants.blockSizeBytes);
+  let index = 0;
+  for (const e of meta.allExtents()) {
+    if (index++ % stride !== 0 || e.flashOffsetBytes === null || e.flashOffsetBytes + constants.blockSizeBytes > device.sizeBytes) continue;
+    await device.read(block, e.flashOffsetBytes);
+    if (!block.every((byte) => byte === 0)) return false;
+  }
+  return true;
+}
+
+/**
+ * The flash tier of a file system whose metadata is here came back blank (an
+ * instance-store disk after a stop/start, a replaced drive): lay a superblock
+ * for the same file system on it and forget what it held.  A device holding
+ * anything at all is refused by FlashStore.open as before.
+ */
+async function adoptBlankFlash(device: FlashDevice, meta: MetaStore, clock: Clock): Promise<FlashLoss | undefined> {
+  const uuid = meta.setting('uuid');
+  if (uuid === undefined || (await readSuperblock(device)).kind !== 'empty' || !(await isBlank(device))) return undefined;
+  if (!(await mappedBlocksBlank(device, meta)))
+    throw new TierfsError('NOT_OURS', `${device.path} has no superblock but still holds the data ${meta.path} maps there (a damaged superblock, not a new disk): run tierfs fsck, or restore`);
+  const loss = forgetFlashContents(meta);
+  meta.setSetting('flashReplacedMs', String(clock.nowMs()));
+  meta.commit(); // before the superblock: a crash in between leaves a blank device and metadata that no longer needs it
+  await writeSuperblock(device, { ...newSuperblock(device.sizeBytes, clock.nowMs()), uuid });
+  log.error('the flash tier was blank: a new one laid for the same file system; data only it held is lost', {
+    device: device.path,
+    lostFiles: loss.lostFileCount,
+    lostBytes: loss.lostBytes,
+    fromPacksBytes: loss.keptBytes,
+  });
+  return loss;
+}
+
 /** A value that shows a key is the one given at format, and nothing about the key. */
-function keyCheck(key: Buffer, uuid: string): string {
+export function keyCheck(key: Buffer, uuid: string): string {
   return createHmac('sha256', key).update(`tierfs key check ${uuid}`).digest('hex');
 }
 
@@ -157,6 +256,7 @@ export async function openFileSystem(
   try {
     meta = options.openMeta ? options.openMeta(metaDir) : new SqliteMetaStore(metaDir, { create: false });
     const clock = options.clock ?? systemClock;
+    await adoptBlankFlash(device, meta, clock);
     const store = await FlashStore.open(device, meta, () => clock.nowMs());
     const fileSystem = new FileSystem(meta, store, options);
     await fileSystem.reclaimOrphans();

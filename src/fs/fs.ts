@@ -60,4 +60,5 @@ export const XATTR_CREATE = 1;
 export const XATTR_REPLACE = 2;
 
 export { FileSystem, type FileSystemOptions } from './file_system';
-export { formatFileSystem, formatFlashPath, openFileSystem, type FormatOptions, type OpenFileSystem, type OpenTierOptions } from './format';
+export { formatFileSystem, formatFlashPath, openFileSystem, type FlashLoss, type FormatOptions, type OpenFileSystem, type OpenTierOptions } from './format';
+export { listFileSystems, restoreFileSystem, type FileSystemInTarget, type RestoreRequest, type RestoreResult } from './restore';

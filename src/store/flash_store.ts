@@ -247,6 +247,9 @@ export class FlashStore {
    */
   async read(ino: Ino, offsetBytes: number, lengthBytes: number, speculative?: { extentsOut: Extent[] }, into?: Buffer): Promise<Buffer> {
     const end = offsetBytes + lengthBytes;
+    const lost = this.meta.lostIn(ino, offsetBytes, end);
+    if (lost.length > 0)
+      throw new TierfsError('IO', `inode ${ino}: bytes ${lost[0].fileOffsetBytes}..${lost[0].fileOffsetBytes + lost[0].lengthBytes} were only on a lost flash tier (tierfs lost)`);
     const extents = this.meta.extentsInRange(ino, offsetBytes, end);
     const only = extents.length === 1 ? extents[0] : undefined;
     if (only && only.flashOffsetBytes === null && only.fileOffsetBytes <= offsetBytes && end <= only.fileOffsetBytes + only.lengthBytes) {
@@ -595,6 +598,7 @@ export class FlashStore {
 
   /** Remove the mapping of [from, to), keeping what lies outside it (inside a metadata mutation). */
   private unmapRange(ino: Ino, from: number, to: number): void {
+    this.meta.clearLost(ino, from, to); // rewritten or cut: no longer lost
     for (const e of this.meta.extentsInRange(ino, from, to)) {
       const eEnd = e.fileOffsetBytes + e.lengthBytes;
       this.meta.deleteExtent(ino, e.fileOffsetBytes);
