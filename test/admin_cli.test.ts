@@ -243,11 +243,24 @@ t.test('every command against a running daemon', async (t) => {
       /^tierfs_recall_get_total [1-9]\d*$/m,
       /^tierfs_recall_gets_per_gib [1-9][\d.]*$/m,
       /^tierfs_recall_prefetched_bytes \d+$/m,
+      /^tierfs_metadata_replication_lag_seconds [\d.]+$/m,
+      /^tierfs_metadata_puts_last_hour \d+$/m,
+      /^tierfs_retention_held_bytes \d+$/m,
+      /^tierfs_lost_files 0$/m,
       /^tierfs_target_reachable\{target="default"\} 1$/m,
       /^tierfs_process_resident_memory_bytes \d+/m,
     ])
       t.match(scraped.text, line);
     t.equal((await get(metricsPort, '/other')).status, 404);
+  });
+
+  t.test('lost files and metadata replication', async (t) => {
+    t.equal(cli('lost').stdout, 'no lost data\n');
+    t.same(json(cli('lost', '--json')), { files: [], truncated: false });
+    t.match(cli('status').stdout, /^metadata   in the bucket (up to date|[\d.]+ s behind) \(bound 10 s\)/m, 'replication is on by default, with its bound');
+    const replication = json(cli('status', '--json')).replication;
+    t.match(replication, { rpoMs: 10_000, retentionMs: 7 * 86_400_000, logPutsPerHourMax: 720, lastError: null });
+    t.match(cli('lost', 'extra').stderr, /lost: takes no arguments|unexpected/i, 'bad input: one line');
   });
 });
 

@@ -3,13 +3,54 @@
 // random points.  After each restart: every fsynced byte reads back (from
 // flash or packs), every mapped block verifies, every pack reference points
 // at a live pack whose object exists, and the bucket holds exactly the packs
-// the metadata knows (no orphan, nothing missing).  Replay with TIERFS_SEED.
+// the metadata knows (no orphan, nothing missing, dead packs only while a
+// restore point reads them).  Replication: the bucket holds a restore point
+// with every change fsynced longer than the bound before the kill, and that
+// point restores (into a copy of the bucket) to files whose every slot is a
+// version once written, or reads as lost.  Replay with TIERFS_SEED.
 import t from 'tap';
-import { runUntilKilled } from './helpers/workload';
+import { crashReplication, runUntilKilled } from './helpers/workload';
 import c from 'node:constants';
 import { openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../src/fs/fs';
 import { openObjectStore, packKey, packKeyPrefix } from '../src/tier/tier';
+import { metaPrefix, parseMetaListing, restorePoints } from '../src/tier/replica_format';
+import { listFileSystems, restoreFileSystem } from '../src/fs/fs';
+import { isTierfsError } from '../src/errors';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Test } from 'tap';
 import { formatScratch, pattern, prng, scratchDir, seedFromEnv } from './helpers/fs';
+
+/** The upload of a point starts up to a tick after its due time and may take a moment on a busy machine. */
+const replicationSlackMs = 1000;
+
+/** Restore the newest point into a copy of the bucket: each file's every slot is a version once written (or zeros), or reads as lost. */
+async function checkRestore(t: Test, objects: string, history: string[][], round: number): Promise<void> {
+  const dir = scratchDir(t, 'tierfs-crash-restore-');
+  const copy = path.join(dir, 'objects');
+  fs.cpSync(objects, copy, { recursive: true });
+  const url = `file://${copy}`;
+  await restoreFileSystem({ store: openObjectStore(url), targetUrl: url, flash: path.join(dir, 'flash'), metaDir: path.join(dir, 'meta'), sizeBytes: 64 * 2 ** 20 });
+  const restored = await openFileSystem(path.join(dir, 'flash'), path.join(dir, 'meta'), { commitIntervalMs: 0, tier: { url, scanIntervalMs: 0 } });
+  try {
+    for (let file = 0; file < FILES; file++) {
+      const attr = await restored.fs.lookup(ROOT_INO, `f${file}`, ROOT).catch(() => undefined);
+      if (!attr) continue; // created after the point
+      const fh = await restored.fs.open(attr.ino, c.O_RDONLY, ROOT);
+      const verdicts: string[] = [];
+      for (let at = 0; at < attr.sizeBytes; at += CHUNK) {
+        const piece = await restored.fs.read(fh, at, Math.min(CHUNK, attr.sizeBytes - at)).catch((error: unknown) => (isTierfsError(error, 'IO') ? 'lost' : Promise.reject(error)));
+        if (piece === 'lost') verdicts.push('lost');
+        else if (piece.every((b) => b === 0)) verdicts.push('zeros');
+        else verdicts.push(history[file].some((v) => pattern(Number(v.split(':')[1]), FILE_BYTES).subarray(at, at + piece.length).equals(piece)) ? 'a version' : 'WRONG');
+      }
+      await restored.fs.release(fh);
+      t.notOk(verdicts.includes('WRONG'), `round ${round}, f${file} restored from the bucket: ${verdicts.join(', ')}`);
+    }
+  } finally {
+    await restored.close();
+  }
+}
 
 const FILES = 4;
 const FILE_BYTES = 3 * 2 ** 20;
@@ -32,9 +73,12 @@ t.test('kill -9 during destage, release, recall and GC loses no fsynced byte and
   for (let round = 0; round < rounds; round++) {
     const { out, err } = await runUntilKilled('tier_crash_workload.ts', [scratch.flash, scratch.meta, objects, String(baseSeed + round)], 'R\n', 300 + Math.floor(random() * 1500));
     t.notMatch(err, /workload failed/, `round ${round}: the workload itself did not fail`);
+    const killedMs = Date.now();
     const pending: (number | undefined)[] = Array(FILES).fill(undefined);
+    let dueMs = 0; // the last fsync the bucket must hold a point after
     for (const line of out.split('\n')) {
-      const [kind, file, seed] = line.split(' ');
+      const [kind, file, seed, atMs] = line.split(' ');
+      if (kind === 'F' && Number(atMs) <= killedMs - crashReplication.rpoMs - replicationSlackMs) dueMs = Math.max(dueMs, Number(atMs));
       if (kind === 'W') {
         history[Number(file)].push(`r${round}:${seed}`);
         pending[Number(file)] = Number(seed);
@@ -44,7 +88,18 @@ t.test('kill -9 during destage, release, recall and GC loses no fsynced byte and
         pending[Number(file)] = undefined;
       }
     }
-    const opened = await openFileSystem(scratch.flash, scratch.meta, { commitIntervalMs: 0, tier: { url: `file://${objects}`, scanIntervalMs: 0 } });
+    // The bucket alone: a point no older than the bound, and it restores.
+    const bucket = openObjectStore(`file://${objects}`);
+    const uuid = (await listFileSystems(bucket))[0]?.fsUuid;
+    if (uuid !== undefined || dueMs > 0) {
+      const keys: { key: string; sizeBytes: number }[] = [];
+      for await (const item of bucket.list(metaPrefix(uuid ?? ''))) keys.push(item);
+      const points = restorePoints(parseMetaListing(uuid ?? '', keys));
+      const newest = points[points.length - 1];
+      t.ok(newest !== undefined && newest.timeMs >= dueMs, `round ${round}: the bucket holds a point after every fsync older than the bound (${newest?.timeMs} >= ${dueMs})`);
+      if (newest && (round < 6 || round % 20 === 0)) await checkRestore(t, objects, history, round);
+    }
+    const opened = await openFileSystem(scratch.flash, scratch.meta, { commitIntervalMs: 0, tier: { url: `file://${objects}`, scanIntervalMs: 0, replication: crashReplication } });
     try {
       const tier = opened.tier!;
       await tier.reconcile();
@@ -78,8 +133,10 @@ t.test('kill -9 during destage, release, recall and GC loses no fsynced byte and
       const keys = new Set<string>();
       for await (const item of store.list(packKeyPrefix(tier.fsUuid))) keys.add(item.key);
       const live = opened.meta.packsInState('live');
+      const held = opened.meta.packsInState('deleting'); // dead, kept for restore points (the recovery at open removed the rest)
       t.same(opened.meta.packsInState('uploading'), [], 'no upload left unfinished');
-      t.same([...keys].sort(), live.map((p) => packKey(tier.fsUuid, p.packId)).sort(), `round ${round}: bucket = live packs (${keys.size})`);
+      t.same([...keys].sort(), [...live, ...held].map((p) => packKey(tier.fsUuid, p.packId)).sort(), `round ${round}: bucket = live packs (${keys.size}) and dead ones kept for restore points`);
+      t.ok(held.every((p) => p.deadSeq !== null && p.deadSeq > Number(opened.meta.setting('replicaOldestSeq') ?? 0)), 'a dead pack stays only while a point before its death is kept');
       packsSeen += keys.size;
       const liveIds = new Set(live.map((p) => p.packId));
       let dangling = 0;

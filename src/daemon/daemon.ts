@@ -179,7 +179,11 @@ export function statusLine(daemon: Daemon): string {
     parts.push(`${gib(status.packs.liveBytes)} in packs`);
     const down = status.targets.filter((t) => !t.reachable).map((t) => t.name);
     parts.push(down.length === 0 ? 'targets reachable' : `UNREACHABLE: ${down.join(', ')}`);
+    const m = status.replication;
+    if (m === null) parts.push('metadata NOT replicated');
+    else if (m.lastError !== null || m.lagMs > m.rpoMs) parts.push(`metadata replication ${(m.lagMs / 1000).toFixed(0)} s behind${m.lastError ? ' (failing)' : ''}`);
   }
+  if (status.lost.fileCount > 0) parts.push(`LOST: ${status.lost.fileCount} file(s) (tierfs lost)`);
   return parts.join(', ');
 }
 

@@ -43,6 +43,11 @@ export async function startMetricsServer(service: Service, address: { host: stri
   const inodes = gauge('tierfs_inodes', 'Inodes in the file system');
   const getsPerGiB = gauge('tierfs_recall_gets_per_gib', 'Recall GETs per GiB recalled since the daemon started (tierfs_recall_get_total over tierfs_recalled_bytes_total, scaled)');
   const prefetched = gauge('tierfs_recall_prefetched_bytes', 'Bytes fetched ahead of sequential readers and not read yet');
+  const replicationLag = gauge('tierfs_metadata_replication_lag_seconds', 'How long the oldest committed metadata change not yet in the bucket has waited (0: all there)');
+  const metadataPuts = gauge('tierfs_metadata_puts_last_hour', 'PUTs of metadata replication (log objects and snapshot parts) over the last hour');
+  const retained = gauge('tierfs_retention_held_bytes', 'Bytes of dead packs kept in the bucket because a restore point still reads them');
+  const lostFiles = gauge('tierfs_lost_files', 'Files whose newest data was only on a lost flash tier (tierfs lost)');
+  const lostBytes = gauge('tierfs_lost_bytes', 'Bytes of those files that were lost');
   const counterNames = new Map<string, Counter>();
   const seen = new Map<string, number>();
   const counter = (key: string) => {
@@ -79,6 +84,13 @@ export async function startMetricsServer(service: Service, address: { host: stri
       prefetched.set(status.recall?.prefetchedBytes ?? 0);
       for (const target of status.targets) reachable.set({ target: target.name }, target.reachable ? 1 : 0);
     }
+    if (status.replication) {
+      replicationLag.set(status.replication.lagMs / 1000);
+      metadataPuts.set(status.replication.putsLastHour);
+      retained.set(status.replication.heldForRetentionBytes);
+    }
+    lostFiles.set(status.lost.fileCount);
+    lostBytes.set(status.lost.bytes);
     for (const [key, value] of Object.entries(status.counters)) {
       if (key === 'foreignObjectCount') continue; // a gauge's figure (recounted at each listing), not a counter
       const delta = value - (seen.get(key) ?? 0);

@@ -132,7 +132,8 @@ export class Replicator {
     this.stopped = true;
     this.timer?.stop();
     await this.running;
-    if (this.committedSeq > this.uploadedSeq && !this.snapshotMissing()) {
+    // A failing bucket does not hold the stop up: the records stay in the local log for the next start.
+    if (this.committedSeq > this.uploadedSeq && !this.snapshotMissing() && this.failureCount === 0) {
       await this.uploadLog().catch((error: unknown) => log.warn('metadata log upload at stop failed; it goes at the next start', { error: errorText(error) }));
     }
     this.meta.afterCommit = undefined;

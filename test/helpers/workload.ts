@@ -20,3 +20,6 @@ export async function runUntilKilled(script: string, args: string[], readyMarker
   await exited;
   return { out, err };
 }
+
+/** Replication in the crash workloads: a short bound, and a snapshot every 64 KiB of log, so that kills land in every step of it. */
+export const crashReplication = { rpoMs: 400, retentionMs: 7 * 86_400_000, snapshotLogBytes: 64 * 1024, snapshotIntervalMs: 86_400_000 };

@@ -1,10 +1,11 @@
 // Child process of test/tier_crash.test.ts: rewrites whole files with fsync
 // while destaging, releasing, recalling, reading and collecting garbage, until
-// killed.  Prints "W <file> <seed>" before a rewrite and "F <file> <seed>"
-// once its fsync returned.
+// killed, with metadata replication on.  Prints "W <file> <seed>" before a
+// rewrite and "F <file> <seed> <ms>" once its fsync returned (at <ms>).
 import c from 'node:constants';
 import { openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../../src/fs/fs';
 import { pattern, prng } from '../helpers/fs';
+import { crashReplication } from '../helpers/workload';
 
 const [flash, meta, objects, seedText] = process.argv.slice(2);
 export const FILES = 4;
@@ -12,7 +13,7 @@ export const FILE_BYTES = 3 * 2 ** 20;
 
 async function main(): Promise<void> {
   const { fs, tier } = await openFileSystem(flash, meta, {
-    tier: { url: `file://${objects}`, scanIntervalMs: 0, packSizeBytesTarget: 2 * 2 ** 20 },
+    tier: { url: `file://${objects}`, scanIntervalMs: 0, packSizeBytesTarget: 2 * 2 ** 20, replication: crashReplication },
   });
   if (!tier) throw new Error('no tier');
   const random = prng(Number(seedText));
@@ -38,7 +39,7 @@ async function main(): Promise<void> {
       await fs.write(fh, 0, pattern(seed, FILE_BYTES));
       await fs.fsync(fh);
       await fs.release(fh);
-      process.stdout.write(`F ${file} ${seed}\n`);
+      process.stdout.write(`F ${file} ${seed} ${Date.now()}\n`);
     } else if (op < 0.55) {
       await tier.destage({ ino }).catch(() => undefined);
     } else if (op < 0.7) {
