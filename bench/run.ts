@@ -20,7 +20,8 @@ import c from 'node:constants';
 import fs from 'node:fs';
 import path from 'node:path';
 import { formatFlashPath, openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO, type Ino } from '../src/fs/fs';
-import { tierLayer } from './tier';
+import { replicationBench } from './replication';
+import { tierLayer, type BenchContext } from './tier';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -351,28 +352,30 @@ async function main(): Promise<void> {
   if (!only || only.includes('rss')) await memory();
   if (!only || only.includes('cli')) await cliStartup();
   if (!only || only.includes('small')) await smallFiles();
-  if (!only || only.includes('tier'))
-    await tierLayer({
-      work,
-      repeats,
-      median,
-      ratioRow,
-      maxRow,
-      freshTierfs,
-      dropCaches,
-      serve: async (flash, meta, mount, extra) => {
-        const { child, stop } = await startChild(tierfsArgs(flash, meta, mount, extra), 'info serving', mount);
-        return { pid: child.pid!, stop };
-      },
-      cli: (args, env) => {
-        const r = spawnSync(process.execPath, [path.join(repoRoot, 'bin', 'tierfs.js'), ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
-        if (r.status !== 0) throw new Error(`tierfs ${args.join(' ')}: ${r.stderr}`);
-        return r.stdout;
-      },
-    });
+  const context: BenchContext = {
+    work,
+    repeats,
+    median,
+    ratioRow,
+    maxRow,
+    freshTierfs,
+    dropCaches,
+    serve: async (flash, meta, mount, extra) => {
+      const { child, stop } = await startChild(tierfsArgs(flash, meta, mount, extra), 'info serving', mount);
+      return { pid: child.pid!, stop };
+    },
+    cli: (args, env) => {
+      const r = spawnSync(process.execPath, [path.join(repoRoot, 'bin', 'tierfs.js'), ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+      if (r.status !== 0) throw new Error(`tierfs ${args.join(' ')}: ${r.stderr}`);
+      return r.stdout;
+    },
+  };
+  if (!only || only.includes('tier')) await tierLayer(context);
+  if (!only || only.includes('replication'))
+    await replicationBench(context, (name, ours, base, unit, target, pass) => rows.push({ name, ours, base, unit, target, pass }));
   const lines = ['| measurement | tierfs | baseline | unit | ratio | target | |', '| --- | ---: | ---: | --- | ---: | --- | --- |'];
   for (const row of rows) {
-    const ratio = row.unit === 'MiB' ? '' : row.target.startsWith('<= +') ? `+${(row.ours - row.base).toFixed(0)} ms` : (row.ours / row.base).toFixed(2);
+    const ratio = row.unit === 'MiB' || row.base === 0 ? '' : row.target.startsWith('<= +') ? `+${(row.ours - row.base).toFixed(0)} ms` : (row.ours / row.base).toFixed(2);
     lines.push(`| ${row.name} | ${row.ours.toFixed(1)} | ${row.base.toFixed(1)} | ${row.unit} | ${ratio} | ${row.target} | ${row.pass ? 'ok' : 'MISSED'} |`);
   }
   console.log(`\ntierfs bench, medians of ${repeats} runs, ${new Date().toISOString()}\n`);

@@ -3,8 +3,10 @@
  * written by triggers in the same transaction as the change, so the log holds
  * exactly the committed changes, in commit order, each with a sequence number.
  *
- * A record is one row put (inserted or updated: every column, as JSON) or one
- * row deleted (its key, as JSON).  Blobs are hex; integers stay 64-bit exact
+ * A record is one row put (inserted or updated: every column, as a JSON array
+ * in the order below) or one row deleted (its key columns, likewise).  A
+ * table's columns are only ever added at the end, so an older record replays
+ * into a newer schema.  Blobs are hex; integers stay 64-bit exact
  * because JSON is only ever built and taken apart by SQLite itself, never by
  * JavaScript numbers.  Heat (extents.accessed_ms, heat_count) and the figures
  * other triggers keep (packs.live_bytes, residency_totals) are not logged:
@@ -60,9 +62,9 @@ const tables: Record<string, TableSpec> = {
   lost: { columns: ['ino', 'file_offset', 'length', 'written_ms'], key: ['ino', 'file_offset'] },
 };
 
+/** The columns as a JSON array, in the order of the spec (names would double a record's size). */
 function jsonOf(spec: TableSpec, columns: string[], row: 'new' | 'old'): string {
-  const fields = columns.map((c) => `'${c}', ${spec.blobs?.includes(c) ? `hex(${row}.${c})` : `${row}.${c}`}`);
-  return `json_object(${fields.join(', ')})`;
+  return `json_array(${columns.map((c) => (spec.blobs?.includes(c) ? `hex(${row}.${c})` : `${row}.${c}`)).join(', ')})`;
 }
 
 function triggerSql(table: string, spec: TableSpec): string[] {
@@ -95,12 +97,12 @@ export function dropReplicaTriggers(db: Database.Database): void {
 export function replayStatements(db: Database.Database): Map<string, Database.Statement> {
   const statements = new Map<string, Database.Statement>();
   for (const [table, spec] of Object.entries(tables)) {
-    const value = (c: string) => (spec.blobs?.includes(c) ? `unhex(json_extract(@r, '$.${c}'))` : `json_extract(@r, '$.${c}')`);
+    const value = (c: string, i: number) => (spec.blobs?.includes(c) ? `unhex(json_extract(@r, '$[${i}]'))` : `json_extract(@r, '$[${i}]')`);
     statements.set(
       `${table} put`,
       db.prepare(`INSERT OR REPLACE INTO ${table} (${spec.columns.join(', ')}) VALUES (${spec.columns.map(value).join(', ')})`),
     );
-    statements.set(`${table} del`, db.prepare(`DELETE FROM ${table} WHERE ${spec.key.map((c) => `${c} IS ${value(c)}`).join(' AND ')}`));
+    statements.set(`${table} del`, db.prepare(`DELETE FROM ${table} WHERE ${spec.key.map((c, i) => `${c} IS ${value(c, i)}`).join(' AND ')}`));
   }
   return statements;
 }
