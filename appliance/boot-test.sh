@@ -4,8 +4,11 @@
 # the self-test switched on (fw_cfg opt/org.tierfs.selftest).  The guest
 # (appliance/selftest.sh) checks first boot, READY, destage/release/recall
 # byte-identical, a reboot, and the watchdog restarting a hung daemon, and
-# reports on its second serial port.  Prints one summary line; exit 1 on any
-# failure.  The image itself is left untouched (a copy-on-write overlay).
+# reports on its second serial port; then it powers off and is booted again
+# with a new, blank NVMe disk (a wiped instance store), where it checks that
+# tierfsd comes up, lists what was only on the old disk as lost and reads the
+# destaged data back from the bucket.  Prints one summary line; exit 1 on
+# any failure.  The image itself is left untouched (a copy-on-write overlay).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 image=output/tierfs.qcow2
@@ -23,26 +26,38 @@ truncate -s 1G "$work/nvme.img"
 accel=tcg,thread=multi
 [ "${BOOT_TEST_KVM:-}" = 1 ] && accel=kvm # only where KVM really works (not on these machines)
 started=$(date +%s)
-qemu-system-x86_64 -accel "$accel" -cpu max -smp 2 -m 2048 -display none -no-user-config -nodefaults \
-  -serial "file:$work/console.log" -serial "file:$work/results.log" \
-  -nic none \
-  -drive "file=$work/root.qcow2,if=virtio,format=qcow2" \
-  -drive "file=$work/nvme.img,if=none,id=nvm,format=raw" -device nvme,serial=tierfs01,drive=nvm \
-  -fw_cfg name=opt/org.tierfs.selftest,string=1 &
-qemu_pid=$!
-while kill -0 "$qemu_pid" 2>/dev/null; do
-  if [ $(( $(date +%s) - started )) -gt "$timeout_s" ]; then
-    echo "boot-test: timed out after ${timeout_s} s" >&2
-    kill "$qemu_pid"
-    break
-  fi
-  sleep 2
-done
-wait "$qemu_pid" 2>/dev/null || true
-qemu_pid=
+# One run of the guest until it powers off (or the time is up); its results are appended.
+boot() {
+  qemu-system-x86_64 -accel "$accel" -cpu max -smp 2 -m 2048 -display none -no-user-config -nodefaults \
+    -serial "file:$work/console-$1.log" -serial "file:$work/results-$1.log" \
+    -nic none \
+    -drive "file=$work/root.qcow2,if=virtio,format=qcow2" \
+    -drive "file=$work/nvme.img,if=none,id=nvm,format=raw" -device nvme,serial="tierfs0$1",drive=nvm \
+    -fw_cfg name=opt/org.tierfs.selftest,string=1 &
+  qemu_pid=$!
+  while kill -0 "$qemu_pid" 2>/dev/null; do
+    if [ $(( $(date +%s) - started )) -gt "$timeout_s" ]; then
+      echo "boot-test: timed out after ${timeout_s} s" >&2
+      kill "$qemu_pid"
+      break
+    fi
+    sleep 2
+  done
+  wait "$qemu_pid" 2>/dev/null || true
+  qemu_pid=
+  tr -d '\r' < "$work/results-$1.log" >> "$work/results.log" 2>/dev/null || true
+  cat "$work/console-$1.log" >> "$work/console.log" 2>/dev/null || true
+}
+boot 1
+if grep -qx POWEROFF "$work/results.log"; then
+  # The instance store is wiped: a new, blank disk in place of the old one.
+  rm -f "$work/nvme.img"
+  truncate -s 1G "$work/nvme.img"
+  boot 2
+fi
 elapsed=$(( $(date +%s) - started ))
-results=$(tr -d '\r' < "$work/results.log" 2>/dev/null || true)
-expected="firstboot-formatted-nvme tierfsd-ready write destage release read-from-object-tier recall bash-completion status tierfsd-ready-after-reboot data-kept-across-reboot firstboot-ran-once watchdog-restarts-hung-daemon ready-after-watchdog data-after-watchdog"
+results=$(cat "$work/results.log" 2>/dev/null || true)
+expected="firstboot-formatted-nvme tierfsd-ready write destage release read-from-object-tier recall bash-completion status tierfsd-ready-after-reboot data-kept-across-reboot firstboot-ran-once watchdog-restarts-hung-daemon ready-after-watchdog data-after-watchdog metadata-replicated write-not-destaged tierfsd-ready-on-blank-flash blank-flash-adopted lost-file-listed lost-file-reads-eio destaged-data-after-blank-flash"
 missing=""; failed=""; passed=0; total=0
 for name in $expected; do
   total=$((total + 1))
@@ -52,7 +67,7 @@ for name in $expected; do
 done
 done_seen=$(printf '%s\n' "$results" | grep -cx DONE || true)
 if [ "$passed" = "$total" ] && [ "$done_seen" = 1 ]; then
-  echo "boot-test: PASS ($passed/$total checks, two boots, ${elapsed} s under $accel)"
+  echo "boot-test: PASS ($passed/$total checks, three boots, the last on a blank NVMe disk, ${elapsed} s under $accel)"
   exit 0
 fi
 {

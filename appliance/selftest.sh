@@ -2,7 +2,11 @@
 # The guest side of make boot-test: checks what first boot and tierfsd did,
 # writes a file, destages, releases, reads it back from the object tier,
 # recalls it, reboots; after the reboot checks the data is still there and
-# that the watchdog restarts a hung daemon; then powers off.  Each check is one
+# that the watchdog restarts a hung daemon, writes a file it does not destage,
+# and powers off.  The host then boots it again with a new, blank NVMe disk
+# (a wiped instance store): tierfsd must come up on it, list the file that
+# was only on the old disk as lost (EIO on read), and read the destaged one
+# back byte-identical from the bucket.  Each check is one
 # line "PASS name" or "FAIL name: why" on the second serial port (/dev/ttyS1;
 # the first one is the console, whose getty hangs up writers).
 export TIERFS_SOCKET=/run/tierfs/admin.sock PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -41,7 +45,7 @@ if [ ! -e $state/phase1 ]; then
   sync
   say "REBOOT"
   systemctl reboot
-else
+elif [ ! -e $state/phase2 ]; then
   say "PHASE 2"
   check tierfsd-ready-after-reboot wait_ready
   check data-kept-across-reboot sh -c "test \"\$(sha256sum $file | cut -d' ' -f1)\" = \"\$(cat $state/sum)\""
@@ -51,6 +55,19 @@ else
   check watchdog-restarts-hung-daemon sh -c "for i in \$(seq 1 90); do n=\$(systemctl show -p NRestarts --value tierfsd); p=\$(systemctl show -p MainPID --value tierfsd); if [ \"\$n\" -ge 1 ] && [ \"\$p\" != $pid ] && systemctl is-active tierfsd; then journalctl -b -u tierfsd | grep -i 'watchdog timeout'; exit \$?; fi; sleep 2; done; exit 1"
   check ready-after-watchdog wait_ready
   check data-after-watchdog sh -c "test \"\$(sha256sum $file | cut -d' ' -f1)\" = \"\$(cat $state/sum)\""
+  check metadata-replicated sh -c 'tierfs status | grep "^metadata   in the bucket" && ls /var/lib/tierfs/objects/*/meta/snap'
+  check write-not-destaged sh -c "head -c 1048576 /dev/urandom > /mnt/tierfs/only-on-flash.bin && sync"
+  touch $state/phase2
+  sync
+  say "POWEROFF"
+  systemctl poweroff
+else
+  say "PHASE 3"
+  check tierfsd-ready-on-blank-flash wait_ready
+  check blank-flash-adopted sh -c 'journalctl -b -u tierfsd | grep "the flash tier was blank"'
+  check lost-file-listed sh -c 'tierfs lost | grep /only-on-flash.bin && tierfs status | grep "^LOST .*1 file" && systemctl show -p StatusText --value tierfsd | grep "LOST: 1 file"'
+  check lost-file-reads-eio sh -c "! cat /mnt/tierfs/only-on-flash.bin > /dev/null 2> $state/eio.err && grep 'Input/output error' $state/eio.err"
+  check destaged-data-after-blank-flash sh -c "echo 3 > /proc/sys/vm/drop_caches && test \"\$(sha256sum $file | cut -d' ' -f1)\" = \"\$(cat $state/sum)\""
   say "DONE"
   systemctl poweroff
 fi

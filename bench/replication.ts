@@ -8,6 +8,9 @@
  * - Metadata PUTs an hour: an idle file system over BENCH_IDLE_SECONDS, and a
  *   steady small-file workload (50 creates a second, each fsynced) over
  *   BENCH_STEADY_SECONDS, against the bound (one log PUT per half bound).
+ * - fsync latency of a 64 KiB write under a policy --durable object, on
+ *   s3rver, beside the same under the default (flash) durability; and 8
+ *   writers fsyncing at once (they share uploads).
  * - Restore of a file system of 100,000 and of BENCH_RESTORE_FILES (default
  *   1,000,000) files of 1,000 bytes, all in packs, from a directory target:
  *   its time, how it grows (no faster than linearly), and the time from
@@ -18,6 +21,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { openFileSystem, restoreFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO, type Ino, type OpenFileSystem } from '../src/fs/fs';
 import { defaultReplicationOptions, openTarget } from '../src/tier/tier';
+import { startS3rverProcess } from '../test/helpers/object_servers';
 import type { BenchContext } from './tier';
 
 const MiB = 2 ** 20;
@@ -170,9 +174,63 @@ async function restoreTimes(ctx: BenchContext, count: number): Promise<{ restore
   return { restoreSeconds, firstReadMs };
 }
 
+async function durableFsync(ctx: BenchContext, push: (name: string, ours: number, base: number, unit: string, target: string, pass: boolean) => void): Promise<void> {
+  console.error('fsync of 64 KiB writes: --durable object on s3rver vs flash');
+  const stops: (() => Promise<void>)[] = [];
+  const dir = path.join(ctx.work, 'durable-s3rver');
+  fs.mkdirSync(dir, { recursive: true });
+  try {
+    const server = await startS3rverProcess(dir, (stop) => stops.push(stop));
+    const target = await ctx.freshTierfs('durable', 2 * GiB, server.url('durable'));
+    const opened = await openFileSystem(target.flash, target.meta, { tier: { scanIntervalMs: 0, replication: defaultReplicationOptions } });
+    try {
+      const tier = opened.tier!;
+      await tier.putPolicy({ name: 'ledger', pathGlob: '/ledger/**', mode: 'auto', coolAfterMs: 3_600_000, sizeBytesMin: 0, target: 'default', compress: false, durable: 'object' });
+      const ledger = await opened.fs.mkdir(ROOT_INO, 'ledger', 0o755, ROOT);
+      const plain = await opened.fs.mkdir(ROOT_INO, 'plain', 0o755, ROOT);
+      await tier.flushReplication();
+      const data = Buffer.alloc(64 * 1024, 5);
+      const latencies = async (parent: Ino, writers: number, count: number): Promise<number[]> => {
+        const out: number[] = [];
+        await Promise.all(
+          Array.from({ length: writers }, async (_, w) => {
+            const { fh } = await opened.fs.create(parent, `w${writers}-${w}-${performance.now()}`, 0o644, c.O_RDWR, ROOT);
+            for (let i = 0; i < count; i++) {
+              await opened.fs.write(fh, i * data.length, data);
+              const start = performance.now();
+              await opened.fs.fsync(fh);
+              out.push(performance.now() - start);
+            }
+            await opened.fs.release(fh);
+          }),
+        );
+        return out.sort((a, b) => a - b);
+      };
+      const p = (values: number[], q: number) => values[Math.min(values.length - 1, Math.floor(values.length * q))];
+      for (const writers of [1, 8]) {
+        const flash = await latencies(plain.ino, writers, 30);
+        const object = await latencies(ledger.ino, writers, 30);
+        push(`fsync of 64 KiB, ${writers} writer(s): --durable object on s3rver vs flash (median; p99 ${p(object, 0.99).toFixed(1)} vs ${p(flash, 0.99).toFixed(1)} ms)`, p(object, 0.5), p(flash, 0.5), 'ms', 'printed', true);
+        console.error(`  ${writers} writer(s): object median ${p(object, 0.5).toFixed(1)} ms p99 ${p(object, 0.99).toFixed(1)}; flash median ${p(flash, 0.5).toFixed(2)} ms p99 ${p(flash, 0.99).toFixed(2)}`);
+      }
+      console.error(`  ${tier.counters.durableFileCount} durable fsyncs in ${tier.counters.durableBatchCount} batches`);
+    } finally {
+      await opened.close();
+      fs.rmSync(path.dirname(target.flash), { recursive: true, force: true });
+    }
+  } finally {
+    for (const stop of stops) await stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export async function replicationBench(ctx: BenchContext, push: (name: string, ours: number, base: number, unit: string, target: string, pass: boolean) => void): Promise<void> {
-  await overhead(ctx);
-  await putsPerHour(ctx, push);
+  const only = process.env.BENCH_REPLICATION_ONLY?.split(',');
+  const want = (part: string) => !only || only.includes(part);
+  if (want('overhead')) await overhead(ctx);
+  if (want('puts')) await putsPerHour(ctx, push);
+  if (want('durable')) await durableFsync(ctx, push);
+  if (!want('restore')) return;
   const small = await restoreTimes(ctx, Math.min(100_000, restoreFiles));
   const large = await restoreTimes(ctx, restoreFiles);
   const scale = restoreFiles / Math.min(100_000, restoreFiles);

@@ -15,8 +15,8 @@ _tierfs_flags() {
     pin) echo --recursive --wait --socket ;;
     unpin) echo --recursive --socket ;;
     fsck) echo --repair --deep --sample-packs --json --socket ;;
-    'policy add') echo --path --mode --cool-after --min-size --target --compress --json --socket ;;
-    'policy edit') echo --path --mode --cool-after --min-size --target --compress --no-compress --json --socket ;;
+    'policy add') echo --path --mode --cool-after --min-size --target --compress --durable --json --socket ;;
+    'policy edit') echo --path --mode --cool-after --min-size --target --compress --no-compress --durable --json --socket ;;
     'policy list' | 'policy show' | 'policy explain') echo --json --socket ;;
     'policy rm' | 'target rm') echo --socket ;;
     'policy simulate') echo --flash-size --policy --replace --json --socket ;;

@@ -123,6 +123,8 @@ export const constants = {
   snapshotIntervalMsDefault: 86_400_000,
   /** How often restore points past retention are looked for (one LIST of the meta prefix). */
   metadataPruneIntervalMs: 3_600_000,
+  /** Keys a target's full listing may go through to find file systems, when its delimited listing shows none. */
+  fileSystemScanKeyCountMax: 100_000,
   /** Largest log object (records are uploaded in several when more are pending). */
   metadataLogObjectBytesMax: 16 * MiB,
   /** The destage queue shown by status is counted again by a background pass at most this often. */

@@ -98,7 +98,7 @@ async function roundTrip(t: Test, url: string): Promise<void> {
   await fs.fsync();
   await tier.destage({ inos: [...packed.keys()] });
   for (const ino of [...packed.keys()].slice(0, 3)) await tier.release(ino);
-  await tier.putPolicy({ name: 'cold', pathGlob: '/dir-1/**', mode: 'auto', coolAfterMs: 3_600_000, sizeBytesMin: 0, target: 'default', compress: true });
+  await tier.putPolicy({ name: 'cold', pathGlob: '/dir-1/**', mode: 'auto', coolAfterMs: 3_600_000, sizeBytesMin: 0, target: 'default', compress: true, durable: 'flash' });
   await tier.pin([...packed.keys()][4], true);
   // Written after the last destage: only on flash at the restore point.
   const unpacked = await populate(fs, 2);
@@ -346,6 +346,43 @@ t.test('a blank flash tier in place of the old one: adopted, its lost files list
   // A device holding anything else is still refused.
   fs.writeFileSync(source.flash, Buffer.alloc(32 * MiB, 9));
   t.equal(await code(openTiered(t, source, { url })), 'NOT_OURS');
+});
+
+t.test('--durable object: fsync returns once the bytes are in a pack and the change in the log; concurrent fsyncs share one upload', async (t) => {
+  const objects = scratchDir(t, 'tierfs-objects-');
+  const url = `file://${objects}`;
+  const source = await formatWith(t, url);
+  const { fs: files, tier } = await openTiered(t, source, { url, replication });
+  const durable = { name: 'ledger', pathGlob: '/ledger/**', mode: 'auto' as const, coolAfterMs: 3_600_000, sizeBytesMin: 0, target: 'default', compress: false, durable: 'object' as const };
+  await tier.putPolicy(durable);
+  await t.rejects(tier.putPolicy({ ...durable, name: 'bad', mode: 'pin' }), /--durable object does not apply/);
+  await t.rejects(tier.putPolicy({ ...durable, name: 'bad', sizeBytesMin: 10 }), /--min-size does not apply/);
+  const dir = await files.mkdir(ROOT_INO, 'ledger', 0o755, ROOT);
+  const flashOnly = await writeFile(files, 'scratch', pattern(20, 100_000)); // another policy: fsync means flash
+  t.equal(tier.fileResidency(flashOnly).flashOnlyBytes > 0, true, 'a file of the default policy stays on flash at fsync');
+  const before = tier.status().packs.count;
+  const written = await Promise.all(
+    Array.from({ length: 8 }, async (_, i) => {
+      const { attr, fh } = await files.create(dir.ino, `entry-${i}`, 0o644, 2, ROOT);
+      await files.write(fh, 0, pattern(30 + i, 50_000 + i));
+      await files.fsync(fh);
+      t.equal(tier.fileResidency(attr.ino).flashOnlyBytes, 0, `entry-${i}: in a pack when fsync returned`);
+      await files.release(fh);
+      return attr.ino;
+    }),
+  );
+  const status = tier.replicationStatus()!;
+  t.equal(status.uploadedSeq, status.committedSeq, 'and the metadata in the bucket');
+  t.ok(tier.status().packs.count - before <= 3, `eight concurrent fsyncs shared ${tier.status().packs.count - before} pack upload(s)`);
+  t.ok(tier.counters.durableBatchCount <= 3 && tier.counters.durableFileCount === 8);
+  // The appliance is lost now, without a clean stop: the bucket alone has them.
+  const copy = scratchDir(t, 'tierfs-objects-copy-');
+  fs.cpSync(objects, copy, { recursive: true });
+  const target = restoreScratch(t);
+  await restoreFileSystem({ store: openObjectStore(`file://${copy}`), targetUrl: `file://${copy}`, flash: target.flash, metaDir: target.meta, sizeBytes: 32 * MiB });
+  const restored = await openTiered(t, target, { url: `file://${copy}` });
+  for (const [i, ino] of written.entries()) t.ok((await readFile(restored.fs, ino)).equals(pattern(30 + i, 50_000 + i)), `entry-${i} restored byte-identical`);
+  t.same(restored.fs.lostFiles(10).files.map((f) => f.path), ['/scratch'], 'only the file of the flash policy is lost');
 });
 
 t.test('restore and --list need nothing but the target; a target without file systems says so', async (t) => {

@@ -98,7 +98,7 @@ t.test('policies: pin, never, all, minimum size, most specific match', async (t)
   let now = 1_000_000_000;
   const { fs, tier } = await openTiered(t, scratch, { url: `file://${scratchDir(t)}`, packWaitMsMax: 0 }, clockAt(() => now));
   const policy = (name: string, pathGlob: string, mode: 'auto' | 'pin' | 'all' | 'never', extra = {}) =>
-    tier.putPolicy({ name, pathGlob, mode, coolAfterMs: hour, sizeBytesMin: 0, target: 'default', compress: false, ...extra });
+    tier.putPolicy({ name, pathGlob, mode, coolAfterMs: hour, sizeBytesMin: 0, target: 'default', compress: false, durable: 'flash', ...extra });
   await policy('pinned', '/pinned*', 'pin');
   await policy('local', '*.tmp', 'never');
   await policy('archive', '/archive-*', 'all');
@@ -151,7 +151,7 @@ t.test('a write stream larger than the flash tier completes by destaging, and ev
 t.test('flash full of pinned data: ENOSPC, nothing lost', async (t) => {
   const scratch = await formatScratch(t, 32 * MiB);
   const { fs, tier } = await openTiered(t, scratch, { url: `file://${scratchDir(t)}` });
-  await tier.putPolicy({ name: 'all-pinned', pathGlob: '**', mode: 'pin', coolAfterMs: 0, sizeBytesMin: 0, target: 'default', compress: false });
+  await tier.putPolicy({ name: 'all-pinned', pathGlob: '**', mode: 'pin', coolAfterMs: 0, sizeBytesMin: 0, target: 'default', compress: false, durable: 'flash' });
   const { attr, fh } = await fs.create(ROOT_INO, 'f', 0o644, 2, ROOT);
   let written = 0;
   let failure = 'ok';

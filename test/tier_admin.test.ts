@@ -69,10 +69,10 @@ t.test('simulate: a scripted access history gives the answer worked out by hand'
   const never = await tier.simulate({
     flashSizeBytes: 12 * MiB,
     prices: defaultPrices,
-    policies: [{ name: 'w', pathGlob: '/warm', mode: 'never', coolAfterMs: H, sizeBytesMin: 0, target: 'default', compress: false }],
+    policies: [{ name: 'w', pathGlob: '/warm', mode: 'never', coolAfterMs: H, sizeBytesMin: 0, target: 'default', compress: false, durable: 'flash' }],
   });
   t.match(never, { flashBytes: 6 * MiB, flashOnlyBytes: 6 * MiB, bothBytes: 0, objectOnlyBytes: 8 * MiB, overflowBytes: 0 }, 'kept data first: pinned + warm fill the 6 MiB');
-  const tiny = await tier.simulate({ flashSizeBytes: 4 * MiB, prices: defaultPrices, policies: [{ name: 'w', pathGlob: '/warm', mode: 'never', coolAfterMs: H, sizeBytesMin: 0, target: 'default', compress: false }] });
+  const tiny = await tier.simulate({ flashSizeBytes: 4 * MiB, prices: defaultPrices, policies: [{ name: 'w', pathGlob: '/warm', mode: 'never', coolAfterMs: H, sizeBytesMin: 0, target: 'default', compress: false, durable: 'flash' }] });
   t.equal(tiny.overflowBytes, 2 * MiB, 'data that must stay on flash beyond its size is reported');
   t.equal(tier.policyOf(pinned).mode, 'pin', 'a pin overrides the default policy');
   t.ok(await tier.pin(pinned, false));
@@ -203,12 +203,12 @@ t.test('several targets: packs go where the policy says, and come back from ther
   const second = scratchDir(t);
   const opened = await openTiered(t, scratch, { url: `file://${main}` });
   const { fs: files, tier } = opened;
-  await t.rejects(tier.putPolicy({ name: 'x', pathGlob: '/x', mode: 'auto', coolAfterMs: 0, sizeBytesMin: 0, target: 'archive', compress: false }), /no such target/);
+  await t.rejects(tier.putPolicy({ name: 'x', pathGlob: '/x', mode: 'auto', coolAfterMs: 0, sizeBytesMin: 0, target: 'archive', compress: false, durable: 'flash' }), /no such target/);
   await t.rejects(tier.addTarget('archive', 'file://relative'), /file targets are file:\/\/\/absolute\/dir/);
   await t.rejects(tier.addTarget('twin', `file://${main}`), /target default is already/);
   await tier.addTarget('archive', `file://${second}`);
   await t.rejects(tier.addTarget('archive', `file://${second}-2`), /a target named archive exists/);
-  await tier.putPolicy({ name: 'cold', pathGlob: 'cold*', mode: 'auto', coolAfterMs: 0, sizeBytesMin: 0, target: 'archive', compress: false });
+  await tier.putPolicy({ name: 'cold', pathGlob: 'cold*', mode: 'auto', coolAfterMs: 0, sizeBytesMin: 0, target: 'archive', compress: false, durable: 'flash' });
   const hot = await writeFile(files, 'hot', pattern(1, 3 * MiB));
   const cold = await writeFile(files, 'cold', pattern(2, 3 * MiB));
   t.equal(await tier.destage({ inos: [hot, cold] }), 6 * MiB, 'one destage, two targets');
@@ -257,7 +257,7 @@ t.test('regression: with several targets, a background pass holds back the small
   const scratch = await formatScratch(t);
   const { fs: files, tier, meta } = await openTiered(t, scratch, { url: `file://${scratchDir(t)}`, packWaitMsMax: 60_000, coolAfterMs: 1000 }, clockAt(() => now));
   await tier.addTarget('archive', `file://${scratchDir(t)}`);
-  await tier.putPolicy({ name: 'cold', pathGlob: 'cold*', mode: 'auto', coolAfterMs: 1000, sizeBytesMin: 0, target: 'archive', compress: false });
+  await tier.putPolicy({ name: 'cold', pathGlob: 'cold*', mode: 'auto', coolAfterMs: 1000, sizeBytesMin: 0, target: 'archive', compress: false, durable: 'flash' });
   await writeFile(files, 'cold', pattern(1, MiB));
   await writeFile(files, 'hot', pattern(2, MiB));
   now += 2000;

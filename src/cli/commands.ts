@@ -237,7 +237,7 @@ function pinCommand(name: 'pin' | 'unpin') {
 function describePolicy(p: PolicyRecord): string {
   return (
     `${String(p.name).padEnd(16)} ${String(p.mode).padEnd(6)} ${String(p.pathGlob).padEnd(28)} cool ${formatDuration(p.coolAfterMs)}` +
-    `${p.sizeBytesMin > 0 ? `, min ${formatBytes(p.sizeBytesMin)}` : ''}${p.compress ? ', compressed' : ''}${p.target && p.target !== 'default' ? `, to ${p.target}` : ''}`
+    `${p.sizeBytesMin > 0 ? `, min ${formatBytes(p.sizeBytesMin)}` : ''}${p.compress ? ', compressed' : ''}${p.durable === 'object' ? ', fsync durable in the bucket' : ''}${p.target && p.target !== 'default' ? `, to ${p.target}` : ''}`
   );
 }
 
@@ -274,6 +274,7 @@ async function policy(argv: string[]): Promise<void> {
     compress: { type: 'boolean' },
     'no-compress': { type: 'boolean' },
     target: { type: 'string' },
+    durable: { type: 'string' },
     'flash-size': { type: 'string' },
     policy: { type: 'string', multiple: true },
     replace: { type: 'boolean' },
@@ -295,6 +296,7 @@ async function policy(argv: string[]): Promise<void> {
     ...(values['min-size'] === undefined ? {} : { sizeBytesMin: parseSize(values['min-size'] as string, '--min-size') }),
     ...(values.compress ? { compress: true } : values['no-compress'] ? { compress: false } : {}),
     ...(values.target === undefined ? {} : { target: values.target as string }),
+    ...(values.durable === undefined ? {} : { durable: values.durable as string }),
   });
   switch (sub) {
     case 'list': {
@@ -313,7 +315,7 @@ async function policy(argv: string[]): Promise<void> {
       return void process.stdout.write(`${describePolicy(r.policy)}\n`);
     }
     case 'add': {
-      only(['path', 'mode', 'cool-after', 'min-size', 'compress', 'target', 'json']);
+      only(['path', 'mode', 'cool-after', 'min-size', 'compress', 'target', 'durable', 'json']);
       const name = oneName();
       required(values, 'path', 'policy add');
       required(values, 'mode', 'policy add');
@@ -322,11 +324,11 @@ async function policy(argv: string[]): Promise<void> {
       return void process.stdout.write(`policy ${name} added\n`);
     }
     case 'edit': {
-      only(['path', 'mode', 'cool-after', 'min-size', 'compress', 'no-compress', 'target', 'json']);
+      only(['path', 'mode', 'cool-after', 'min-size', 'compress', 'no-compress', 'target', 'durable', 'json']);
       const name = oneName();
       if (values.compress && values['no-compress']) throw new TierfsError('USAGE', 'policy edit: --compress and --no-compress contradict each other');
       const change = fields();
-      if (Object.keys(change).length === 0) throw new TierfsError('USAGE', 'policy edit: nothing to change (give --path, --mode, --cool-after, --min-size, --compress or --target)');
+      if (Object.keys(change).length === 0) throw new TierfsError('USAGE', 'policy edit: nothing to change (give --path, --mode, --cool-after, --min-size, --compress, --target or --durable)');
       const r = await call(socket, 'PUT /v1/policies/:name', { params: { name }, body: change });
       if (values.json) return printJson(r.policy);
       return void process.stdout.write(`policy ${name} changed: ${describePolicy(r.policy)}\n`);

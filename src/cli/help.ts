@@ -119,9 +119,10 @@ ${socketHelp}
 `,
   policy: `Usage: tierfs policy add NAME --path GLOB --mode auto|pin|all|never
                          [--cool-after DURATION] [--min-size SIZE] [--compress]
-                         [--target NAME]
+                         [--target NAME] [--durable flash|object]
        tierfs policy edit NAME [--path GLOB] [--mode MODE] [--cool-after DURATION]
                          [--min-size SIZE] [--compress | --no-compress] [--target NAME]
+                         [--durable flash|object]
        tierfs policy list [--json] | show NAME [--json] | rm NAME
        tierfs policy explain PATH [--json]
        tierfs policy simulate --flash-size SIZE [--policy MODE:GLOB[:COOL_AFTER]]...
@@ -139,6 +140,10 @@ directory (*.iso).  The most specific match (most literal characters) wins;
 without a match the default policy applies (auto).  --min-size: smaller
 files stay on flash.  --compress: deflate the file's extents in packs.
 --target: the target its packs go to (default: default; see tierfs target).
+--durable: what fsync of the file waits for: flash (default: the flash
+tier, as a local disk) or object (its bytes in a pack in the bucket and
+the change in the replicated metadata log: survives losing the appliance;
+concurrent fsyncs share one upload; needs metadata replication on).
 DURATION: 90s, 15m, 2h, 7d, 2w.  SIZE: 4G, 512MiB, 1048576.
 
 explain   which policies match PATH, which one applies and why (a pin by

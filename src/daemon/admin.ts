@@ -339,7 +339,7 @@ const heatBuckets: { label: string; ageMsMax: number }[] = [
 
 // ---- policies ----
 
-function policyFrom(body: Partial<Record<'name' | 'path' | 'mode' | 'target', string> & { coolAfterMs: number; sizeBytesMin: number; compress: boolean }>, base: Partial<PolicyRecord>, tier: TieringEngine): PolicyRecord {
+function policyFrom(body: Partial<Record<'name' | 'path' | 'mode' | 'target' | 'durable', string> & { coolAfterMs: number; sizeBytesMin: number; compress: boolean }>, base: Partial<PolicyRecord>, tier: TieringEngine): PolicyRecord {
   return validatePolicy({
     name: body.name ?? base.name!,
     pathGlob: body.path ?? base.pathGlob!,
@@ -348,6 +348,7 @@ function policyFrom(body: Partial<Record<'name' | 'path' | 'mode' | 'target', st
     sizeBytesMin: body.sizeBytesMin ?? base.sizeBytesMin ?? 0,
     target: body.target ?? base.target ?? 'default',
     compress: body.compress ?? base.compress ?? false,
+    durable: (body.durable ?? base.durable ?? 'flash') as PolicyRecord['durable'],
   });
 }
 

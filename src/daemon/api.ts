@@ -182,6 +182,7 @@ export interface PolicyBody {
   sizeBytesMin?: number;
   compress?: boolean;
   target?: string;
+  durable?: string;
 }
 
 export type PolicyEditBody = Partial<Omit<PolicyBody, 'name'>>;
@@ -273,6 +274,7 @@ export const bodySchemas: { [E in Endpoint]: Schema<Api[E]['body']> } = {
     sizeBytesMin: { type: 'number' },
     compress: { type: 'boolean' },
     target: { type: 'string' },
+    durable: { type: 'string' },
   },
   'GET /v1/policies/:name': {},
   'PUT /v1/policies/:name': {
@@ -282,6 +284,7 @@ export const bodySchemas: { [E in Endpoint]: Schema<Api[E]['body']> } = {
     sizeBytesMin: { type: 'number' },
     compress: { type: 'boolean' },
     target: { type: 'string' },
+    durable: { type: 'string' },
   },
   'DELETE /v1/policies/:name': {},
   'POST /v1/simulate': { flashSizeBytes: { type: 'number', required: true }, policies: { type: 'object[]' }, replace: { type: 'boolean' } },

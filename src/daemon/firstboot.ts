@@ -47,6 +47,9 @@ export interface ApplianceSettings {
   restore?: boolean;
   /** Which file system to restore when the target holds several. */
   restoreUuid?: string;
+  /** Serve's metadataRpo ("10s", or "off") and metadataRetention ("7d"). */
+  metadataRpo?: string;
+  metadataRetention?: string;
 }
 
 const settingTypes: Record<keyof ApplianceSettings, 'string' | 'number' | 'boolean' | 'object'> = {
@@ -65,6 +68,8 @@ const settingTypes: Record<keyof ApplianceSettings, 'string' | 'number' | 'boole
   allowOther: 'boolean',
   restore: 'boolean',
   restoreUuid: 'string',
+  metadataRpo: 'string',
+  metadataRetention: 'string',
 };
 
 /** Check settings from `source`; throws USAGE naming the source and the setting. */
@@ -83,6 +88,8 @@ export function parseSettings(value: unknown, source: string): ApplianceSettings
     if (s[key] !== undefined && !path.isAbsolute(s[key]!)) throw new TierfsError('USAGE', `${where(key)} must be an absolute path`);
   if (s.coolAfter !== undefined) parseDuration(s.coolAfter, where('coolAfter'));
   if (s.recallTimeout !== undefined) parseDuration(s.recallTimeout, where('recallTimeout'));
+  if (s.metadataRpo !== undefined && s.metadataRpo !== 'off') parseDuration(s.metadataRpo, where('metadataRpo'));
+  if (s.metadataRetention !== undefined) parseDuration(s.metadataRetention, where('metadataRetention'));
   if (s.watermarkHighPercent !== undefined || s.watermarkLowPercent !== undefined)
     checkWatermarks(s.watermarkHighPercent ?? constants.watermarkHighPercentDefault, s.watermarkLowPercent ?? constants.watermarkLowPercentDefault, source);
   if (s.uploadConcurrency !== undefined) checkUploadConcurrency(s.uploadConcurrency, where('uploadConcurrency'));

@@ -845,7 +845,10 @@ export class FileSystem {
     const handle = fh === undefined ? undefined : this.handle(fh);
     await this.store.whenAllMapped();
     await this.store.commit();
-    if (handle) await this.settle(handle.ino);
+    if (handle) {
+      await this.settle(handle.ino);
+      await this.store.tier?.durable(handle.ino);
+    }
   }
 
   // ---- extended attributes ----

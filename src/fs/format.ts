@@ -289,6 +289,9 @@ export async function openFileSystem(
         encryptionKey: key ?? null,
       });
       await tier.start();
+    } else if (meta.setReplicated(false)) {
+      log.warn('metadata replication is off: this file system has no object target');
+      meta.commit();
     }
     const opened = meta;
     const engine = tier;

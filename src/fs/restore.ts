@@ -56,9 +56,11 @@ async function fileSystemsIn(store: ObjectStore): Promise<string[]> {
   const found: string[] = [];
   if (candidates.length === 0) {
     const seen = new Set<string>();
+    let listed = 0;
     for await (const item of store.list('')) {
       const first = item.key.slice(0, item.key.indexOf('/'));
       if (uuidPattern.test(first) && item.key.startsWith(metaPrefix(first))) seen.add(first);
+      if (++listed >= constants.fileSystemScanKeyCountMax) break; // a prefix full of other things: not ours to list
     }
     return [...seen].sort();
   }

@@ -128,6 +128,8 @@ export interface PolicyRecord {
   target: string;
   /** Compress entries of this policy's files in packs. */
   compress: boolean;
+  /** What fsync of this policy's files waits for: the flash tier (default), or the bytes in a pack in the bucket and the metadata in its replicated log. */
+  durable: 'flash' | 'object';
 }
 
 export interface ResidencyTotals {

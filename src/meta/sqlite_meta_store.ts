@@ -147,6 +147,7 @@ export const migrations: string[] = [
   `
   CREATE TABLE replica_log (seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, op TEXT NOT NULL, row TEXT NOT NULL);
   ALTER TABLE packs ADD COLUMN dead_seq INTEGER;
+  ALTER TABLE policies ADD COLUMN durable TEXT NOT NULL DEFAULT 'flash' CHECK (durable IN ('flash', 'object'));
   CREATE TABLE lost (
     ino INTEGER NOT NULL, file_offset INTEGER NOT NULL, length INTEGER NOT NULL, written_ms INTEGER NOT NULL,
     PRIMARY KEY (ino, file_offset)
@@ -264,6 +265,7 @@ interface PolicyRow {
   size_min: number;
   target: string;
   compress: number;
+  durable: 'flash' | 'object';
 }
 
 const inodeEntryBytes = 256; // an Inode object with its bigints, estimated
@@ -409,8 +411,8 @@ export class SqliteMetaStore implements MetaStore {
         `SELECT count(*) AS count, coalesce(sum(stored_bytes), 0) AS storedBytes FROM packs WHERE target = ?`,
       ),
       putPolicy: db.prepare(
-        `INSERT OR REPLACE INTO policies (name, path_glob, mode, cool_after_ms, size_min, target, compress)
-         VALUES (?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT OR REPLACE INTO policies (name, path_glob, mode, cool_after_ms, size_min, target, compress, durable)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       deletePolicy: db.prepare('DELETE FROM policies WHERE name = ?'),
       getXattr: db.prepare('SELECT value FROM xattrs WHERE ino = ? AND name = ?').pluck(),
@@ -724,11 +726,12 @@ export class SqliteMetaStore implements MetaStore {
       sizeBytesMin: r.size_min,
       target: r.target,
       compress: r.compress !== 0,
+      durable: r.durable,
     }));
   }
 
   putPolicy(p: PolicyRecord): void {
-    this.stmt.putPolicy.run(p.name, p.pathGlob, p.mode, p.coolAfterMs, p.sizeBytesMin, p.target, p.compress ? 1 : 0);
+    this.stmt.putPolicy.run(p.name, p.pathGlob, p.mode, p.coolAfterMs, p.sizeBytesMin, p.target, p.compress ? 1 : 0, p.durable);
     this.pending += 1;
   }
 

@@ -56,7 +56,7 @@ const tables: Record<string, TableSpec> = {
     blobs: ['nonce'],
     unlogged: ['live_bytes'],
   },
-  policies: { columns: ['name', 'path_glob', 'mode', 'cool_after_ms', 'size_min', 'target', 'compress'], key: ['name'] },
+  policies: { columns: ['name', 'path_glob', 'mode', 'cool_after_ms', 'size_min', 'target', 'compress', 'durable'], key: ['name'] },
   targets: { columns: ['name', 'url', 'created_ms'], key: ['name'] },
   pins: { columns: ['ino', 'pinned_ms'], key: ['ino'] },
   lost: { columns: ['ino', 'file_offset', 'length', 'written_ms'], key: ['ino', 'file_offset'] },

@@ -122,6 +122,8 @@ export interface TierHooks {
   extentRead(e: Extent): void;
   /** The flash tier is short of `blockCount` blocks: free some; resolves false when nothing more can be freed. */
   spaceWanted(blockCount: number): Promise<boolean>;
+  /** After an fsync of `ino` on flash: resolves once what its policy's durability asks is done too (its bytes in the bucket). */
+  durable(ino: Ino): Promise<void>;
 }
 
 /** Aligned buffers of one extent each, reused so the data path does not allocate. */

@@ -54,6 +54,10 @@ export function validatePolicy(p: PolicyRecord): PolicyRecord {
   if (!Number.isSafeInteger(p.coolAfterMs) || p.coolAfterMs < 0) throw new TierfsError('USAGE', 'policy cooling period must be a duration >= 0');
   if (!Number.isSafeInteger(p.sizeBytesMin) || p.sizeBytesMin < 0) throw new TierfsError('USAGE', 'policy minimum size must be a size >= 0');
   if (typeof p.target !== 'string' || !NAME_PATTERN.test(p.target)) throw new TierfsError('USAGE', `policy target ${JSON.stringify(p.target)}: the name of a target (tierfs target list)`);
+  if (p.durable !== 'flash' && p.durable !== 'object') throw new TierfsError('USAGE', `policy durability ${JSON.stringify(p.durable)}: flash or object`);
+  if (p.durable === 'object' && (p.mode === 'never' || p.mode === 'pin'))
+    throw new TierfsError('USAGE', `policy mode ${p.mode} keeps files out of the bucket: --durable object does not apply`);
+  if (p.durable === 'object' && p.sizeBytesMin > 0) throw new TierfsError('USAGE', 'policy --durable object takes files of every size: --min-size does not apply');
   return p;
 }
 

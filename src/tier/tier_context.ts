@@ -75,6 +75,9 @@ export interface TierCounters {
   repackedPackCount: number;
   orphanPackCount: number;
   foreignObjectCount: number;
+  /** fsyncs of files durable in the bucket: batches (each one pack upload and one log PUT) and the files they took. */
+  durableBatchCount: number;
+  durableFileCount: number;
 }
 
 export function newCounters(): TierCounters {
@@ -94,6 +97,8 @@ export function newCounters(): TierCounters {
     repackedPackCount: 0,
     orphanPackCount: 0,
     foreignObjectCount: 0,
+    durableBatchCount: 0,
+    durableFileCount: 0,
   };
 }
 

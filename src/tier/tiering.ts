@@ -91,6 +91,10 @@ export class TieringEngine {
   private background: Promise<void> | undefined;
   /** Metadata replication to the default target, when on. */
   private readonly replicator: Replicator | undefined;
+  /** fsyncs of durable-in-the-bucket files: those waiting for the next batch, that batch, the one running. */
+  private readonly durableWaiting = new Set<Ino>();
+  private durableNext: Promise<void> | undefined;
+  private durableRunning: Promise<void> = Promise.resolve();
 
   constructor(
     readonly flash: FlashStore,
@@ -167,6 +171,7 @@ export class TieringEngine {
       readFromPack: (e, from, length) => this.recaller.read(e, from, length),
       extentRead: (e) => this.recordRead(e),
       spaceWanted: (blockCount) => this.evictor.spaceWanted(blockCount),
+      durable: (ino) => this.durable(ino),
     };
     if (this.options.scanIntervalMs > 0) this.timer = this.options.clock.every(this.options.scanIntervalMs, () => this.tick());
     this.heatTimer = this.options.clock.every(constants.heatFlushIntervalMs, () => this.flushHeat());
@@ -233,6 +238,41 @@ export class TieringEngine {
       .finally(() => (this.ticking = undefined));
   }
 
+  // ---- durability in the bucket (policy --durable object) ----
+
+  /**
+   * fsync of a file whose policy is durable in the bucket: its extents only
+   * on flash go into a pack and the metadata log is uploaded before fsync
+   * returns.  fsyncs arriving while a batch runs wait for the next one, which
+   * takes them all: many files, one pack upload and one log PUT.
+   */
+  private durable(ino: Ino): Promise<void> {
+    if (this.policyOf(ino).durable !== 'object') return Promise.resolve();
+    this.durableWaiting.add(ino);
+    this.durableNext ??= this.durableRunning.catch(() => undefined).then(() => this.runDurableBatch());
+    return this.durableNext;
+  }
+
+  private async runDurableBatch(): Promise<void> {
+    const inos = [...this.durableWaiting];
+    this.durableWaiting.clear();
+    this.durableNext = undefined;
+    const run = async () => {
+      for (let attempt = 0; ; attempt++) {
+        await this.destage({ inos });
+        const left = inos.filter((ino) => this.meta.getInode(ino) && this.meta.fileExtents(ino).some((e) => e.pack === null));
+        if (left.length === 0) break;
+        if (attempt >= 1)
+          throw new TierfsError('UNAVAILABLE', `fsync: ${left.length} file(s) could not be put in the bucket${this.lastError ? `: ${this.lastError}` : ''}`);
+      }
+      if (this.replicator) await this.replicator.flush();
+      this.counters.durableBatchCount += 1;
+      this.counters.durableFileCount += inos.length;
+    };
+    this.durableRunning = run();
+    await this.durableRunning;
+  }
+
   // ---- metadata replication ----
 
   /** Where replication stands (undefined when it is off), with the pack bytes kept only for restore points. */
@@ -283,6 +323,7 @@ export class TieringEngine {
       sizeBytesMin: 0,
       target: 'default',
       compress: this.options.compress,
+      durable: 'flash',
     };
     return new PolicySet(this.meta.policies(), fallback);
   }
@@ -298,6 +339,8 @@ export class TieringEngine {
 
   async putPolicy(policy: PolicyRecord): Promise<void> {
     validatePolicy(policy);
+    if (policy.durable === 'object' && !this.replicator)
+      throw new TierfsError('USAGE', 'policy --durable object needs metadata replication (serve\'s metadataRpo is off)');
     if (!this.targets.has(policy.target))
       throw new TierfsError('USAGE', `policy target ${JSON.stringify(policy.target)}: no such target (${this.targets.names().join(', ')}; tierfs target add)`);
     const existing = this.meta.policies();

@@ -71,5 +71,10 @@ export async function objectStoreConformance(t: Test, store: ObjectStore, option
     t.equal((await listAll(store, 'many/03/')).size, keys.filter((k) => k.startsWith('many/03/')).length, 'a deeper prefix');
     t.equal((await listAll(store, 'nothing-here/')).size, 0);
     t.ok((await listAll(store, 'many')).has('manyother'), 'a prefix is a string prefix, not a directory');
+    // One level below a prefix (a delimited listing): directories and objects by name, each once.
+    t.same(await store.listNames('many/'), Array.from({ length: Math.min(16, options.manyKeys) }, (_, i) => String(i).padStart(2, '0')), 'the names one level below');
+    await store.put('many/03.txt', [Buffer.from('x')]);
+    t.ok((await store.listNames('many/')).includes('03.txt'), 'objects as well as directories');
+    t.same(await store.listNames('nothing-here/'), []);
   });
 }

@@ -480,7 +480,7 @@ export async function runSimulation(options: { seed: number; steps: number; dir:
         const glob = pick(['/a*', '/*/b', '**/c', '/dir/**', '/x']);
         const remove = random() < 0.3;
         label = remove ? `policy rm ${name}` : `policy ${name} ${mode} ${glob}`;
-        outcome = await drive(clock, gate, remove ? tier.deletePolicy(name) : tier.putPolicy({ name, pathGlob: glob, mode, coolAfterMs: Math.floor(random() * 30_000), sizeBytesMin: 0, target: 'default', compress: random() < 0.3 }), label);
+        outcome = await drive(clock, gate, remove ? tier.deletePolicy(name) : tier.putPolicy({ name, pathGlob: glob, mode, coolAfterMs: Math.floor(random() * 30_000), sizeBytesMin: 0, target: 'default', compress: random() < 0.3, durable: 'flash' }), label);
       } else if (roll < 0.86) {
         const file = randomFile(random, model);
         label = `pin ${file}`;
