@@ -7,8 +7,10 @@
 # reports on its second serial port; then it powers off and is booted again
 # with a new, blank NVMe disk (a wiped instance store), where it checks that
 # tierfsd comes up, lists what was only on the old disk as lost and reads the
-# destaged data back from the bucket.  Prints one summary line; exit 1 on
-# any failure.  The image itself is left untouched (a copy-on-write overlay).
+# destaged data back from the bucket; then a fresh copy of the image with a
+# blank disk and the same bucket disk (a replaced instance), whose first boot
+# must restore the file system from the bucket.  Prints one summary line;
+# exit 1 on any failure.  The image itself is left untouched (a copy-on-write overlay).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 image=output/tierfs.qcow2
@@ -23,17 +25,19 @@ finish() {
 trap finish EXIT
 qemu-img create -q -f qcow2 -b "$PWD/$image" -F qcow2 "$work/root.qcow2"
 truncate -s 1G "$work/nvme.img"
+truncate -s 512M "$work/bucket.img" && mkfs.ext4 -q -F "$work/bucket.img" # the shared bucket disk
 accel=tcg,thread=multi
 [ "${BOOT_TEST_KVM:-}" = 1 ] && accel=kvm # only where KVM really works (not on these machines)
 started=$(date +%s)
-# One run of the guest until it powers off (or the time is up); its results are appended.
+# One run of the guest (root disk $2, self-test mode $3) until it powers off (or the time is up); its results are appended.
 boot() {
   qemu-system-x86_64 -accel "$accel" -cpu max -smp 2 -m 2048 -display none -no-user-config -nodefaults \
     -serial "file:$work/console-$1.log" -serial "file:$work/results-$1.log" \
     -nic none \
-    -drive "file=$work/root.qcow2,if=virtio,format=qcow2" \
+    -drive "file=$work/$2,if=virtio,format=qcow2" \
+    -drive "file=$work/bucket.img,if=virtio,format=raw" \
     -drive "file=$work/nvme.img,if=none,id=nvm,format=raw" -device nvme,serial="tierfs0$1",drive=nvm \
-    -fw_cfg name=opt/org.tierfs.selftest,string=1 &
+    -fw_cfg name=opt/org.tierfs.selftest,string="$3" &
   qemu_pid=$!
   while kill -0 "$qemu_pid" 2>/dev/null; do
     if [ $(( $(date +%s) - started )) -gt "$timeout_s" ]; then
@@ -48,16 +52,23 @@ boot() {
   tr -d '\r' < "$work/results-$1.log" >> "$work/results.log" 2>/dev/null || true
   cat "$work/console-$1.log" >> "$work/console.log" 2>/dev/null || true
 }
-boot 1
-if grep -qx POWEROFF "$work/results.log"; then
+boot 1 root.qcow2 1
+if [ "$(grep -cx POWEROFF "$work/results.log")" = 1 ]; then
   # The instance store is wiped: a new, blank disk in place of the old one.
   rm -f "$work/nvme.img"
   truncate -s 1G "$work/nvme.img"
-  boot 2
+  boot 2 root.qcow2 1
+fi
+if [ "$(grep -cx POWEROFF "$work/results.log")" = 2 ]; then
+  # The instance is replaced: a fresh copy of the image, a blank disk, the same bucket.
+  qemu-img create -q -f qcow2 -b "$PWD/$image" -F qcow2 "$work/fresh.qcow2"
+  rm -f "$work/nvme.img"
+  truncate -s 1G "$work/nvme.img"
+  boot 3 fresh.qcow2 restore
 fi
 elapsed=$(( $(date +%s) - started ))
 results=$(cat "$work/results.log" 2>/dev/null || true)
-expected="firstboot-formatted-nvme tierfsd-ready write destage release read-from-object-tier recall bash-completion status tierfsd-ready-after-reboot data-kept-across-reboot firstboot-ran-once watchdog-restarts-hung-daemon ready-after-watchdog data-after-watchdog metadata-replicated write-not-destaged tierfsd-ready-on-blank-flash blank-flash-adopted lost-file-listed lost-file-reads-eio destaged-data-after-blank-flash"
+expected="firstboot-formatted-nvme tierfsd-ready write destage release read-from-object-tier recall bash-completion status tierfsd-ready-after-reboot data-kept-across-reboot firstboot-ran-once watchdog-restarts-hung-daemon ready-after-watchdog data-after-watchdog metadata-replicated write-not-destaged tierfsd-ready-on-blank-flash blank-flash-adopted lost-file-listed lost-file-reads-eio destaged-data-after-blank-flash firstboot-restored tierfsd-ready-after-restore restored-data-reads-back restored-lost-listed"
 missing=""; failed=""; passed=0; total=0
 for name in $expected; do
   total=$((total + 1))
@@ -67,7 +78,7 @@ for name in $expected; do
 done
 done_seen=$(printf '%s\n' "$results" | grep -cx DONE || true)
 if [ "$passed" = "$total" ] && [ "$done_seen" = 1 ]; then
-  echo "boot-test: PASS ($passed/$total checks, three boots, the last on a blank NVMe disk, ${elapsed} s under $accel)"
+  echo "boot-test: PASS ($passed/$total checks, four boots: a reboot, a blank NVMe disk, a fresh image restored from the bucket; ${elapsed} s under $accel)"
   exit 0
 fi
 {

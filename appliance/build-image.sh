@@ -19,7 +19,8 @@ rm -f "$out/disk.raw" "$out/root.ext4"
 if [ "${IMAGE_REUSE_ROOTFS:-}" = 1 ] && [ -d "$out/rootfs/opt/tierfs" ]; then
   echo "reusing $out/rootfs (IMAGE_REUSE_ROOTFS=1); tierfs refreshed from the bundle"
   rm -rf "$out/rootfs/opt/tierfs" && tar -xzf "$out/tierfs-bundle.tar.gz" -C "$out/rootfs/opt"
-  install -m 644 systemd/*.service systemd/*.timer appliance/tierfs-selftest.service "$out/rootfs/etc/systemd/system/"
+  install -m 644 systemd/*.service systemd/*.timer appliance/tierfs-selftest.service appliance/tierfs-selftest-bucket.service "$out/rootfs/etc/systemd/system/"
+  chroot "$out/rootfs" systemctl enable tierfs-selftest-bucket.service
   echo qemu_fw_cfg > "$out/rootfs/etc/modules-load.d/qemu-fw-cfg.conf"
 else
 rm -rf "$out/rootfs"
@@ -29,7 +30,7 @@ mmdebstrap --variant=minbase --include="$packages" --quiet \
   --customize-hook='mkdir -p "$1/tmp/tierfs-appliance"' \
   --customize-hook='sync-in appliance /tmp/tierfs-appliance' \
   --customize-hook='chroot "$1" env TIERFS_BUNDLE=/tmp/tierfs-bundle.tar.gz sh /tmp/tierfs-appliance/provision.sh' \
-  --customize-hook='install -m 644 appliance/tierfs-selftest.service "$1/etc/systemd/system/" && chroot "$1" systemctl enable tierfs-selftest.service' \
+  --customize-hook='install -m 644 appliance/tierfs-selftest.service appliance/tierfs-selftest-bucket.service "$1/etc/systemd/system/" && chroot "$1" systemctl enable tierfs-selftest.service tierfs-selftest-bucket.service' \
   --customize-hook='echo qemu_fw_cfg > "$1/etc/modules-load.d/qemu-fw-cfg.conf"' \
   --customize-hook='echo tierfs > "$1/etc/hostname" && printf "127.0.0.1 localhost\n127.0.1.1 tierfs\n" > "$1/etc/hosts"' \
   --customize-hook='printf "LABEL=root / ext4 errors=remount-ro 0 1\n" > "$1/etc/fstab"' \

@@ -6,7 +6,11 @@
 # and powers off.  The host then boots it again with a new, blank NVMe disk
 # (a wiped instance store): tierfsd must come up on it, list the file that
 # was only on the old disk as lost (EIO on read), and read the destaged one
-# back byte-identical from the bucket.  Each check is one
+# back byte-identical from the bucket; it powers off again, and the host boots
+# a fresh copy of the image (a replaced instance) with a blank NVMe disk and
+# the same bucket disk (tierfs-selftest-bucket.service names it in
+# /etc/tierfs/tierfs.conf): first boot must restore the file system from the
+# bucket instead of formatting, and its data read back.  Each check is one
 # line "PASS name" or "FAIL name: why" on the second serial port (/dev/ttyS1;
 # the first one is the console, whose getty hangs up writers).
 export TIERFS_SOCKET=/run/tierfs/admin.sock PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -30,17 +34,26 @@ wait_ready() {
 }
 
 systemctl is-system-running --wait > /dev/null 2>&1
-if [ ! -e $state/phase1 ]; then
+mode=$(cat /sys/firmware/qemu_fw_cfg/by_name/opt/org.tierfs.selftest/raw 2>/dev/null)
+if [ "$mode" = restore ]; then
+  say "PHASE 4"
+  check firstboot-restored sh -c 'journalctl -b -u tierfs-firstboot | grep "restoring it instead of formatting" && journalctl -b -u tierfs-firstboot | grep "restored from the target"'
+  check tierfsd-ready-after-restore wait_ready
+  check restored-data-reads-back sh -c "test \"\$(sha256sum $file | cut -d' ' -f1)\" = \"\$(cat /srv/disk/selftest.sum)\""
+  check restored-lost-listed sh -c 'tierfs lost | grep /only-on-flash.bin'
+  say "DONE"
+  systemctl poweroff
+elif [ ! -e $state/phase1 ]; then
   say "PHASE 1"
   check firstboot-formatted-nvme sh -c 'test -e /var/lib/tierfs/firstboot.done && grep "\"flash\": \"/dev/nvme0n1\"" /etc/tierfs/tierfs.json && journalctl -b -u tierfs-firstboot | grep "first boot done: flash tier /dev/nvme0n1"'
   check tierfsd-ready wait_ready
-  check write sh -c "head -c 8388608 /dev/urandom > $file && sync && sha256sum $file | cut -d' ' -f1 > $state/sum"
+  check write sh -c "head -c 8388608 /dev/urandom > $file && sync && sha256sum $file | cut -d' ' -f1 > $state/sum && cp $state/sum /srv/disk/selftest.sum"
   check destage sh -c "tierfs destage $file --wait && test \"\$(tierfs stat $file --json | sed -n 's/^  \"objectBytes\": \([0-9]*\).*/\1/p')\" = 8388608"
   check release sh -c "tierfs release $file && test \"\$(tierfs stat $file --json | sed -n 's/^  \"flashBytes\": \([0-9]*\).*/\1/p')\" = 0"
   check read-from-object-tier sh -c "echo 3 > /proc/sys/vm/drop_caches && test \"\$(sha256sum $file | cut -d' ' -f1)\" = \"\$(cat $state/sum)\""
   check recall sh -c "tierfs recall $file --wait && test \"\$(tierfs stat $file --json | sed -n 's/^  \"flashBytes\": \([0-9]*\).*/\1/p')\" = 8388608"
   check bash-completion bash -c 'source /usr/share/bash-completion/completions/tierfs && COMP_WORDS=(tierfs policy a) && COMP_CWORD=2 && _tierfs && test "${COMPREPLY[*]}" = add'
-  check status sh -c 'tierfs status | grep "target     default: file:///var/lib/tierfs/objects: reachable"'
+  check status sh -c 'tierfs status | grep "target     default: file:///srv/disk/bucket: reachable"'
   touch $state/phase1
   sync
   say "REBOOT"
@@ -55,7 +68,7 @@ elif [ ! -e $state/phase2 ]; then
   check watchdog-restarts-hung-daemon sh -c "for i in \$(seq 1 90); do n=\$(systemctl show -p NRestarts --value tierfsd); p=\$(systemctl show -p MainPID --value tierfsd); if [ \"\$n\" -ge 1 ] && [ \"\$p\" != $pid ] && systemctl is-active tierfsd; then journalctl -b -u tierfsd | grep -i 'watchdog timeout'; exit \$?; fi; sleep 2; done; exit 1"
   check ready-after-watchdog wait_ready
   check data-after-watchdog sh -c "test \"\$(sha256sum $file | cut -d' ' -f1)\" = \"\$(cat $state/sum)\""
-  check metadata-replicated sh -c 'tierfs status | grep "^metadata   in the bucket" && ls /var/lib/tierfs/objects/*/meta/snap'
+  check metadata-replicated sh -c 'tierfs status | grep "^metadata   in the bucket" && ls /srv/disk/bucket/*/meta/snap'
   check write-not-destaged sh -c "head -c 1048576 /dev/urandom > /mnt/tierfs/only-on-flash.bin && sync"
   touch $state/phase2
   sync
@@ -68,6 +81,7 @@ else
   check lost-file-listed sh -c 'tierfs lost | grep /only-on-flash.bin && tierfs status | grep "^LOST .*1 file" && systemctl show -p StatusText --value tierfsd | grep "LOST: 1 file"'
   check lost-file-reads-eio sh -c "! cat /mnt/tierfs/only-on-flash.bin > /dev/null 2> $state/eio.err && grep 'Input/output error' $state/eio.err"
   check destaged-data-after-blank-flash sh -c "echo 3 > /proc/sys/vm/drop_caches && test \"\$(sha256sum $file | cut -d' ' -f1)\" = \"\$(cat $state/sum)\""
-  say "DONE"
+  systemctl stop tierfsd # a clean stop: the metadata in the bucket is current
+  say "POWEROFF"
   systemctl poweroff
 fi

@@ -8,10 +8,10 @@
  * table's columns are only ever added at the end, so an older record replays
  * into a newer schema.  Blobs are hex; integers stay 64-bit exact
  * because JSON is only ever built and taken apart by SQLite itself, never by
- * JavaScript numbers.  Heat (extents.accessed_ms, heat_count) and the figures
- * other triggers keep (packs.live_bytes, residency_totals) are not logged:
- * heat is a hint, and the kept figures follow from replaying the rows they
- * are kept from.  Settings named replica* are this log's own bookkeeping.
+ * JavaScript numbers.  Changes of nothing but heat (extents.accessed_ms,
+ * heat_count) or of figures other triggers keep (packs.live_bytes,
+ * residency_totals) are not logged: heat is a hint, and the kept figures
+ * follow from replaying the rows they are kept from.  Settings named replica* are this log's own bookkeeping.
  *
  * Why logical records and not WAL frames: the WAL is checkpointed into the
  * database file at SQLite's discretion and its frames are whole 4 KiB pages
