@@ -313,6 +313,13 @@ t.test('bad restores: one clear error, nothing written anywhere', async (t) => {
   const target = restoreScratch(t);
   await restoreFileSystem({ store, targetUrl: url, flash: target.flash, metaDir: target.meta, fsUuid: uuid, sizeBytes: 32 * MiB });
   t.pass('with --uuid it restores');
+  // A snapshot a crash cut short (parts, no manifest) after the newest point is debris, not history.
+  const debris = `${metaPrefix(uuid)}snap/${String(999_999).padStart(16, '0')}-${String(Date.now()).padStart(13, '0')}/part-00000`;
+  fs.mkdirSync(path.dirname(path.join(objects, debris)), { recursive: true });
+  fs.copyFileSync(path.join(objects, part), path.join(objects, debris));
+  const again = restoreScratch(t);
+  await restoreFileSystem({ store, targetUrl: url, flash: again.flash, metaDir: again.meta, fsUuid: uuid, sizeBytes: 32 * MiB });
+  t.pass('an unfinished snapshot after the newest point does not stop a restore');
 });
 
 t.test('a blank flash tier in place of the old one: adopted, its lost files listed, reads of them EIO', async (t) => {

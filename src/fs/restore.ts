@@ -163,7 +163,8 @@ export async function restoreFileSystem(request: RestoreRequest): Promise<Restor
   if (points.length === 0) refuse(`file system ${fsUuid} has no complete metadata snapshot in ${store.description}`);
   const point = pickRestorePoint(points, request.atMs);
   if (!point) refuse(`no restore point at or before ${new Date(request.atMs!).toISOString()} (the oldest is ${new Date(points[0].timeMs).toISOString()})`);
-  const later = [...listing.snapshots.filter((s) => s.seq > point.seq).flatMap((s) => s.keys), ...listing.logs.filter((l) => l.lastSeq > point.seq).map((l) => l.key)];
+  // A snapshot without its manifest is no history: the debris of an upload a crash cut short.
+  const later = [...listing.snapshots.filter((s) => s.complete && s.seq > point.seq).flatMap((s) => s.keys), ...listing.logs.filter((l) => l.lastSeq > point.seq).map((l) => l.key)];
   if (later.length > 0 && !request.discardLater) {
     const laterPoints = points.filter((p) => p.seq > point.seq);
     refuse(

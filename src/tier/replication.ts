@@ -280,7 +280,8 @@ export class Replicator {
   /**
    * Delete what no restore point in the window needs: snapshots before the
    * newest one that is older than the window, and log objects up to it.
-   * Snapshots left incomplete by a crash go once a newer one is complete.
+   * Snapshots left incomplete by a crash go once a newer one is complete or
+   * an hour has passed.
    */
   private async prune(): Promise<void> {
     this.lastPruneMs = this.clock.nowMs();
@@ -293,8 +294,10 @@ export class Replicator {
     const complete = listing.snapshots.filter((s) => s.complete);
     const base = [...complete].reverse().find((s) => s.timeMs <= windowStartMs) ?? complete[0];
     const doomed: string[] = [];
+    const staleMs = this.clock.nowMs() - constants.metadataPruneIntervalMs;
     for (const s of listing.snapshots) {
-      if (s.seq < base.seq || (!s.complete && s.seq < complete[complete.length - 1].seq)) doomed.push(...s.keys);
+      const debris = !s.complete && (s.seq < complete[complete.length - 1].seq || s.timeMs < staleMs); // an upload a crash cut short
+      if (s.seq < base.seq || debris) doomed.push(...s.keys);
     }
     for (const l of listing.logs) if (l.lastSeq <= base.seq) doomed.push(l.key);
     this.meta.mutate(() => {
