@@ -179,11 +179,13 @@ async function mappedBlocksBlank(device: FlashDevice, meta: MetaStore): Promise<
   let count = 0;
   for (const _ of meta.allExtents()) count += 1;
   const stride = Math.max(1, Math.floor(count / constants.blankProbeExtentCount));
-  const block = device.allocBuffer(constants.blockSizeBytes);
+  const offsets: number[] = []; // taken first: no statement stays open across the reads
   let index = 0;
-  for (const e of meta.allExtents()) {
-    if (index++ % stride !== 0 || e.flashOffsetBytes === null || e.flashOffsetBytes + constants.blockSizeBytes > device.sizeBytes) continue;
-    await device.read(block, e.flashOffsetBytes);
+  for (const e of meta.allExtents())
+    if (index++ % stride === 0 && e.flashOffsetBytes !== null && e.flashOffsetBytes + constants.blockSizeBytes <= device.sizeBytes) offsets.push(e.flashOffsetBytes);
+  const block = device.allocBuffer(constants.blockSizeBytes);
+  for (const offset of offsets) {
+    await device.read(block, offset);
     if (!block.every((byte) => byte === 0)) return false;
   }
   return true;

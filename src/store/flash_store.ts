@@ -75,6 +75,16 @@ function coalesce(ranges: FlashRange[]): FlashRange[] {
 }
 
 /** A part of `e` from `fromBytes` (file offset, block aligned) for `lengthBytes`. */
+/** Whether `extents` (by offset) leave any of [start, end) unmapped. */
+function hasHole(extents: Extent[], start: number, end: number): boolean {
+  let cursor = start;
+  for (const e of extents) {
+    if (e.fileOffsetBytes > cursor) return true;
+    cursor = Math.max(cursor, e.fileOffsetBytes + e.lengthBytes);
+  }
+  return cursor < end;
+}
+
 function slice(e: Extent, fromBytes: number, lengthBytes: number): Extent {
   const skip = fromBytes - e.fileOffsetBytes;
   assert.ok(skip >= 0 && skip % BS === 0 && lengthBytes > 0 && skip + lengthBytes <= e.lengthBytes);
@@ -249,10 +259,13 @@ export class FlashStore {
    */
   async read(ino: Ino, offsetBytes: number, lengthBytes: number, speculative?: { extentsOut: Extent[] }, into?: Buffer): Promise<Buffer> {
     const end = offsetBytes + lengthBytes;
-    const lost = this.meta.lostIn(ino, offsetBytes, end);
-    if (lost.length > 0)
-      throw new TierfsError('IO', `inode ${ino}: bytes ${lost[0].fileOffsetBytes}..${lost[0].fileOffsetBytes + lost[0].lengthBytes} were only on a lost flash tier (tierfs lost)`);
     const extents = this.meta.extentsInRange(ino, offsetBytes, end);
+    if (hasHole(extents, offsetBytes, end)) {
+      // A lost range is never mapped (a write over it ends the loss): only a hole can be one.
+      const lost = this.meta.lostIn(ino, offsetBytes, end);
+      if (lost.length > 0)
+        throw new TierfsError('IO', `inode ${ino}: bytes ${lost[0].fileOffsetBytes}..${lost[0].fileOffsetBytes + lost[0].lengthBytes} were only on a lost flash tier (tierfs lost)`);
+    }
     const only = extents.length === 1 ? extents[0] : undefined;
     if (only && only.flashOffsetBytes === null && only.fileOffsetBytes <= offsetBytes && end <= only.fileOffsetBytes + only.lengthBytes) {
       // Wholly within one extent in the object tier: the verified recalled bytes themselves, no copy.

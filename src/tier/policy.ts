@@ -73,6 +73,8 @@ export function parseDuration(text: string, what: string): number {
 
 export class PolicySet {
   private readonly compiled: { policy: PolicyRecord; pattern: RegExp; weight: number }[];
+  /** Whether any policy makes fsync wait for the bucket (fsync of every other file skips the path lookup). */
+  readonly anyDurableObject: boolean;
 
   constructor(
     policies: PolicyRecord[],
@@ -81,6 +83,7 @@ export class PolicySet {
     this.compiled = policies
       .map((policy) => ({ policy, pattern: globToRegExp(policy.pathGlob), weight: literalLength(policy.pathGlob) }))
       .sort((a, b) => b.weight - a.weight || a.policy.name.localeCompare(b.policy.name));
+    this.anyDurableObject = policies.some((p) => p.durable === 'object');
   }
 
   /** The policy for a path ("/a/b"). */

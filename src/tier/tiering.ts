@@ -247,7 +247,7 @@ export class TieringEngine {
    * takes them all: many files, one pack upload and one log PUT.
    */
   private durable(ino: Ino): Promise<void> {
-    if (this.policyOf(ino).durable !== 'object') return Promise.resolve();
+    if (!this.policies.anyDurableObject || this.policyOf(ino).durable !== 'object') return Promise.resolve();
     this.durableWaiting.add(ino);
     this.durableNext ??= this.durableRunning.catch(() => undefined).then(() => this.runDurableBatch());
     return this.durableNext;
