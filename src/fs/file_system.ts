@@ -27,7 +27,7 @@ import fsConstants from 'node:constants';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import { log } from '../log';
-import { pathOfInode, type Extent, type Inode, type MetaStore, type ResidencyTotals } from '../meta/meta_store';
+import { pathOfInode, type Extent, type Inode, type MetaStore, type ResidencyTotals, type ShareRecord } from '../meta/meta_store';
 import type { FlashStore, StoreCounters } from '../store/store';
 import type { TieringEngine } from '../tier/tier';
 import { checkFileSystem, type FsckOptions, type FsckReport } from './fsck';
@@ -1013,6 +1013,24 @@ export class FileSystem {
 
   lostTotals(): { fileCount: number; bytes: number } {
     return this.meta.lostTotals();
+  }
+
+  /** The network shares (tierfs share), in name order. */
+  shares(): ShareRecord[] {
+    return this.meta.shares();
+  }
+
+  /** Add or replace a share (checked by the caller), durably. */
+  async putShare(share: ShareRecord): Promise<void> {
+    this.meta.mutate(() => this.meta.putShare(share));
+    await this.store.commit();
+  }
+
+  /** Remove a share durably; false if there was none of that name. */
+  async deleteShare(name: string): Promise<boolean> {
+    const gone = this.meta.mutate(() => this.meta.deleteShare(name));
+    await this.store.commit();
+    return gone;
   }
 
   /** The file system's UUID (its superblock's). */

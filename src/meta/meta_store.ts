@@ -132,6 +132,21 @@ export interface PolicyRecord {
   durable: 'flash' | 'object';
 }
 
+/** A network share of a directory of the file system (tierfs share): NFS, SMB or both. */
+export interface ShareRecord {
+  name: string;
+  /** The directory, from the file system's root ("/projects"; "/" for all of it). */
+  path: string;
+  readOnly: boolean;
+  /** Exported over NFS to these clients (CIDRs), or not. */
+  nfs: { clients: string[]; rootSquash: boolean } | null;
+  /** Shared over SMB 3 to these Samba users (empty: every Samba user), or not. */
+  smb: { users: string[] } | null;
+  /** A world-wide client range (0.0.0.0/0, ::/0) may write: asked for by name (--allow-world). */
+  allowWorld: boolean;
+  createdMs: number;
+}
+
 export interface ResidencyTotals {
   flashOnlyBytes: number;
   bothBytes: number;
@@ -254,6 +269,9 @@ export interface MetaStore {
   pinnedCount(): number;
   putPolicy(policy: PolicyRecord): void;
   deletePolicy(name: string): boolean;
+  shares(): ShareRecord[];
+  putShare(share: ShareRecord): void;
+  deleteShare(name: string): boolean;
 
   getXattr(ino: Ino, name: string): Buffer | undefined;
   setXattr(ino: Ino, name: string, value: Buffer): void;

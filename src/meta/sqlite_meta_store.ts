@@ -22,7 +22,7 @@ import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import type {
   Dirent, Extent, HeatUpdate, Ino, Inode, LostFile, LostRange, MetaStore, NewInode, PackId, PackRecord, PackState, PackTotals,
-  PolicyMode, PolicyRecord, ReplicaRecord, ResidencyTotals,
+  PolicyMode, PolicyRecord, ReplicaRecord, ResidencyTotals, ShareRecord,
 } from './meta_store';
 import { createReplicaTriggers, dropReplicaTriggers, replayStatements, replicaTriggersExist } from './sqlite_replica';
 import { Worker } from 'node:worker_threads';
@@ -152,6 +152,10 @@ export const migrations: string[] = [
     ino INTEGER NOT NULL, file_offset INTEGER NOT NULL, length INTEGER NOT NULL, written_ms INTEGER NOT NULL,
     PRIMARY KEY (ino, file_offset)
   ) WITHOUT ROWID;
+  `,
+  // 6: network shares (tierfs share); their NFS and SMB settings as JSON, checked by the daemon.
+  `
+  CREATE TABLE shares (name TEXT PRIMARY KEY, path TEXT NOT NULL, spec TEXT NOT NULL, created_ms INTEGER NOT NULL) WITHOUT ROWID;
   `,
 ];
 
@@ -415,6 +419,9 @@ export class SqliteMetaStore implements MetaStore {
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       deletePolicy: db.prepare('DELETE FROM policies WHERE name = ?'),
+      shares: db.prepare('SELECT name, path, spec, created_ms FROM shares ORDER BY name'),
+      putShare: db.prepare('INSERT OR REPLACE INTO shares (name, path, spec, created_ms) VALUES (?, ?, ?, ?)'),
+      deleteShare: db.prepare('DELETE FROM shares WHERE name = ?'),
       getXattr: db.prepare('SELECT value FROM xattrs WHERE ino = ? AND name = ?').pluck(),
       setXattr: db.prepare('INSERT OR REPLACE INTO xattrs (ino, name, value) VALUES (?, ?, ?)'),
       removeXattr: db.prepare('DELETE FROM xattrs WHERE ino = ? AND name = ?'),
@@ -737,6 +744,24 @@ export class SqliteMetaStore implements MetaStore {
 
   deletePolicy(name: string): boolean {
     const gone = this.stmt.deletePolicy.run(name).changes > 0;
+    this.pending += 1;
+    return gone;
+  }
+
+  shares(): ShareRecord[] {
+    return (this.stmt.shares.all() as { name: string; path: string; spec: string; created_ms: number }[]).map((r) => {
+      const spec = JSON.parse(r.spec) as Pick<ShareRecord, 'readOnly' | 'nfs' | 'smb' | 'allowWorld'>;
+      return { name: r.name, path: r.path, readOnly: spec.readOnly === true, nfs: spec.nfs ?? null, smb: spec.smb ?? null, allowWorld: spec.allowWorld === true, createdMs: r.created_ms };
+    });
+  }
+
+  putShare(share: ShareRecord): void {
+    this.stmt.putShare.run(share.name, share.path, JSON.stringify({ readOnly: share.readOnly, nfs: share.nfs, smb: share.smb, allowWorld: share.allowWorld }), share.createdMs);
+    this.pending += 1;
+  }
+
+  deleteShare(name: string): boolean {
+    const gone = this.stmt.deleteShare.run(name).changes > 0;
     this.pending += 1;
     return gone;
   }

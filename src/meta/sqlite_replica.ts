@@ -60,6 +60,7 @@ const tables: Record<string, TableSpec> = {
   targets: { columns: ['name', 'url', 'created_ms'], key: ['name'] },
   pins: { columns: ['ino', 'pinned_ms'], key: ['ino'] },
   lost: { columns: ['ino', 'file_offset', 'length', 'written_ms'], key: ['ino', 'file_offset'] },
+  shares: { columns: ['name', 'path', 'spec', 'created_ms'], key: ['name'] },
 };
 
 /** The columns as a JSON array, in the order of the spec (names would double a record's size). */
