@@ -150,6 +150,7 @@ export class FileSystem {
     options: FileSystemOptions = {},
   ) {
     this.clock = options.clock ?? systemClock;
+    this.generation = Number(meta.setting('generation') ?? 1);
     const intervalMs = options.commitIntervalMs ?? constants.commitIntervalMs;
     if (intervalMs > 0) {
       this.timer = this.clock.every(intervalMs, () => {
@@ -335,6 +336,12 @@ export class FileSystem {
 
   async lookup(parentIno: Ino, name: string, credentials: Credentials): Promise<Attr> {
     if (Buffer.byteLength(name) > constants.nameBytesMax) fail('NAME_TOO_LONG', 'name too long');
+    // The kernel decoding a file handle (an NFS client's) asks for "." of the node itself, of any type:
+    // the inode, or ENOENT when it is gone (the client gets ESTALE).
+    if (name === '.') {
+      const node = this.inode(parentIno);
+      if (!isDir(node.mode)) return this.toAttr(node);
+    }
     const parent = this.dir(parentIno);
     this.require(parent, X_OK, credentials);
     if (name === '.') return this.toAttr(parent);
@@ -1014,6 +1021,14 @@ export class FileSystem {
   lostTotals(): { fileCount: number; bytes: number } {
     return this.meta.lostTotals();
   }
+
+  /**
+   * The generation of every node id handed to the kernel: the same across
+   * restarts and reboots (an NFS client's file handle keeps working), raised
+   * by each restore from the bucket, after which inode numbers issued past
+   * the restored point may be issued again to other files.
+   */
+  readonly generation: number;
 
   /** The network shares (tierfs share), in name order. */
   shares(): ShareRecord[] {

@@ -77,7 +77,7 @@ function timeOf(seconds: number, nanos: number): bigint {
 }
 
 /** Fill `out` (from `at`) with an inode's attributes in the binding's layout. */
-function putAttr(attr: Attr, out: Float64Array, at = 0): void {
+function putAttr(attr: Attr, out: Float64Array, at = 0, generation = 0): void {
   const v = at === 0 ? out : out.subarray(at, at + A.COUNT);
   v[A.INO] = attr.ino;
   v[A.MODE] = attr.mode;
@@ -91,7 +91,7 @@ function putAttr(attr: Attr, out: Float64Array, at = 0): void {
   splitNs(attr.mtimeNs, v, A.MTIME_S, A.MTIME_NS);
   splitNs(attr.ctimeNs, v, A.CTIME_S, A.CTIME_NS);
   v[A.BLKSIZE] = constants.blockSizeBytes;
-  v[A.GENERATION] = 0; // inode numbers are never reused (AUTOINCREMENT)
+  v[A.GENERATION] = generation;
 }
 
 /**
@@ -109,6 +109,12 @@ export type FuseBackend = Pick<FileSystem,
    * no copy.  src/fs waits for the inode's lock first, so it does not.
    */
   readonly consumesWriteAtOnce?: boolean;
+  /**
+   * The generation of every node id (the same for all: inode numbers are
+   * never reused within one generation); with it an NFS client's file
+   * handle stays valid across restarts.  0 when absent.
+   */
+  readonly generation?: number;
 };
 
 export class FuseMount {
@@ -120,6 +126,7 @@ export class FuseMount {
   private readonly dirHandles = new Map<number, Credentials>();
   private nextDirHandle = 1;
   private readonly attrOut = new Float64Array(A.COUNT);
+  private readonly generation: number;
   /** Buffers for write payloads and read replies, reused: no allocation (and no garbage) per 1 MiB request. */
   private readonly writeBuffers: Buffer[] = [];
   private readonly readBuffers: Buffer[] = [];
@@ -142,6 +149,7 @@ export class FuseMount {
   ) {
     this.mountPoint = path.resolve(mountPoint);
     this.attrTimeoutS = options.attrTimeoutS ?? constants.fuseAttrTimeoutS;
+    this.generation = fileSystem.generation ?? 0;
     this.ended = new Promise((resolve) => (this.endedResolve = resolve));
   }
 
@@ -292,14 +300,14 @@ export class FuseMount {
   }
 
   private entry(req: number, attr: Attr): number {
-    putAttr(attr, this.attrOut);
+    putAttr(attr, this.attrOut, 0, this.generation);
     const result = native.replyEntry(req, this.attrOut, this.attrTimeoutS, this.attrTimeoutS);
     if (result === 0) this.fileSystem.remember(attr.ino);
     return result;
   }
 
   private attr(req: number, attr: Attr): number {
-    putAttr(attr, this.attrOut);
+    putAttr(attr, this.attrOut, 0, this.generation);
     return native.replyAttr(req, this.attrOut, this.attrTimeoutS);
   }
 
@@ -384,7 +392,7 @@ export class FuseMount {
         return run(() => fsys.open(ino, a, who), (handle) => native.replyOpen(req, handle, 0));
       case Op.CREATE:
         return run(() => fsys.create(ino, name, a, b, who), ({ attr, fh: handle }) => {
-          putAttr(attr, this.attrOut);
+          putAttr(attr, this.attrOut, 0, this.generation);
           const result = native.replyCreate(req, this.attrOut, this.attrTimeoutS, this.attrTimeoutS, handle, 0);
           if (result === 0) fsys.remember(attr.ino);
           else fsys.release(handle).catch(() => undefined); // the caller is gone: nobody will close it
@@ -503,7 +511,7 @@ export class FuseMount {
       entries.forEach((entry, i) => {
         names.push(entry.name);
         if (plus) {
-          putAttr(attrs[i]!, meta, i * stride); // getattr does not wait: nothing can remove the entry in between
+          putAttr(attrs[i]!, meta, i * stride, this.generation); // getattr does not wait: nothing can remove the entry in between
           meta[i * stride + A.BLKSIZE] = entry.nextOffset; // the binding reads the next offset from this slot
         } else {
           meta.set([entry.ino, entry.mode, entry.nextOffset], i * stride);

@@ -297,7 +297,8 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   conn->congestion_threshold = 48;
   conn->time_gran = 1;
   unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_READDIRPLUS |
-                  FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_HANDLE_KILLPRIV;
+                  FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_HANDLE_KILLPRIV |
+                  FUSE_CAP_EXPORT_SUPPORT; /* lookups of "." and ".." by node id: file handles (NFS) */
   conn->want |= want & conn->capable;
   /*
    * Local locks: the kernel keeps POSIX and flock locks itself (one client,
