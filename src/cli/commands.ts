@@ -16,7 +16,7 @@ import { commandHelp } from './help';
 export 
 type Help = keyof typeof commandHelp;
 
-function parse(argv: string[], name: Help, extra: Parameters<typeof parseOptions>[1]) {
+export function parse(argv: string[], name: Help, extra: Parameters<typeof parseOptions>[1]) {
   const { values, positionals } = parseOptions(argv, { socket: { type: 'string' }, ...extra });
   if (values.help) {
     process.stdout.write(commandHelp[name]);
@@ -30,7 +30,7 @@ function paths(positionals: string[], name: string, min = 1): string[] {
   return positionals.map(mountPath);
 }
 
-function printJson(value: unknown): void {
+export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
@@ -88,6 +88,11 @@ async function status(argv: string[]): Promise<void> {
   else if (targets.length > 0) lines.push('metadata   not replicated (metadataRpo off): the bucket alone cannot rebuild this file system');
   if (r.lost.fileCount > 0) lines.push(`LOST       ${r.lost.fileCount} file(s), ${formatBytes(r.lost.bytes)} were only on a lost flash tier: see tierfs lost`);
   lines.push(`policies   ${r.policyCount}, pinned files ${r.pinnedFileCount}`);
+  const sh = r.shares;
+  if (sh && sh.count > 0)
+    lines.push(
+      `shares     ${sh.count}; NFS ${sh.nfs.served ? `${sh.nfs.clientCount} client(s)` : sh.nfs.detail}; SMB ${sh.smb.served ? `${sh.smb.clientCount} connection(s)` : sh.smb.detail}`,
+    );
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 

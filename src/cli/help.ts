@@ -240,4 +240,54 @@ Examples:
   tierfs lost --json | jq -r '.files[].path'
 ${socketHelp}
 `,
+  share: `Usage: tierfs share add NAME PATH [--nfs CIDR[,CIDR...]] [--no-root-squash]
+                        [--smb [--users USER[,USER...]]] [--ro] [--allow-world]
+       tierfs share edit NAME [--path PATH] [--nfs CIDR[,CIDR...] | --no-nfs]
+                        [--root-squash | --no-root-squash] [--smb | --no-smb]
+                        [--users USER[,USER...]] [--ro | --rw]
+                        [--allow-world | --no-allow-world]
+       tierfs share rm NAME
+       tierfs share list [--json]
+       tierfs share show NAME [--json]
+       tierfs share user add USER [--password-stdin]
+       tierfs share user rm USER
+       tierfs share user list [--json]
+       (each also takes --socket PATH)
+
+Network shares of directories of the mounted file system: NFS (v3, v4.1,
+v4.2) through the kernel NFS server and SMB 3 through Samba (encryption
+required, no guest access).  Shares are kept in the metadata (they survive
+restarts and travel with the file system and its bucket) and applied at
+once: the daemon owns one exports file (/etc/exports.d/tierfs.exports) and
+one Samba include (/etc/samba/tierfs-shares.conf), runs exportfs -r and
+reloads smbd, takes the shares away before it unmounts and puts them back
+once the mount serves.  Everything is checked before anything changes.
+
+  PATH            a directory on the mount (absolute, or relative to the
+                  current directory; no "." or ".." segments)
+  --nfs CIDRS     export over NFS to these clients (10.0.0.0/8,
+                  192.168.1.7, 2001:db8::/32); --no-nfs stops exporting
+  --no-root-squash  NFS clients' root stays root (default: squashed)
+  --smb           share over SMB (--no-smb stops); --users: only these
+                  Samba users (default: every Samba user)
+  --ro / --rw     read-only (both protocols) / read-write (the default)
+  --allow-world   allow a /0 client range with write access
+  list, show      each share, whether the servers serve it, SMB
+                  connections, and the NFS server's clients
+  user add        add a Samba user (or set its password); the password is
+                  asked twice on a terminal, else read from one line of
+                  stdin (--password-stdin says so explicitly).  A Unix
+                  account is made for it when there is none (no login
+                  shell); user rm removes that account too, and refuses a
+                  user a share names
+
+The directory's Unix permissions apply to SMB users as to local ones.
+
+Examples:
+  tierfs share add projects /mnt/tierfs/projects --nfs 10.0.0.0/8 --smb --users alice
+  tierfs share edit projects --ro
+  echo 'a long passphrase' | tierfs share user add alice --password-stdin
+  tierfs share list
+${socketHelp}
+`,
 };

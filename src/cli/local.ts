@@ -101,7 +101,12 @@ serves is refused.  If the daemon dies, fusermount3 unmounts it.
                    simulate: {"currency": "USD", "storagePerGiBMonth": 0.023,
                    "getPer1000": 0.0004, "egressPerGiB": 0}, each optional),
                    metadataRpo (default "10s"; "off" stops replication),
-                   metadataRetention (default "7d", at least "1h")
+                   metadataRetention (default "7d", at least "1h"),
+                   exportsFile (default /etc/exports.d/tierfs.exports),
+                   sambaInclude (default /etc/samba/tierfs-shares.conf),
+                   sambaConfig (default /etc/samba/smb.conf): the two
+                   files the daemon owns for tierfs share, and the smb.conf
+                   Samba's tools read
   --target URL     the object target (default: the one given to format; a
                    file system formatted without one gets it recorded now)
   --encryption-key FILE  the key given to format --encryption-key
@@ -243,7 +248,7 @@ function readConfig(file: string): ServeConfig {
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
     throw new TierfsError('USAGE', `--config ${file}: expected a JSON object`);
-  const strings = ['flash', 'meta', 'mount', 'target', 'encryptionKeyFile', 'adminSocket', 'metrics'];
+  const strings = ['flash', 'meta', 'mount', 'target', 'encryptionKeyFile', 'adminSocket', 'metrics', 'exportsFile', 'sambaInclude', 'sambaConfig'];
   const booleans = ['allowOther', 'direct', 'discard', 'compress'];
   const durations = ['coolAfter', 'recallTimeout', 'packWait', 'metadataRpo', 'metadataRetention'];
   const percents = ['watermarkHighPercent', 'watermarkLowPercent'];

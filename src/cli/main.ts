@@ -10,6 +10,7 @@
  */
 import { TierfsError, isTierfsError } from '../errors';
 import { daemonCommands } from './commands';
+import { share } from './share';
 
 const mainHelp = `tierfs — a cloud-tiering file system appliance
 
@@ -31,6 +32,7 @@ Commands:
   watermark  show or set the flash watermarks at run time
   target     list, add, test and remove object targets
   lost       files whose newest data was only on a lost flash tier
+  share      NFS and SMB shares of the file system, and Samba users
   restore    rebuild a file system from its bucket (or --list what a bucket holds)
 
 Commands other than format and serve talk to the daemon's admin socket:
@@ -51,6 +53,7 @@ function localCommand(name: LocalCommandName): (argv: string[]) => Promise<void>
 const commands: Record<string, (argv: string[]) => Promise<void>> = {
   ...Object.fromEntries(localCommandNames.map((name) => [name, localCommand(name)])),
   ...daemonCommands,
+  share,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -31,6 +31,7 @@ import { isTierfsError, TierfsError, type ErrorCode } from '../errors';
 import type { Attr, FileSystem, Ino } from '../fs/fs';
 import { log } from '../log';
 import type { PolicyRecord } from '../meta/meta_store';
+import type { ShareManager } from './shares';
 import { defaultPrices, parseDuration, validatePolicy, type JobControl, type Prices, type TieringEngine } from '../tier/tier';
 import {
   bodySchemas,
@@ -95,6 +96,8 @@ class HttpError extends Error {
 export interface Service {
   fs: FileSystem;
   tier: TieringEngine | undefined;
+  /** The network shares, where the daemon manages them. */
+  shares?: ShareManager;
 }
 
 export interface AdminContext extends Service {
@@ -165,6 +168,11 @@ function requestPaths(context: AdminContext, body: PathsBody, what: string): { i
 /** The regular files a request names (directories: every file under them when `recursive`). */
 function requestFiles(context: AdminContext, body: PathsBody, recursive: boolean, what: string): Ino[] {
   return context.fs.filesUnder(requestPaths(context, body, what), { recursive, countMax: constants.adminFileCountMax, what });
+}
+
+function sharesOf(context: AdminContext): ShareManager {
+  if (!context.shares) throw new HttpError(501, 'this daemon manages no network shares');
+  return context.shares;
 }
 
 function tierOf(context: AdminContext): TieringEngine {
@@ -293,6 +301,7 @@ export function statusOf(service: Service, mountPath: string): StatusResponse {
     inodeCount: totals.inodeCount,
     lost: service.fs.lostTotals(),
     replication: service.tier?.replicationStatus() ?? null,
+    shares: service.shares?.summary() ?? null,
     counters: { ...(tier?.counters ?? totals.counters) },
   };
 }
@@ -406,6 +415,14 @@ const queryNames: { [E in Endpoint]: (keyof Api[E]['query'])[] } = {
   'DELETE /v1/targets/:name': [],
   'POST /v1/targets/:name/test': [],
   'GET /v1/lost': [],
+  'GET /v1/shares': [],
+  'POST /v1/shares': [],
+  'GET /v1/shares/:name': [],
+  'PUT /v1/shares/:name': [],
+  'DELETE /v1/shares/:name': [],
+  'GET /v1/share-users': [],
+  'POST /v1/share-users': [],
+  'DELETE /v1/share-users/:name': [],
 };
 
 const handlers: Handlers = {
@@ -565,6 +582,14 @@ const handlers: Handlers = {
   },
   'POST /v1/targets/:name/test': async ({ context, params }) => ({ body: { name: params.name, ...(await tierOf(context).testTarget(params.name)) } }),
   'GET /v1/lost': ({ context }) => ({ body: context.fs.lostFiles(constants.adminListingCountMax) }),
+  'GET /v1/shares': async ({ context }) => ({ body: await sharesOf(context).list() }),
+  'POST /v1/shares': async ({ context, body }) => ({ status: 201, body: await sharesOf(context).add(body) }),
+  'GET /v1/shares/:name': async ({ context, params }) => ({ body: { share: await sharesOf(context).show(params.name) } }),
+  'PUT /v1/shares/:name': async ({ context, params, body }) => ({ body: await sharesOf(context).edit(params.name, body) }),
+  'DELETE /v1/shares/:name': async ({ context, params }) => ({ body: { deleted: params.name, warnings: await sharesOf(context).remove(params.name) } }),
+  'GET /v1/share-users': async ({ context }) => ({ body: { users: await sharesOf(context).users() } }),
+  'POST /v1/share-users': async ({ context, body }) => ({ status: 201, body: await sharesOf(context).addUser(body.name, body.password) }),
+  'DELETE /v1/share-users/:name': async ({ context, params }) => ({ body: await sharesOf(context).removeUser(params.name) }),
 };
 
 // ---- routing ----
@@ -596,7 +621,7 @@ function match(pathname: string, method: string): { endpoint: Endpoint; name?: s
 /** What a call's answer's `what` is in messages: the endpoint's first path segment after /v1. */
 function whatOf(endpoint: Endpoint): string {
   const segment = endpoint.split(' ')[1].split('/')[2];
-  return { policies: 'policy', targets: 'target', watermarks: 'watermarks' }[segment] ?? segment;
+  return { policies: 'policy', targets: 'target', watermarks: 'watermarks', shares: 'share', 'share-users': 'share user' }[segment] ?? segment;
 }
 
 async function route(context: AdminContext, request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {

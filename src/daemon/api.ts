@@ -17,6 +17,7 @@ import type { FileResidency } from '../tier/tiering';
 import type { Prices, SimulationResult } from '../tier/simulate';
 import type { ProbeReport } from '../tier/target_set';
 import type { ReplicationStatus } from '../tier/replication';
+import type { ShareBody, ShareEditBody, ShareReport, SharesResponse, SharesSummary } from './shares';
 
 // ---- answers ----
 
@@ -65,6 +66,8 @@ export interface StatusResponse {
   lost: { fileCount: number; bytes: number };
   /** Metadata replication to the default target (null: off, or no target). */
   replication: ReplicationStatus & { heldForRetentionBytes: number } | null;
+  /** Network shares and their servers (null: the daemon manages none, as in tests without it). */
+  shares: SharesSummary | null;
   counters: Record<string, number>;
 }
 
@@ -240,6 +243,14 @@ export interface Api {
   'DELETE /v1/targets/:name': { query: NoBody; body: NoBody; response: { deleted: string } };
   'POST /v1/targets/:name/test': { query: NoBody; body: NoBody; response: ProbeReport & { name: string } };
   'GET /v1/lost': { query: NoBody; body: NoBody; response: LostResponse };
+  'GET /v1/shares': { query: NoBody; body: NoBody; response: SharesResponse };
+  'POST /v1/shares': { query: NoBody; body: ShareBody; response: { share: ShareReport; warnings: string[] } };
+  'GET /v1/shares/:name': { query: NoBody; body: NoBody; response: { share: ShareReport } };
+  'PUT /v1/shares/:name': { query: NoBody; body: ShareEditBody; response: { share: ShareReport; warnings: string[] } };
+  'DELETE /v1/shares/:name': { query: NoBody; body: NoBody; response: { deleted: string; warnings: string[] } };
+  'GET /v1/share-users': { query: NoBody; body: NoBody; response: { users: { name: string; shares: string[] }[] } };
+  'POST /v1/share-users': { query: NoBody; body: { name: string; password: string }; response: { name: string; accountCreated: boolean; passwordChanged: boolean } };
+  'DELETE /v1/share-users/:name': { query: NoBody; body: NoBody; response: { name: string; accountRemoved: boolean } };
 }
 
 export type Endpoint = keyof Api;
@@ -296,6 +307,31 @@ export const bodySchemas: { [E in Endpoint]: Schema<Api[E]['body']> } = {
   'DELETE /v1/targets/:name': {},
   'POST /v1/targets/:name/test': {},
   'GET /v1/lost': {},
+  'GET /v1/shares': {},
+  'POST /v1/shares': {
+    name: { type: 'string', required: true },
+    path: { type: 'string', required: true },
+    readOnly: { type: 'boolean' },
+    nfs: { type: 'string[]' },
+    rootSquash: { type: 'boolean' },
+    smb: { type: 'boolean' },
+    users: { type: 'string[]' },
+    allowWorld: { type: 'boolean' },
+  },
+  'GET /v1/shares/:name': {},
+  'PUT /v1/shares/:name': {
+    path: { type: 'string' },
+    readOnly: { type: 'boolean' },
+    nfs: { type: 'string[]' },
+    rootSquash: { type: 'boolean' },
+    smb: { type: 'boolean' },
+    users: { type: 'string[]' },
+    allowWorld: { type: 'boolean' },
+  },
+  'DELETE /v1/shares/:name': {},
+  'GET /v1/share-users': {},
+  'POST /v1/share-users': { name: { type: 'string', required: true }, password: { type: 'string', required: true } },
+  'DELETE /v1/share-users/:name': {},
 };
 
 export const simulatedPolicySchema: Schema<SimulatedPolicyBody> = {

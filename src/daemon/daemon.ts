@@ -9,13 +9,14 @@ import { systemClock, type Clock } from '../clock';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import { openFileSystem, type OpenTierOptions } from '../fs/fs';
-import { FuseMount } from '../fuse/fuse';
+import { allowOtherPermitted, FuseMount } from '../fuse/fuse';
 import { prepareMountPoint } from '../fuse/mount_point';
 import { log } from '../log';
 import { defaultReplicationOptions, parseEncryptionKey, type Prices } from '../tier/tier';
 import { startAdminServer, statusOf, type AdminServer, type Service } from './admin';
 import { parseMetricsAddress, startMetricsServer, type MetricsServer } from './metrics';
 import { SystemdNotifier } from './notify';
+import { ShareManager } from './shares';
 
 export interface ServeConfig {
   flash: string;
@@ -51,6 +52,10 @@ export interface ServeConfig {
   metadataRpoMs?: number | null;
   /** Restore points are kept this long. */
   metadataRetentionMs?: number;
+  /** The files the daemon owns for network shares, and the smb.conf Samba's tools read. */
+  exportsFile?: string;
+  sambaInclude?: string;
+  sambaConfig?: string;
 }
 
 export const defaultAdminSocket = '/run/tierfs/admin.sock';
@@ -69,6 +74,7 @@ export function readEncryptionKey(file: string): Buffer {
 export interface Daemon {
   /** What the daemon serves: the file system and its engine, never their insides (the metadata store, the flash store). */
   opened: Service & { close(): Promise<void> };
+  shares: ShareManager;
   mount: FuseMount;
   admin: AdminServer | undefined;
   metrics: MetricsServer | undefined;
@@ -101,26 +107,36 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
   };
   // /dev/fuse, fusermount3 and the mount point first: a machine that cannot mount changes nothing.
   await prepareMountPoint(path.resolve(config.mount));
+  // Resolved without touching the mount point itself (it may be a dead mount to recover), and
+  // before mounting: the daemon never makes calls on its own mount.
+  const absolute = path.resolve(config.mount);
+  const mountPath = path.join(fs.realpathSync(path.dirname(absolute)), path.basename(absolute));
   // The daemon holds the file system and its engine, not their insides (the type makes sure).
   const opened: Daemon['opened'] = await openFileSystem(config.flash, config.meta, { direct: config.direct, discard: config.discard, tier, clock });
   const mount = new FuseMount(opened.fs, config.mount, { allowOther: config.allowOther, attrTimeoutS: config.attrTimeoutS });
   let admin: AdminServer | undefined;
   let metrics: MetricsServer | undefined;
+  const shares = new ShareManager(opened.fs, mountPath, {
+    config: {
+      ...(config.exportsFile === undefined ? {} : { exportsFile: config.exportsFile }),
+      ...(config.sambaInclude === undefined ? {} : { sambaInclude: config.sambaInclude }),
+      ...(config.sambaConfig === undefined ? {} : { sambaConfig: config.sambaConfig }),
+    },
+    allowOther: config.allowOther ?? allowOtherPermitted(),
+    clock,
+  });
   try {
-    // Resolved without touching the mount point itself (it may be a dead mount to recover), and
-    // before mounting: the daemon never makes calls on its own mount.
-    const absolute = path.resolve(config.mount);
-    const mountPath = path.join(fs.realpathSync(path.dirname(absolute)), path.basename(absolute));
     const socket = config.adminSocket ?? defaultAdminSocket;
     try {
-      if (socket !== '') admin = await startAdminServer({ fs: opened.fs, tier: opened.tier, mountPath, prices: config.prices, clock }, path.resolve(socket));
+      if (socket !== '') admin = await startAdminServer({ fs: opened.fs, tier: opened.tier, shares, mountPath, prices: config.prices, clock }, path.resolve(socket));
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (config.adminSocket !== undefined || (code !== 'EACCES' && code !== 'EPERM')) throw error;
       log.warn('admin API off: cannot create the default socket (give --admin-socket PATH)', { socket, error: code });
     }
-    if (config.metrics !== undefined) metrics = await startMetricsServer({ fs: opened.fs, tier: opened.tier }, parseMetricsAddress(config.metrics, 'metrics'));
+    if (config.metrics !== undefined) metrics = await startMetricsServer({ fs: opened.fs, tier: opened.tier, shares }, parseMetricsAddress(config.metrics, 'metrics'));
     await mount.mount();
+    await shares.start(); // once the mount serves: never the empty directory under it
   } catch (error) {
     await metrics?.close();
     await admin?.close();
@@ -134,6 +150,7 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
   const stop = (reason: string) => {
     stopping ??= (async () => {
       log.info('stopping', { reason });
+      await shares.withdraw(); // before the unmount: no server shares the empty directory under the mount point
       await admin?.close();
       await metrics?.close();
       try {
@@ -161,7 +178,7 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
     admin: admin?.socketPath ?? 'off',
     metrics: metrics?.address ?? 'off',
   });
-  return { opened, mount, admin, metrics, stopped, stop, get lost() { return lost; } };
+  return { opened, shares, mount, admin, metrics, stopped, stop, get lost() { return lost; } };
 }
 
 /**
@@ -171,7 +188,7 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
  */
 export function statusLine(daemon: Daemon): string {
   const { opened } = daemon;
-  const status = statusOf({ fs: opened.fs, tier: opened.tier }, daemon.mount.mountPoint);
+  const status = statusOf({ fs: opened.fs, tier: opened.tier, shares: daemon.shares }, daemon.mount.mountPoint);
   const used = (100 * status.flash.usedBytes) / status.flash.capacityBytes;
   const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
   const parts = [`serving ${daemon.mount.mountPoint}`, `flash ${used.toFixed(1)}% used`];
@@ -184,6 +201,12 @@ export function statusLine(daemon: Daemon): string {
     else if (m.lastError !== null || m.lagMs > m.rpoMs) parts.push(`metadata replication ${(m.lagMs / 1000).toFixed(0)} s behind${m.lastError ? ' (failing)' : ''}`);
   }
   if (status.lost.fileCount > 0) parts.push(`LOST: ${status.lost.fileCount} file(s) (tierfs lost)`);
+  const s = status.shares;
+  if (s && s.count > 0) {
+    const server = (name: string, state: { served: boolean; detail: string; clientCount: number }) =>
+      state.served ? `${name} ${state.clientCount} client(s)` : state.detail.startsWith('no ') ? '' : `${name} NOT served`;
+    parts.push([`${s.count} share(s)`, server('NFS', s.nfs), server('SMB', s.smb)].filter((p) => p !== '').join(' '));
+  }
   return parts.join(', ');
 }
 

@@ -48,6 +48,9 @@ export async function startMetricsServer(service: Service, address: { host: stri
   const retained = gauge('tierfs_retention_held_bytes', 'Bytes of dead packs kept in the bucket because a restore point still reads them');
   const lostFiles = gauge('tierfs_lost_files', 'Files whose newest data was only on a lost flash tier (tierfs lost)');
   const lostBytes = gauge('tierfs_lost_bytes', 'Bytes of those files that were lost');
+  const shareCount = gauge('tierfs_shares', 'Network shares (tierfs share)');
+  const nfsClients = gauge('tierfs_nfs_clients', 'NFS clients of the machine\'s NFS server (NFSv4 clients and NFSv3 mounts of the file system)');
+  const smbClients = gauge('tierfs_smb_clients', 'SMB connections to the file system\'s shares');
   const counterNames = new Map<string, Counter>();
   const seen = new Map<string, number>();
   const counter = (key: string) => {
@@ -91,6 +94,9 @@ export async function startMetricsServer(service: Service, address: { host: stri
     }
     lostFiles.set(status.lost.fileCount);
     lostBytes.set(status.lost.bytes);
+    shareCount.set(status.shares?.count ?? 0);
+    nfsClients.set(status.shares?.nfs.clientCount ?? 0);
+    smbClients.set(status.shares?.smb.clientCount ?? 0);
     for (const [key, value] of Object.entries(status.counters)) {
       if (key === 'foreignObjectCount') continue; // a gauge's figure (recounted at each listing), not a counter
       const delta = value - (seen.get(key) ?? 0);
