@@ -22,6 +22,11 @@ _tierfs_flags() {
     'policy simulate') echo --flash-size --policy --replace --json --socket ;;
     'watermark set') echo --high --low --json --socket ;;
     'watermark show' | 'target list' | 'target test' | 'target add') echo --json --socket ;;
+    'share add') echo --nfs --no-root-squash --smb --users --ro --allow-world --json --socket ;;
+    'share edit') echo --path --nfs --no-nfs --root-squash --no-root-squash --smb --no-smb --users --ro --rw --allow-world --no-allow-world --json --socket ;;
+    'share rm') echo --socket ;;
+    'share list' | 'share show') echo --json --socket ;;
+    'share user') echo --password-stdin --json --socket ;;
   esac
 }
 
@@ -30,12 +35,13 @@ _tierfs_subcommands() {
     policy) echo add edit list show rm explain simulate ;;
     watermark) echo set show ;;
     target) echo list test add rm ;;
+    share) echo add edit rm list show user ;;
   esac
 }
 
 _tierfs() {
   local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
-  local commands='format serve firstboot restore status stat heat destage recall release pin unpin policy fsck watermark target lost'
+  local commands='format serve firstboot restore status stat heat destage recall release pin unpin policy fsck watermark target lost share'
   if [ "$COMP_CWORD" -eq 1 ]; then
     COMPREPLY=($(compgen -W "$commands --help" -- "$cur"))
     return
@@ -49,6 +55,7 @@ _tierfs() {
   [ -n "$subcommands" ] && command="$command ${COMP_WORDS[2]}"
   case "$prev" in
     --mode) COMPREPLY=($(compgen -W 'auto pin all never' -- "$cur")); return ;;
+    user) [ "$command" = 'share user' ] && COMPREPLY=($(compgen -W 'add rm list' -- "$cur")) && return ;;
     --flash | --meta | --mount | --config | --encryption-key | --admin-socket | --socket | --conf | --user-data | --state | --sys | --mountinfo | --dev)
       COMPREPLY=($(compgen -f -- "$cur")); return ;;
   esac

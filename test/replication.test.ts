@@ -100,6 +100,9 @@ async function roundTrip(t: Test, url: string): Promise<void> {
   for (const ino of [...packed.keys()].slice(0, 3)) await tier.release(ino);
   await tier.putPolicy({ name: 'cold', pathGlob: '/dir-1/**', mode: 'auto', coolAfterMs: 3_600_000, sizeBytesMin: 0, target: 'default', compress: true, durable: 'flash' });
   await tier.pin([...packed.keys()][4], true);
+  const share = { name: 'dir1', path: '/dir-1', readOnly: false, nfs: { clients: ['10.0.0.0/8'], rootSquash: true }, smb: { users: [] }, allowWorld: false, createdMs: 1234 };
+  await fs.putShare(share);
+  t.equal(fs.generation, 1, 'node ids of a new file system: generation 1');
   // Written after the last destage: only on flash at the restore point.
   const unpacked = await populate(fs, 2);
   const overwritten = [...packed.keys()][5];
@@ -126,6 +129,8 @@ async function roundTrip(t: Test, url: string): Promise<void> {
   t.same(await record(restored.fs), expected, 'the namespace equals the one replicated: names, attributes, ns times, xattrs, links');
   t.same(restored.tier.listPolicies().map((p) => p.name), ['cold'], 'policies came back');
   t.ok(restored.tier.isPinned([...packed.keys()][4]), 'pins came back');
+  t.same(restored.fs.shares(), [share], 'network shares came back');
+  t.equal(restored.fs.generation, 2, 'a restore raises the generation of node ids: file handles from before do not reach files numbered again');
   for (const [ino, data] of packed) {
     if (ino === overwritten) continue;
     t.ok((await readFile(restored.fs, ino)).equals(data), `inode ${ino}: byte-identical from its pack`);
