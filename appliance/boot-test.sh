@@ -68,7 +68,7 @@ if [ "$(grep -cx POWEROFF "$work/results.log")" = 2 ]; then
 fi
 elapsed=$(( $(date +%s) - started ))
 results=$(cat "$work/results.log" 2>/dev/null || true)
-expected="firstboot-formatted-nvme tierfsd-ready write destage release read-from-object-tier recall bash-completion status tierfsd-ready-after-reboot data-kept-across-reboot firstboot-ran-once watchdog-restarts-hung-daemon ready-after-watchdog data-after-watchdog metadata-replicated write-not-destaged tierfsd-ready-on-blank-flash blank-flash-adopted lost-file-listed lost-file-reads-eio destaged-data-after-blank-flash firstboot-restored tierfsd-ready-after-restore restored-data-reads-back restored-lost-listed"
+expected="firstboot-formatted-nvme tierfsd-ready write destage release read-from-object-tier recall bash-completion status no-share-nothing-listens share-add nfs-mount-v41-v3 nfs-256mib-byte-identical nfs-workload-v41 nfs-workload-v3 nfs-released-file-recalled nfs-open-file-across-restart smb-mount-cifs smb-workload share-status share-rm-refuses-clients tierfsd-ready-after-reboot data-kept-across-reboot firstboot-ran-once watchdog-restarts-hung-daemon ready-after-watchdog data-after-watchdog metadata-replicated write-not-destaged tierfsd-ready-on-blank-flash blank-flash-adopted lost-file-listed lost-file-reads-eio destaged-data-after-blank-flash firstboot-restored tierfsd-ready-after-restore restored-data-reads-back restored-lost-listed"
 missing=""; failed=""; passed=0; total=0
 for name in $expected; do
   total=$((total + 1))

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs tierfs into an image (run as root inside it: by packer's shell
 # provisioner, or in the chroot of make image).  Expects the bundle at
-# $TIERFS_BUNDLE and these packages present: libfuse3-3 fuse3 cloud-init.
+# $TIERFS_BUNDLE and these packages present: libfuse3-3 fuse3 cloud-init
+# (and, for network shares, nfs-kernel-server samba cifs-utils).
 # Marketplace rules: no default password, root login off, SSH keys only.
 set -eu
 bundle=${TIERFS_BUNDLE:-/tmp/tierfs-bundle.tar.gz}
@@ -22,6 +23,19 @@ chmod 755 /etc/tierfs
 # The administrators' group for the admin socket (firstboot makes sure of it too).
 getent group tierfs >/dev/null || groupadd --system tierfs
 systemctl enable tierfs-firstboot.service tierfsd.service tierfs-scrub.timer
+# Network shares: the NFS server and Samba are installed but off until tierfs share needs them
+# (tierfsd starts them): by default nothing listens but SSH.
+if [ -x /usr/sbin/smbd ]; then
+  install -m 644 /opt/tierfs/appliance/smb.conf /etc/samba/smb.conf
+  touch /etc/samba/tierfs-shares.conf
+  systemctl disable smbd.service nmbd.service samba-ad-dc.service >/dev/null 2>&1 || true
+  systemctl mask nmbd.service samba-ad-dc.service >/dev/null 2>&1 || true
+fi
+if [ -x /usr/sbin/exportfs ]; then
+  mkdir -p /etc/exports.d /etc/nfs.conf.d
+  printf '[nfsd]\nvers3=y\nvers4.0=n\nvers4.1=y\nvers4.2=y\n' > /etc/nfs.conf.d/tierfs.conf
+  systemctl disable nfs-server.service rpcbind.service rpcbind.socket >/dev/null 2>&1 || true
+fi
 # FUSE: let the daemon mount with allow_other.
 grep -qs '^user_allow_other' /etc/fuse.conf || echo user_allow_other >> /etc/fuse.conf
 # No passwords: root locked, SSH by key only, no root login.

@@ -33,6 +33,54 @@ wait_ready() {
   ready || { journalctl -b -u tierfsd -n 15 --no-pager -o cat; return 1; }
 }
 
+# Network shares over loopback inside the guest: NFSv4.1 and NFSv3 through the kernel server, SMB 3 through
+# Samba and the kernel's cifs client.
+exp=/mnt/tierfs/exp
+same_sum() { test "$(sha256sum "$1" | cut -d' ' -f1)" = "$(sha256sum "$2" | cut -d' ' -f1)"; }
+nothing_but_ssh() {
+  ! systemctl is-active nfs-server smbd rpcbind && ! ss -ltnH | grep -v ':22 ' | grep -q .
+}
+share_add() {
+  mkdir -p $exp && chmod 1777 $exp &&
+    tierfs share add exp $exp --nfs 127.0.0.1 --no-root-squash --smb &&
+    systemctl is-active nfs-server && systemctl is-active smbd && grep -q "^$exp 127.0.0.1/32(rw," /etc/exports.d/tierfs.exports
+}
+nfs_mounts() {
+  mkdir -p /mnt/nfs41 /mnt/nfs3 &&
+    mount -t nfs -o vers=4.1,hard,timeo=50 127.0.0.1:$exp /mnt/nfs41 &&
+    mount -t nfs -o vers=3,hard,nolock,timeo=50 127.0.0.1:$exp /mnt/nfs3 &&
+    grep -q ' /mnt/nfs41 nfs4 .*vers=4.1' /proc/mounts && grep -q ' /mnt/nfs3 nfs .*vers=3' /proc/mounts
+}
+nfs_big_file() {
+  head -c 268435456 /dev/urandom > /mnt/nfs41/big.bin && sync &&
+    same_sum /mnt/nfs41/big.bin $exp/big.bin && same_sum $exp/big.bin /mnt/nfs3/big.bin
+}
+nfs_cold_file() {
+  head -c 8388608 /dev/urandom > $exp/cold.bin && sha256sum $exp/cold.bin | cut -d' ' -f1 > $state/cold.sum &&
+    tierfs destage $exp/cold.bin --wait && tierfs release $exp/cold.bin &&
+    tierfs stat $exp/cold.bin --json | grep -q '"flashBytes": 0,' && echo 3 > /proc/sys/vm/drop_caches &&
+    test "$(sha256sum /mnt/nfs3/cold.bin | cut -d' ' -f1)" = "$(cat $state/cold.sum)"
+}
+nfs_open_across_restart() {
+  exec 3< /mnt/nfs41/big.bin
+  dd bs=1M count=1 iflag=fullblock <&3 > /dev/null 2>&1 &&
+    systemctl restart tierfsd && wait_ready && echo 3 > /proc/sys/vm/drop_caches &&
+    test "$(dd bs=1M iflag=fullblock <&3 2>/dev/null | sha256sum | cut -d' ' -f1)" = "$(tail -c +1048577 $exp/big.bin | sha256sum | cut -d' ' -f1)"
+  result=$?
+  exec 3<&-
+  return $result
+}
+smb_mount() {
+  echo 'selftest-Passw0rd' | tierfs share user add selftest --password-stdin &&
+    mkdir -p /mnt/smb && mount -t cifs //127.0.0.1/exp /mnt/smb -o username=selftest,password=selftest-Passw0rd,vers=3.1.1,seal,cache=strict &&
+    head -c 33554432 /dev/urandom > /mnt/smb/smb.bin && sync && same_sum /mnt/smb/smb.bin $exp/smb.bin && same_sum /mnt/nfs41/big.bin /mnt/smb/big.bin
+}
+share_rm_refuses() {
+  umount /mnt/nfs41 /mnt/nfs3 /mnt/smb && tierfs share rm exp &&
+    ! mount -t nfs -o vers=4.1,soft,retrans=1,timeo=20 127.0.0.1:$exp /mnt/nfs41 &&
+    ! systemctl is-active nfs-server && ! systemctl is-active smbd && nothing_but_ssh
+}
+
 systemctl is-system-running --wait > /dev/null 2>&1
 mode=$(cat /sys/firmware/qemu_fw_cfg/by_name/opt/org.tierfs.selftest/raw 2>/dev/null)
 if [ "$mode" = restore ]; then
@@ -54,6 +102,18 @@ elif [ ! -e $state/phase1 ]; then
   check recall sh -c "tierfs recall $file --wait && test \"\$(tierfs stat $file --json | sed -n 's/^  \"flashBytes\": \([0-9]*\).*/\1/p')\" = 8388608"
   check bash-completion bash -c 'source /usr/share/bash-completion/completions/tierfs && COMP_WORDS=(tierfs policy a) && COMP_CWORD=2 && _tierfs && test "${COMPREPLY[*]}" = add'
   check status sh -c 'tierfs status | grep "target     default: file:///srv/disk/bucket: reachable"'
+  check no-share-nothing-listens nothing_but_ssh
+  check share-add share_add
+  check nfs-mount-v41-v3 nfs_mounts
+  check nfs-256mib-byte-identical nfs_big_file
+  check nfs-workload-v41 node /opt/tierfs/appliance/nfs-workload.js /mnt/nfs41 $exp 41 300
+  check nfs-workload-v3 node /opt/tierfs/appliance/nfs-workload.js /mnt/nfs3 $exp 3 300
+  check nfs-released-file-recalled nfs_cold_file
+  check nfs-open-file-across-restart nfs_open_across_restart
+  check smb-mount-cifs smb_mount
+  check smb-workload node /opt/tierfs/appliance/nfs-workload.js /mnt/smb $exp 445 200
+  check share-status sh -c 'tierfs status | grep "^shares     1;" && systemctl show -p StatusText --value tierfsd | grep "1 share(s)"'
+  check share-rm-refuses-clients share_rm_refuses
   touch $state/phase1
   sync
   say "REBOOT"

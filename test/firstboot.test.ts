@@ -137,6 +137,7 @@ t.test('first boot: settings merged, the instance-store disk formatted, the conf
     target: `file://${objects}`,
     adminSocket: '/run/tierfs/admin.sock',
     allowOther: true,
+    manageShareServers: true,
     compress: true,
     watermarkHighPercent: 85,
     watermarkLowPercent: 70,

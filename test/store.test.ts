@@ -235,7 +235,7 @@ t.test('a file system from schema 1 (before the object tier) migrates: its exten
   db.exec(`DROP TRIGGER extents_pack_insert; DROP TRIGGER extents_pack_delete; DROP TRIGGER extents_pack_update;
     DROP TRIGGER extents_totals_insert; DROP TRIGGER extents_totals_delete; DROP TRIGGER extents_totals_update; DROP TABLE residency_totals;
     DROP TABLE extents; DROP TABLE packs; DROP TABLE policies; DROP TRIGGER inodes_pin_delete; DROP TABLE pins; DROP TABLE targets;
-    DROP TABLE replica_log; DROP TABLE lost;
+    DROP TABLE replica_log; DROP TABLE lost; DROP TABLE shares;
     CREATE TABLE extents (ino INTEGER NOT NULL, file_offset INTEGER NOT NULL, length INTEGER NOT NULL,
       flash_offset INTEGER NOT NULL, checksums BLOB NOT NULL, PRIMARY KEY (ino, file_offset)) WITHOUT ROWID;
     CREATE INDEX extents_flash ON extents (flash_offset);`);

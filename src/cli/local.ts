@@ -106,7 +106,9 @@ serves is refused.  If the daemon dies, fusermount3 unmounts it.
                    sambaInclude (default /etc/samba/tierfs-shares.conf),
                    sambaConfig (default /etc/samba/smb.conf): the two
                    files the daemon owns for tierfs share, and the smb.conf
-                   Samba's tools read
+                   Samba's tools read; manageShareServers (true: start
+                   nfs-server and smbd when a share needs them, stop them
+                   when none does; the appliance's default)
   --target URL     the object target (default: the one given to format; a
                    file system formatted without one gets it recorded now)
   --encryption-key FILE  the key given to format --encryption-key
@@ -249,7 +251,7 @@ function readConfig(file: string): ServeConfig {
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
     throw new TierfsError('USAGE', `--config ${file}: expected a JSON object`);
   const strings = ['flash', 'meta', 'mount', 'target', 'encryptionKeyFile', 'adminSocket', 'metrics', 'exportsFile', 'sambaInclude', 'sambaConfig'];
-  const booleans = ['allowOther', 'direct', 'discard', 'compress'];
+  const booleans = ['allowOther', 'direct', 'discard', 'compress', 'manageShareServers'];
   const durations = ['coolAfter', 'recallTimeout', 'packWait', 'metadataRpo', 'metadataRetention'];
   const percents = ['watermarkHighPercent', 'watermarkLowPercent'];
   const allowed = [...strings, ...booleans, ...durations, ...percents, 'uploadConcurrency', 'prices', 'attrTimeout'];

@@ -56,6 +56,8 @@ export interface ServeConfig {
   exportsFile?: string;
   sambaInclude?: string;
   sambaConfig?: string;
+  /** Start nfs-server and smbd (systemd) when a share needs them, stop them when none does (the appliance). */
+  manageShareServers?: boolean;
 }
 
 export const defaultAdminSocket = '/run/tierfs/admin.sock';
@@ -121,6 +123,7 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
       ...(config.exportsFile === undefined ? {} : { exportsFile: config.exportsFile }),
       ...(config.sambaInclude === undefined ? {} : { sambaInclude: config.sambaInclude }),
       ...(config.sambaConfig === undefined ? {} : { sambaConfig: config.sambaConfig }),
+      ...(config.manageShareServers === undefined ? {} : { manageServers: config.manageShareServers }),
     },
     allowOther: config.allowOther ?? allowOtherPermitted(),
     clock,

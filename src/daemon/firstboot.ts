@@ -227,6 +227,7 @@ export async function firstboot(
     target,
     adminSocket: '/run/tierfs/admin.sock',
     allowOther: settings.allowOther ?? true,
+    manageShareServers: true, // nothing listens but SSH until a share needs a server
     ...rest,
   };
   const written: Record<string, unknown> = { ...config, ...(coolAfter ? { coolAfter } : {}), ...(recallTimeout ? { recallTimeout } : {}), ...(prices ? { prices } : {}) };

@@ -35,6 +35,12 @@ export interface ShareConfig {
   sambaConfig: string;
   /** Where nfsd shows its state (/proc/fs/nfsd): served when it runs threads. */
   nfsdDir: string;
+  /**
+   * Start the NFS server and smbd (systemd units nfs-server and smbd) when a
+   * share needs them, and stop them when the last share that did is removed
+   * (the appliance: nothing listens but SSH until a share exists).
+   */
+  manageServers: boolean;
 }
 
 export const defaultShareConfig: ShareConfig = {
@@ -42,6 +48,7 @@ export const defaultShareConfig: ShareConfig = {
   sambaInclude: '/etc/samba/tierfs-shares.conf',
   sambaConfig: '/etc/samba/smb.conf',
   nfsdDir: '/proc/fs/nfsd',
+  manageServers: false,
 };
 
 /** What a client of the admin API sends to add a share (and, all optional, to edit one). */
@@ -298,7 +305,7 @@ export class ShareManager {
   }
 
   /** Render `shares` into the two files and reload the servers; on a failure to write, the files are put back. */
-  private async render(shares: ShareRecord[]): Promise<string[]> {
+  private async render(shares: ShareRecord[], servers: 'start' | 'start-stop' | 'keep' = 'start'): Promise<string[]> {
     const reports = shares.map((s) => this.report(s));
     const anyNfs = reports.some((s) => s.nfs);
     const anySmb = reports.some((s) => s.smb);
@@ -322,11 +329,30 @@ export class ShareManager {
       throw new TierfsError('IO', `share: cannot write ${(error as NodeJS.ErrnoException).path ?? ''}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
     }
     for (const r of reports) if ((r.nfs || r.smb) && !r.available) warnings.push(`share ${r.name}: ${r.path} is not a directory now; it is left out until it is`);
+    if (this.config.manageServers && servers !== 'keep') {
+      warnings.push(...(await this.startOrStop('nfs-server.service', anyNfs, servers === 'start-stop', () => this.nfsRunning())));
+      warnings.push(...(await this.startOrStop('smbd.service', anySmb, servers === 'start-stop', async () => (await this.run('smbcontrol', ['-s', this.config.sambaConfig, 'smbd', 'ping'])).code === 0)));
+    }
     this.nfsState = await this.reloadNfs(anyNfs, changed.includes(this.config.exportsFile));
     this.smbState = await this.reloadSamba(anySmb, changed.includes(this.config.sambaInclude));
     if (anyNfs && !this.nfsState.served) warnings.push(`NFS: ${this.nfsState.detail}`);
     if (anySmb && !this.smbState.served) warnings.push(`SMB: ${this.smbState.detail}`);
     return warnings;
+  }
+
+  /** Start a server a share needs (and enable it for boots to come), or stop one no share needs. */
+  private async startOrStop(unit: string, needed: boolean, mayStop: boolean, running: () => boolean | Promise<boolean>): Promise<string[]> {
+    if (needed && !(await running())) {
+      const r = await this.run('systemctl', ['enable', '--now', unit]);
+      if (r.code !== 0) return [`cannot start ${unit}: ${firstLine(r)}`];
+      for (let i = 0; i < 50 && !(await running()); i++) await this.clock.sleep(100);
+      log.info('share server started', { unit });
+    } else if (!needed && mayStop && (await running())) {
+      const r = await this.run('systemctl', ['disable', '--now', unit]);
+      if (r.code !== 0) return [`cannot stop ${unit}: ${firstLine(r)}`];
+      log.info('share server stopped: no share needs it', { unit });
+    }
+    return [];
   }
 
   private restoreFiles(before: { exports: string | undefined; samba: string | undefined }): void {
@@ -385,7 +411,7 @@ export class ShareManager {
     this.withdrawn = true;
     return this.serial(async () => {
       try {
-        await this.render([]);
+        await this.render([], 'keep'); // the servers stay up: their clients keep their state across a restart
       } catch (error) {
         log.error('shares not withdrawn', { error: (error as Error).message });
       }
@@ -491,7 +517,7 @@ export class ShareManager {
   /** Files first (put back if the metadata cannot commit), then the metadata. */
   private async commit(shares: ShareRecord[], save: () => Promise<void>): Promise<string[]> {
     const before = { exports: readOrUndefined(this.config.exportsFile), samba: readOrUndefined(this.config.sambaInclude) };
-    const warnings = this.withdrawn ? ['the daemon is stopping: the change applies at the next start'] : await this.render(shares);
+    const warnings = this.withdrawn ? ['the daemon is stopping: the change applies at the next start'] : await this.render(shares, 'start-stop');
     try {
       await save();
     } catch (error) {
