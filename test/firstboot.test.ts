@@ -122,7 +122,8 @@ t.test('first boot: settings merged, the instance-store disk formatted, the conf
   const objects = path.join(m.root, 'objects');
   fs.mkdirSync(path.dirname(p.confFile));
   fs.writeFileSync(p.confFile, JSON.stringify({ coolAfter: '1d', compress: true, mount: path.join(m.root, 'mnt') }));
-  fs.writeFileSync(p.userDataFile, JSON.stringify({ tierfs: { target: `file://${objects}`, coolAfter: '2h', watermarkHighPercent: 85, watermarkLowPercent: 70 } }));
+  const shares = [{ name: 'projects', path: '/projects/', nfs: ['10.1.0.0/16'], smb: true }, { name: 'pub', path: '/pub', smb: true, readOnly: true }];
+  fs.writeFileSync(p.userDataFile, JSON.stringify({ tierfs: { target: `file://${objects}`, coolAfter: '2h', watermarkHighPercent: 85, watermarkLowPercent: 70, shares } }));
   let groups = 0;
   const probed: string[] = [];
   const result = await firstboot(p, { probeTarget: async (url) => void probed.push(url), ensureGroup: () => void (groups += 1) });
@@ -142,7 +143,9 @@ t.test('first boot: settings merged, the instance-store disk formatted, the conf
     watermarkHighPercent: 85,
     watermarkLowPercent: 70,
     coolAfter: '2h',
+    initialShares: path.join(p.stateDir, 'initial-shares.json'),
   }, 'user data wins over the config file');
+  t.same(JSON.parse(fs.readFileSync(config.initialShares, 'utf8')), [{ ...shares[0], path: '/projects' }, shares[1]], 'the shares, for tierfsd\'s first start');
   t.ok(fs.existsSync(path.join(m.root, 'mnt')), 'the mount point exists');
   t.match(fs.readFileSync(path.join(p.stateDir, 'firstboot.done'), 'utf8'), /nvme1n1/);
   t.equal(fs.readFileSync(path.join(m.dev, 'nvme1n1')).subarray(0, 8).toString('latin1').replace(/\0/g, '') !== '', true, 'a superblock was written');
@@ -174,6 +177,15 @@ t.test('first boot refuses bad settings, busy disks and disks holding data, and 
     ['{"tierfs": {"metrics": "0.0.0.0:9464"}}', 2, /loopback only/],
     ['{"tierfs": {"target": "s3://tierfs-test/p?endpoint=http://127.0.0.1:9"}}', 2, /cannot store objects there/],
     ['[1, 2]', 2, /expected a JSON object of tierfs settings/],
+    ['{"tierfs": {"shares": {"name": "x"}}}', 2, /shares: expected a list of shares/],
+    ['{"tierfs": {"shares": [{"name": "x", "path": "/x", "nfs": ["10.0.0.1/8"]}]}}', 2, /shares: x: "10\.0\.0\.1\/8" has host bits set/],
+    ['{"tierfs": {"shares": [{"name": "x", "path": "/x", "nfs": ["0.0.0.0/0"]}]}}', 2, /shares: x: .*needs --allow-world/],
+    ['{"tierfs": {"shares": [{"name": "x", "path": "x"}]}}', 2, /shares: x: path "x" must be absolute/],
+    ['{"tierfs": {"shares": [{"name": "x", "path": "/a/../b", "smb": true}]}}', 2, /without "\." or "\.\." segments/],
+    ['{"tierfs": {"shares": [{"name": "x", "path": "/x", "smb": true, "users": ["alice"]}]}}', 2, /Samba users are added on the appliance/],
+    ['{"tierfs": {"shares": [{"name": "x", "path": "/x", "smb": "yes"}]}}', 2, /"smb" must be a boolean/],
+    ['{"tierfs": {"shares": [{"name": "x", "path": "/x", "smb": true}, {"name": "X", "path": "/y", "smb": true}]}}', 2, /two shares named X/],
+    ['{"tierfs": {"shares": [{"name": "x", "path": "/x"}]}}', 2, /give --nfs CIDR/],
     [`{"tierfs": {"flashDevice": "${path.join(m.dev, 'nvme9n1')}"}}`, 1, /flash device .*nvme9n1 does not exist/],
   ];
   for (const [userData, status, message] of cases) {

@@ -86,6 +86,14 @@ t.test('the share manager: refused without allowOther; exportfs -r where an NFS 
   // An SMB share where Samba is missing: refused before anything changes (its directory is not there).
   await t.rejects(manager.add({ name: 'win', path: '/mnt/t/data', smb: true }), { code: 'USAGE', message: /samba does not exist: install Samba/ });
   t.same(opened.fs.shares().map((s) => s.name), ['data']);
+  // Shares first boot asked for: their directories made (writable ones sticky and open to all), added once, the file gone.
+  const initial = path.join(dir, 'initial-shares.json');
+  fs.writeFileSync(initial, JSON.stringify([{ name: 'team', path: '/team/docs', nfs: ['192.168.0.0/16'] }, { name: 'data2', path: '/data', smb: true }, { name: 'bad', path: '/bad', nfs: ['10.0.0.1/8'] }]));
+  const fresh = new ShareManager(opened.fs, '/mnt/t', { config: { ...config, sambaInclude: path.join(dir, 'tierfs-shares.conf') }, allowOther: true, run });
+  await fresh.start(initial);
+  t.same(opened.fs.shares().map((s) => s.name), ['data', 'data2', 'team'], 'added; a bad entry (host bits) refused, the rest kept');
+  t.equal(opened.fs.resolvePath('/team/docs').mode, 0o41777, 'made, sticky and writable');
+  t.notOk(fs.existsSync(initial), 'added once: the file is gone');
   ran.length = 0;
   await manager.withdraw();
   t.equal(fs.readFileSync(config.exportsFile, 'utf8').split('\n').filter((l) => l !== '' && !l.startsWith('#')).length, 0, 'withdrawn: no export left');

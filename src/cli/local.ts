@@ -108,7 +108,9 @@ serves is refused.  If the daemon dies, fusermount3 unmounts it.
                    files the daemon owns for tierfs share, and the smb.conf
                    Samba's tools read; manageShareServers (true: start
                    nfs-server and smbd when a share needs them, stop them
-                   when none does; the appliance's default)
+                   when none does; the appliance's default), initialShares
+                   (a JSON file of shares first boot asked for: added at
+                   start, directories made, then the file removed)
   --target URL     the object target (default: the one given to format; a
                    file system formatted without one gets it recorded now)
   --encryption-key FILE  the key given to format --encryption-key
@@ -157,8 +159,10 @@ Settings (JSON; all optional): target (URL; default a directory under
 /mnt/tierfs), coolAfter, recallTimeout, watermarkHighPercent,
 watermarkLowPercent, compress, uploadConcurrency, metrics, prices, allowOther
 (default true), restore (default true; false refuses a target that already
-holds a file system), restoreUuid (which one, when it holds several).  See
-docs/deploy.md.
+holds a file system), restoreUuid (which one, when it holds several), shares
+(network shares of a new file system: [{"name", "path" from the file
+system's root, "nfs": [CIDR...], "smb": true, "readOnly", "rootSquash",
+"allowWorld"}], made at tierfsd's first start).  See docs/deploy.md.
 
 --sys, --mountinfo and --dev read another sysfs tree, mount table and /dev
 (tests).
@@ -250,7 +254,7 @@ function readConfig(file: string): ServeConfig {
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
     throw new TierfsError('USAGE', `--config ${file}: expected a JSON object`);
-  const strings = ['flash', 'meta', 'mount', 'target', 'encryptionKeyFile', 'adminSocket', 'metrics', 'exportsFile', 'sambaInclude', 'sambaConfig'];
+  const strings = ['flash', 'meta', 'mount', 'target', 'encryptionKeyFile', 'adminSocket', 'metrics', 'exportsFile', 'sambaInclude', 'sambaConfig', 'initialShares'];
   const booleans = ['allowOther', 'direct', 'discard', 'compress', 'manageShareServers'];
   const durations = ['coolAfter', 'recallTimeout', 'packWait', 'metadataRpo', 'metadataRetention'];
   const percents = ['watermarkHighPercent', 'watermarkLowPercent'];

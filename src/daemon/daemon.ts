@@ -58,6 +58,8 @@ export interface ServeConfig {
   sambaConfig?: string;
   /** Start nfs-server and smbd (systemd) when a share needs them, stop them when none does (the appliance). */
   manageShareServers?: boolean;
+  /** Shares first boot asked for (a JSON file, removed once they are added). */
+  initialShares?: string;
 }
 
 export const defaultAdminSocket = '/run/tierfs/admin.sock';
@@ -139,7 +141,7 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
     }
     if (config.metrics !== undefined) metrics = await startMetricsServer({ fs: opened.fs, tier: opened.tier, shares }, parseMetricsAddress(config.metrics, 'metrics'));
     await mount.mount();
-    await shares.start(); // once the mount serves: never the empty directory under it
+    await shares.start(config.initialShares); // once the mount serves: never the empty directory under it
   } catch (error) {
     await metrics?.close();
     await admin?.close();

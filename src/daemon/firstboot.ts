@@ -26,6 +26,7 @@ import { log } from '../log';
 import { checkUploadConcurrency, checkWatermarks, openTarget, parseDuration, parsePrices, parseTargetUrl, type ObjectStore } from '../tier/tier';
 import { readEncryptionKey, type ServeConfig } from './daemon';
 import { parseMetricsAddress } from './metrics';
+import { parseInitialShares } from './shares';
 
 export interface ApplianceSettings {
   /** Object target URL; default: a directory on the root disk (file:///var/lib/tierfs/objects). */
@@ -50,6 +51,8 @@ export interface ApplianceSettings {
   /** Serve's metadataRpo ("10s", or "off") and metadataRetention ("7d"). */
   metadataRpo?: string;
   metadataRetention?: string;
+  /** Network shares to create on a new file system (tierfs share add's fields; path from the file system's root). */
+  shares?: unknown[];
 }
 
 const settingTypes: Record<keyof ApplianceSettings, 'string' | 'number' | 'boolean' | 'object'> = {
@@ -70,6 +73,7 @@ const settingTypes: Record<keyof ApplianceSettings, 'string' | 'number' | 'boole
   restoreUuid: 'string',
   metadataRpo: 'string',
   metadataRetention: 'string',
+  shares: 'object',
 };
 
 /** Check settings from `source`; throws USAGE naming the source and the setting. */
@@ -92,6 +96,7 @@ export function parseSettings(value: unknown, source: string): ApplianceSettings
   if (s.metadataRetention !== undefined) parseDuration(s.metadataRetention, where('metadataRetention'));
   if (s.watermarkHighPercent !== undefined || s.watermarkLowPercent !== undefined)
     checkWatermarks(s.watermarkHighPercent ?? constants.watermarkHighPercentDefault, s.watermarkLowPercent ?? constants.watermarkLowPercentDefault, source);
+  if (s.shares !== undefined) parseInitialShares(s.shares, source);
   if (s.uploadConcurrency !== undefined) checkUploadConcurrency(s.uploadConcurrency, where('uploadConcurrency'));
   if (s.metrics !== undefined) parseMetricsAddress(s.metrics, where('metrics'));
   if (s.prices !== undefined) {
@@ -219,7 +224,17 @@ export async function firstboot(
     }
   } else log.info('the flash tier already holds this appliance\'s file system; not formatted again', { flash, meta: metaDir });
 
-  const { coolAfter, recallTimeout, flashDevice: _flashDevice, prices, restore: _restore, restoreUuid: _restoreUuid, ...rest } = settings;
+  const { coolAfter, recallTimeout, flashDevice: _flashDevice, prices, restore: _restore, restoreUuid: _restoreUuid, shares, ...rest } = settings;
+  // Shares of a new file system are made at tierfsd's first start (their directories need the mount's file system);
+  // a restored one brings its own.
+  let initialShares: string | undefined;
+  if (shares !== undefined && shares.length > 0) {
+    if (restored !== undefined) log.warn('user data "shares" ignored: the restored file system brings its own shares', { count: shares.length });
+    else {
+      initialShares = path.join(paths.stateDir, 'initial-shares.json');
+      fs.writeFileSync(initialShares, `${JSON.stringify(parseInitialShares(shares, 'user data'), null, 2)}\n`, { mode: 0o600 });
+    }
+  }
   const config: ServeConfig = {
     flash,
     meta: metaDir,
@@ -229,6 +244,7 @@ export async function firstboot(
     allowOther: settings.allowOther ?? true,
     manageShareServers: true, // nothing listens but SSH until a share needs a server
     ...rest,
+    ...(initialShares === undefined ? {} : { initialShares }),
   };
   const written: Record<string, unknown> = { ...config, ...(coolAfter ? { coolAfter } : {}), ...(recallTimeout ? { recallTimeout } : {}), ...(prices ? { prices } : {}) };
   effects.ensureGroup();

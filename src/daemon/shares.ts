@@ -22,7 +22,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { systemClock, type Clock } from '../clock';
 import { TierfsError } from '../errors';
-import type { FileSystem } from '../fs/fs';
+import { ROOT_CREDENTIALS, ROOT_INO, type FileSystem } from '../fs/fs';
 import type { ShareRecord } from '../meta/meta_store';
 import { log } from '../log';
 
@@ -151,6 +151,85 @@ function formatAddress(value: bigint, family: number): string {
   }
   if (best.at < 0) return groups.join(':');
   return `${groups.slice(0, best.at).join(':')}::${groups.slice(best.at + best.length).join(':')}`;
+}
+
+/** What can be checked of a share without the file system and the servers: its name, protocols, CIDRs (made canonical) and users' names. */
+export function checkShareFields(share: ShareRecord): ShareRecord {
+  if (!shareNamePattern.test(share.name) || reservedShareNames.includes(share.name.toLowerCase()))
+    usage(`share: name ${JSON.stringify(share.name)}: 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit (not ${reservedShareNames.join(', ')})`);
+  if (!share.nfs && !share.smb) usage('share: give --nfs CIDR[,CIDR...], --smb, or both');
+  let checked = share;
+  if (share.nfs) {
+    if (share.nfs.clients.length === 0) usage('share: --nfs needs at least one CIDR');
+    const parsed = share.nfs.clients.map(parseCidr);
+    const seen = new Set<string>();
+    for (const p of parsed) {
+      if (seen.has(p.cidr)) usage(`share: ${p.cidr} is given twice`);
+      seen.add(p.cidr);
+    }
+    if (parsed.some((p) => p.world) && !share.readOnly && !share.allowWorld)
+      usage('share: a client range of the whole internet (/0) with write access needs --allow-world (or --ro)');
+    checked = { ...share, nfs: { ...share.nfs, clients: parsed.map((p) => p.cidr) } };
+  }
+  if (share.smb) {
+    const seen = new Set<string>();
+    for (const user of share.smb.users) {
+      if (!userNamePattern.test(user)) usage(`share: user ${JSON.stringify(user)} is not a valid user name`);
+      if (seen.has(user)) usage(`share: user ${user} is given twice`);
+      seen.add(user);
+    }
+  }
+  return checked;
+}
+
+/** A share first boot creates (user data "shares"): as `tierfs share add` takes, its path from the file system's root. */
+export type InitialShare = Omit<ShareBody, 'users'>;
+
+const initialShareKeys: Record<keyof InitialShare, 'string' | 'boolean' | 'string[]'> = {
+  name: 'string', path: 'string', readOnly: 'boolean', nfs: 'string[]', rootSquash: 'boolean', smb: 'boolean', allowWorld: 'boolean',
+};
+
+/** Check user data's shares completely, short of the file system (their directories are made at the first start). */
+export function parseInitialShares(value: unknown, source: string): InitialShare[] {
+  const fail = (message: string): never => usage(`${source}: shares: ${message}`);
+  if (!Array.isArray(value)) fail('expected a list of shares ({"name", "path", "nfs": [CIDR...], "smb": true, ...})');
+  const shares = value as unknown[];
+  const names = new Set<string>();
+  const nfsPaths = new Set<string>();
+  return shares.map((raw, i) => {
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(`entry ${i + 1} is not an object`);
+    const entry = raw as Record<string, unknown>;
+    for (const [key, v] of Object.entries(entry)) {
+      if (key === 'users') fail(`entry ${i + 1}: Samba users are added on the appliance (tierfs share user add, then tierfs share edit NAME --users)`);
+      const type = initialShareKeys[key as keyof InitialShare];
+      if (!type) fail(`entry ${i + 1}: unknown key "${key}" (known: ${Object.keys(initialShareKeys).join(', ')})`);
+      const ok = type === 'string[]' ? Array.isArray(v) && v.every((x) => typeof x === 'string') : typeof v === type;
+      if (!ok) fail(`entry ${i + 1}: "${key}" must be ${type === 'string[]' ? 'a list of strings' : `a ${type}`}`);
+    }
+    if (typeof entry.name !== 'string' || typeof entry.path !== 'string') fail(`entry ${i + 1}: "name" and "path" are required`);
+    const share = entry as unknown as InitialShare;
+    const p = share.path;
+    if (!p.startsWith('/') || /[\x00-\x1f\x7f\\"]/.test(p) || p.split('/').some((part) => part === '.' || part === '..'))
+      fail(`${share.name}: path ${JSON.stringify(p)} must be absolute in the file system ("/projects"), without "." or ".." segments or control characters`);
+    const normal = path.posix.normalize(p).replace(/\/+$/, '') || '/';
+    let record: ShareRecord;
+    try {
+      record = checkShareFields({
+        name: share.name, path: normal, readOnly: share.readOnly === true,
+        nfs: share.nfs && share.nfs.length > 0 ? { clients: share.nfs, rootSquash: share.rootSquash ?? true } : null,
+        smb: share.smb ? { users: [] } : null, allowWorld: share.allowWorld === true, createdMs: 0,
+      });
+    } catch (error) {
+      return fail(`${share.name}: ${(error as Error).message.replace(/^share: /, '')}`);
+    }
+    if (names.has(share.name.toLowerCase())) fail(`two shares named ${share.name}`);
+    names.add(share.name.toLowerCase());
+    if (record.nfs) {
+      if (nfsPaths.has(normal)) fail(`${normal} is exported over NFS twice`);
+      nfsPaths.add(normal);
+    }
+    return { ...share, path: normal, ...(record.nfs ? { nfs: record.nfs.clients } : {}) };
+  });
 }
 
 /** A share's path given as an absolute path on the mount: its path from the file system's root. */
@@ -391,9 +470,14 @@ export class ShareManager {
     return { served: any, detail: any ? 'shared by smbd' : 'no SMB share' };
   }
 
-  /** Put the shares in place (after the mount serves). */
-  start(): Promise<void> {
+  /**
+   * Put the shares in place (after the mount serves).  `initialSharesFile`:
+   * shares first boot asked for, added once (their directories made,
+   * mode 1777 when writable), the file removed after.
+   */
+  async start(initialSharesFile?: string): Promise<void> {
     this.withdrawn = false;
+    if (initialSharesFile !== undefined && fs.existsSync(initialSharesFile)) await this.addInitial(initialSharesFile);
     return this.serial(async () => {
       const shares = this.fileSystem.shares();
       try {
@@ -404,6 +488,39 @@ export class ShareManager {
         log.error('shares not in place', { error: (error as Error).message });
       }
     });
+  }
+
+  private async addInitial(file: string): Promise<void> {
+    let entries: unknown[] = [];
+    try {
+      const parsed: unknown = JSON.parse(fs.readFileSync(file, 'utf8'));
+      entries = Array.isArray(parsed) ? parsed : [];
+    } catch (error) {
+      log.error('first boot shares not added', { file, error: (error as Error).message });
+    }
+    for (const entry of entries) {
+      try {
+        const share = parseInitialShares([entry], file)[0]!; // each on its own: one bad entry does not hold the others back
+        await this.makeDirectory(share.path, share.readOnly ? 0o755 : 0o1777);
+        await this.add({ ...share, path: share.path === '/' ? this.mountPath : `${this.mountPath}${share.path}` });
+        log.info('share added (first boot)', { share: share.name, path: share.path });
+      } catch (error) {
+        log.error('first boot share not added', { share: JSON.stringify(entry), error: (error as Error).message });
+      }
+    }
+    fs.rmSync(file, { force: true });
+  }
+
+  /** mkdir -p in the file system (as root); an existing directory is kept as it is. */
+  private async makeDirectory(dirPath: string, mode: number): Promise<void> {
+    let ino = ROOT_INO;
+    for (const name of dirPath.split('/').filter((part) => part !== '')) {
+      const found = await this.fileSystem.lookup(ino, name, ROOT_CREDENTIALS).catch(() => undefined);
+      if (found) ino = found.ino;
+      else {
+        ino = (await this.fileSystem.mkdir(ino, name, mode, ROOT_CREDENTIALS)).ino;
+      }
+    }
   }
 
   /** Take every share away (before unmounting): the servers must not share the empty directory under the mount point. */
@@ -423,40 +540,18 @@ export class ShareManager {
   }
 
   /** Check a share completely against the rest; returns it in canonical form. */
-  private async check(share: ShareRecord, others: ShareRecord[]): Promise<ShareRecord> {
-    if (!shareNamePattern.test(share.name) || reservedShareNames.includes(share.name.toLowerCase()))
-      usage(`share: name ${JSON.stringify(share.name)}: 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit (not ${reservedShareNames.join(', ')})`);
+  private async check(given: ShareRecord, others: ShareRecord[]): Promise<ShareRecord> {
+    const share = checkShareFields(given);
     if (others.some((s) => s.name.toLowerCase() === share.name.toLowerCase())) usage(`share: a share named ${share.name} exists (tierfs share edit changes it)`);
-    if (!share.nfs && !share.smb) usage('share: give --nfs CIDR[,CIDR...], --smb, or both');
     if (!this.allowOther) usage('share: the file system is mounted without allowOther, so NFS and SMB clients could not reach it (serve config "allowOther": true)');
     const report = this.report(share);
     if (!report.available) usage(`share: ${report.exportPath} is not a directory of the file system`);
-    if (share.nfs) {
-      if (share.nfs.clients.length === 0) usage('share: --nfs needs at least one CIDR');
-      const parsed = share.nfs.clients.map(parseCidr);
-      const seen = new Set<string>();
-      for (const p of parsed) {
-        if (seen.has(p.cidr)) usage(`share: ${p.cidr} is given twice`);
-        seen.add(p.cidr);
-      }
-      if (parsed.some((p) => p.world) && !share.readOnly && !share.allowWorld)
-        usage('share: a client range of the whole internet (/0) with write access needs --allow-world (or --ro)');
-      const clash = others.find((s) => s.nfs && s.path === share.path);
-      if (clash) usage(`share: ${share.path} is already exported over NFS by share ${clash.name}`);
-      share = { ...share, nfs: { ...share.nfs, clients: parsed.map((p) => p.cidr) } };
-    }
-    if (share.smb) {
-      const seen = new Set<string>();
-      for (const user of share.smb.users) {
-        if (!userNamePattern.test(user)) usage(`share: user ${JSON.stringify(user)} is not a valid user name`);
-        if (seen.has(user)) usage(`share: user ${user} is given twice`);
-        seen.add(user);
-      }
-      if (share.smb.users.length > 0) {
-        const known = await this.sambaUsers();
-        const unknown = share.smb.users.filter((u) => !known.includes(u));
-        if (unknown.length > 0) usage(`share: no Samba user ${unknown.join(', ')} (tierfs share user add NAME)`);
-      }
+    const clash = share.nfs && others.find((s) => s.nfs && s.path === share.path);
+    if (clash) usage(`share: ${share.path} is already exported over NFS by share ${clash.name}`);
+    if (share.smb && share.smb.users.length > 0) {
+      const known = await this.sambaUsers();
+      const unknown = share.smb.users.filter((u) => !known.includes(u));
+      if (unknown.length > 0) usage(`share: no Samba user ${unknown.join(', ')} (tierfs share user add NAME)`);
     }
     return share;
   }
