@@ -7,7 +7,7 @@ APT_PACKAGES := libfuse3-dev fuse3 pkg-config fio
 # make bench also mounts the reference file system on fuse-native, which links libfuse 2.
 BENCH_APT_PACKAGES := libfuse2
 # The tests also check the unit files and the packer template with these.
-TEST_APT_PACKAGES := systemd packer samba smbclient
+TEST_APT_PACKAGES := systemd packer samba smbclient nftables
 # make image and make boot-test build and boot a Debian 12 disk image.
 IMAGE_APT_PACKAGES := mmdebstrap qemu-system-x86 qemu-utils extlinux syslinux-common fdisk e2fsprogs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

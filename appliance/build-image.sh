@@ -24,7 +24,7 @@ if [ "${IMAGE_REUSE_ROOTFS:-}" = 1 ] && [ -d "$out/rootfs/opt/tierfs" ]; then
   echo qemu_fw_cfg > "$out/rootfs/etc/modules-load.d/qemu-fw-cfg.conf"
 else
 rm -rf "$out/rootfs"
-packages=systemd-sysv,dbus,udev,kmod,linux-image-cloud-amd64,initramfs-tools,libfuse3-3,fuse3,e2fsprogs,ca-certificates,openssh-server,cloud-init,cloud-guest-utils,nvme-cli,procps,less,iproute2,bash-completion,nfs-kernel-server,samba,cifs-utils
+packages=systemd-sysv,dbus,udev,kmod,linux-image-cloud-amd64,initramfs-tools,libfuse3-3,fuse3,e2fsprogs,ca-certificates,openssh-server,cloud-init,cloud-guest-utils,nvme-cli,procps,less,iproute2,bash-completion,nfs-kernel-server,samba,cifs-utils,nftables
 mmdebstrap --variant=minbase --include="$packages" --quiet \
   --customize-hook='copy-in output/tierfs-bundle.tar.gz /tmp' \
   --customize-hook='mkdir -p "$1/tmp/tierfs-appliance"' \

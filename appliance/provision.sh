@@ -33,7 +33,9 @@ if [ -x /usr/sbin/smbd ]; then
 fi
 if [ -x /usr/sbin/exportfs ]; then
   mkdir -p /etc/exports.d /etc/nfs.conf.d
-  printf '[nfsd]\nvers3=y\nvers4.0=n\nvers4.1=y\nvers4.2=y\n' > /etc/nfs.conf.d/tierfs.conf
+  # NFSv3, v4.1, v4.2; the ports the shares' firewall opens pinned; a short grace period (clients reclaim
+  # their state after each restart of tierfsd, which restarts the NFS server).
+  printf '[nfsd]\nvers3=y\nvers4.0=n\nvers4.1=y\nvers4.2=y\nlease-time=30\ngrace-time=30\n[mountd]\nport=20048\n[statd]\nport=32765\noutgoing-port=32766\n[lockd]\nport=32768\nudp-port=32768\n' > /etc/nfs.conf.d/tierfs.conf
   systemctl disable nfs-server.service rpcbind.service rpcbind.socket >/dev/null 2>&1 || true
 fi
 # FUSE: let the daemon mount with allow_other.

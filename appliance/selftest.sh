@@ -63,12 +63,29 @@ nfs_cold_file() {
 }
 nfs_open_across_restart() {
   exec 3< /mnt/nfs41/big.bin
-  dd bs=1M count=1 iflag=fullblock <&3 > /dev/null 2>&1 &&
-    systemctl restart tierfsd && wait_ready && echo 3 > /proc/sys/vm/drop_caches &&
-    test "$(dd bs=1M iflag=fullblock <&3 2>/dev/null | sha256sum | cut -d' ' -f1)" = "$(tail -c +1048577 $exp/big.bin | sha256sum | cut -d' ' -f1)"
-  result=$?
+  dd bs=1M count=1 iflag=fullblock <&3 > /dev/null 2>&1 && systemctl restart tierfsd && wait_ready > /dev/null && echo 3 > /proc/sys/vm/drop_caches
+  got=$(dd bs=1M iflag=fullblock <&3 2> $state/dd.err | sha256sum | cut -d' ' -f1)
   exec 3<&-
-  return $result
+  want=$(tail -c +1048577 $exp/big.bin | sha256sum | cut -d' ' -f1)
+  [ "$got" = "$want" ] && return 0
+  echo "read after the restart: $(tail -c 120 $state/dd.err) $(dmesg | tail -n 3) $(journalctl -b -u tierfsd -n 3 --no-pager -o cat)"
+  return 1
+}
+firewall_open_only_to_shares() {
+  nft list table inet tierfs_shares | grep -q 'elements = { 127.0.0.1 }' &&
+    /opt/tierfs/node/bin/node -e "
+      const net = require('net');
+      const probe = (localAddress) => new Promise((resolve) => {
+        const s = net.connect({ host: '127.0.0.1', port: 2049, localAddress });
+        const timer = setTimeout(() => (s.destroy(), resolve('dropped')), 3000);
+        s.on('connect', () => (clearTimeout(timer), s.destroy(), resolve('open')));
+        s.on('error', (e) => (clearTimeout(timer), resolve(e.code)));
+      });
+      (async () => {
+        const allowed = await probe('127.0.0.1'), other = await probe('127.0.0.2');
+        console.log('from 127.0.0.1:', allowed, 'from 127.0.0.2:', other);
+        process.exit(allowed === 'open' && other === 'dropped' ? 0 : 1);
+      })();"
 }
 smb_mount() {
   echo 'selftest-Passw0rd' | tierfs share user add selftest --password-stdin &&
@@ -76,7 +93,8 @@ smb_mount() {
     head -c 33554432 /dev/urandom > /mnt/smb/smb.bin && sync && same_sum /mnt/smb/smb.bin $exp/smb.bin && same_sum /mnt/nfs41/big.bin /mnt/smb/big.bin
 }
 share_rm_refuses() {
-  umount /mnt/nfs41 /mnt/nfs3 /mnt/smb && tierfs share rm exp &&
+  umount /mnt/nfs41 /mnt/nfs3; umount /mnt/smb 2>/dev/null
+  tierfs share rm exp &&
     ! mount -t nfs -o vers=4.1,soft,retrans=1,timeo=20 127.0.0.1:$exp /mnt/nfs41 &&
     ! systemctl is-active nfs-server && ! systemctl is-active smbd && nothing_but_ssh
 }
@@ -105,13 +123,14 @@ elif [ ! -e $state/phase1 ]; then
   check no-share-nothing-listens nothing_but_ssh
   check share-add share_add
   check nfs-mount-v41-v3 nfs_mounts
+  check firewall-nfs-only-to-share-clients firewall_open_only_to_shares
   check nfs-256mib-byte-identical nfs_big_file
-  check nfs-workload-v41 node /opt/tierfs/appliance/nfs-workload.js /mnt/nfs41 $exp 41 300
-  check nfs-workload-v3 node /opt/tierfs/appliance/nfs-workload.js /mnt/nfs3 $exp 3 300
+  check nfs-workload-v41 /opt/tierfs/node/bin/node /opt/tierfs/appliance/nfs-workload.js /mnt/nfs41 $exp 41 300
+  check nfs-workload-v3 /opt/tierfs/node/bin/node /opt/tierfs/appliance/nfs-workload.js /mnt/nfs3 $exp 3 300
   check nfs-released-file-recalled nfs_cold_file
   check nfs-open-file-across-restart nfs_open_across_restart
   check smb-mount-cifs smb_mount
-  check smb-workload node /opt/tierfs/appliance/nfs-workload.js /mnt/smb $exp 445 200
+  check smb-workload /opt/tierfs/node/bin/node /opt/tierfs/appliance/nfs-workload.js /mnt/smb $exp 445 200
   check share-status sh -c 'tierfs status | grep "^shares     1;" && systemctl show -p StatusText --value tierfsd | grep "1 share(s)"'
   check share-rm-refuses-clients share_rm_refuses
   touch $state/phase1

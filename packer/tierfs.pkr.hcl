@@ -146,7 +146,7 @@ build {
     execute_command = "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}"
     inline = [
       "apt-get update -qq",
-      "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfuse3-3 fuse3 nvme-cli cloud-init cloud-guest-utils bash-completion nfs-kernel-server samba cifs-utils",
+      "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfuse3-3 fuse3 nvme-cli cloud-init cloud-guest-utils bash-completion nfs-kernel-server samba cifs-utils nftables",
       "TIERFS_BUNDLE=/tmp/tierfs-bundle.tar.gz sh /tmp/tierfs-appliance/provision.sh",
     ]
   }

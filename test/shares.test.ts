@@ -94,10 +94,43 @@ t.test('the share manager: refused without allowOther; exportfs -r where an NFS 
   t.same(opened.fs.shares().map((s) => s.name), ['data', 'data2', 'team'], 'added; a bad entry (host bits) refused, the rest kept');
   t.equal(opened.fs.resolvePath('/team/docs').mode, 0o41777, 'made, sticky and writable');
   t.notOk(fs.existsSync(initial), 'added once: the file is gone');
+  // The appliance: the firewall applied first (checked by nft itself where it is installed), then the servers started.
+  const inputs: string[] = [];
+  const applianceRun: CommandRunner = async (command, args, input) => {
+    if (command === 'nft') inputs.push(input ?? '');
+    return run(command, args, input);
+  };
+  ran.length = 0;
+  const appliance = new ShareManager(opened.fs, '/mnt/t', { config: { ...config, sambaInclude: path.join(dir, 'tierfs-shares.conf'), manageServers: true }, allowOther: true, run: applianceRun });
+  await appliance.remove('data2');
+  t.equal(ran[0], 'nft -f -', 'the firewall first');
+  t.ok(ran.includes('exportfs -r') && !ran.some((c) => c.startsWith('systemctl')), 'nfsd runs already (threads > 0): not started again; exports reloaded');
+  t.match(inputs[0], /^table inet tierfs_shares\ndelete table inet tierfs_shares\ntable inet tierfs_shares \{\n  set nfs_v4 \{ type ipv4_addr; flags interval; elements = \{ 10\.0\.0\.0\/8, 192\.168\.0\.0\/16 \} \}/);
+  t.match(inputs[0], /    tcp dport 445 drop\n/, 'no SMB share left: 445 closed too');
+  if (spawnSync('nft', ['--version']).status === 0) {
+    const checked = spawnSync('nft', ['-c', '-f', '-'], { input: inputs[0], encoding: 'utf8' });
+    t.equal(checked.status, 0, `nft -c accepts the ruleset: ${checked.stderr}`);
+  }
+  ran.length = 0;
+  await appliance.remove('team');
+  await appliance.remove('data');
+  t.same(ran.filter((c) => c.startsWith('systemctl')), ['systemctl stop nfs-server.service rpcbind.socket rpcbind.service'], 'the last NFS share removed: the NFS server stopped');
+  fs.writeFileSync(path.join(dir, 'nfsd', 'threads'), '0\n'); // stopped
+  ran.length = 0;
+  const starting: CommandRunner = async (command, args, input) => {
+    if (command === 'systemctl') fs.writeFileSync(path.join(dir, 'nfsd', 'threads'), '8\n'); // the unit starts nfsd's threads
+    return applianceRun(command, args, input);
+  };
+  const again = new ShareManager(opened.fs, '/mnt/t', { config: { ...config, sambaInclude: path.join(dir, 'tierfs-shares.conf'), manageServers: true }, allowOther: true, run: starting });
+  await again.add({ name: 'again', path: '/mnt/t/data', nfs: ['10.0.0.0/8'] });
+  t.same(ran.filter((c) => c.startsWith('systemctl') || c.startsWith('exportfs')), ['systemctl start nfs-server.service', 'exportfs -r'], 'the first NFS share: the server started, then the exports');
+  ran.length = 0;
+  await again.withdraw();
+  t.same(ran.filter((c) => c.startsWith('systemctl') || c.startsWith('exportfs')), ['exportfs -r', 'systemctl stop nfs-server.service'], 'before the unmount: unexported, and the NFS server stopped (its v4 opens hold files of the mount)');
   ran.length = 0;
   await manager.withdraw();
   t.equal(fs.readFileSync(config.exportsFile, 'utf8').split('\n').filter((l) => l !== '' && !l.startsWith('#')).length, 0, 'withdrawn: no export left');
-  t.same(ran[0], 'exportfs -r');
+  t.notOk(ran.some((c) => c.startsWith('systemctl')), 'a daemon that does not run the servers leaves them alone');
 });
 
 if (process.getuid?.() !== 0) {

@@ -272,6 +272,43 @@ export function renderExports(shares: ShareReport[], fsUuid: string, mountPath: 
   return `${lines.join('\n')}\n`;
 }
 
+/** The NFS ports the appliance pins (nfs.conf.d/tierfs.conf): rpcbind, nfsd, mountd, statd, lockd. */
+export const nfsPorts = [111, 2049, 20048, 32765, 32768];
+const firewallTable = 'inet tierfs_shares';
+
+/**
+ * The appliance's firewall for shares (nftables, a table of its own): the
+ * NFS ports open only to the NFS shares' client ranges, dropped for every
+ * other source; SMB (445) open, since every SMB session is authenticated and
+ * encrypted, unless no SMB share exists (then dropped too).  Everything else
+ * is left to the other tables and to the cloud's security groups.
+ */
+export function renderFirewall(shares: ShareRecord[]): string {
+  const nfs = shares.flatMap((s) => (s.nfs ? s.nfs.clients : []));
+  const v4 = [...new Set(nfs.filter((c) => !c.includes(':')))];
+  const v6 = [...new Set(nfs.filter((c) => c.includes(':')))];
+  const anySmb = shares.some((s) => s.smb);
+  const set = (name: string, type: string, cidrs: string[]) =>
+    `  set ${name} { type ${type}; flags interval;${cidrs.length > 0 ? ` elements = { ${cidrs.join(', ')} }` : ''} }`;
+  const ports = `{ ${nfsPorts.join(', ')} }`;
+  return [
+    `table ${firewallTable} {`,
+    set('nfs_v4', 'ipv4_addr', v4),
+    set('nfs_v6', 'ipv6_addr', v6),
+    '  chain input {',
+    '    type filter hook input priority filter - 1; policy accept;',
+    ...['tcp', 'udp'].flatMap((proto) => [
+      `    ${proto} dport ${ports} ip saddr @nfs_v4 accept`,
+      `    ${proto} dport ${ports} ip6 saddr @nfs_v6 accept`,
+      `    ${proto} dport ${ports} drop`,
+    ]),
+    ...(anySmb ? [] : ['    tcp dport 445 drop']),
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+}
+
 export function renderSambaInclude(shares: ShareReport[], fsUuid: string): string {
   const lines = [`# Written by tierfsd (file system ${fsUuid}); change it with tierfs share, not here.`];
   for (const s of shares) {
@@ -409,8 +446,12 @@ export class ShareManager {
     }
     for (const r of reports) if ((r.nfs || r.smb) && !r.available) warnings.push(`share ${r.name}: ${r.path} is not a directory now; it is left out until it is`);
     if (this.config.manageServers && servers !== 'keep') {
-      warnings.push(...(await this.startOrStop('nfs-server.service', anyNfs, servers === 'start-stop', () => this.nfsRunning())));
-      warnings.push(...(await this.startOrStop('smbd.service', anySmb, servers === 'start-stop', async () => (await this.run('smbcontrol', ['-s', this.config.sambaConfig, 'smbd', 'ping'])).code === 0)));
+      // The firewall first: a server started below is never open to more than the shares allow.
+      const rules = await this.run('nft', ['-f', '-'], `table ${firewallTable}\ndelete table ${firewallTable}\n${renderFirewall(shares)}`);
+      if (rules.code !== 0) warnings.push(`the shares' firewall (nftables) was not applied: ${firstLine(rules)}`);
+      // rpcbind comes with the NFS server (NFSv3) and goes with it.
+      warnings.push(...(await this.startOrStop(['nfs-server.service', 'rpcbind.socket', 'rpcbind.service'], anyNfs, servers === 'start-stop', () => this.nfsRunning())));
+      warnings.push(...(await this.startOrStop(['smbd.service'], anySmb, servers === 'start-stop', async () => (await this.run('smbcontrol', ['-s', this.config.sambaConfig, 'smbd', 'ping'])).code === 0)));
     }
     this.nfsState = await this.reloadNfs(anyNfs, changed.includes(this.config.exportsFile));
     this.smbState = await this.reloadSamba(anySmb, changed.includes(this.config.sambaInclude));
@@ -419,17 +460,17 @@ export class ShareManager {
     return warnings;
   }
 
-  /** Start a server a share needs (and enable it for boots to come), or stop one no share needs. */
-  private async startOrStop(unit: string, needed: boolean, mayStop: boolean, running: () => boolean | Promise<boolean>): Promise<string[]> {
+  /** Start a server a share needs, or stop one no share needs (not enabled: tierfsd starts it at each start when a share needs it). */
+  private async startOrStop(units: string[], needed: boolean, mayStop: boolean, running: () => boolean | Promise<boolean>): Promise<string[]> {
     if (needed && !(await running())) {
-      const r = await this.run('systemctl', ['enable', '--now', unit]);
-      if (r.code !== 0) return [`cannot start ${unit}: ${firstLine(r)}`];
+      const r = await this.run('systemctl', ['start', units[0]!]);
+      if (r.code !== 0) return [`cannot start ${units[0]}: ${firstLine(r)}`];
       for (let i = 0; i < 50 && !(await running()); i++) await this.clock.sleep(100);
-      log.info('share server started', { unit });
+      log.info('share server started', { unit: units[0] });
     } else if (!needed && mayStop && (await running())) {
-      const r = await this.run('systemctl', ['disable', '--now', unit]);
-      if (r.code !== 0) return [`cannot stop ${unit}: ${firstLine(r)}`];
-      log.info('share server stopped: no share needs it', { unit });
+      const r = await this.run('systemctl', ['stop', ...units]);
+      if (r.code !== 0) return [`cannot stop ${units.join(' ')}: ${firstLine(r)}`];
+      log.info('share server stopped: no share needs it', { units: units.join(' ') });
     }
     return [];
   }
@@ -528,7 +569,15 @@ export class ShareManager {
     this.withdrawn = true;
     return this.serial(async () => {
       try {
-        await this.render([], 'keep'); // the servers stay up: their clients keep their state across a restart
+        await this.render([], 'keep');
+        // nfsd keeps the files of NFSv4 opens open: on the mount about to go, they would fail for good.  Where
+        // tierfsd runs the NFS server it stops it instead, and starts it again once the mount serves: to its
+        // clients that is a server reboot, after which they reclaim their opens and locks against the new mount
+        // (hard mounts wait meanwhile).  smbd stays up; its connections to the withdrawn shares are closed.
+        if (this.config.manageServers && this.nfsRunning()) {
+          const r = await this.run('systemctl', ['stop', 'nfs-server.service']);
+          if (r.code !== 0) log.error('the NFS server was not stopped before the unmount', { error: firstLine(r) });
+        }
       } catch (error) {
         log.error('shares not withdrawn', { error: (error as Error).message });
       }
