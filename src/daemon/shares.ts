@@ -453,8 +453,11 @@ export class ShareManager {
       warnings.push(...(await this.startOrStop(['nfs-server.service', 'rpcbind.socket', 'rpcbind.service'], anyNfs, servers === 'start-stop', () => this.nfsRunning())));
       warnings.push(...(await this.startOrStop(['smbd.service'], anySmb, servers === 'start-stop', async () => (await this.run('smbcontrol', ['-s', this.config.sambaConfig, 'smbd', 'ping'])).code === 0)));
     }
-    this.nfsState = await this.reloadNfs(anyNfs, changed.includes(this.config.exportsFile));
-    this.smbState = await this.reloadSamba(anySmb, changed.includes(this.config.sambaInclude));
+    // A server with no share of ours, before or now, is not asked anything (a daemon without shares runs no program).
+    const nfsChanged = changed.includes(this.config.exportsFile);
+    const smbChanged = changed.includes(this.config.sambaInclude);
+    this.nfsState = anyNfs || nfsChanged ? await this.reloadNfs(anyNfs, nfsChanged) : { served: false, detail: 'no NFS share' };
+    this.smbState = anySmb || smbChanged ? await this.reloadSamba(anySmb, smbChanged) : { served: false, detail: 'no SMB share' };
     if (anyNfs && !this.nfsState.served) warnings.push(`NFS: ${this.nfsState.detail}`);
     if (anySmb && !this.smbState.served) warnings.push(`SMB: ${this.smbState.detail}`);
     return warnings;
