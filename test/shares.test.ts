@@ -8,7 +8,7 @@
 // kernel NFS server is not on build machines: the exports file is checked
 // here and NFS runs for real in the boot test.
 import t from 'tap';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -16,21 +16,9 @@ import { parseCidr, renderExports, ShareManager, type CommandRunner } from '../s
 import { ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../src/fs/fs';
 import { cliJson as json, formatWithTarget, runCli, serve } from './helpers/daemon';
 import { formatScratch, openScratch, scratchDir } from './helpers/fs';
-import { freePort } from './helpers/servers';
+import { freePort, stopChild } from './helpers/object_servers';
 
 const MiB = 2 ** 20;
-
-function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
-}
 
 t.test('CIDRs: canonical forms, and each mistake refused', async (t) => {
   t.same(parseCidr('10.0.0.0/8'), { cidr: '10.0.0.0/8', world: false });

@@ -266,6 +266,16 @@ export type Schema<B> = { [K in keyof Required<B>]: { type: FieldType; required?
 
 const pathsSchema: Schema<PathsBody> = { path: { type: 'string' }, paths: { type: 'string[]' } };
 
+const shareEditSchema: Schema<ShareEditBody> = {
+  path: { type: 'string' },
+  readOnly: { type: 'boolean' },
+  nfs: { type: 'string[]' },
+  rootSquash: { type: 'boolean' },
+  smb: { type: 'boolean' },
+  users: { type: 'string[]' },
+  allowWorld: { type: 'boolean' },
+};
+
 export const bodySchemas: { [E in Endpoint]: Schema<Api[E]['body']> } = {
   'GET /v1/status': {},
   'GET /v1/stat': {},
@@ -308,26 +318,9 @@ export const bodySchemas: { [E in Endpoint]: Schema<Api[E]['body']> } = {
   'POST /v1/targets/:name/test': {},
   'GET /v1/lost': {},
   'GET /v1/shares': {},
-  'POST /v1/shares': {
-    name: { type: 'string', required: true },
-    path: { type: 'string', required: true },
-    readOnly: { type: 'boolean' },
-    nfs: { type: 'string[]' },
-    rootSquash: { type: 'boolean' },
-    smb: { type: 'boolean' },
-    users: { type: 'string[]' },
-    allowWorld: { type: 'boolean' },
-  },
+  'POST /v1/shares': { ...shareEditSchema, name: { type: 'string', required: true }, path: { type: 'string', required: true } },
   'GET /v1/shares/:name': {},
-  'PUT /v1/shares/:name': {
-    path: { type: 'string' },
-    readOnly: { type: 'boolean' },
-    nfs: { type: 'string[]' },
-    rootSquash: { type: 'boolean' },
-    smb: { type: 'boolean' },
-    users: { type: 'string[]' },
-    allowWorld: { type: 'boolean' },
-  },
+  'PUT /v1/shares/:name': shareEditSchema,
   'DELETE /v1/shares/:name': {},
   'GET /v1/share-users': {},
   'POST /v1/share-users': { name: { type: 'string', required: true }, password: { type: 'string', required: true } },
