@@ -62,11 +62,12 @@ nfs_cold_file() {
     test "$(sha256sum /mnt/nfs3/cold.bin | cut -d' ' -f1)" = "$(cat $state/cold.sum)"
 }
 nfs_open_across_restart() {
-  exec 3< /mnt/nfs41/big.bin
+  head -c 33554432 /dev/urandom > $exp/held.bin && sync
+  exec 3< /mnt/nfs41/held.bin
   dd bs=1M count=1 iflag=fullblock <&3 > /dev/null 2>&1 && systemctl restart tierfsd && wait_ready > /dev/null && echo 3 > /proc/sys/vm/drop_caches
   got=$(dd bs=1M iflag=fullblock <&3 2> $state/dd.err | sha256sum | cut -d' ' -f1)
   exec 3<&-
-  want=$(tail -c +1048577 $exp/big.bin | sha256sum | cut -d' ' -f1)
+  want=$(tail -c +1048577 $exp/held.bin | sha256sum | cut -d' ' -f1)
   [ "$got" = "$want" ] && return 0
   echo "read after the restart: $(tail -c 120 $state/dd.err) $(dmesg | tail -n 3) $(journalctl -b -u tierfsd -n 3 --no-pager -o cat)"
   return 1
@@ -90,13 +91,14 @@ firewall_open_only_to_shares() {
 smb_mount() {
   echo 'selftest-Passw0rd' | tierfs share user add selftest --password-stdin &&
     mkdir -p /mnt/smb && mount -t cifs //127.0.0.1/exp /mnt/smb -o username=selftest,password=selftest-Passw0rd,vers=3.1.1,seal,cache=strict &&
-    head -c 33554432 /dev/urandom > /mnt/smb/smb.bin && sync && same_sum /mnt/smb/smb.bin $exp/smb.bin && same_sum /mnt/nfs41/big.bin /mnt/smb/big.bin
+    head -c 33554432 /dev/urandom > /mnt/smb/smb.bin && sync && same_sum /mnt/smb/smb.bin $exp/smb.bin && same_sum /mnt/smb/held.bin $exp/held.bin
 }
 share_rm_refuses() {
   umount /mnt/nfs41 /mnt/nfs3; umount /mnt/smb 2>/dev/null
   tierfs share rm exp &&
     ! mount -t nfs -o vers=4.1,soft,retrans=1,timeo=20 127.0.0.1:$exp /mnt/nfs41 &&
-    ! systemctl is-active nfs-server && ! systemctl is-active smbd && nothing_but_ssh
+    ! systemctl is-active nfs-server && ! systemctl is-active smbd && nothing_but_ssh &&
+    rm -rf $exp # the later boots count exactly the one file left only on flash
 }
 
 systemctl is-system-running --wait > /dev/null 2>&1
