@@ -289,6 +289,7 @@ if (process.getuid?.() !== 0) {
       const cases: [string, string[], RegExp][] = [
         ['a path outside the mount', ['share', 'add', 'x', dir, '--smb'], /is outside the mount/],
         ['a path with ..', ['share', 'add', 'x', `${p}/../readonly`, '--smb'], /must not contain "\." or "\.\." segments/],
+        ['a path with %', ['share', 'add', 'x', `${p}%U`, '--smb'], /"%" \(Samba would expand it\)/],
         ['a file, not a directory', ['share', 'add', 'x', path.join(mount, 'plain-file'), '--smb'], /is not a directory of the file system/],
         ['a missing directory', ['share', 'add', 'x', path.join(mount, 'nowhere'), '--smb'], /is not a directory of the file system/],
         ['a bad CIDR', ['share', 'add', 'x', p, '--nfs', 'not-an-address'], /is not a CIDR/],

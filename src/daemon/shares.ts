@@ -209,7 +209,7 @@ export function parseInitialShares(value: unknown, source: string): InitialShare
     if (typeof entry.name !== 'string' || typeof entry.path !== 'string') fail(`entry ${i + 1}: "name" and "path" are required`);
     const share = entry as unknown as InitialShare;
     const p = share.path;
-    if (!p.startsWith('/') || /[\x00-\x1f\x7f\\"]/.test(p) || p.split('/').some((part) => part === '.' || part === '..'))
+    if (!p.startsWith('/') || /[\x00-\x1f\x7f\\"%]/.test(p) || p.split('/').some((part) => part === '.' || part === '..'))
       fail(`${share.name}: path ${JSON.stringify(p)} must be absolute in the file system ("/projects"), without "." or ".." segments or control characters`);
     const normal = path.posix.normalize(p).replace(/\/+$/, '') || '/';
     let record: ShareRecord;
@@ -235,7 +235,7 @@ export function parseInitialShares(value: unknown, source: string): InitialShare
 /** A share's path given as an absolute path on the mount: its path from the file system's root. */
 export function sharePathOf(mountPath: string, given: string): string {
   if (given === '' || given.includes('\0')) usage('share: give the directory to share as an absolute path on the mount');
-  if (/[\x00-\x1f\x7f\\"]/.test(given)) usage(`share: path ${JSON.stringify(given)}: control characters, backslashes and double quotes are not allowed`);
+  if (/[\x00-\x1f\x7f\\"%]/.test(given)) usage(`share: path ${JSON.stringify(given)}: control characters, backslashes, double quotes and "%" (Samba would expand it) are not allowed`);
   if (!path.isAbsolute(given)) usage(`share: path ${JSON.stringify(given)} must be absolute (on the mount ${mountPath})`);
   if (given.split('/').some((part) => part === '..' || part === '.')) usage(`share: path ${JSON.stringify(given)} must not contain "." or ".." segments`);
   const normal = path.normalize(given).replace(/\/+$/, '') || '/';
@@ -350,7 +350,7 @@ export const runCommand: CommandRunner = (command, args, input) =>
     if (input !== undefined) child.stdin?.end(input);
   });
 
-function firstLine(result: CommandResult): string {
+function lastLine(result: CommandResult): string {
   return (result.stderr.trim() || result.stdout.trim()).split('\n').pop() ?? `exit ${result.code}`;
 }
 
@@ -448,7 +448,7 @@ export class ShareManager {
     if (this.config.manageServers && servers !== 'keep') {
       // The firewall first: a server started below is never open to more than the shares allow.
       const rules = await this.run('nft', ['-f', '-'], `table ${firewallTable}\ndelete table ${firewallTable}\n${renderFirewall(shares)}`);
-      if (rules.code !== 0) warnings.push(`the shares' firewall (nftables) was not applied: ${firstLine(rules)}`);
+      if (rules.code !== 0) warnings.push(`the shares' firewall (nftables) was not applied: ${lastLine(rules)}`);
       // rpcbind comes with the NFS server (NFSv3) and goes with it.
       warnings.push(...(await this.startOrStop(['nfs-server.service', 'rpcbind.socket', 'rpcbind.service'], anyNfs, servers === 'start-stop', () => this.nfsRunning())));
       warnings.push(...(await this.startOrStop(['smbd.service'], anySmb, servers === 'start-stop', async () => (await this.run('smbcontrol', ['-s', this.config.sambaConfig, 'smbd', 'ping'])).code === 0)));
@@ -467,12 +467,12 @@ export class ShareManager {
   private async startOrStop(units: string[], needed: boolean, mayStop: boolean, running: () => boolean | Promise<boolean>): Promise<string[]> {
     if (needed && !(await running())) {
       const r = await this.run('systemctl', ['start', units[0]!]);
-      if (r.code !== 0) return [`cannot start ${units[0]}: ${firstLine(r)}`];
+      if (r.code !== 0) return [`cannot start ${units[0]}: ${lastLine(r)}`];
       for (let i = 0; i < 50 && !(await running()); i++) await this.clock.sleep(100);
       log.info('share server started', { unit: units[0] });
     } else if (!needed && mayStop && (await running())) {
       const r = await this.run('systemctl', ['stop', ...units]);
-      if (r.code !== 0) return [`cannot stop ${units.join(' ')}: ${firstLine(r)}`];
+      if (r.code !== 0) return [`cannot stop ${units.join(' ')}: ${lastLine(r)}`];
       log.info('share server stopped: no share needs it', { units: units.join(' ') });
     }
     return [];
@@ -498,7 +498,7 @@ export class ShareManager {
     if (!this.nfsRunning()) return { served: false, detail: `not served: no NFS server runs on this machine (${this.config.nfsdDir}/threads)` };
     if (changed || any) {
       const r = await this.run('exportfs', ['-r']);
-      if (r.code !== 0) return { served: false, detail: `exportfs -r failed: ${firstLine(r)}` };
+      if (r.code !== 0) return { served: false, detail: `exportfs -r failed: ${lastLine(r)}` };
     }
     return { served: any, detail: any ? 'exported by the kernel NFS server' : 'no NFS share' };
   }
@@ -509,7 +509,7 @@ export class ShareManager {
     if (ping.code !== 0) return { served: false, detail: 'not served: smbd is not running' };
     if (changed || any) {
       const r = await this.run('smbcontrol', ['-s', this.config.sambaConfig, 'smbd', 'reload-config']);
-      if (r.code !== 0) return { served: false, detail: `smbd reload failed: ${firstLine(r)}` };
+      if (r.code !== 0) return { served: false, detail: `smbd reload failed: ${lastLine(r)}` };
     }
     return { served: any, detail: any ? 'shared by smbd' : 'no SMB share' };
   }
@@ -579,7 +579,7 @@ export class ShareManager {
         // (hard mounts wait meanwhile).  smbd stays up; its connections to the withdrawn shares are closed.
         if (this.config.manageServers && this.nfsRunning()) {
           const r = await this.run('systemctl', ['stop', 'nfs-server.service']);
-          if (r.code !== 0) log.error('the NFS server was not stopped before the unmount', { error: firstLine(r) });
+          if (r.code !== 0) log.error('the NFS server was not stopped before the unmount', { error: lastLine(r) });
         }
       } catch (error) {
         log.error('shares not withdrawn', { error: (error as Error).message });
@@ -756,7 +756,7 @@ export class ShareManager {
   private async sambaUsers(): Promise<string[]> {
     const r = await this.run('pdbedit', ['-s', this.config.sambaConfig, '-L']);
     if (r.code === 127) usage('share: Samba is not installed (pdbedit not found)');
-    if (r.code !== 0) throw new TierfsError('IO', `pdbedit -L failed: ${firstLine(r)}`);
+    if (r.code !== 0) throw new TierfsError('IO', `pdbedit -L failed: ${lastLine(r)}`);
     return r.stdout.split('\n').filter((l) => l.includes(':')).map((l) => l.slice(0, l.indexOf(':')));
   }
 
@@ -774,13 +774,13 @@ export class ShareManager {
       let accountCreated = false;
       if ((await this.run('getent', ['passwd', name])).code !== 0) {
         const made = await this.run('useradd', ['--system', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', '--comment', accountComment, name]);
-        if (made.code !== 0) throw new TierfsError('IO', `share user: useradd ${name} failed: ${firstLine(made)}`);
+        if (made.code !== 0) throw new TierfsError('IO', `share user: useradd ${name} failed: ${lastLine(made)}`);
         accountCreated = true;
       }
       const r = await this.run('smbpasswd', ['-c', this.config.sambaConfig, '-a', '-s', name], `${password}\n${password}\n`);
       if (r.code !== 0) {
         if (accountCreated) await this.run('userdel', [name]);
-        throw new TierfsError('IO', `share user: smbpasswd failed: ${firstLine(r)}`);
+        throw new TierfsError('IO', `share user: smbpasswd failed: ${lastLine(r)}`);
       }
       return { name, accountCreated, passwordChanged: existing.includes(name) };
     });
@@ -792,12 +792,12 @@ export class ShareManager {
       const using = this.fileSystem.shares().filter((s) => s.smb?.users.includes(name));
       if (using.length > 0) usage(`share user: ${name} is named by share ${using.map((s) => s.name).join(', ')} (tierfs share edit NAME --users ...)`);
       const r = await this.run('smbpasswd', ['-c', this.config.sambaConfig, '-x', name]);
-      if (r.code !== 0) throw new TierfsError('IO', `share user: smbpasswd -x failed: ${firstLine(r)}`);
+      if (r.code !== 0) throw new TierfsError('IO', `share user: smbpasswd -x failed: ${lastLine(r)}`);
       const entry = await this.run('getent', ['passwd', name]);
       const ours = entry.code === 0 && entry.stdout.split(':')[4] === accountComment;
       if (ours) {
         const gone = await this.run('userdel', [name]);
-        if (gone.code !== 0) log.warn('share user: userdel failed', { user: name, error: firstLine(gone) });
+        if (gone.code !== 0) log.warn('share user: userdel failed', { user: name, error: lastLine(gone) });
       }
       return { name, accountRemoved: ours };
     });
