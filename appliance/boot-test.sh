@@ -52,6 +52,19 @@ boot() {
   tr -d '\r' < "$work/results-$1.log" >> "$work/results.log" 2>/dev/null || true
   cat "$work/console-$1.log" >> "$work/console.log" 2>/dev/null || true
 }
+if [ "${BOOT_TEST_NFS_BENCH:-}" = 1 ]; then
+  # Not the test: NFS through tierfs vs the same server exporting ext4, in a fresh guest (medians of 3 rounds).
+  boot 1 root.qcow2 nfs-bench
+  tr -d '\r' < "$work/results.log"
+  median() { grep '^MEASURE' "$work/results.log" | awk -v f="$1" '{ print $f }' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+  column=5
+  for name in 'sequential 1 MiB writes (MiB/s)' 'sequential 1 MiB reads (MiB/s)' 'creates (files/s)'; do
+    ours=$(median $column) base=$(median $((column + 4)))
+    echo "nfs-bench: $name: tierfs $ours, ext4 $base, ratio $(awk -v a="$ours" -v b="$base" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
+    column=$((column + 1))
+  done
+  exit 0
+fi
 boot 1 root.qcow2 1
 if [ "$(grep -cx POWEROFF "$work/results.log")" = 1 ]; then
   # The instance store is wiped: a new, blank disk in place of the old one.

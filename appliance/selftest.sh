@@ -101,9 +101,35 @@ share_rm_refuses() {
     rm -rf $exp # the later boots count exactly the one file left only on flash
 }
 
+# NFS through tierfs against the same server exporting an ext4 directory of this guest (make boot-test with
+# BOOT_TEST_NFS_BENCH=1): sequential 1 MiB writes (fsync at the end) and reads (caches dropped), and creates.
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+nfs_bench_round() { # $1: mount; prints write MiB/s, read MiB/s, creates/s
+  m=$1; rm -rf $m/c; mkdir $m/c
+  t0=$(now_ms); dd if=/dev/zero of=$m/seq.bin bs=1M count=256 conv=fsync 2>/dev/null; t1=$(now_ms)
+  echo 3 > /proc/sys/vm/drop_caches
+  dd if=$m/seq.bin of=/dev/null bs=1M 2>/dev/null; t2=$(now_ms)
+  i=0; while [ $i -lt 500 ]; do : > $m/c/f$i; i=$((i + 1)); done; sync; t3=$(now_ms)
+  echo "$((256000 / (t1 - t0 + 1))) $((256000 / (t2 - t1 + 1))) $((500000 / (t3 - t2 + 1)))"
+}
+nfs_bench() {
+  mkdir -p /srv/nfsbase /mnt/tierfs/bench /mnt/b-ext4 /mnt/b-tierfs && chmod 1777 /mnt/tierfs/bench
+  echo '/srv/nfsbase 127.0.0.1/32(rw,sync,no_subtree_check,no_root_squash,fsid=4242)' > /etc/exports.d/bench.exports
+  tierfs share add bench /mnt/tierfs/bench --nfs 127.0.0.1 --no-root-squash > /dev/null && exportfs -r &&
+    mount -t nfs -o vers=4.2,hard 127.0.0.1:/srv/nfsbase /mnt/b-ext4 && mount -t nfs -o vers=4.2,hard 127.0.0.1:/mnt/tierfs/bench /mnt/b-tierfs || return 1
+  for round in 1 2 3; do
+    say "MEASURE round $round tierfs $(nfs_bench_round /mnt/b-tierfs) ext4 $(nfs_bench_round /mnt/b-ext4)"
+  done
+}
+
 systemctl is-system-running --wait > /dev/null 2>&1
 mode=$(cat /sys/firmware/qemu_fw_cfg/by_name/opt/org.tierfs.selftest/raw 2>/dev/null)
-if [ "$mode" = restore ]; then
+if [ "$mode" = nfs-bench ]; then
+  check tierfsd-ready wait_ready
+  check nfs-bench nfs_bench
+  say "DONE"
+  systemctl poweroff
+elif [ "$mode" = restore ]; then
   say "PHASE 4"
   check firstboot-restored sh -c 'journalctl -b -u tierfs-firstboot | grep "restoring it instead of formatting" && journalctl -b -u tierfs-firstboot | grep "restored from the target"'
   check tierfsd-ready-after-restore wait_ready
