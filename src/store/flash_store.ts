@@ -74,7 +74,6 @@ function coalesce(ranges: FlashRange[]): FlashRange[] {
   return merged;
 }
 
-/** A part of `e` from `fromBytes` (file offset, block aligned) for `lengthBytes`. */
 /** Whether `extents` (by offset) leave any of [start, end) unmapped. */
 function hasHole(extents: Extent[], start: number, end: number): boolean {
   let cursor = start;
@@ -85,6 +84,7 @@ function hasHole(extents: Extent[], start: number, end: number): boolean {
   return cursor < end;
 }
 
+/** A part of `e` from `fromBytes` (file offset, block aligned) for `lengthBytes`. */
 function slice(e: Extent, fromBytes: number, lengthBytes: number): Extent {
   const skip = fromBytes - e.fileOffsetBytes;
   assert.ok(skip >= 0 && skip % BS === 0 && lengthBytes > 0 && skip + lengthBytes <= e.lengthBytes);
