@@ -57,10 +57,12 @@ if [ "${BOOT_TEST_NFS_BENCH:-}" = 1 ]; then
   boot 1 root.qcow2 nfs-bench
   tr -d '\r' < "$work/results.log"
   median() { grep '^MEASURE' "$work/results.log" | awk -v f="$1" '{ print $f }' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-  column=5
+  ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+  column=5 # MEASURE round N tierfs w r c ext4 w r c local-tierfs w r c local-ext4 w r c
   for name in 'sequential 1 MiB writes (MiB/s)' 'sequential 1 MiB reads (MiB/s)' 'creates (files/s)'; do
-    ours=$(median $column) base=$(median $((column + 4)))
-    echo "nfs-bench: $name: tierfs $ours, ext4 $base, ratio $(awk -v a="$ours" -v b="$base" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
+    ours=$(median $column) base=$(median $((column + 4))) local_ours=$(median $((column + 8))) local_base=$(median $((column + 12)))
+    echo "nfs-bench: $name: over NFS tierfs $ours, ext4 $base, ratio $(ratio "$ours" "$base");" \
+      "without NFS tierfs $local_ours, ext4 $local_base, ratio $(ratio "$local_ours" "$local_base")"
     column=$((column + 1))
   done
   exit 0

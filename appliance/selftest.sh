@@ -102,7 +102,8 @@ share_rm_refuses() {
 }
 
 # NFS through tierfs against the same server exporting an ext4 directory of this guest (make boot-test with
-# BOOT_TEST_NFS_BENCH=1): sequential 1 MiB writes (fsync at the end) and reads (caches dropped), and creates.
+# BOOT_TEST_NFS_BENCH=1): sequential 1 MiB writes (fsync at the end) and reads (caches dropped), and creates;
+# then the same on the two directories directly, to tell NFS's share of the cost from FUSE's and the disks'.
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 nfs_bench_round() { # $1: mount; prints write MiB/s, read MiB/s, creates/s
   m=$1; rm -rf $m/c; mkdir $m/c
@@ -117,8 +118,9 @@ nfs_bench() {
   echo '/srv/nfsbase 127.0.0.1/32(rw,sync,no_subtree_check,no_root_squash,fsid=4242)' > /etc/exports.d/bench.exports
   tierfs share add bench /mnt/tierfs/bench --nfs 127.0.0.1 --no-root-squash > /dev/null && exportfs -r &&
     mount -t nfs -o vers=4.2,hard 127.0.0.1:/srv/nfsbase /mnt/b-ext4 && mount -t nfs -o vers=4.2,hard 127.0.0.1:/mnt/tierfs/bench /mnt/b-tierfs || return 1
-  for round in 1 2 3; do
-    say "MEASURE round $round tierfs $(nfs_bench_round /mnt/b-tierfs) ext4 $(nfs_bench_round /mnt/b-ext4)"
+  for round in 1 2 3; do # over NFS, then the same directories without NFS (what FUSE and the guest's disks give alone)
+    say "MEASURE round $round tierfs $(nfs_bench_round /mnt/b-tierfs) ext4 $(nfs_bench_round /mnt/b-ext4)" \
+      "local-tierfs $(nfs_bench_round /mnt/tierfs/bench) local-ext4 $(nfs_bench_round /srv/nfsbase)"
   done
 }
 
