@@ -92,7 +92,7 @@ bench: build bench-deps bench/reference/node_modules/.installed
 bundle: build
 	appliance/bundle.sh
 
-IMAGE_INPUTS := dist/.built $(wildcard appliance/* systemd/*)
+IMAGE_INPUTS := dist/.built $(wildcard appliance/* systemd/*) test/scripts/posix_checks.py
 output/tierfs.qcow2: $(IMAGE_INPUTS) | image-apt-deps
 	appliance/build-image.sh
 

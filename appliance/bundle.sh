@@ -10,6 +10,7 @@ node_version=$(node -p 'process.versions.node')
 rm -rf "$out" && mkdir -p "$out/tierfs/node/bin" "$out/tierfs/src/device/native/build/Release" "$out/tierfs/src/fuse/native/build/Release"
 cp -a bin dist package.json package-lock.json README.md docs systemd appliance "$out/tierfs/"
 rm -rf "$out/tierfs/dist/bench"
+cp test/scripts/posix_checks.py "$out/tierfs/appliance/" # the boot test runs the POSIX checks over NFS
 cp src/device/native/build/Release/tierfs_device.node "$out/tierfs/src/device/native/build/Release/"
 cp src/fuse/native/build/Release/tierfs_fuse.node "$out/tierfs/src/fuse/native/build/Release/"
 # Production dependencies only: a copy of node_modules pruned (no rebuild, no download).

@@ -55,6 +55,15 @@ nfs_big_file() {
   head -c 268435456 /dev/urandom > /mnt/nfs41/big.bin && sync &&
     same_sum /mnt/nfs41/big.bin $exp/big.bin && same_sum $exp/big.bin /mnt/nfs3/big.bin
 }
+nfs_posix() { # the project's POSIX checks over NFSv4.2, v4.1 and v3 (python3 is cloud-init's); what differs: SEMANTICS
+  mkdir -p /mnt/nfs42 && mount -t nfs -o vers=4.2,hard,timeo=50 127.0.0.1:$exp /mnt/nfs42 || return 1
+  for v in 4.2 4.1 3; do
+    dir=/mnt/nfs$(echo $v | tr -d .)/posix-v$v
+    mkdir $dir && python3 /opt/tierfs/appliance/posix_checks.py $dir --nfs $v > $state/posix-v$v.log 2>&1 ||
+      { echo "over NFSv$v: $(tail -n 3 $state/posix-v$v.log)"; umount /mnt/nfs42; return 1; }
+  done
+  umount /mnt/nfs42
+}
 nfs_cold_file() {
   head -c 8388608 /dev/urandom > $exp/cold.bin && sha256sum $exp/cold.bin | cut -d' ' -f1 > $state/cold.sum &&
     tierfs destage $exp/cold.bin --wait && tierfs release $exp/cold.bin &&
@@ -157,6 +166,7 @@ elif [ ! -e $state/phase1 ]; then
   check nfs-256mib-byte-identical nfs_big_file
   check nfs-workload-v41 /opt/tierfs/node/bin/node /opt/tierfs/appliance/nfs-workload.js /mnt/nfs41 $exp 41 300
   check nfs-workload-v3 /opt/tierfs/node/bin/node /opt/tierfs/appliance/nfs-workload.js /mnt/nfs3 $exp 3 300
+  check nfs-posix-checks-v42-v41-v3 nfs_posix
   check nfs-released-file-recalled nfs_cold_file
   check nfs-open-file-across-restart nfs_open_across_restart
   check smb-mount-cifs smb_mount
