@@ -168,10 +168,12 @@ export interface HeatUpdate {
   heatCount: number;
 }
 
-/** One committed change in the replicated log, as the text that goes to the bucket (one line, no newline). */
-export interface ReplicaRecord {
-  seq: number;
-  line: string;
+/** Committed changes of the replicated log as the text that goes to the bucket: one line each, newline-terminated. */
+export interface ReplicaLogText {
+  text: Buffer;
+  /** The seq of the last change in it (afterSeq when there is none). */
+  lastSeq: number;
+  bytes: number;
 }
 
 /** File bytes whose only copy was on a flash tier that was lost: reads of them fail until they are rewritten. */
@@ -291,8 +293,11 @@ export interface MetaStore {
   afterCommit: ((replicaSeq: number) => void) | undefined;
   /** The seq of the newest change logged (committed or not). */
   replicaSeq(): number;
-  /** Logged changes with afterSeq < seq <= throughSeq, oldest first. */
-  replicaRecords(afterSeq: number, throughSeq: number, countMax: number): ReplicaRecord[];
+  /**
+   * Committed changes with afterSeq < seq <= throughSeq, oldest first, until
+   * their text reaches bytesMax (read off the event loop).
+   */
+  replicaLogText(afterSeq: number, throughSeq: number, bytesMax: number): Promise<ReplicaLogText>;
   /** Forget logged changes up to a seq (they are in the bucket). */
   pruneReplicaLog(throughSeq: number): void;
   /** Copy the last committed state into `file` (online, off the event loop); returns the seq it includes. */

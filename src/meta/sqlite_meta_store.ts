@@ -22,7 +22,7 @@ import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import type {
   Dirent, Extent, HeatUpdate, Ino, Inode, LostFile, LostRange, MetaStore, NewInode, PackId, PackRecord, PackState, PackTotals,
-  PolicyMode, PolicyRecord, ReplicaRecord, ResidencyTotals, ShareRecord,
+  PolicyMode, PolicyRecord, ReplicaLogText, ResidencyTotals, ShareRecord,
 } from './meta_store';
 import { createReplicaTriggers, dropReplicaTriggers, replayStatements, replicaTriggersExist } from './sqlite_replica';
 import { Worker } from 'node:worker_threads';
@@ -182,6 +182,37 @@ function runInWorker(code: string, workerData: unknown): Promise<void> {
   });
 }
 
+/**
+ * Reads the replicated log for uploads, on a connection and thread of its
+ * own: turning a few seconds of records into the text of a log object costs
+ * the event loop nothing (records up to the last commit, which a reader in
+ * WAL mode sees).  Answers { id, text (transferred), lastSeq, bytes } or { id, error }.
+ */
+const logReaderWorker = `
+const { workerData, parentPort } = require('node:worker_threads');
+const Database = require(workerData.module);
+const db = new Database(workerData.source, { readonly: true, fileMustExist: true });
+const records = db.prepare('SELECT seq, tbl, op, row FROM replica_log WHERE seq > ? AND seq <= ? ORDER BY seq');
+parentPort.on('message', ({ id, afterSeq, throughSeq, bytesMax }) => {
+  try {
+    const lines = [];
+    let bytes = 0, lastSeq = afterSeq;
+    for (const r of records.iterate(afterSeq, throughSeq)) {
+      const line = r.seq + '\\t' + r.tbl + '\\t' + r.op + '\\t' + r.row + '\\n';
+      lines.push(line);
+      bytes += line.length;
+      lastSeq = r.seq;
+      if (bytes >= bytesMax) break;
+    }
+    const text = Buffer.from(lines.join(''));
+    const body = text.buffer.slice(text.byteOffset, text.byteOffset + text.length);
+    parentPort.postMessage({ id, text: body, lastSeq, bytes }, [body]);
+  } catch (error) {
+    parentPort.postMessage({ id, error: String(error && error.message) });
+  }
+});
+`;
+
 interface InodeRow {
   ino: bigint;
   mode: bigint;
@@ -291,6 +322,10 @@ export class SqliteMetaStore implements MetaStore {
   /** False only when the lost table is known empty (skips its lookups on reads of holes and on writes). */
   private mayHaveLost = false;
   afterCommit: ((replicaSeq: number) => void) | undefined;
+  /** The thread that reads the log for uploads (started at the first upload). */
+  private logReader:
+    | { worker: Worker; waiting: Map<number, { resolve: (text: ReplicaLogText) => void; reject: (error: Error) => void }>; nextId: number }
+    | undefined;
   private replayStatements: Map<string, Database.Statement> | undefined;
   /** One wrapper for every mutation (better-sqlite3 builds one per db.transaction() call). */
   private readonly nested: (fn: () => unknown) => unknown;
@@ -434,7 +469,6 @@ export class SqliteMetaStore implements MetaStore {
         `UPDATE packs SET state = 'deleting', dead_seq = (SELECT coalesce(max(seq), 0) + 1 FROM replica_log) WHERE id = ?`,
       ),
       replicaSeq: db.prepare('SELECT coalesce(max(seq), 0) FROM replica_log').pluck(),
-      replicaRecords: db.prepare('SELECT seq, tbl, op, row FROM replica_log WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?'),
       // The newest record stays: it keeps the highest seq (a rowid, not AUTOINCREMENT, which would write
       // sqlite_sequence on every record: a fifth of the cost of a create).
       replicaPrune: db.prepare('DELETE FROM replica_log WHERE seq <= ? AND seq < (SELECT max(seq) FROM replica_log)'),
@@ -813,10 +847,34 @@ export class SqliteMetaStore implements MetaStore {
     return this.stmt.replicaSeq.get() as number;
   }
 
-  replicaRecords(afterSeq: number, throughSeq: number, countMax: number): ReplicaRecord[] {
-    return (this.stmt.replicaRecords.all(afterSeq, throughSeq, countMax) as { seq: number; tbl: string; op: string; row: string }[]).map(
-      (r) => ({ seq: r.seq, line: `${r.seq}\t${r.tbl}\t${r.op}\t${r.row}` }),
-    );
+  replicaLogText(afterSeq: number, throughSeq: number, bytesMax: number): Promise<ReplicaLogText> {
+    if (!this.logReader) {
+      const worker = new Worker(logReaderWorker, { eval: true, workerData: { module: require.resolve('better-sqlite3'), source: this.path } });
+      const waiting = new Map<number, { resolve: (text: ReplicaLogText) => void; reject: (error: Error) => void }>();
+      const failAll = (error: Error) => {
+        for (const w of waiting.values()) w.reject(error);
+        waiting.clear();
+        this.logReader = undefined;
+      };
+      worker.on('message', (m: { id: number; error?: string; text: ArrayBuffer; lastSeq: number; bytes: number }) => {
+        const w = waiting.get(m.id);
+        waiting.delete(m.id);
+        if (waiting.size === 0) worker.unref(); // an idle reader keeps no process alive
+        if (m.error !== undefined) w?.reject(new Error(`reading the metadata log: ${m.error}`));
+        else w?.resolve({ text: Buffer.from(m.text), lastSeq: m.lastSeq, bytes: m.bytes });
+      });
+      worker.on('error', failAll);
+      worker.on('exit', (code) => failAll(new Error(`the metadata log reader exited (${code})`)));
+      worker.unref();
+      this.logReader = { worker, waiting, nextId: 0 };
+    }
+    const reader = this.logReader;
+    const id = reader.nextId++;
+    return new Promise((resolve, reject) => {
+      reader.waiting.set(id, { resolve, reject });
+      reader.worker.ref();
+      reader.worker.postMessage({ id, afterSeq, throughSeq, bytesMax });
+    });
   }
 
   pruneReplicaLog(throughSeq: number): void {
@@ -900,7 +958,13 @@ export class SqliteMetaStore implements MetaStore {
     return this.stmt.lostTotals.get() as { fileCount: number; bytes: number };
   }
 
+  private stopLogReader(): void {
+    void this.logReader?.worker.terminate();
+    this.logReader = undefined;
+  }
+
   crash(): void {
+    this.stopLogReader();
     this.inodes.clear();
     this.dirents.clear();
     if (this.db.open) this.db.close(); // SQLite rolls the open transaction back
@@ -908,6 +972,7 @@ export class SqliteMetaStore implements MetaStore {
 
   /** Commit what is pending and close.  Safe to call twice. */
   close(): void {
+    this.stopLogReader();
     if (!this.db.open) return;
     if (this.db.inTransaction) this.db.exec('COMMIT');
     this.db.pragma('wal_checkpoint(TRUNCATE)');

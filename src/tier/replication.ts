@@ -202,23 +202,12 @@ export class Replicator {
     this.pendingSinceMs = undefined; // commits from now on start a new wait
     try {
       while (this.uploadedSeq < through) {
-        const lines: string[] = [];
-        let bytes = 0;
-        let last = this.uploadedSeq;
-        while (last < through && bytes < constants.metadataLogObjectBytesMax) {
-          const records = this.meta.replicaRecords(last, through, 4096);
-          if (records.length === 0) break;
-          for (const r of records) {
-            lines.push(r.line);
-            bytes += r.line.length + 1;
-          }
-          last = records[records.length - 1].seq;
-        }
+        const { text, lastSeq: last, bytes } = await this.meta.replicaLogText(this.uploadedSeq, through, constants.metadataLogObjectBytesMax);
         if (last === this.uploadedSeq)
           throw new Error(`metadata log records ${this.uploadedSeq + 1}..${through} are missing from the local log`);
         const first = this.uploadedSeq + 1;
         const key = logKey(this.crypto.fsUuid, first, last, this.clock.nowMs());
-        await this.put(key, await encodeMetaObject(this.crypto, key, Buffer.from(lines.join('\n') + '\n')));
+        await this.put(key, await encodeMetaObject(this.crypto, key, text));
         this.uploadedSeq = last;
         const logBytes = (this.numberSetting(setting.logBytes) ?? 0) + bytes;
         this.meta.mutate(() => {
