@@ -196,17 +196,17 @@ const records = db.prepare('SELECT seq, tbl, op, row FROM replica_log WHERE seq 
 parentPort.on('message', ({ id, afterSeq, throughSeq, bytesMax }) => {
   try {
     const lines = [];
-    let bytes = 0, lastSeq = afterSeq;
+    let chars = 0, lastSeq = afterSeq;
     for (const r of records.iterate(afterSeq, throughSeq)) {
       const line = r.seq + '\\t' + r.tbl + '\\t' + r.op + '\\t' + r.row + '\\n';
       lines.push(line);
-      bytes += line.length;
+      chars += line.length;
       lastSeq = r.seq;
-      if (bytes >= bytesMax) break;
+      if (chars >= bytesMax) break; // near enough: UTF-8 is rarely longer than the string
     }
     const text = Buffer.from(lines.join(''));
     const body = text.buffer.slice(text.byteOffset, text.byteOffset + text.length);
-    parentPort.postMessage({ id, text: body, lastSeq, bytes }, [body]);
+    parentPort.postMessage({ id, text: body, lastSeq, bytes: text.length }, [body]);
   } catch (error) {
     parentPort.postMessage({ id, error: String(error && error.message) });
   }
@@ -854,7 +854,7 @@ export class SqliteMetaStore implements MetaStore {
       const failAll = (error: Error) => {
         for (const w of waiting.values()) w.reject(error);
         waiting.clear();
-        this.logReader = undefined;
+        if (this.logReader?.worker === worker) this.logReader = undefined; // the next upload starts another
       };
       worker.on('message', (m: { id: number; error?: string; text: ArrayBuffer; lastSeq: number; bytes: number }) => {
         const w = waiting.get(m.id);
