@@ -125,8 +125,8 @@ export const constants = {
   metadataPruneIntervalMs: 3_600_000,
   /** Keys a target's full listing may go through to find file systems, when its delimited listing shows none. */
   fileSystemScanKeyCountMax: 100_000,
-  /** Largest log object (records are uploaded in several when more are pending). */
-  metadataLogObjectBytesMax: 16 * MiB,
+  /** Changes pending beyond this many go to the bucket as a snapshot rather than a log object (whose text is built in memory). */
+  metadataLogChangesMax: 2_000_000,
   /** The destage queue shown by status is counted again by a background pass at most this often. */
   destageQueueRefreshMs: 10_000,
   /** Retries: one object operation gives up after this long; each attempt after attemptTimeoutMs. */

@@ -10,7 +10,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { ROOT_CREDENTIALS as ROOT, ROOT_INO, listFileSystems, restoreFileSystem, type FileSystem, type Ino, type OpenFileSystem } from '../src/fs/fs';
 import { openObjectStore, openTarget, type ObjectStore, type ReplicationOptions } from '../src/tier/tier';
-import { metaPrefix } from '../src/tier/replica_format';
+import { decodeMetaObject, encodeMetaObject, logKey, metaPrefix } from '../src/tier/replica_format';
 import { constants } from '../src/constants';
 import { formatFlashPath } from '../src/fs/fs';
 import { clockAt, code, openTiered, pattern, readFile, scratchDir, writeFile, type Scratch } from './helpers/fs';
@@ -100,6 +100,9 @@ async function roundTrip(t: Test, url: string): Promise<void> {
   for (const ino of [...packed.keys()].slice(0, 3)) await tier.release(ino);
   await tier.putPolicy({ name: 'cold', pathGlob: '/dir-1/**', mode: 'auto', coolAfterMs: 3_600_000, sizeBytesMin: 0, target: 'default', compress: true, durable: 'flash' });
   await tier.pin([...packed.keys()][4], true);
+  await tier.flushReplication();
+  // The pinned file's inode changes in a later log object than its pin: applying it must keep the pin.
+  await fs.setattr([...packed.keys()][4], { mtime: 1_700_000_000_000_000_001n }, ROOT);
   const share = { name: 'dir1', path: '/dir-1', readOnly: false, nfs: { clients: ['10.0.0.0/8'], rootSquash: true }, smb: { users: [] }, allowWorld: false, createdMs: 1234 };
   await fs.putShare(share);
   t.equal(fs.generation, 1, 'node ids of a new file system: generation 1');
@@ -190,6 +193,71 @@ t.test('point in time: three restores, each equal to its record', async (t) => {
     t.same(await record(restored.fs), points[i].expected, `restore to point ${i + 1} equals its record`);
     await restored.close();
   }
+});
+
+t.test('a log object holds each row changed once, as it is at the object\'s last change', async (t) => {
+  const objects = scratchDir(t, 'tierfs-objects-');
+  const url = `file://${objects}`;
+  const source = await formatWith(t, url);
+  const opened = await openTiered(t, source, { url, replication });
+  await opened.tier.flushReplication();
+  const dir = await opened.fs.mkdir(ROOT_INO, 'many', 0o755, ROOT);
+  const inos: Ino[] = [];
+  for (let i = 0; i < 300; i++) {
+    const { attr, fh } = await opened.fs.create(dir.ino, `f${i}`, 0o644, 2, ROOT);
+    await opened.fs.write(fh, 0, pattern(i, 1000));
+    await opened.fs.release(fh);
+    inos.push(attr.ino);
+  }
+  await opened.fs.unlink(dir.ino, 'f7', ROOT);
+  await opened.fs.fsync();
+  await opened.tier.flushReplication();
+  const dirMtime = (await opened.fs.getattr(dir.ino)).mtimeNs;
+  const uuid = opened.tier.fsUuid;
+  await opened.close();
+  const store = openObjectStore(url);
+  const logs = (await objectKeys(store, metaPrefix(uuid))).filter((k) => k.includes('/log/'));
+  const text = (await decodeMetaObject({ fsUuid: uuid, key: null }, logs[logs.length - 1], await fsp.readFile(path.join(objects, logs[logs.length - 1])))).toString();
+  const lines = text.split('\n').slice(0, -1);
+  t.match(lines[0], /^#tierfs-log 2 \d+$/, 'format 2, with its line count');
+  t.equal(Number(lines[0].split(' ')[2]), lines.length - 1);
+  const keyed = lines.slice(1).map((line) => line.split('\t'));
+  const ofInode = (ino: Ino) => keyed.filter(([table, , json]) => table === 'inodes' && (JSON.parse(json) as number[])[0] === ino);
+  t.equal(ofInode(dir.ino).length, 1, 'the directory, changed by 301 operations, is in it once');
+  t.match(ofInode(dir.ino)[0][2], new RegExp(`,${dirMtime},`), 'as it is at the end (its mtime, from the last unlink)');
+  t.equal(ofInode(inos[3]).length, 1, 'a file created and written: its inode once');
+  t.same(ofInode(inos[7]).map(([, op]) => op), ['del'], 'a file created and removed in the window: its key, deleted');
+  t.equal(keyed.filter(([table]) => table === 'inodes').length, 300 + 2, 'the 300 files, their directory and the root');
+  t.notOk(keyed.some(([table, , json]) => table === 'settings' && json.startsWith('["replica')), 'no bookkeeping of the log itself');
+});
+
+t.test('a format-1 log object (one record per change) still restores', async (t) => {
+  const objects = scratchDir(t, 'tierfs-objects-');
+  const url = `file://${objects}`;
+  const source = await formatWith(t, url);
+  const opened = await openTiered(t, source, { url, replication });
+  const ino = await writeFile(opened.fs, 'old', pattern(1, 5000));
+  await opened.fs.fsync();
+  await opened.tier.flushReplication();
+  const uuid = opened.tier.fsUuid;
+  const seq = opened.tier.replicationStatus()!.uploadedSeq;
+  await opened.close();
+  // What tierfs before format 2 uploaded: seq TAB table TAB put|del TAB json, one per change, no header.
+  const records = [
+    `${seq + 1}\tpolicies\tput\t["v1","/old/**","auto",3600000,0,"default",1,"flash"]`,
+    `${seq + 2}\tinodes\tput\t[${ino},33188,0,0,1,5000,0,1,1600000000000000000,1,1]`,
+    `${seq + 3}\tpolicies\tput\t["v1","/older/**","auto",3600000,0,"default",1,"flash"]`,
+  ];
+  const key = logKey(uuid, seq + 1, seq + 3, Date.now());
+  const crypto = { fsUuid: uuid, key: null };
+  fs.mkdirSync(path.dirname(path.join(objects, key)), { recursive: true });
+  fs.writeFileSync(path.join(objects, key), Buffer.concat(await encodeMetaObject(crypto, key, Buffer.from(records.join('\n') + '\n'))));
+  const target = restoreScratch(t);
+  const result = await restoreFileSystem({ store: openObjectStore(url), targetUrl: url, flash: target.flash, metaDir: target.meta, sizeBytes: 32 * MiB });
+  t.equal(result.point.seq, seq + 3, 'its end is the newest point');
+  const restored = await openTiered(t, target, { url });
+  t.same(restored.tier.listPolicies().map((p) => [p.name, p.pathGlob]), [['v1', '/older/**']], 'its records applied in order');
+  t.equal((await restored.fs.getattr(ino)).mtimeNs, 1_600_000_000_000_000_000n);
 });
 
 t.test('GC keeps a dead pack while a restore point reads it, and lets it go once that point expires', async (t) => {

@@ -9,8 +9,8 @@ import path from 'node:path';
 import { constants } from '../src/constants';
 import { createFlashFile, openFlashDevice, SimulatedDevice } from '../src/device/device';
 import Database from 'better-sqlite3';
-import { formatFileSystem, formatFlashPath, openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO } from '../src/fs/fs';
-import { schemaVersion } from '../src/meta/sqlite_meta_store';
+import { formatFileSystem, formatFlashPath, openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO, type Ino } from '../src/fs/fs';
+import { schemaVersion, SqliteMetaStore } from '../src/meta/sqlite_meta_store';
 import { Allocator } from '../src/store/allocator';
 import { encodeSuperblock, formatVersion, newSuperblock } from '../src/store/superblock';
 import { code, formatScratch, openScratch, pattern, scratchDir } from './helpers/fs';
@@ -219,6 +219,37 @@ t.test('metadata that is not ours, or from a newer tierfs, is refused with one c
   fs.writeFileSync(path.join(garbage, 'tierfs.db'), 'this is not a database'.repeat(100));
   const corrupt = await openFileSystem(scratch.flash, garbage).catch((error: Error) => error);
   t.match(corrupt, { code: 'CORRUPT', message: /cannot be opened/ });
+});
+
+t.test('schema 7: a replicated log of rows (schema 6) becomes a log of keys, continuous, its seqs kept', async (t) => {
+  const scratch = await formatScratch(t);
+  const db = new Database(path.join(scratch.meta, 'tierfs.db'));
+  const tables = ['settings', 'inodes', 'dirents', 'extents', 'xattrs', 'symlinks', 'packs', 'policies', 'targets', 'pins', 'lost', 'shares'];
+  db.exec(`DROP TABLE replica_log;
+    CREATE TABLE replica_log (seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, op TEXT NOT NULL, row TEXT NOT NULL);
+    INSERT INTO replica_log VALUES (5, 'inodes', 'put', '[1,16877,0,0,2,0,0,1,2,3,4]'), (6, 'extents', 'del', '[7,4096]'),
+      (7, 'xattrs', 'put', '[7,"user.a","00ff"]'), (8, 'anchor', 'anchor', '{}');`);
+  // Replication was on: schema 6 had its triggers (their bodies do not matter to the migration).
+  for (const table of tables) for (const kind of ['insert', 'update', 'delete']) db.exec(`CREATE TRIGGER replica_${table}_${kind} AFTER INSERT ON ${table} BEGIN SELECT 1; END`);
+  db.pragma('user_version = 6');
+  db.close();
+  const migrated = new SqliteMetaStore(scratch.meta, { create: false }); // the metadata alone: a serve without replication turns the log off
+  const dir = { ino: 4242 as Ino };
+  migrated.mutate(() => migrated.setSymlink(dir.ino, 'after'));
+  migrated.close();
+  const check = new Database(path.join(scratch.meta, 'tierfs.db'), { readonly: true });
+  t.teardown(() => check.close());
+  const rows = check.prepare('SELECT seq, tbl, k1, k2 FROM replica_log ORDER BY seq').all() as { seq: number; tbl: string; k1: unknown; k2: unknown }[];
+  t.same(rows.slice(0, 4), [
+    { seq: 5, tbl: 'inodes', k1: 1, k2: null },
+    { seq: 6, tbl: 'extents', k1: 7, k2: 4096 },
+    { seq: 7, tbl: 'xattrs', k1: 7, k2: 'user.a' },
+    { seq: 8, tbl: 'anchor', k1: null, k2: null },
+  ], 'the records not yet uploaded are keys now, under their seqs');
+  t.ok(rows.slice(4).some((r) => r.seq > 8 && r.tbl === 'symlinks' && r.k1 === dir.ino), 'the triggers were made again: a change after the migration logs its keys after them');
+  const bodies = check.prepare("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'replica\\_%' ESCAPE '\\'").pluck().all() as string[];
+  t.equal(bodies.length, tables.length * 3);
+  t.ok(bodies.every((sql) => /INSERT INTO replica_log \(tbl, k1/.test(sql)), 'every trigger is the new one');
 });
 
 t.test('a file system from schema 1 (before the object tier) migrates: its extents stay readable, on flash', async (t) => {

@@ -273,15 +273,14 @@ async function getObject(store: ObjectStore, key: string): Promise<Buffer> {
   }
 }
 
-/** Apply the point's log objects after its snapshot, skipping records a repeated upload holds twice. */
+/** Apply the point's log objects after its snapshot (a format-1 object repeated by an upload after a crash applies from where the last one ended). */
 async function replayLogs(store: ObjectStore, crypto: { fsUuid: string; key: Buffer | null }, meta: MetaStore, point: RestorePoint): Promise<number> {
   let applied = point.snapshot.seq;
   let count = 0;
   for (const log of point.logs) {
-    const lines = parseLogObject(log, await decodeMetaObject(crypto, log.key, await getObject(store, log.key)));
-    const fresh = lines.slice(Math.max(0, applied + 1 - log.firstSeq));
-    for (let i = 0; i < fresh.length; i += 4096) meta.mutate(() => meta.replay(fresh.slice(i, i + 4096)));
-    count += fresh.length;
+    const lines = parseLogObject(log, await decodeMetaObject(crypto, log.key, await getObject(store, log.key)), applied);
+    for (let i = 0; i < lines.length; i += 4096) meta.mutate(() => meta.replay(lines.slice(i, i + 4096)));
+    count += lines.length;
     applied = log.lastSeq;
   }
   return count;

@@ -168,12 +168,14 @@ export interface HeatUpdate {
   heatCount: number;
 }
 
-/** Committed changes of the replicated log as the text that goes to the bucket: one line each, newline-terminated. */
+/** Committed changes of the replicated log as the lines of a log object (sqlite_replica.ts), each newline-terminated. */
 export interface ReplicaLogText {
   text: Buffer;
   /** The seq of the last change in it (afterSeq when there is none). */
   lastSeq: number;
   bytes: number;
+  /** Its lines: one per row changed. */
+  lineCount: number;
 }
 
 /** File bytes whose only copy was on a flash tier that was lost: reads of them fail until they are rewritten. */
@@ -294,16 +296,16 @@ export interface MetaStore {
   /** The seq of the newest change logged (committed or not). */
   replicaSeq(): number;
   /**
-   * Committed changes with afterSeq < seq <= throughSeq, oldest first, until
-   * their text reaches bytesMax (read off the event loop).
+   * The text of a log object for every change committed after afterSeq: the
+   * state at its last change of each row changed (read off the event loop).
    */
-  replicaLogText(afterSeq: number, throughSeq: number, bytesMax: number): Promise<ReplicaLogText>;
+  replicaLogText(afterSeq: number): Promise<ReplicaLogText>;
   /** Forget logged changes up to a seq (they are in the bucket). */
   pruneReplicaLog(throughSeq: number): void;
   /** Copy the last committed state into `file` (online, off the event loop); returns the seq it includes. */
   snapshotInto(file: string): Promise<number>;
-  /** Apply logged changes (restore); returns the seq of the last. */
-  replay(lines: string[]): number;
+  /** Apply the lines of log objects, each "table TAB put|del TAB json" (restore). */
+  replay(lines: string[]): void;
   /** Empty the log and continue its seqs after `seq` (restore). */
   restartReplicaLog(seq: number): void;
 

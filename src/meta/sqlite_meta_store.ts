@@ -24,10 +24,10 @@ import type {
   Dirent, Extent, HeatUpdate, Ino, Inode, LostFile, LostRange, MetaStore, NewInode, PackId, PackRecord, PackState, PackTotals,
   PolicyMode, PolicyRecord, ReplicaLogText, ResidencyTotals, ShareRecord,
 } from './meta_store';
-import { createReplicaTriggers, dropReplicaTriggers, replayStatements, replicaTriggersExist } from './sqlite_replica';
+import { createReplicaTriggers, dropReplicaTriggers, logObjectSql, replayStatements, replicaLogToKeysSql, replicaTriggersExist } from './sqlite_replica';
 import { Worker } from 'node:worker_threads';
 
-export const migrations: string[] = [
+export const migrations: (string | ((db: Database.Database) => void))[] = [
   // 1: the namespace, extents and xattrs.
   `
   CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -157,6 +157,14 @@ export const migrations: string[] = [
   `
   CREATE TABLE shares (name TEXT PRIMARY KEY, path TEXT NOT NULL, spec TEXT NOT NULL, created_ms INTEGER NOT NULL) WITHOUT ROWID;
   `,
+  // 7: the replicated change log holds keys, not rows (sqlite_replica.ts): the records not yet uploaded
+  // keep their seqs as keys, and the triggers are made again where they were (the log stays continuous).
+  (db) => {
+    const replicated = replicaTriggersExist(db);
+    dropReplicaTriggers(db);
+    db.exec(replicaLogToKeysSql());
+    if (replicated) createReplicaTriggers(db);
+  },
 ];
 
 export const schemaVersion = migrations.length;
@@ -183,30 +191,42 @@ function runInWorker(code: string, workerData: unknown): Promise<void> {
 }
 
 /**
- * Reads the replicated log for uploads, on a connection and thread of its
- * own: turning a few seconds of records into the text of a log object costs
- * the event loop nothing (records up to the last commit, which a reader in
- * WAL mode sees).  Answers { id, text (transferred), lastSeq, bytes } or { id, error }.
+ * Makes the text of log objects (sqlite_replica.ts), on a connection and
+ * thread of its own: turning a few seconds of changes into the text of a log
+ * object costs the event loop nothing.  In one read transaction (which sees
+ * the last commit): the window is every change after afterSeq; its keys go
+ * into a temp table, and the lines come from the statements of logObjectSql.
+ * Answers { id, text (transferred), lastSeq, bytes, lineCount } or { id, error }.
  */
 const logReaderWorker = `
 const { workerData, parentPort } = require('node:worker_threads');
 const Database = require(workerData.module);
 const db = new Database(workerData.source, { readonly: true, fileMustExist: true });
-const records = db.prepare('SELECT seq, tbl, op, row FROM replica_log WHERE seq > ? AND seq <= ? ORDER BY seq');
-parentPort.on('message', ({ id, afterSeq, throughSeq, bytesMax }) => {
+db.exec('CREATE TEMP TABLE replica_window (tbl TEXT NOT NULL, k1, k2); CREATE INDEX temp.replica_window_tbl ON replica_window (tbl)');
+const lastSeq = db.prepare('SELECT coalesce(max(seq), 0) FROM main.replica_log').pluck();
+const firstSeq = db.prepare('SELECT min(seq) FROM main.replica_log WHERE seq > ?').pluck();
+const clear = db.prepare('DELETE FROM temp.replica_window');
+const gather = db.prepare('INSERT INTO temp.replica_window SELECT DISTINCT tbl, k1, k2 FROM main.replica_log WHERE seq > ? AND seq <= ?');
+const lines = workerData.lineSql.map((sql) => db.prepare(sql).pluck());
+const read = db.transaction((afterSeq) => {
+  const last = lastSeq.get();
+  if (last <= afterSeq) return { parts: [], last: afterSeq, count: 0 };
+  const first = firstSeq.get(afterSeq);
+  if (first !== afterSeq + 1) throw new Error('the local log holds no change ' + (afterSeq + 1) + ' (its first after ' + afterSeq + ' is ' + first + ')');
+  clear.run();
+  gather.run(afterSeq, last);
+  const parts = [];
+  let count = 0;
+  for (const statement of lines) for (const line of statement.iterate()) { parts.push(line, '\\n'); count += 1; }
+  clear.run();
+  return { parts, last, count };
+});
+parentPort.on('message', ({ id, afterSeq }) => {
   try {
-    const lines = [];
-    let chars = 0, lastSeq = afterSeq;
-    for (const r of records.iterate(afterSeq, throughSeq)) {
-      const line = r.seq + '\\t' + r.tbl + '\\t' + r.op + '\\t' + r.row + '\\n';
-      lines.push(line);
-      chars += line.length;
-      lastSeq = r.seq;
-      if (chars >= bytesMax) break; // near enough: UTF-8 is rarely longer than the string
-    }
-    const text = Buffer.from(lines.join(''));
+    const { parts, last, count } = read(afterSeq);
+    const text = Buffer.from(parts.join(''));
     const body = text.buffer.slice(text.byteOffset, text.byteOffset + text.length);
-    parentPort.postMessage({ id, text: body, lastSeq, bytes: text.length }, [body]);
+    parentPort.postMessage({ id, text: body, lastSeq: last, bytes: text.length, lineCount: count }, [body]);
   } catch (error) {
     parentPort.postMessage({ id, error: String(error && error.message) });
   }
@@ -493,7 +513,9 @@ export class SqliteMetaStore implements MetaStore {
       );
     for (let next = version; next < schemaVersion; next += 1) {
       this.db.transaction(() => {
-        this.db.exec(migrations[next]);
+        const migration = migrations[next];
+        if (typeof migration === 'string') this.db.exec(migration);
+        else migration(this.db);
         this.db.pragma(`user_version = ${next + 1}`);
       })();
     }
@@ -847,21 +869,22 @@ export class SqliteMetaStore implements MetaStore {
     return this.stmt.replicaSeq.get() as number;
   }
 
-  replicaLogText(afterSeq: number, throughSeq: number, bytesMax: number): Promise<ReplicaLogText> {
+  replicaLogText(afterSeq: number): Promise<ReplicaLogText> {
     if (!this.logReader) {
-      const worker = new Worker(logReaderWorker, { eval: true, workerData: { module: require.resolve('better-sqlite3'), source: this.path } });
+      const workerData = { module: require.resolve('better-sqlite3'), source: this.path, lineSql: logObjectSql() };
+      const worker = new Worker(logReaderWorker, { eval: true, workerData });
       const waiting = new Map<number, { resolve: (text: ReplicaLogText) => void; reject: (error: Error) => void }>();
       const failAll = (error: Error) => {
         for (const w of waiting.values()) w.reject(error);
         waiting.clear();
         if (this.logReader?.worker === worker) this.logReader = undefined; // the next upload starts another
       };
-      worker.on('message', (m: { id: number; error?: string; text: ArrayBuffer; lastSeq: number; bytes: number }) => {
+      worker.on('message', (m: { id: number; error?: string; text: ArrayBuffer; lastSeq: number; bytes: number; lineCount: number }) => {
         const w = waiting.get(m.id);
         waiting.delete(m.id);
         if (waiting.size === 0) worker.unref(); // an idle reader keeps no process alive
         if (m.error !== undefined) w?.reject(new Error(`reading the metadata log: ${m.error}`));
-        else w?.resolve({ text: Buffer.from(m.text), lastSeq: m.lastSeq, bytes: m.bytes });
+        else w?.resolve({ text: Buffer.from(m.text), lastSeq: m.lastSeq, bytes: m.bytes, lineCount: m.lineCount });
       });
       worker.on('error', failAll);
       worker.on('exit', (code) => failAll(new Error(`the metadata log reader exited (${code})`)));
@@ -873,7 +896,7 @@ export class SqliteMetaStore implements MetaStore {
     return new Promise((resolve, reject) => {
       reader.waiting.set(id, { resolve, reject });
       reader.worker.ref();
-      reader.worker.postMessage({ id, afterSeq, throughSeq, bytesMax });
+      reader.worker.postMessage({ id, afterSeq });
     });
   }
 
@@ -895,27 +918,24 @@ export class SqliteMetaStore implements MetaStore {
     }
   }
 
-  replay(lines: string[]): number {
+  replay(lines: string[]): void {
     this.replayStatements ??= replayStatements(this.db);
-    let last = 0;
     for (const line of lines) {
-      const fields = /^(\d+)\t(\w+)\t(put|del)\t(\[.*\])$/.exec(line);
-      const statement = fields && this.replayStatements.get(`${fields[2]} ${fields[3]}`);
+      const fields = /^(\w+)\t(put|del)\t(\[.*\])$/.exec(line);
+      const statement = fields && this.replayStatements.get(`${fields[1]} ${fields[2]}`);
       if (!fields || !statement) throw new TierfsError('CORRUPT', `metadata log record ${JSON.stringify(line.slice(0, 80))} is not one tierfs writes`);
-      statement.run({ r: fields[4] });
-      last = Number(fields[1]);
+      statement.run({ r: fields[3] });
     }
     this.inodes.clear();
     this.dirents.clear();
     this.mayHaveLost = true;
     this.pending += 1;
-    return last;
   }
 
   restartReplicaLog(seq: number): void {
     this.db.prepare('DELETE FROM replica_log').run();
     // A record that is never uploaded (seqs after it are): the next change is seq + 1.
-    if (seq > 0) this.db.prepare("INSERT INTO replica_log (seq, tbl, op, row) VALUES (?, 'anchor', 'anchor', '{}')").run(seq);
+    if (seq > 0) this.db.prepare("INSERT INTO replica_log (seq, tbl) VALUES (?, 'anchor')").run(seq);
     this.pending += 1;
   }
 

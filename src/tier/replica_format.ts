@@ -7,7 +7,8 @@
  *   snap/<seq>-<ms>/part-<n>   a consistent copy of the metadata database as of
  *                              change <seq>, in parts of at most 32 MiB
  *   snap/<seq>-<ms>/manifest   written last: the snapshot exists once it does
- *   log/<first>-<last>-<ms>    the changes first..last, committed by <ms>
+ *   log/<first>-<last>-<ms>    the changes first..last, committed by <ms>: the
+ *                              state at <last> of every row they changed
  * Numbers are zero-padded so that keys sort as numbers.  A restore point is a
  * snapshot, or the end of a log object reachable from a snapshot by log
  * objects without a gap; its time is the one in its key.
@@ -219,10 +220,29 @@ export function parseManifest(fsUuid: string, key: string, plain: Buffer, seq: n
   return manifest;
 }
 
-/** The records of a log object, checked against its key: seqs firstSeq..lastSeq, each once, in order. */
-export function parseLogObject(log: LogObject, plain: Buffer): string[] {
+/** The first line of a log object of format 2 (sqlite_replica.ts), then its number of lines. */
+const logHeader2 = '#tierfs-log 2 ';
+
+/** A log object's text: a header, then the lines of `text`. */
+export function logObjectText(text: Buffer, lineCount: number): Buffer {
+  return Buffer.concat([Buffer.from(`${logHeader2}${lineCount}\n`), text]);
+}
+
+/**
+ * The lines of a log object to apply on top of the state at `appliedSeq` to
+ * reach its last change, each "table TAB put|del TAB json".  Format 2 holds
+ * states: all of it applies.  Format 1 (one record per change, each with its
+ * seq, firstSeq..lastSeq without a gap) applies from appliedSeq + 1.
+ */
+export function parseLogObject(log: LogObject, plain: Buffer, appliedSeq: number): string[] {
   const lines = plain.toString('utf8').split('\n');
   if (lines.pop() !== '') throw new TierfsError('CORRUPT', `${log.key}: truncated (no final newline)`);
+  if (lines[0]?.startsWith(logHeader2)) {
+    const count = Number(lines[0].slice(logHeader2.length));
+    if (!Number.isSafeInteger(count) || count !== lines.length - 1)
+      throw new TierfsError('CORRUPT', `${log.key}: holds ${lines.length - 1} lines where its header says ${lines[0].slice(logHeader2.length)}`);
+    return lines.slice(1);
+  }
   // Committed seqs have no gaps: a rolled-back change gives its seqs back.
   let expected = log.firstSeq;
   for (const line of lines) {
@@ -231,5 +251,5 @@ export function parseLogObject(log: LogObject, plain: Buffer): string[] {
     expected = seq + 1;
   }
   if (expected !== log.lastSeq + 1) throw new TierfsError('CORRUPT', `${log.key}: records end at ${expected - 1}, not ${log.lastSeq}`);
-  return lines;
+  return lines.slice(Math.max(0, appliedSeq + 1 - log.firstSeq)).map((line) => line.slice(line.indexOf('\t') + 1));
 }

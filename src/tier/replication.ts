@@ -2,16 +2,19 @@
  * Continuous replication of the metadata to the default target (see
  * replica_format.ts for what lies in the bucket).
  *
- * Every committed change is a record in the metadata's log (written by
- * triggers in the change's own transaction).  The replicator uploads the
- * records committed since its last upload as one log object once the oldest
- * of them has waited half the RPO, so every change is in the bucket within
+ * Every committed change leaves the keys of the rows it changed in the
+ * metadata's log (written by triggers in the change's own transaction).  The
+ * replicator uploads the changes committed since its last upload as one log
+ * object (the state of each row they changed, as of the last of them) once
+ * the oldest has waited half the RPO, so every change is in the bucket within
  * the RPO while a busy file system makes at most one log PUT per half RPO
- * (720 an hour at the default 10 s), and an idle one none.  Uploaded records
- * are pruned from the local log.  A snapshot (an online copy of the database,
+ * (720 an hour at the default 10 s), and an idle one none.  Uploaded keys are
+ * pruned from the local log.  A snapshot (an online copy of the database,
  * made off the event loop, in parts) is taken at start when the log is not
  * continuous since the last one, once the log since the last snapshot passes
- * snapshotLogBytes, and daily while anything changed.  Restore points older
+ * snapshotLogBytes, when more changes wait than a log object should hold
+ * (metadataLogChangesMax: the bucket was away), and daily while anything
+ * changed.  Restore points older
  * than the retention window are deleted, keeping the newest snapshot before
  * the window so that every moment of the window stays restorable; the oldest
  * snapshot kept is the oldest restore point, and a pack that died after it
@@ -27,7 +30,7 @@ import type { Clock, Timer } from '../clock';
 import type { ObjectStore } from './object_store';
 import type { PackCrypto } from './pack';
 import {
-  encodeMetaObject, logKey, metaPrefix, parseMetaListing, restorePoints, sha256, snapshotManifestKey, snapshotPartBytesMax,
+  encodeMetaObject, logKey, logObjectText, metaPrefix, parseMetaListing, restorePoints, sha256, snapshotManifestKey, snapshotPartBytesMax,
   snapshotPartKey, type SnapshotManifest,
 } from './replica_format';
 import { errorText } from './tier_context';
@@ -170,6 +173,7 @@ export class Replicator {
       if (
         this.snapshotMissing() ||
         logBytes >= this.options.snapshotLogBytes ||
+        this.committedSeq - this.uploadedSeq > constants.metadataLogChangesMax || // a backlog (the bucket was away): a snapshot is the smaller copy
         (changedSinceSnapshot && nowMs - snapshotMs >= this.options.snapshotIntervalMs)
       ) {
         await this.snapshot();
@@ -195,27 +199,25 @@ export class Replicator {
     while (this.putTimes.length > 0 && this.putTimes[0] <= now - 3_600_000) this.putTimes.shift();
   }
 
-  /** The committed records not yet uploaded, as log objects of at most logObjectBytesMax. */
+  /** What is committed and not yet uploaded, as one log object: the state at its last change of every row it changed. */
   private async uploadLog(): Promise<void> {
     const through = this.committedSeq;
     const since = this.pendingSinceMs;
     this.pendingSinceMs = undefined; // commits from now on start a new wait
     try {
-      while (this.uploadedSeq < through) {
-        const { text, lastSeq: last, bytes } = await this.meta.replicaLogText(this.uploadedSeq, through, constants.metadataLogObjectBytesMax);
-        if (last === this.uploadedSeq)
-          throw new Error(`metadata log records ${this.uploadedSeq + 1}..${through} are missing from the local log`);
-        const first = this.uploadedSeq + 1;
-        const key = logKey(this.crypto.fsUuid, first, last, this.clock.nowMs());
-        await this.put(key, await encodeMetaObject(this.crypto, key, text));
-        this.uploadedSeq = last;
-        const logBytes = (this.numberSetting(setting.logBytes) ?? 0) + bytes;
-        this.meta.mutate(() => {
-          this.meta.pruneReplicaLog(last);
-          this.meta.setSetting(setting.uploaded, String(last));
-          this.meta.setSetting(setting.logBytes, String(logBytes));
-        });
-      }
+      const first = this.uploadedSeq + 1;
+      const { text, lastSeq: last, bytes, lineCount } = await this.meta.replicaLogText(this.uploadedSeq);
+      if (last < through) throw new Error(`metadata log records ${last + 1}..${through} are missing from the local log`);
+      const key = logKey(this.crypto.fsUuid, first, last, this.clock.nowMs());
+      await this.put(key, await encodeMetaObject(this.crypto, key, logObjectText(text, lineCount)));
+      this.uploadedSeq = last;
+      this.committedSeq = Math.max(this.committedSeq, last);
+      const logBytes = (this.numberSetting(setting.logBytes) ?? 0) + bytes;
+      this.meta.mutate(() => {
+        this.meta.pruneReplicaLog(last);
+        this.meta.setSetting(setting.uploaded, String(last));
+        this.meta.setSetting(setting.logBytes, String(logBytes));
+      });
     } catch (error) {
       if (since !== undefined) this.pendingSinceMs = Math.min(since, this.pendingSinceMs ?? since);
       throw error;
