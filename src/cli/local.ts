@@ -423,7 +423,7 @@ async function restore(argv: string[]): Promise<void> {
       store, targetUrl: url, flash, metaDir: meta, sizeBytes, atMs, fsUuid: values.uuid, encryptionKey, discardLater: values['discard-later'],
     });
     process.stdout.write(
-      `restored file system ${r.fsUuid} as of ${new Date(r.point.timeMs).toISOString()} (change ${r.point.seq}, ${r.recordCount} log records after the snapshot)` +
+      `restored file system ${r.fsUuid} as of ${new Date(r.point.timeMs).toISOString()} (change ${r.point.seq}; ${r.recordCount} rows applied from the log after the snapshot)` +
         ` into ${meta} with a new flash tier ${flash}; ${formatBytesShort(r.loss.keptBytes)} will be read from packs on demand` +
         (r.loss.lostFileCount > 0 ? `; ${r.loss.lostFileCount} file(s) had ${formatBytesShort(r.loss.lostBytes)} not yet in packs: lost (tierfs lost once served)` : '') +
         (r.discardedObjectCount > 0 ? `; ${r.discardedObjectCount} later metadata object(s) discarded` : '') +
