@@ -231,6 +231,29 @@ t.test('a log object holds each row changed once, as it is at the object\'s last
   t.notOk(keyed.some(([table, , json]) => table === 'settings' && json.startsWith('["replica')), 'no bookkeeping of the log itself');
 });
 
+t.test('changes committed while the log is read go up in that object, and nothing is shown waiting after it', async (t) => {
+  const url = `file://${scratchDir(t, 'tierfs-objects-')}`;
+  const source = await formatWith(t, url);
+  const opened = await openTiered(t, source, { url, replication });
+  await opened.tier.flushReplication();
+  await writeFile(opened.fs, 'before', pattern(1, 100));
+  const read = opened.meta.replicaLogText.bind(opened.meta);
+  let late = false;
+  opened.meta.replicaLogText = async (afterSeq) => {
+    if (!late) {
+      late = true; // a commit between the replicator taking its aim and the reader's transaction
+      await writeFile(opened.fs, 'during', pattern(2, 100));
+    }
+    return read(afterSeq);
+  };
+  await opened.tier.flushReplication();
+  t.ok(late);
+  const status = opened.tier.replicationStatus()!;
+  t.equal(status.uploadedSeq, status.committedSeq, 'the late commit is in the bucket');
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.equal(opened.tier.replicationStatus()!.lagMs, 0, 'and no lag is shown for it');
+});
+
 t.test('a format-1 log object (one record per change) still restores', async (t) => {
   const objects = scratchDir(t, 'tierfs-objects-');
   const url = `file://${objects}`;

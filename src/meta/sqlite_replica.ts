@@ -11,8 +11,8 @@
  * order below) or, where the row is gone, its key.  So a log object holds
  * the state at its last change of everything changed in it: a row changed a
  * hundred times in the window (a directory's times while files are made in
- * it) is in it once, and applying it to the state at any change in its
- * window, or before it down to afterSeq, gives the state at lastSeq.  Restore
+ * it) is in it once, and applied to the state at any seq from afterSeq to
+ * lastSeq it gives the state at lastSeq.  Restore
  * points are the ends of log objects, never a change inside one.
  *
  * A table's columns are only ever added at the end, so an older object

@@ -211,7 +211,8 @@ export class Replicator {
       const key = logKey(this.crypto.fsUuid, first, last, this.clock.nowMs());
       await this.put(key, await encodeMetaObject(this.crypto, key, logObjectText(text, lineCount)));
       this.uploadedSeq = last;
-      this.committedSeq = Math.max(this.committedSeq, last);
+      // The reader takes every commit it sees, so commits made while it read may be in the object too.
+      if (this.committedSeq <= last) this.pendingSinceMs = undefined;
       const logBytes = (this.numberSetting(setting.logBytes) ?? 0) + bytes;
       this.meta.mutate(() => {
         this.meta.pruneReplicaLog(last);
