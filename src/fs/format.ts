@@ -119,42 +119,36 @@ export async function formatFlashPath(
 export interface FlashLoss {
   lostFileCount: number;
   lostBytes: number;
-  /** Bytes that had a copy in a pack: they are read from it from now on. */
+  /** Bytes with a copy in a pack: every one is read from its pack from now on. */
   keptBytes: number;
 }
 
 /**
  * The flash tier's contents are gone (a replaced disk, a restore): every
- * extent with a pack copy becomes OBJECT; every one without is deleted and
- * its range recorded as lost (reads of it fail until it is rewritten).
+ * extent with a pack copy becomes OBJECT (one statement); every one without
+ * is deleted and its range recorded as lost (reads of it fail until it is
+ * rewritten).
  */
 export function forgetFlashContents(meta: MetaStore): FlashLoss {
   const loss: FlashLoss = { lostFileCount: 0, lostBytes: 0, keptBytes: 0 };
   const files = new Set<number>();
-  let page: Extent[] = [];
-  const apply = () =>
+  meta.mutate(() => meta.dropFlashCopies());
+  // What is left on flash is FLASH-only: each page taken is deleted, so the first page is always the next.
+  for (;;) {
+    const page = meta.coldExtents('flash', Number.MAX_SAFE_INTEGER, 1024);
+    if (page.length === 0) break;
     meta.mutate(() => {
       for (const e of page) {
-        if (e.pack) {
-          meta.putExtent({ ...e, flashOffsetBytes: null });
-          loss.keptBytes += e.lengthBytes;
-        } else {
-          meta.deleteExtent(e.ino, e.fileOffsetBytes);
-          const inode = meta.getInode(e.ino);
-          meta.addLost(e.ino, e.fileOffsetBytes, e.lengthBytes, inode ? Number(inode.mtimeNs / 1_000_000n) : e.accessedMs);
-          loss.lostBytes += e.lengthBytes;
-          files.add(e.ino);
-        }
+        meta.deleteExtent(e.ino, e.fileOffsetBytes);
+        const inode = meta.getInode(e.ino);
+        meta.addLost(e.ino, e.fileOffsetBytes, e.lengthBytes, inode ? Number(inode.mtimeNs / 1_000_000n) : e.accessedMs);
+        loss.lostBytes += e.lengthBytes;
+        files.add(e.ino);
       }
-      page = [];
     });
-  for (const e of meta.everyExtent()) {
-    if (e.flashOffsetBytes === null) continue;
-    page.push(e);
-    if (page.length >= 1024) apply();
   }
-  apply();
   loss.lostFileCount = files.size;
+  loss.keptBytes = meta.residencyTotals().objectOnlyBytes;
   return loss;
 }
 

@@ -191,9 +191,13 @@ export async function restoreFileSystem(request: RestoreRequest): Promise<Restor
     if (check === undefined && request.encryptionKey !== undefined) refuse('this file system was formatted without encryption; --encryption-key does not apply');
     if (check !== undefined && keyCheck(request.encryptionKey!, fsUuid) !== check) refuse('the encryption key is not the one this file system was formatted with');
     meta.setReplicated(false); // replayed changes keep their own seqs
+    meta.bulkLoad(true);
     const recordCount = await replayLogs(store, crypto, meta, point);
+    // Flash offsets in the bucket are never read (every restore drops them), so dropping them is not logged.
+    meta.dropFlashCopies();
+    meta.bulkLoad(false);
     meta.restartReplicaLog(point.seq);
-    meta.setReplicated(true); // what follows (the flash tier forgotten) is a change like any other, uploaded at the first serve
+    meta.setReplicated(true); // the losses that follow are changes like any other, uploaded at the first serve
     const loss = forgetFlashContents(meta);
     meta.mutate(() => {
       meta!.setSetting('target', request.targetUrl);

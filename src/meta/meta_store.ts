@@ -308,6 +308,16 @@ export interface MetaStore {
   replay(lines: string[]): void;
   /** Empty the log and continue its seqs after `seq` (restore). */
   restartReplicaLog(seq: number): void;
+  /**
+   * Restore's bulk load, on a database nothing else uses yet: on sets aside
+   * the secondary indexes and the triggers that keep figures (pack live
+   * bytes, residency totals), so that each row applied updates one b-tree;
+   * off makes them again from the rows (one sort per index) and counts the
+   * figures afresh.  Within one transaction (restore commits at its end).
+   */
+  bulkLoad(on: boolean): void;
+  /** Drop the flash blocks of every extent that has a copy in a pack, in one statement (a flash tier that is gone). */
+  dropFlashCopies(): void;
 
   addLost(ino: Ino, fileOffsetBytes: number, lengthBytes: number, writtenMs: number): void;
   /** Lost ranges of `ino` overlapping [startBytes, endBytes). */

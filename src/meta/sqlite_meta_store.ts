@@ -167,6 +167,23 @@ export const migrations: (string | ((db: Database.Database) => void))[] = [
   },
 ];
 
+/** Triggers that keep figures other rows determine (bulkLoad sets them aside and recountFiguresSql makes the figures again). */
+const keptFigureTriggers = [
+  'extents_pack_insert', 'extents_pack_delete', 'extents_pack_update', 'extents_totals_insert', 'extents_totals_delete', 'extents_totals_update',
+];
+
+/** Bytes by residency counted from the extents (the figures residency_totals keeps). */
+const residencyScanSql = `
+  SELECT coalesce(sum(CASE WHEN pack_id IS NULL THEN length END), 0) AS flashOnlyBytes,
+         coalesce(sum(CASE WHEN pack_id IS NOT NULL AND flash_offset IS NOT NULL THEN length END), 0) AS bothBytes,
+         coalesce(sum(CASE WHEN flash_offset IS NULL THEN length END), 0) AS objectOnlyBytes
+  FROM extents`;
+
+/** Pack live bytes and residency totals counted afresh, as their triggers keep them. */
+const recountFiguresSql = `
+  UPDATE packs SET live_bytes = coalesce((SELECT sum(length) FROM extents WHERE pack_id = packs.id), 0);
+  UPDATE residency_totals SET (flash_only_bytes, both_bytes, object_only_bytes) = (${residencyScanSql}) WHERE id = 1;`;
+
 export const schemaVersion = migrations.length;
 
 /**
@@ -347,6 +364,8 @@ export class SqliteMetaStore implements MetaStore {
     | { worker: Worker; waiting: Map<number, { resolve: (text: ReplicaLogText) => void; reject: (error: Error) => void }>; nextId: number }
     | undefined;
   private replayStatements: Map<string, Database.Statement> | undefined;
+  /** What bulkLoad(true) set aside: the CREATE statements of its indexes and triggers. */
+  private setAside: string[] | undefined;
   /** One wrapper for every mutation (better-sqlite3 builds one per db.transaction() call). */
   private readonly nested: (fn: () => unknown) => unknown;
 
@@ -438,12 +457,7 @@ export class SqliteMetaStore implements MetaStore {
       residencyTotals: db.prepare(
         'SELECT flash_only_bytes AS flashOnlyBytes, both_bytes AS bothBytes, object_only_bytes AS objectOnlyBytes FROM residency_totals WHERE id = 1',
       ),
-      residencyTotalsScanned: db.prepare(
-        `SELECT coalesce(sum(CASE WHEN pack_id IS NULL THEN length END), 0) AS flashOnlyBytes,
-                coalesce(sum(CASE WHEN pack_id IS NOT NULL AND flash_offset IS NOT NULL THEN length END), 0) AS bothBytes,
-                coalesce(sum(CASE WHEN flash_offset IS NULL THEN length END), 0) AS objectOnlyBytes
-         FROM extents`,
-      ),
+      residencyTotalsScanned: db.prepare(residencyScanSql),
       putPack: db.prepare(
         `INSERT OR REPLACE INTO packs (id, state, stored_bytes, logical_bytes, live_bytes, created_ms, nonce, target, dead_seq)
          VALUES (?, ?, ?, ?, (SELECT coalesce(sum(length), 0) FROM extents WHERE pack_id = ?), ?, ?, ?, ?)`,
@@ -492,6 +506,7 @@ export class SqliteMetaStore implements MetaStore {
       // The newest record stays: it keeps the highest seq (a rowid, not AUTOINCREMENT, which would write
       // sqlite_sequence on every record: a fifth of the cost of a create).
       replicaPrune: db.prepare('DELETE FROM replica_log WHERE seq <= ? AND seq < (SELECT max(seq) FROM replica_log)'),
+      dropFlashCopies: db.prepare('UPDATE extents SET flash_offset = NULL WHERE flash_offset IS NOT NULL AND pack_id IS NOT NULL'),
       addLost: db.prepare('INSERT OR REPLACE INTO lost (ino, file_offset, length, written_ms) VALUES (?, ?, ?, ?)'),
       lostIn: db.prepare('SELECT * FROM lost WHERE ino = ? AND file_offset < ? AND file_offset + length > ? ORDER BY file_offset'),
       deleteLost: db.prepare('DELETE FROM lost WHERE ino = ? AND file_offset = ?'),
@@ -936,6 +951,34 @@ export class SqliteMetaStore implements MetaStore {
     this.db.prepare('DELETE FROM replica_log').run();
     // A record that is never uploaded (seqs after it are): the next change is seq + 1.
     if (seq > 0) this.db.prepare("INSERT INTO replica_log (seq, tbl) VALUES (?, 'anchor')").run(seq);
+    this.pending += 1;
+  }
+
+  bulkLoad(on: boolean): void {
+    if (on) {
+      assert(this.setAside === undefined, 'bulk load already on');
+      const names = keptFigureTriggers.map((name) => `'${name}'`).join(', ');
+      const items = this.db
+        .prepare(
+          `SELECT type, name, sql FROM sqlite_master
+           WHERE (type = 'index' AND sql IS NOT NULL AND sql NOT LIKE 'CREATE UNIQUE %') OR (type = 'trigger' AND name IN (${names}))`,
+        )
+        .all() as { type: string; name: string; sql: string }[];
+      for (const item of items) this.db.exec(`DROP ${item.type === 'index' ? 'INDEX' : 'TRIGGER'} ${item.name}`);
+      this.setAside = items.map((item) => item.sql);
+    } else {
+      assert(this.setAside !== undefined, 'bulk load not on');
+      for (const sql of this.setAside) this.db.exec(sql);
+      this.setAside = undefined;
+      this.db.exec(recountFiguresSql);
+    }
+    this.inodes.clear();
+    this.dirents.clear();
+    this.pending += 1;
+  }
+
+  dropFlashCopies(): void {
+    this.stmt.dropFlashCopies.run();
     this.pending += 1;
   }
 
