@@ -91,6 +91,7 @@ t.test('serve: bad configurations are refused before anything is mounted', async
     ['{"flash":"a","meta":"b","mount":"c","colour":"red"}', ['serve', '--config', config], /unknown key "colour"/],
     ['{"flash":"a","meta":"","mount":"c"}', ['serve', '--config', config], /"meta" must be a non-empty string/],
     ['{"flash":"a","meta":"b","mount":"c","allowOther":"yes"}', ['serve', '--config', config], /"allowOther" must be true or false/],
+    ['{"flash":"a","meta":"b","mount":"c","writebackCache":1}', ['serve', '--config', config], /"writebackCache" must be true or false/],
     ['{"flash":"a","meta":"b","mount":"c","uploadConcurrency":17}', ['serve', '--config', config], /"uploadConcurrency" must be a whole number from 1 to 16/],
     ['{"flash":"a","meta":"b","mount":"c","uploadConcurrency":1.5}', ['serve', '--config', config], /"uploadConcurrency" must be a whole number/],
     ['{"flash":"a","meta":"b","mount":"c"}', ['serve', '--config', config, '--flash', 'a'], /either --config or/],

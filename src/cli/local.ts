@@ -91,8 +91,8 @@ serves is refused.  If the daemon dies, fusermount3 unmounts it.
   --meta DIR       the metadata directory given to format
   --mount DIR      where to mount (created if missing)
   --config FILE    a JSON file with the keys flash, meta, mount and
-                   optionally allowOther, direct, discard, compress
-                   (true/false), target, encryptionKeyFile, adminSocket
+                   optionally allowOther, direct, discard, compress,
+                   writebackCache (true/false), target, encryptionKeyFile, adminSocket
                    (strings), coolAfter, recallTimeout, packWait (durations
                    such as "30s", "1h"), watermarkHighPercent,
                    watermarkLowPercent, uploadConcurrency (packs uploading
@@ -128,6 +128,11 @@ serves is refused.  If the daemon dies, fusermount3 unmounts it.
                          the bucket alone can no longer rebuild the file system
   --attr-timeout SECONDS  how long the kernel caches names and attributes
                          (0-3600, default 1; config key attrTimeout)
+  --writeback-cache  let the kernel keep written data and send it in large
+                   requests (config key writebackCache): small writes return
+                   at page-cache speed, but what no fsync or close has sent
+                   yet is lost if the daemon dies, as on a local disk whose
+                   machine crashes (off by default; see docs/SEMANTICS.md)
   --no-direct      use buffered I/O on the flash tier instead of O_DIRECT
   --discard        punch freed blocks out of a file-backed flash tier (gives
                    the space back to the host file system; costs write speed
@@ -255,7 +260,7 @@ function readConfig(file: string): ServeConfig {
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
     throw new TierfsError('USAGE', `--config ${file}: expected a JSON object`);
   const strings = ['flash', 'meta', 'mount', 'target', 'encryptionKeyFile', 'adminSocket', 'metrics', 'exportsFile', 'sambaInclude', 'sambaConfig', 'initialShares'];
-  const booleans = ['allowOther', 'direct', 'discard', 'compress', 'manageShareServers'];
+  const booleans = ['allowOther', 'direct', 'discard', 'compress', 'manageShareServers', 'writebackCache'];
   const durations = ['coolAfter', 'recallTimeout', 'packWait', 'metadataRpo', 'metadataRetention'];
   const percents = ['watermarkHighPercent', 'watermarkLowPercent'];
   const allowed = [...strings, ...booleans, ...durations, ...percents, 'uploadConcurrency', 'prices', 'attrTimeout'];
@@ -335,6 +340,7 @@ async function serve(argv: string[]): Promise<void> {
     metrics: { type: 'string' },
     'attr-timeout': { type: 'string' },
     'metadata-rpo': { type: 'string' },
+    'writeback-cache': { type: 'boolean' },
   });
   if (values.help) return void process.stdout.write(help.serve);
   noArguments(positionals, 'serve');
@@ -358,6 +364,7 @@ async function serve(argv: string[]): Promise<void> {
   if (values.metrics !== undefined) config.metrics = values.metrics;
   if (values['attr-timeout'] !== undefined) config.attrTimeoutS = parseAttrTimeout(values['attr-timeout'], '--attr-timeout');
   if (values['metadata-rpo'] !== undefined) config.metadataRpoMs = parseRpo(values['metadata-rpo'], '--metadata-rpo');
+  if (values['writeback-cache']) config.writebackCache = true;
   checkServeConfig(config, 'serve');
   if (fs.existsSync(config.mount) && !fs.statSync(config.mount).isDirectory())
     throw new TierfsError('USAGE', `serve: mount point ${config.mount} is not a directory`);

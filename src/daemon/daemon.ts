@@ -48,6 +48,8 @@ export interface ServeConfig {
   prices?: Prices;
   /** How long the kernel caches names and attributes (seconds). */
   attrTimeoutS?: number;
+  /** The kernel's writeback cache (FUSE): unsynced writes wait in the page cache (docs/SEMANTICS.md). */
+  writebackCache?: boolean;
   /** Every committed metadata change is in the bucket within this; null: no replication (the bucket cannot rebuild the file system). */
   metadataRpoMs?: number | null;
   /** Restore points are kept this long. */
@@ -117,7 +119,7 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
   const mountPath = path.join(fs.realpathSync(path.dirname(absolute)), path.basename(absolute));
   // The daemon holds the file system and its engine, not their insides (the type makes sure).
   const opened: Daemon['opened'] = await openFileSystem(config.flash, config.meta, { direct: config.direct, discard: config.discard, tier, clock });
-  const mount = new FuseMount(opened.fs, config.mount, { allowOther: config.allowOther, attrTimeoutS: config.attrTimeoutS });
+  const mount = new FuseMount(opened.fs, config.mount, { allowOther: config.allowOther, attrTimeoutS: config.attrTimeoutS, writebackCache: config.writebackCache });
   let admin: AdminServer | undefined;
   let metrics: MetricsServer | undefined;
   const shares = new ShareManager(opened.fs, mountPath, {

@@ -143,6 +143,16 @@ export class FileSystem {
   private readonly clock: Clock;
   private readonly timer: Timer | undefined;
   private closed = false;
+  /**
+   * The kernel keeps written pages and writes them back later (FUSE's
+   * writeback cache, serve's writebackCache).  It then reads the partial
+   * pages of files opened only for writing, keeps the end of an O_APPEND
+   * file itself, and its write-back sets the file's times: so handles
+   * opened for writing also read, O_APPEND is not applied here, and times
+   * set by the kernel's write-back are taken from whoever may write the
+   * file (the kernel has checked utimensat itself: default_permissions).
+   */
+  kernelWritebackCache = false;
 
   constructor(
     readonly meta: MetaStore,
@@ -397,7 +407,7 @@ export class FileSystem {
       if (time === undefined) continue;
       if (time === 'now') {
         if (!owner(check) && !this.may(check, W_OK, credentials)) fail('ACCESS', 'no permission to touch');
-      } else if (!owner(check)) fail('NOT_PERMITTED', 'only the owner may set times');
+      } else if (!owner(check) && !(this.kernelWritebackCache && this.may(check, W_OK, credentials))) fail('NOT_PERMITTED', 'only the owner may set times');
     }
 
     if (change.sizeBytes !== undefined) {
@@ -649,6 +659,7 @@ export class FileSystem {
   // ---- data ----
 
   private addHandle(ino: Ino, flags: number, credentials: Credentials): number {
+    if (this.kernelWritebackCache) flags = ((flags & O_ACCMODE) === O_WRONLY ? (flags & ~O_ACCMODE) | O_RDWR : flags) & ~O_APPEND;
     const fh = this.nextHandle++;
     this.handles.set(fh, { ino, flags, credentials, nextReadOffsetBytes: 0, readahead: [] });
     this.openCounts.set(ino, (this.openCounts.get(ino) ?? 0) + 1);

@@ -42,6 +42,8 @@ export interface SessionConfig {
   maxWrite: number;
   /** After a request, keep polling /dev/fuse this long without sleeping (0: never). */
   busyPollUs: number;
+  /** 1: ask the kernel for its writeback cache (FUSE_CAP_WRITEBACK_CACHE). */
+  writebackCache: number;
 }
 
 declare const sessionBrand: unique symbol;

@@ -46,6 +46,12 @@ export interface MountOptions {
   attrTimeoutS?: number;
   /** Busy-poll window after each request, in microseconds (0: always sleep between requests). */
   busyPollUs?: number;
+  /**
+   * Ask for the kernel's writeback cache: write(2) returns once the page
+   * cache has the bytes, and the kernel sends them later in large requests
+   * (at the latest at fsync or close).  Unsynced writes die with the daemon.
+   */
+  writebackCache?: boolean;
 }
 
 /** What the kernel agreed to at INIT. */
@@ -103,6 +109,8 @@ export type FuseBackend = Pick<FileSystem,
   'lookup' | 'getattr' | 'setattr' | 'readlink' | 'mknod' | 'mkdir' | 'unlink' | 'rmdir' | 'symlink' | 'rename' | 'link' |
   'open' | 'create' | 'read' | 'write' | 'flush' | 'release' | 'fsync' | 'readdir' | 'statfs' |
   'setxattr' | 'getxattr' | 'listxattr' | 'removexattr' | 'access' | 'remember' | 'forget'> & {
+  /** Set when the kernel agreed to its writeback cache (FileSystem.kernelWritebackCache says what changes). */
+  kernelWritebackCache?: boolean;
   /**
    * True when write() has copied `data` before it returns (not merely before
    * its promise settles): it then gets the view of libfuse's buffer itself,
@@ -173,6 +181,7 @@ export class FuseMount {
       this.session = native.mount(this.mountPoint, ['-o', opts.join(',')], {
         maxWrite: constants.fuseRequestBytesMax,
         busyPollUs: this.options.busyPollUs ?? constants.fuseBusyPollUs,
+        writebackCache: this.options.writebackCache ? 1 : 0,
       }, (...args) => this.dispatch(...args));
     } catch (error) {
       throw new Error(`mount ${this.mountPoint}: ${(error as Error).message}`);
@@ -331,6 +340,8 @@ export class FuseMount {
 
   private init(maxWriteBytes: number, maxReadaheadBytes: number, writeback: number, protocol: number): void {
     this.negotiated = { maxWriteBytes, maxReadaheadBytes, writebackCache: writeback === 1, protocol };
+    if (this.options.writebackCache && !this.negotiated.writebackCache) log.warn('the kernel refused its writeback cache: writes go through as without it');
+    this.fileSystem.kernelWritebackCache = this.negotiated.writebackCache;
     log.info('FUSE connection', { ...this.negotiated, libfuse: native.libfuseVersion });
     this.initWaiter?.resolve();
   }

@@ -85,6 +85,7 @@ struct session {
   uint64_t busy_until_ns;
   uint64_t last_wake_ns;
   unsigned max_write;
+  int writeback_cache; /* asked for by serve's writebackCache: see docs/SEMANTICS.md */
   int ended;
   int destroyed;
   int handles_open;
@@ -299,6 +300,7 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_READDIRPLUS |
                   FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_HANDLE_KILLPRIV |
                   FUSE_CAP_EXPORT_SUPPORT; /* lookups of "." and ".." by node id: file handles (NFS) */
+  if (s->writeback_cache) want |= FUSE_CAP_WRITEBACK_CACHE;
   conn->want |= want & conn->capable;
   /*
    * Local locks: the kernel keeps POSIX and flock locks itself (one client,
@@ -312,7 +314,7 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   if (!m) return;
   m->a = conn->max_write;
   m->b = conn->max_readahead;
-  m->c = (conn->want & FUSE_CAP_WRITEBACK_CACHE) ? 1 : 0; /* never asked for: see docs/SEMANTICS.md */
+  m->c = (conn->want & FUSE_CAP_WRITEBACK_CACHE) ? 1 : 0;
   m->d = conn->proto_major * 1000 + conn->proto_minor;
   post(s, m);
 }
@@ -794,8 +796,9 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     }
     args_storage[i + 1] = at;
   }
-  uint32_t busy_poll_us, max_write;
-  if (!get_named_u32(env, argv[2], "busyPollUs", &busy_poll_us) || !get_named_u32(env, argv[2], "maxWrite", &max_write)) {
+  uint32_t busy_poll_us, max_write, writeback_cache;
+  if (!get_named_u32(env, argv[2], "busyPollUs", &busy_poll_us) || !get_named_u32(env, argv[2], "maxWrite", &max_write) ||
+      !get_named_u32(env, argv[2], "writebackCache", &writeback_cache)) {
     free(storage);
     return NULL;
   }
@@ -804,6 +807,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   s->busy_poll_ns = (uint64_t)busy_poll_us * 1000;
   s->env = env;
   s->max_write = max_write;
+  s->writeback_cache = writeback_cache != 0;
   s->mountpoint = strdup(mountpoint);
 
   fuse_set_log_func(on_log);
