@@ -92,6 +92,40 @@ t.test('a corrupted block reads as EIO, is counted, and fsck names it', async (t
   await opened.fs.release(fh);
 });
 
+t.test('the extents of a range in a fragmented, sparse file: every one overlapping it, from the one across its start', async (t) => {
+  const scratch = await formatScratch(t);
+  const opened = await openScratch(t, scratch);
+  const { attr, fh } = await opened.fs.create(ROOT_INO, 'f', 0o644, c.O_RDWR, ROOT);
+  const KiB = 1024;
+  // 1 MiB extents with holes between them, then 4 KiB rewrites and writes of 12 KiB astride their edges.
+  for (let mib = 0; mib < 6; mib += 2) await opened.fs.write(fh, mib * 2 ** 20, pattern(mib, 2 ** 20));
+  let seed = 0x9e3779b9;
+  const next = () => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) % 2 ** 31;
+  };
+  for (let i = 0; i < 300; i++) await opened.fs.write(fh, (next() % (6 * 256)) * 4 * KiB, Buffer.alloc(i % 3 === 0 ? 12 * KiB : 4 * KiB, i));
+  await opened.fs.fsync(fh);
+  const all = opened.meta.fileExtents(attr.ino);
+  t.ok(all.length > 250, `fragmented: ${all.length} extents`);
+  let checked = 0;
+  for (let i = 0; i < 2000; i++) {
+    const start = next() % (7 * 2 ** 20);
+    const end = start + 1 + (next() % (3 * 64 * KiB));
+    const expected = all.filter((e) => e.fileOffsetBytes < end && e.fileOffsetBytes + e.lengthBytes > start).map((e) => e.fileOffsetBytes);
+    const got = opened.meta.extentsInRange(attr.ino, start, end).map((e) => e.fileOffsetBytes);
+    if (JSON.stringify(got) !== JSON.stringify(expected)) {
+      t.same(got, expected, `extents of [${start}, ${end})`);
+      break;
+    }
+    checked += 1;
+  }
+  t.equal(checked, 2000, 'every range: the extents a scan of the whole file finds, in order');
+  await opened.fs.release(fh);
+});
+
 t.test('a full flash tier answers NO_SPACE, and overwrites reuse space after commit', async (t) => {
   const scratch = await formatScratch(t, 16 * 2 ** 20);
   const opened = await openScratch(t, scratch);

@@ -424,8 +424,11 @@ export class SqliteMetaStore implements MetaStore {
       hasDirents: db.prepare('SELECT 1 FROM dirents WHERE parent = ? LIMIT 1').pluck(),
       parentOf: db.prepare('SELECT parent FROM dirents WHERE ino = ? LIMIT 1').pluck(),
       firstLink: db.prepare('SELECT parent, name FROM dirents WHERE ino = ? ORDER BY cookie LIMIT 1'),
+      // From the last extent starting at or before the range (one index seek), not from a fixed
+      // distance before it: a fragmented file has hundreds of extents in that distance.
       extentsInRange: db.prepare(
-        `SELECT * FROM extents WHERE ino = ? AND file_offset > ? AND file_offset < ?
+        `SELECT * FROM extents WHERE ino = @ino AND file_offset < @end AND file_offset >= coalesce(
+           (SELECT file_offset FROM extents WHERE ino = @ino AND file_offset <= @start ORDER BY file_offset DESC LIMIT 1), @start)
          ORDER BY file_offset`,
       ),
       putExtent: db.prepare(
@@ -664,12 +667,7 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   extentsInRange(ino: Ino, startBytes: number, endBytes: number): Extent[] {
-    // An extent never exceeds extentSizeBytesMax, so its start lies within that distance before startBytes.
-    const rows = this.stmt.extentsInRange.all(
-      ino,
-      startBytes - constants.extentSizeBytesMax,
-      endBytes,
-    ) as ExtentRow[];
+    const rows = this.stmt.extentsInRange.all({ ino, start: startBytes, end: endBytes }) as ExtentRow[];
     const result: Extent[] = [];
     for (const row of rows) if (row.file_offset + row.length > startBytes) result.push(toExtent(row));
     return result;

@@ -136,15 +136,36 @@ export interface TierHooks {
   durable(ino: Ino): Promise<void>;
 }
 
-/** Aligned buffers of one extent each, reused so the data path does not allocate. */
+/** The staging buffer size that holds `bytes`: a power of two of blocks, at most a slot. */
+function stagingBytes(bytes: number): number {
+  let size = BS;
+  while (size < bytes && size < SLOT) size *= 2;
+  return size;
+}
+
+/**
+ * Aligned staging buffers, reused so the data path does not allocate; sized
+ * to what they hold (a power of two of blocks, up to a slot).  When every
+ * buffer was a slot, 4 KiB random writes beyond the idle ones allocated a
+ * MiB each, and allocation and garbage collection took most of their time.
+ */
 class StagingPool {
-  private readonly idle: Buffer[] = [];
+  private readonly idle = new Map<number, Buffer[]>();
+  private idleBytes = 0;
   constructor(private readonly device: FlashDevice) {}
-  take(): Buffer {
-    return this.idle.pop() ?? this.device.allocBuffer(SLOT);
+  take(bytes: number): Buffer {
+    const size = stagingBytes(bytes);
+    const buffer = this.idle.get(size)?.pop();
+    if (!buffer) return this.device.allocBuffer(size);
+    this.idleBytes -= size;
+    return buffer;
   }
   give(buffer: Buffer): void {
-    if (this.idle.length * SLOT < constants.stagingPoolBytesMax) this.idle.push(buffer);
+    if (this.idleBytes + buffer.length > constants.stagingPoolBytesMax) return;
+    const list = this.idle.get(buffer.length) ?? [];
+    list.push(buffer);
+    this.idle.set(buffer.length, list);
+    this.idleBytes += buffer.length;
   }
 }
 
@@ -311,7 +332,7 @@ export class FlashStore {
       (await this.readFromObjectTier(e, from, to, false)).copy(dest, destOffset);
       return;
     }
-    const buffer = this.staging.take();
+    const buffer = this.staging.take(lengthBytes);
     try {
       const view = buffer.subarray(0, lengthBytes);
       if (lengthBytes <= constants.syncReadBytesMax && this.deviceReadsInFlight === 0) {
@@ -436,7 +457,7 @@ export class FlashStore {
     const blockCount = was.lengthBytes / BS;
     if (this.allocator.freeCount < blockCount) return false; // never make room for a recall by evicting
     const runs = await this.allocate(blockCount);
-    const buffer = this.staging.take();
+    const buffer = this.staging.take(was.lengthBytes);
     let mapped = false;
     try {
       plain.copy(buffer);
@@ -494,7 +515,7 @@ export class FlashStore {
       this.inFlight.add(tail);
       void tail.then(() => {
         this.inFlight.delete(tail);
-        this.inFlightBytes -= issued.lengthBytes;
+        this.inFlightBytes -= issued.buffer.length;
         if (this.mapTails.get(ino) === tail) this.mapTails.delete(ino);
       });
       pieces.push(mapped);
@@ -521,14 +542,15 @@ export class FlashStore {
     const first = roundDown(at);
     const end = roundUp(at + piece.length);
     const lengthBytes = end - first;
-    while (this.inFlight.size > 0 && this.inFlightBytes + lengthBytes > constants.writeBehindBytesMax) {
+    const held = stagingBytes(lengthBytes); // what the write holds until mapped: the bound is on memory
+    while (this.inFlight.size > 0 && this.inFlightBytes + held > constants.writeBehindBytesMax) {
       await Promise.race(this.inFlight); // bounded: wait for the oldest writes to land
     }
     const readHead = at > first;
     const readTail = at + piece.length < end && !(readHead && end - BS === first);
     if (readHead || readTail) await this.whenMapped(ino); // the edge blocks must include earlier writes
-    this.inFlightBytes += lengthBytes;
-    const buffer = this.staging.take();
+    this.inFlightBytes += held;
+    const buffer = this.staging.take(lengthBytes);
     try {
       const view = buffer.subarray(0, lengthBytes);
       if (readHead) (await this.read(ino, first, BS)).copy(view, 0);
@@ -547,7 +569,7 @@ export class FlashStore {
       const checksums = blockChecksums(view); // while the device writes: the checksums go to metadata only
       return { ino, first, lengthBytes, buffer, runs, checksums, written };
     } catch (error) {
-      this.inFlightBytes -= lengthBytes;
+      this.inFlightBytes -= held;
       this.staging.give(buffer);
       throw error;
     }
