@@ -2,7 +2,7 @@
 // python's os module, persistence across unmount and remount.  Killed daemons,
 // dead mount points and callers who are not root: test/fuse_binding.test.ts.
 import t from 'tap';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -80,10 +80,22 @@ t.test('--writeback-cache: POSIX through the mount, pages the kernel keeps, and 
   t.equal(fs.readFileSync(path.join(served.mount, 'user', 'log'), 'utf8'), 'one two three', 'O_APPEND through two descriptors: each write at the end');
   const written = pattern(11, 3 * 2 ** 20 + 777);
   fs.writeFileSync(path.join(served.mount, 'unsynced.bin'), written); // closed, never fsynced
+  // Written, never fsynced, and still open when the daemon stops: the kernel still holds the pages.
+  const holder = spawn('/usr/bin/python3', ['-c', `
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
+os.write(fd, bytes(range(256)) * 8192)
+print("written", flush=True)
+time.sleep(60)`, path.join(served.mount, 'held-open.bin')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => void holder.kill('SIGKILL'));
+  await new Promise<void>((resolve) => holder.stdout!.once('data', () => resolve()));
 
-  t.equal(await served.stop(), 0, 'SIGTERM: clean exit');
+  const exit = await served.stop();
+  t.equal(exit, 0, `SIGTERM: clean exit ${served.stderr().split('\n').filter((l) => /warn|error/.test(l)).join(' | ')}`);
+  holder.kill('SIGKILL');
   served = await serve(t, scratch, undefined, ['--writeback-cache']);
   t.ok(fs.readFileSync(path.join(served.mount, 'unsynced.bin')).equals(written), 'a file closed without fsync is whole after a clean restart');
+  t.ok(fs.readFileSync(path.join(served.mount, 'held-open.bin')).equals(Buffer.from(Array.from({ length: 256 * 8192 }, (_, i) => i % 256))), 'so is one still open, never fsynced, when the daemon stopped');
   const shared = fs.readFileSync(path.join(served.mount, 'shared'));
   t.equal(shared.subarray(100, 132).toString(), 'by a writer who is not the owner', 'and so is what the other user wrote');
   t.equal(await served.stop(), 0);

@@ -13,6 +13,7 @@
  * The kernel's lookup references reach src/fs (remember/forget), so a file
  * unlinked while the kernel still knows it keeps its inode until forgotten.
  */
+import { execFile, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -224,11 +225,27 @@ export class FuseMount {
     return this.unmounted;
   }
 
+  /**
+   * With the writeback cache, files still open may have pages the kernel
+   * has not sent: have it send them (syncfs, by `sync -f` in a process of its
+   * own, while this loop serves the writes) before the detach, after which
+   * a connection aborted for files kept open would drop them.
+   */
+  private sendDirtyPages(): Promise<void> {
+    return new Promise((resolve) => {
+      execFile('sync', ['-f', this.mountPoint], { timeout: constants.fuseUnmountWaitMs }, (error) => {
+        if (error) log.warn('the kernel did not send its cached writes before the unmount', { mount: this.mountPoint, error: error.message });
+        resolve();
+      });
+    });
+  }
+
   private async detachAndFree(): Promise<void> {
     const session = this.session;
     if (!session) return;
     this.unmounting = true;
     if (mountsAt(this.mountPoint).length > 0) {
+      if (this.negotiated?.writebackCache) await this.sendDirtyPages();
       const errno = native.unmount(session);
       if (errno !== 0 && mountsAt(this.mountPoint).length > 0) {
         if (errno !== E.EPERM) log.warn('umount failed; trying fusermount3', { mount: this.mountPoint, errno });
@@ -263,8 +280,11 @@ export class FuseMount {
 
   private abortConnection(): void {
     if (this.minor === undefined) return;
+    const abort = `/sys/fs/fuse/connections/${this.minor}/abort`;
+    // systemd mounts FUSE's control file system; where nothing did (a container), root mounts it here.
+    if (!fs.existsSync(abort) && process.getuid?.() === 0) spawnSync('mount', ['-t', 'fusectl', 'fusectl', '/sys/fs/fuse/connections'], { timeout: 5000 });
     try {
-      fs.writeFileSync(`/sys/fs/fuse/connections/${this.minor}/abort`, '1');
+      fs.writeFileSync(abort, '1');
     } catch (error) {
       log.warn('cannot abort the FUSE connection', { minor: this.minor, error: (error as Error).message });
     }
