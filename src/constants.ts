@@ -62,6 +62,22 @@ export const constants = {
    * flash and mapped.  Beyond it, writers wait.  (fsync waits for all.)
    */
   writeBehindBytesMax: 16 * MiB,
+  /**
+   * Writes smaller than this are coalesced: held per file in memory as
+   * blocks, then written and mapped together (one allocation, one metadata
+   * mutation for many requests).  Larger writes go straight to flash.
+   */
+  coalesceWriteBytesMax: 128 * KiB,
+  /** Bytes of coalesced small writes held in memory, all files together; beyond it they are written out. */
+  dirtyBytesMax: 8 * MiB,
+  /**
+   * A MiB of a file whose coalesced writes would leave it in more extents
+   * than this has its flash-only blocks rewritten with them as one piece
+   * (random small rewrites must not fragment a file without bound).
+   */
+  extentsPerSlotMax: 64,
+  /** Slots rewritten that way by one write-out, at most (bounds its reads and memory). */
+  slotRewritesPerFlushMax: 8,
   /** Bytes of aligned staging buffers kept for reuse by the flash store. */
   stagingPoolBytesMax: 32 * MiB,
 
@@ -222,6 +238,7 @@ assert.ok(constants.flashSizeBytesMin >= constants.superblockSizeBytes + constan
 assert.ok(constants.flashSizeBytesDefault >= constants.flashSizeBytesMin);
 assert.ok(constants.ioSizeBytesMax >= constants.extentSizeBytesMax);
 assert.ok(constants.stagingPoolBytesMax >= 2 * constants.extentSizeBytesMax);
+assert.ok(constants.dirtyBytesMax <= constants.writeBehindBytesMax && constants.coalesceWriteBytesMax <= constants.dirtyBytesMax);
 assert.ok(constants.writeBehindBytesMax >= constants.extentSizeBytesMax && constants.writeBehindBytesMax <= constants.stagingPoolBytesMax);
 assert.ok(constants.fileSizeBytesMax <= Number.MAX_SAFE_INTEGER);
 assert.ok(constants.fuseRequestBytesMax <= constants.ioSizeBytesMax);

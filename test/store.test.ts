@@ -109,7 +109,7 @@ t.test('the extents of a range in a fragmented, sparse file: every one overlappi
   for (let i = 0; i < 300; i++) await opened.fs.write(fh, (next() % (6 * 256)) * 4 * KiB, Buffer.alloc(i % 3 === 0 ? 12 * KiB : 4 * KiB, i));
   await opened.fs.fsync(fh);
   const all = opened.meta.fileExtents(attr.ino);
-  t.ok(all.length > 250, `fragmented: ${all.length} extents`);
+  t.ok(all.length > 100, `fragmented: ${all.length} extents (at most extentsPerSlotMax a MiB)`);
   let checked = 0;
   for (let i = 0; i < 2000; i++) {
     const start = next() % (7 * 2 ** 20);
@@ -153,8 +153,9 @@ t.test('writes never half-apply when the device fails', async (t) => {
   t.teardown(() => opened.close().catch(() => undefined));
   const { attr, fh } = await opened.fs.create(ROOT_INO, 'f', 0o644, c.O_RDWR, ROOT);
   await opened.fs.write(fh, 0, Buffer.alloc(8192, 1));
+  await opened.fs.fsync(fh); // on flash: the next small write reads its edge block from there
   const free = opened.store.freeBytes;
-  device.failAfterCount = 1; // the read-modify-write read succeeds, the write fails
+  device.failAfterCount = 1; // the read-modify-write read succeeds, the write-out fails
   t.equal(await code(opened.fs.write(fh, 100, Buffer.alloc(10, 2))), 'ok', 'write-behind: acknowledged before the device answers');
   t.equal(await code(opened.fs.flush(fh)), 'IO', 'the failure is reported by the next close');
   t.equal(await code(opened.fs.flush(fh)), 'ok', 'once');
@@ -185,6 +186,107 @@ t.test('power loss on the simulated device loses only unsynced data', async (t) 
   const fh2 = await opened.fs.open(attr.ino, c.O_RDONLY, ROOT);
   t.same(await opened.fs.read(fh2, 0, 10000), Buffer.alloc(10000, 5), 'the fsynced bytes, verified');
   await opened.fs.release(fh2);
+});
+
+t.test('coalesced small writes: many requests, few device writes and mutations; visible at once, durable at fsync, a prefix after a crash', async (t) => {
+  const device = new SimulatedDevice(64 * 2 ** 20);
+  const meta = path.join(scratchDir(t), 'meta');
+  await formatFileSystem(device, meta);
+  let opened = await openFileSystem(device, meta, { commitIntervalMs: 0 });
+  t.teardown(() => opened.close().catch(() => undefined));
+  let deviceWrites = 0;
+  const write = device.write.bind(device);
+  device.write = (buffer, offsetBytes) => ((deviceWrites += 1), write(buffer, offsetBytes));
+  const { attr, fh } = await opened.fs.create(ROOT_INO, 'f', 0o644, c.O_RDWR, ROOT);
+  const fileBytes = 4 * 2 ** 20;
+  let model = Buffer.alloc(fileBytes, 9);
+  await opened.fs.write(fh, 0, model); // 4 MiB on flash, not coalesced
+  await opened.fs.fsync(fh);
+  let seed = 12345;
+  const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+  const writesBefore = deviceWrites;
+  const mutationsBefore = opened.store.counters.commitCount;
+  let ok = true;
+  for (let i = 0; i < 2000 && ok; i++) {
+    // 4 KiB aligned and unaligned pieces, some across a block edge, some past the end
+    const length = random(3) === 0 ? 1 + random(9000) : 4096;
+    const at = random(3) === 0 ? random(fileBytes + 8192) : random(fileBytes / 4096) * 4096;
+    const data = Buffer.alloc(length, 1 + (i % 250));
+    t.equal(await opened.fs.write(fh, at, data), length);
+    if (at + length > model.length) {
+      const grown = Buffer.alloc(at + length);
+      model.copy(grown);
+      model = grown;
+    }
+    data.copy(model, at);
+    if (i % 97 === 0) {
+      const from = random(model.length);
+      const got = await opened.fs.read(fh, from, 8192);
+      ok = t.same(got, model.subarray(from, from + 8192), `read ${i} sees every acknowledged write`);
+    }
+    if (i % 500 === 0) ok &&= t.equal((await opened.fs.getattr(attr.ino)).sizeBytes, model.length, 'stat shows the size');
+  }
+  t.ok(deviceWrites - writesBefore < 200, `2000 small writes took ${deviceWrites - writesBefore} device writes (no fsync)`);
+  t.equal(opened.store.counters.commitCount, mutationsBefore, 'and no commit');
+  await opened.fs.fsync(fh);
+  t.equal(opened.store.dirtyBytes, 0, 'nothing held after fsync');
+  const synced = Buffer.from(model);
+  t.same(await opened.fs.read(fh, 0, synced.length), synced, 'every byte as written');
+  // Every MiB in few extents: random rewrites did not fragment the file without bound.
+  for (let mib = 0; mib * 2 ** 20 < synced.length; mib++) {
+    const count = opened.meta.extentsInRange(attr.ino, mib * 2 ** 20, (mib + 1) * 2 ** 20).length;
+    t.ok(count <= constants.extentsPerSlotMax, `MiB ${mib}: ${count} extents`);
+  }
+  await opened.fs.write(fh, 100, Buffer.alloc(5000, 0xab)); // not synced: lost whole with the crash
+  opened.meta.crash();
+  device.crash();
+  opened = await openFileSystem(device, meta, { commitIntervalMs: 0 });
+  const fh2 = await opened.fs.open(attr.ino, c.O_RDONLY, ROOT);
+  t.same(await opened.fs.read(fh2, 0, synced.length), synced, 'after a crash: the file as at its fsync');
+  await opened.fs.release(fh2);
+});
+
+t.test('coalesced small writes: flash for them is reserved at write(), so ENOSPC comes there and nothing acknowledged is lost', async (t) => {
+  const device = new SimulatedDevice(16 * 2 ** 20);
+  const meta = path.join(scratchDir(t), 'meta');
+  await formatFileSystem(device, meta);
+  const opened = await openFileSystem(device, meta, { commitIntervalMs: 0 });
+  t.teardown(() => opened.close().catch(() => undefined));
+  const { fh } = await opened.fs.create(ROOT_INO, 'f', 0o644, c.O_RDWR, ROOT);
+  let acknowledged = 0;
+  let failure = 'ok';
+  for (let i = 0; i < 8192 && failure === 'ok'; i++) {
+    failure = await code(opened.fs.write(fh, i * 4096, Buffer.alloc(4096, 1 + (i % 200))));
+    if (failure === 'ok') acknowledged = i + 1;
+  }
+  t.equal(failure, 'NO_SPACE', 'write() answers ENOSPC');
+  t.ok(acknowledged * 4096 > 12 * 2 ** 20, `${acknowledged} blocks taken first`);
+  t.equal(await code(opened.fs.fsync(fh)), 'ok', 'the write-out of what was acknowledged finds its flash');
+  for (let i = 0; i < acknowledged; i += 37) t.same(await opened.fs.read(fh, i * 4096, 4096), Buffer.alloc(4096, 1 + (i % 200)));
+  t.same(await opened.fs.read(fh, (acknowledged - 1) * 4096, 4096), Buffer.alloc(4096, 1 + ((acknowledged - 1) % 200)), 'the last one too');
+});
+
+t.test('coalesced small writes keep their order with large writes, truncates and unlinks of the same file', async (t) => {
+  const { fs: tfs, store } = await openScratch(t, await formatScratch(t));
+  const { attr, fh } = await tfs.create(ROOT_INO, 'f', 0o644, c.O_RDWR, ROOT);
+  await tfs.write(fh, 0, Buffer.alloc(4096, 1));
+  await tfs.write(fh, 0, Buffer.alloc(512 * 1024, 2)); // large, after the small one: wins
+  await tfs.write(fh, 8192, Buffer.alloc(100, 3)); // small, after the large one: wins
+  t.same(await tfs.read(fh, 0, 4096), Buffer.alloc(4096, 2));
+  t.same(await tfs.read(fh, 8190, 104), Buffer.concat([Buffer.alloc(2, 2), Buffer.alloc(100, 3), Buffer.alloc(2, 2)]));
+  await tfs.write(fh, 600 * 1024, Buffer.alloc(10, 4)); // past the end, held
+  await tfs.setattr(attr.ino, { sizeBytes: 300 * 1024 }, ROOT); // cut below it
+  t.equal((await tfs.getattr(attr.ino)).sizeBytes, 300 * 1024);
+  await tfs.setattr(attr.ino, { sizeBytes: 700 * 1024 }, ROOT);
+  t.same(await tfs.read(fh, 600 * 1024, 10), Buffer.alloc(10), 'a held write cut by truncate does not come back');
+  const { attr: gone, fh: fh2 } = await tfs.create(ROOT_INO, 'g', 0o644, c.O_RDWR, ROOT);
+  await tfs.write(fh2, 0, Buffer.alloc(4096, 5));
+  await tfs.unlink(ROOT_INO, 'g', ROOT);
+  await tfs.release(fh2);
+  t.equal(await code(tfs.getattr(gone.ino)), 'NOT_FOUND');
+  await tfs.fsync(fh);
+  t.equal(store.dirtyBytes, 0);
+  await tfs.release(fh);
 });
 
 t.test('allocator', async (t) => {

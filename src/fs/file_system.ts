@@ -138,6 +138,8 @@ export class FileSystem {
   private readonly windowBuffers: Buffer[] = [];
   /** Writes acknowledged but not yet mapped, per inode: what stat must already show. */
   private readonly pendingWrites = new Map<Ino, { count: number; endBytes: number; timeNs: TimeNs }>();
+  /** A background commit (with its write-out of small writes) is running: the timer does not start another. */
+  private backgroundCommitting = false;
   /** A write-behind that failed, per inode, reported by the next fsync or close of that file. */
   private readonly writeErrors = new Map<Ino, unknown>();
   private readonly clock: Clock;
@@ -164,7 +166,7 @@ export class FileSystem {
     const intervalMs = options.commitIntervalMs ?? constants.commitIntervalMs;
     if (intervalMs > 0) {
       this.timer = this.clock.every(intervalMs, () => {
-        if (this.meta.pendingCount > 0) this.backgroundCommit();
+        if (this.meta.pendingCount > 0 || this.store.dirtyBytes > 0) this.backgroundCommit();
       });
     }
   }
@@ -178,8 +180,15 @@ export class FileSystem {
   }
 
   private backgroundCommit(): void {
+    if (this.backgroundCommitting) return;
+    this.backgroundCommitting = true;
+    // Small writes held in memory are written out first, so they are durable with this commit.
     // A failed commit keeps its changes pending for the next one; fsync callers get the error themselves.
-    this.store.commit().catch((error) => log.error('background commit failed; will retry', { error }));
+    this.store
+      .writeOutDirty()
+      .then(() => this.store.commit())
+      .catch((error) => log.error('background commit failed; will retry', { error }))
+      .finally(() => (this.backgroundCommitting = false));
   }
 
   // ---- helpers ----
@@ -691,7 +700,7 @@ export class FileSystem {
     const handle = this.handle(fh);
     if ((handle.flags & O_ACCMODE) === O_WRONLY) fail('BAD_HANDLE', 'handle not open for reading');
     if (offsetBytes < 0 || lengthBytes < 0) fail('INVALID', 'negative offset or length');
-    await this.store.whenMapped(handle.ino); // reads see every acknowledged write
+    await this.store.whenReadable(handle.ino, offsetBytes, offsetBytes + lengthBytes); // reads see every acknowledged write
     const inode = this.inode(handle.ino);
     if (isDir(inode.mode)) fail('IS_DIR', 'read of a directory');
     const n = Math.min(lengthBytes, constants.ioSizeBytesMax, Math.max(inode.sizeBytes - offsetBytes, 0));

@@ -19,6 +19,17 @@
  * - Write-behind: startWrite() returns once the bytes are copied and their
  *   device write is issued; mappings of one inode run in issue order when
  *   the device confirms.  In-flight bytes are bounded (writeBehindBytesMax).
+ * - Coalescing: a small write (below coalesceWriteBytesMax) is copied into
+ *   the file's dirty blocks in memory and acknowledged; all of a file's dirty
+ *   blocks are written out together (one allocation, one device write per
+ *   run, one metadata mutation) when a read, fsync, truncate or larger write
+ *   of the file needs them, when dirtyBytesMax is reached, or with the
+ *   background commit.  A write-out always takes every dirty block of the
+ *   file, so a crash shows the file as after some prefix of its writes.
+ *   Flash for dirty blocks is reserved when they are written (ENOSPC comes
+ *   from write(), never from the write-out).  A MiB that the write-out would
+ *   leave in more than extentsPerSlotMax extents is rewritten as one piece
+ *   with its flash-only blocks (fragmentation is bounded).
  * - Bytes of a file's last block beyond its size are always zero, so
  *   extending a file (truncate up, write past the end) reads zeros.
  *
@@ -52,6 +63,43 @@ interface IssuedSlot {
   runs: Run[];
   checksums: Buffer;
   written: Promise<unknown>;
+}
+
+/** The coalesced small writes of one file, held in memory until written out together. */
+interface DirtyFile {
+  /** Block index (file offset / BS) → the block's bytes as they are to be written. */
+  blocks: Map<number, Buffer>;
+  /** Run inside the mutation that maps the blocks, in the order the writes came. */
+  inMutations: (() => void)[];
+  /** Settles when the write-out that takes these blocks is mapped (or has failed). */
+  mapped: Promise<void>;
+  settle: (error?: unknown) => void;
+}
+
+/** One contiguous piece of a write-out: file blocks [firstBlock, firstBlock + blockCount) at flash block startBlock, from place `place` of its buffer. */
+interface Piece {
+  place: number;
+  firstBlock: number;
+  blockCount: number;
+  startBlock: number;
+}
+
+/**
+ * Block-sized buffers for dirty blocks, cut from 256 KiB slabs and reused:
+ * a 4 KiB write allocates nothing once the pool has warmed up.
+ */
+class BlockPool {
+  private readonly idle: Buffer[] = [];
+  take(): Buffer {
+    const block = this.idle.pop();
+    if (block) return block;
+    const slab = Buffer.allocUnsafeSlow(64 * BS);
+    for (let i = 1; i < 64; i++) this.idle.push(slab.subarray(i * BS, (i + 1) * BS));
+    return slab.subarray(0, BS);
+  }
+  give(block: Buffer): void {
+    if (this.idle.length * BS < constants.dirtyBytesMax) this.idle.push(block);
+  }
 }
 
 function roundDown(value: number): number {
@@ -208,6 +256,12 @@ export class FlashStore {
   private inFlightBytes = 0;
   private committing: Promise<void> | undefined;
   private nextCommit: Promise<void> | undefined;
+  /** Coalesced small writes per file, not yet written out. */
+  private readonly dirty = new Map<Ino, DirtyFile>();
+  /** Blocks held dirty, and blocks of write-outs not yet allocated: both are reserved on flash. */
+  private dirtyBlockCount = 0;
+  private reservedBlockCount = 0;
+  private readonly blockPool = new BlockPool();
 
   private constructor(
     readonly device: FlashDevice,
@@ -250,6 +304,16 @@ export class FlashStore {
   /** Bytes in use on flash, counting blocks freed but not yet reusable (their commit or older reads pending). */
   get usedBytes(): number {
     return this.capacityBytes - this.freeBytes;
+  }
+
+  /** Free blocks not reserved for coalesced writes. */
+  private get availableBlocks(): number {
+    return this.allocator.freeCount - this.dirtyBlockCount - this.reservedBlockCount;
+  }
+
+  /** Bytes of coalesced small writes held in memory (all files). */
+  get dirtyBytes(): number {
+    return this.dirtyBlockCount * BS;
   }
 
   // ---- reads ----
@@ -455,7 +519,7 @@ export class FlashStore {
   async writeBack(was: Extent, plain: Buffer): Promise<boolean> {
     assert.ok(was.flashOffsetBytes === null && was.pack !== null && plain.length === was.lengthBytes);
     const blockCount = was.lengthBytes / BS;
-    if (this.allocator.freeCount < blockCount) return false; // never make room for a recall by evicting
+    if (this.availableBlocks < blockCount) return false; // never make room for a recall by evicting
     const runs = await this.allocate(blockCount);
     const buffer = this.staging.take(was.lengthBytes);
     let mapped = false;
@@ -502,6 +566,8 @@ export class FlashStore {
    * never separates the mapping from the size.
    */
   async startWrite(ino: Ino, offsetBytes: number, data: Buffer, inMutation: (endBytes: number) => void): Promise<{ mapped: Promise<void> }> {
+    if (data.length < constants.coalesceWriteBytesMax) return this.coalesce(ino, offsetBytes, data, inMutation);
+    this.writeOut(ino); // the file's small writes before this one map first
     const pieces: Promise<void>[] = [];
     let done = 0;
     while (done < data.length) {
@@ -527,14 +593,303 @@ export class FlashStore {
     return { mapped };
   }
 
-  /** Settles when every write started on `ino` so far is mapped (or has failed). */
+  /** Settles when every write started on `ino` so far is mapped (or has failed); its coalesced writes are written out now. */
   whenMapped(ino: Ino): Promise<void> {
+    this.writeOut(ino);
+    return this.mapTails.get(ino) ?? Promise.resolve();
+  }
+
+  /**
+   * Settles when a read of [from, to) of `ino` sees every write started so
+   * far: the file's coalesced writes are written out only when they lie in
+   * the range, or beyond it while the mapped size ends before it (they make
+   * the range part of the file).
+   */
+  whenReadable(ino: Ino, from: number, to: number): Promise<void> {
+    const file = this.dirty.get(ino);
+    if (file) {
+      const firstBlock = Math.floor(from / BS);
+      const endBlock = Math.ceil(to / BS);
+      const sizeBytes = this.meta.getInode(ino)?.sizeBytes ?? 0;
+      for (const block of file.blocks.keys()) {
+        if (block >= firstBlock && (block < endBlock || sizeBytes < to)) {
+          this.writeOut(ino);
+          break;
+        }
+      }
+    }
     return this.mapTails.get(ino) ?? Promise.resolve();
   }
 
   /** Settles when every write started so far, on any inode, is mapped (or has failed). */
   async whenAllMapped(): Promise<void> {
+    this.writeOutAll();
     await Promise.all([...this.inFlight]);
+  }
+
+  /** Write out every file's coalesced writes; settles when those are mapped (the background commit's first step). */
+  async writeOutDirty(): Promise<void> {
+    const inos = [...this.dirty.keys()];
+    this.writeOutAll();
+    await Promise.all(inos.map((ino) => this.mapTails.get(ino)));
+  }
+
+  private writeOutAll(): void {
+    for (const ino of [...this.dirty.keys()]) this.writeOut(ino);
+  }
+
+  // ---- coalesced small writes ----
+
+  /**
+   * A small write: copied into the file's dirty blocks (the partial blocks
+   * at its edges read first unless already dirty), flash reserved for the
+   * blocks it adds.  Acknowledged without a device write or a metadata
+   * change; `mapped` settles with the file's next write-out.
+   */
+  private async coalesce(ino: Ino, at: number, data: Buffer, inMutation: (endBytes: number) => void): Promise<{ mapped: Promise<void> }> {
+    const end = at + data.length;
+    const firstBlock = Math.floor(at / BS);
+    const endBlock = Math.ceil(end / BS);
+    if ((this.dirtyBlockCount + endBlock - firstBlock) * BS > constants.dirtyBytesMax) this.writeOutAll();
+    while (this.inFlight.size > 0 && this.inFlightBytes > constants.writeBehindBytesMax) await Promise.race(this.inFlight);
+    const edgeBlocks = [...new Set([at % BS !== 0 ? firstBlock : -1, end % BS !== 0 ? endBlock - 1 : -1])].filter((b) => b >= 0);
+    const edges = new Map<number, Buffer>();
+    try {
+      // Until every condition holds at once: each wait below may let a write-out take blocks that were dirty.
+      for (let attempt = 0; ; ) {
+        const held = this.dirty.get(ino)?.blocks;
+        let fresh = 0;
+        for (let b = firstBlock; b < endBlock; b++) if (!held?.has(b)) fresh += 1;
+        if (this.availableBlocks < fresh) {
+          await this.makeRoom(fresh, attempt++);
+          continue;
+        }
+        const unread = edgeBlocks.filter((b) => !held?.has(b) && !edges.has(b));
+        if (unread.length === 0) break;
+        await this.mapTails.get(ino); // the edge blocks must include writes in flight
+        for (const b of unread) {
+          const block = this.blockPool.take();
+          (await this.read(ino, b * BS, BS)).copy(block);
+          edges.set(b, block);
+        }
+      }
+    } catch (error) {
+      for (const block of edges.values()) this.blockPool.give(block);
+      throw error;
+    }
+    let file = this.dirty.get(ino);
+    if (!file) {
+      let settle!: (error?: unknown) => void;
+      const mapped = new Promise<void>((resolve, reject) => (settle = (error) => (error === undefined ? resolve() : reject(error))));
+      mapped.catch(() => undefined); // callers may only look later
+      file = { blocks: new Map(), inMutations: [], mapped, settle };
+      this.dirty.set(ino, file);
+    }
+    for (let b = firstBlock; b < endBlock; b++) {
+      let block = file.blocks.get(b);
+      if (!block) {
+        block = edges.get(b) ?? this.blockPool.take();
+        edges.delete(b);
+        file.blocks.set(b, block);
+        this.dirtyBlockCount += 1;
+      }
+      const from = Math.max(at, b * BS);
+      const to = Math.min(end, (b + 1) * BS);
+      data.copy(block, from - b * BS, from - at, to - at);
+    }
+    for (const block of edges.values()) this.blockPool.give(block); // edges found dirty after all
+    file.inMutations.push(() => inMutation(end));
+    this.counters.writtenBytes += data.length;
+    return { mapped: file.mapped };
+  }
+
+  /** Start writing out a file's dirty blocks: they leave memory now and are mapped after the file's earlier writes. */
+  private writeOut(ino: Ino): void {
+    const file = this.dirty.get(ino);
+    if (!file) return;
+    this.dirty.delete(ino);
+    const blockCount = file.blocks.size;
+    this.dirtyBlockCount -= blockCount;
+    this.reservedBlockCount += blockCount;
+    const held = { bytes: blockCount * BS };
+    this.inFlightBytes += held.bytes;
+    const previous = this.mapTails.get(ino) ?? Promise.resolve();
+    this.writeDirty(ino, file, previous, held).then(
+      () => file.settle(),
+      (error: unknown) => file.settle(error),
+    );
+    // From the writes' own promise: whoever looked at it first (the file system records a failure) runs before waiters on the tail.
+    const tail = file.mapped.catch(() => undefined);
+    this.mapTails.set(ino, tail);
+    this.inFlight.add(tail);
+    void tail.then(() => {
+      this.inFlight.delete(tail);
+      this.inFlightBytes -= held.bytes;
+      if (this.mapTails.get(ino) === tail) this.mapTails.delete(ino);
+    });
+  }
+
+  /**
+   * Once the file's earlier writes are mapped: choose the MiBs to rewrite
+   * whole (too many extents), allocate, copy the dirty blocks and read the
+   * clean ones of those MiBs into one buffer, write it, and map every piece
+   * in one mutation with the writes' own changes (size, times).
+   */
+  private async writeDirty(ino: Ino, file: DirtyFile, previous: Promise<void>, held: { bytes: number }): Promise<void> {
+    const dirtyCount = file.blocks.size;
+    let reserved = true;
+    let runs: Run[] = [];
+    let buffer: Buffer | undefined;
+    let allocatedOk = false;
+    try {
+      await previous;
+      const clean = this.cleanBlocksToRewrite(ino, file.blocks);
+      const order = [...file.blocks.keys(), ...clean.keys()].sort((a, b) => a - b);
+      this.reservedBlockCount -= dirtyCount;
+      reserved = false;
+      runs = this.allocateNow(order.length);
+      held.bytes += clean.size * BS;
+      this.inFlightBytes += clean.size * BS;
+      const totalBytes = order.length * BS;
+      buffer = totalBytes <= SLOT ? this.staging.take(totalBytes) : this.device.allocBuffer(totalBytes);
+      const view = buffer.subarray(0, totalBytes);
+      order.forEach((b, i) => {
+        const block = file.blocks.get(b);
+        if (block) block.copy(view, i * BS);
+      });
+      for (const block of file.blocks.values()) this.blockPool.give(block);
+      file.blocks.clear();
+      const keep = await this.readClean(clean, order, view);
+      let offset = 0;
+      await Promise.all(
+        runs.map((run) => {
+          const part = view.subarray(offset, offset + run.blockCount * BS);
+          offset += part.length;
+          return this.device.write(part, run.startBlock * BS);
+        }),
+      );
+      const checksums = blockChecksums(view);
+      const pieces = this.piecesOf(order, runs, (b) => !clean.has(b) || keep.has(b));
+      await this.commitGate();
+      this.meta.mutate(() => {
+        for (const piece of pieces) {
+          const sums = checksums.subarray(piece.place * 4, (piece.place + piece.blockCount) * 4);
+          this.mapRange(ino, piece.firstBlock * BS, [{ startBlock: piece.startBlock, blockCount: piece.blockCount }], sums);
+        }
+        for (const apply of file.inMutations) apply();
+      });
+      // Blocks of clean reads that failed were written but not mapped: free at once.
+      for (const piece of this.piecesOf(order, runs, (b) => clean.has(b) && !keep.has(b)))
+        this.allocator.free({ startBlock: piece.startBlock, blockCount: piece.blockCount });
+      allocatedOk = true;
+    } finally {
+      if (reserved) this.reservedBlockCount -= dirtyCount;
+      for (const block of file.blocks.values()) this.blockPool.give(block);
+      file.blocks.clear();
+      if (!allocatedOk) for (const run of runs) this.allocator.free(run);
+      if (buffer && buffer.length <= SLOT) this.staging.give(buffer);
+    }
+  }
+
+  /**
+   * Clean blocks to write with the dirty ones (block index → the extent
+   * holding it): in each MiB the write-out would leave in more than
+   * extentsPerSlotMax extents, the blocks of its flash-only extents, so the
+   * MiB becomes a few pieces again.  The most fragmented MiBs first, while
+   * flash allows, at most slotRewritesPerFlushMax of them.
+   */
+  private cleanBlocksToRewrite(ino: Ino, dirtyBlocks: Map<number, Buffer>): Map<number, Extent> {
+    const perSlot = SLOT / BS;
+    const dirtyRunsBySlot = new Map<number, number>();
+    for (const b of dirtyBlocks.keys()) {
+      if (dirtyBlocks.has(b - 1) && (b - 1) % perSlot !== perSlot - 1) continue; // counted with the run it continues
+      const slot = Math.floor(b / perSlot);
+      dirtyRunsBySlot.set(slot, (dirtyRunsBySlot.get(slot) ?? 0) + 1);
+    }
+    const fragmented: { extents: Extent[]; pieces: number }[] = [];
+    for (const [slot, dirtyRuns] of dirtyRunsBySlot) {
+      const extents = this.meta.extentsInRange(ino, slot * SLOT, (slot + 1) * SLOT);
+      const pieces = extents.length + 2 * dirtyRuns; // at most: a run inside an extent leaves it as two pieces besides its own
+      if (pieces > constants.extentsPerSlotMax) fragmented.push({ extents, pieces });
+    }
+    fragmented.sort((a, b) => b.pieces - a.pieces);
+    const clean = new Map<number, Extent>();
+    let rewrites = 0;
+    for (const { extents } of fragmented) {
+      if (rewrites >= constants.slotRewritesPerFlushMax) break;
+      const blocks: [number, Extent][] = [];
+      for (const e of extents) {
+        if (e.pack !== null || e.flashOffsetBytes === null) continue; // a pack copy stays valid only for its own extent
+        for (let b = e.fileOffsetBytes / BS; b < (e.fileOffsetBytes + e.lengthBytes) / BS; b++) if (!dirtyBlocks.has(b)) blocks.push([b, e]);
+      }
+      if (blocks.length === 0 || blocks.length > this.availableBlocks - clean.size) continue;
+      for (const [b, e] of blocks) clean.set(b, e);
+      rewrites += 1;
+    }
+    return clean;
+  }
+
+  /**
+   * Read the clean blocks into their places in `view` (`order` lists the
+   * block of each place), verified, in one read epoch; returns those read
+   * intact.  A block that cannot be read is left out of the rewrite: it keeps
+   * its old extent, and the dirty blocks are written all the same.
+   */
+  private async readClean(clean: Map<number, Extent>, order: number[], view: Buffer): Promise<Set<number>> {
+    const intact = new Set<number>();
+    if (clean.size === 0) return intact;
+    const epoch = this.enterRead();
+    try {
+      const reads: Promise<void>[] = [];
+      for (let i = 0; i < order.length; ) {
+        const e = clean.get(order[i]);
+        if (!e) {
+          i += 1;
+          continue;
+        }
+        // A run of places holding consecutive blocks of one extent: one device read.
+        let n = 1;
+        while (i + n < order.length && clean.get(order[i + n]) === e && order[i + n] === order[i] + n) n += 1;
+        const firstBytes = order[i] * BS - e.fileOffsetBytes;
+        const part = view.subarray(i * BS, (i + n) * BS);
+        const blocks = order.slice(i, i + n);
+        reads.push(
+          this.device.read(part, e.flashOffsetBytes! + firstBytes).then(
+            () => {
+              this.verify(e, firstBytes, part);
+              for (const b of blocks) intact.add(b);
+            },
+            () => undefined,
+          ).catch(() => undefined),
+        );
+        i += n;
+      }
+      await Promise.all(reads);
+    } finally {
+      this.leaveRead(epoch);
+    }
+    return intact;
+  }
+
+  /** The contiguous pieces of a write-out among the blocks `take` picks: consecutive in the file, within one MiB, consecutive on flash. */
+  private piecesOf(order: number[], runs: Run[], take: (block: number) => boolean): Piece[] {
+    const pieces: Piece[] = [];
+    let runIndex = 0;
+    let runUsed = 0;
+    for (const [place, b] of order.entries()) {
+      const startBlock = runs[runIndex].startBlock + runUsed;
+      if (++runUsed === runs[runIndex].blockCount) {
+        runIndex += 1;
+        runUsed = 0;
+      }
+      if (!take(b)) continue;
+      const last = pieces[pieces.length - 1];
+      const continues =
+        last && last.firstBlock + last.blockCount === b && last.startBlock + last.blockCount === startBlock && b % (SLOT / BS) !== 0;
+      if (continues) last.blockCount += 1;
+      else pieces.push({ place, firstBlock: b, blockCount: 1, startBlock });
+    }
+    return pieces;
   }
 
   /** Read-modify-write the edges, copy, allocate and start the device write of one piece within a slot. */
@@ -602,30 +957,38 @@ export class FlashStore {
   /** Runs totalling `blockCount`; when short, waits for writes in flight and commits once to reclaim blocks overwrites hold. */
   private async allocate(blockCount: number): Promise<Run[]> {
     for (let attempt = 0; ; attempt++) {
-      const runs: Run[] = [];
-      let remaining = blockCount;
-      if (this.allocator.freeCount >= blockCount) {
-        while (remaining > 0) {
-          const run = this.allocator.allocate(remaining);
-          assert.ok(run);
-          runs.push(run);
-          remaining -= run.blockCount;
-        }
-        return runs;
-      }
-      const reclaimable = this.pendingFree.length > 0 || this.quarantine.length > 0 || this.inFlight.size > 0;
-      if (attempt === 0 && reclaimable) {
-        // Near full: let the writes in flight land (their overwritten blocks become free at the commit), then commit.
-        await this.whenAllMapped();
-        await this.commit();
-        continue;
-      }
-      // Backpressure: the writer waits while the tiering engine destages and evicts; ENOSPC only when it cannot.
-      this.counters.spaceWaitCount += 1;
-      if (!this.tier || !(await this.tier.spaceWanted(blockCount)))
-        throw new TierfsError('NO_SPACE', `flash tier full: ${blockCount} blocks wanted, ${this.allocator.freeCount} free`);
-      await this.commit();
+      if (this.availableBlocks >= blockCount) return this.allocateNow(blockCount);
+      await this.makeRoom(blockCount, attempt);
     }
+  }
+
+  /** Runs totalling `blockCount`, which the caller has made sure are free. */
+  private allocateNow(blockCount: number): Run[] {
+    const runs: Run[] = [];
+    let remaining = blockCount;
+    while (remaining > 0) {
+      const run = this.allocator.allocate(remaining);
+      assert.ok(run, `${blockCount} blocks wanted, ${this.allocator.freeCount} free`);
+      runs.push(run);
+      remaining -= run.blockCount;
+    }
+    return runs;
+  }
+
+  /** Flash is short of `blockCount` blocks: the first attempt reclaims what overwrites hold; later ones ask the tier (backpressure), ENOSPC when it cannot. */
+  private async makeRoom(blockCount: number, attempt: number): Promise<void> {
+    const reclaimable = this.pendingFree.length > 0 || this.quarantine.length > 0 || this.inFlight.size > 0 || this.dirty.size > 0;
+    if (attempt === 0 && reclaimable) {
+      // Near full: let the writes in flight land (their overwritten blocks become free at the commit), then commit.
+      await this.whenAllMapped();
+      await this.commit();
+      return;
+    }
+    // Backpressure: the writer waits while the tiering engine destages and evicts; ENOSPC only when it cannot.
+    this.counters.spaceWaitCount += 1;
+    if (!this.tier || !(await this.tier.spaceWanted(blockCount)))
+      throw new TierfsError('NO_SPACE', `flash tier full: ${blockCount} blocks wanted, ${this.availableBlocks} free`);
+    await this.commit();
   }
 
   private unmap(e: Extent): void {
@@ -675,6 +1038,7 @@ export class FlashStore {
    * the old end are zero already.
    */
   async truncate(ino: Ino, sizeBytes: number, oldSizeBytes: number, inMutation: () => void): Promise<void> {
+    assert.ok(!this.dirty.has(ino), 'truncate with coalesced writes not written out (whenMapped first)');
     const apply = () => {
       if (sizeBytes < oldSizeBytes) this.unmapRange(ino, roundUp(sizeBytes), END_OF_FILE);
       inMutation();
@@ -689,6 +1053,14 @@ export class FlashStore {
 
   /** Unmap every extent of a file (inside the caller's metadata mutation that deletes it). */
   unmapFile(ino: Ino): void {
+    const file = this.dirty.get(ino);
+    if (file) {
+      // Writes of a file being deleted: nobody can read them any more.
+      this.dirty.delete(ino);
+      this.dirtyBlockCount -= file.blocks.size;
+      for (const block of file.blocks.values()) this.blockPool.give(block);
+      file.settle();
+    }
     for (const e of this.meta.extentsInRange(ino, 0, END_OF_FILE)) this.unmap(e);
   }
 
