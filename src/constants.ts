@@ -76,6 +76,8 @@ export const constants = {
    * (random small rewrites must not fragment a file without bound).
    */
   extentsPerSlotMax: 64,
+  /** A write-out maps this many pieces per metadata mutation, letting requests run between them. */
+  mappingSlicePieces: 64,
   /** Slots rewritten that way by one write-out, at most (bounds its reads and memory). */
   slotRewritesPerFlushMax: 8,
   /** Bytes of aligned staging buffers kept for reuse by the flash store. */

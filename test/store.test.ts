@@ -246,6 +246,42 @@ t.test('coalesced small writes: many requests, few device writes and mutations; 
   await opened.fs.release(fh2);
 });
 
+t.test('a write-out mapped in slices is committed whole: a commit that starts between its slices waits for the last', async (t) => {
+  const device = new SimulatedDevice(64 * 2 ** 20);
+  const meta = path.join(scratchDir(t), 'meta');
+  await formatFileSystem(device, meta);
+  let opened = await openFileSystem(device, meta, { commitIntervalMs: 0 });
+  t.teardown(() => opened.close().catch(() => undefined));
+  const { attr, fh } = await opened.fs.create(ROOT_INO, 'f', 0o644, c.O_RDWR, ROOT);
+  await opened.fs.write(fh, 0, Buffer.alloc(8 * 2 ** 20, 1));
+  await opened.fs.fsync(fh);
+  // One block in ten: as many pieces, three slices (sparse enough that no MiB is rewritten whole)
+  const blocks = 3 * constants.mappingSlicePieces;
+  for (let i = 0; i < blocks; i++) await opened.fs.write(fh, i * 10 * 4096, Buffer.alloc(4096, 2));
+  let commitDuring: Promise<void> | undefined;
+  let slices = 0;
+  const mutate = opened.meta.mutate.bind(opened.meta);
+  opened.meta.mutate = <T>(fn: () => T): T => {
+    const result = mutate(fn);
+    if ((slices += 1) === 1) commitDuring = opened.store.commit(); // after the first slice
+    return result;
+  };
+  const writeOut = opened.store.whenMapped(attr.ino);
+  await writeOut;
+  t.ok(commitDuring, 'a commit started while the write-out was mapped');
+  t.equal(slices, 3, `in three slices (${slices})`);
+  await commitDuring;
+  opened.meta.crash();
+  device.crash();
+  opened = await openFileSystem(device, meta, { commitIntervalMs: 0 });
+  const fh2 = await opened.fs.open(attr.ino, c.O_RDONLY, ROOT);
+  const data = await opened.fs.read(fh2, 0, blocks * 10 * 4096);
+  let written = 0;
+  for (let i = 0; i < blocks; i++) if (data[i * 10 * 4096] === 2) written += 1;
+  t.equal(written, blocks, 'after a crash that followed that commit: every block of the write-out');
+  await opened.fs.release(fh2);
+});
+
 t.test('coalesced small writes: flash for them is reserved at write(), so ENOSPC comes there and nothing acknowledged is lost', async (t) => {
   const device = new SimulatedDevice(16 * 2 ** 20);
   const meta = path.join(scratchDir(t), 'meta');

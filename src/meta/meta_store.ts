@@ -227,6 +227,8 @@ export interface MetaStore {
   extentsInRange(ino: Ino, startBytes: number, endBytes: number): Extent[];
   putExtent(extent: Extent): void;
   deleteExtent(ino: Ino, fileOffsetBytes: number): void;
+  /** The same extent, its length and checksums changed (a head kept, or a piece appended): one row updated, its indexes untouched. */
+  resizeExtent(ino: Ino, fileOffsetBytes: number, lengthBytes: number, checksums: Buffer): void;
   /** Every extent with blocks on flash, in flash order (start-up and fsck). */
   allExtents(): Iterable<Extent>;
   /** Every extent, wherever it lies, by (inode, offset) (reports, the simulator, fsck). */

@@ -437,6 +437,7 @@ export class SqliteMetaStore implements MetaStore {
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       deleteExtent: db.prepare('DELETE FROM extents WHERE ino = ? AND file_offset = ?'),
+      resizeExtent: db.prepare('UPDATE extents SET length = ?, checksums = ? WHERE ino = ? AND file_offset = ?'),
       allExtents: db.prepare('SELECT * FROM extents WHERE flash_offset IS NOT NULL ORDER BY flash_offset'),
       extentPage: db.prepare('SELECT * FROM extents WHERE (ino, file_offset) > (?, ?) ORDER BY ino, file_offset LIMIT ?'),
       isPinned: db.prepare('SELECT 1 FROM pins WHERE ino = ?').pluck(),
@@ -685,6 +686,12 @@ export class SqliteMetaStore implements MetaStore {
 
   deleteExtent(ino: Ino, fileOffsetBytes: number): void {
     this.stmt.deleteExtent.run(ino, fileOffsetBytes);
+  }
+
+  resizeExtent(ino: Ino, fileOffsetBytes: number, lengthBytes: number, checksums: Buffer): void {
+    assert.equal(checksums.length, (lengthBytes / constants.blockSizeBytes) * 4);
+    const changed = this.stmt.resizeExtent.run(lengthBytes, checksums, ino, fileOffsetBytes).changes;
+    assert.equal(changed, 1, `no extent of inode ${ino} at ${fileOffsetBytes} to resize`);
   }
 
   *allExtents(): Iterable<Extent> {

@@ -262,6 +262,8 @@ export class FlashStore {
   private dirtyBlockCount = 0;
   private reservedBlockCount = 0;
   private readonly blockPool = new BlockPool();
+  /** Mappings part way through their slices: a commit waits for them. */
+  private readonly openMappings = new Set<Promise<void>>();
 
   private constructor(
     readonly device: FlashDevice,
@@ -741,10 +743,14 @@ export class FlashStore {
     let runs: Run[] = [];
     let buffer: Buffer | undefined;
     let allocatedOk = false;
+    let unmapped: Piece[] | undefined;
+    let order: number[] = [];
+    let clean = new Map<number, Extent>();
+    let keep = new Set<number>();
     try {
       await previous;
-      const clean = this.cleanBlocksToRewrite(ino, file.blocks);
-      const order = [...file.blocks.keys(), ...clean.keys()].sort((a, b) => a - b);
+      clean = this.cleanBlocksToRewrite(ino, file.blocks);
+      order = [...file.blocks.keys(), ...clean.keys()].sort((a, b) => a - b);
       this.reservedBlockCount -= dirtyCount;
       reserved = false;
       runs = this.allocateNow(order.length);
@@ -759,7 +765,7 @@ export class FlashStore {
       });
       for (const block of file.blocks.values()) this.blockPool.give(block);
       file.blocks.clear();
-      const keep = await this.readClean(clean, order, view);
+      keep = await this.readClean(clean, order, view);
       let offset = 0;
       await Promise.all(
         runs.map((run) => {
@@ -770,14 +776,14 @@ export class FlashStore {
       );
       const checksums = blockChecksums(view);
       const pieces = this.piecesOf(order, runs, (b) => !clean.has(b) || keep.has(b));
+      unmapped = pieces;
       await this.commitGate();
-      this.meta.mutate(() => {
-        for (const piece of pieces) {
-          const sums = checksums.subarray(piece.place * 4, (piece.place + piece.blockCount) * 4);
-          this.mapRange(ino, piece.firstBlock * BS, [{ startBlock: piece.startBlock, blockCount: piece.blockCount }], sums);
-        }
+      await this.mapInSlices(pieces, (piece) => {
+        const sums = checksums.subarray(piece.place * 4, (piece.place + piece.blockCount) * 4);
+        this.mapRange(ino, piece.firstBlock * BS, [{ startBlock: piece.startBlock, blockCount: piece.blockCount }], sums);
+      }, () => {
         for (const apply of file.inMutations) apply();
-      });
+      }, (mappedCount) => (unmapped = pieces.slice(mappedCount)));
       // Blocks of clean reads that failed were written but not mapped: free at once.
       for (const piece of this.piecesOf(order, runs, (b) => clean.has(b) && !keep.has(b)))
         this.allocator.free({ startBlock: piece.startBlock, blockCount: piece.blockCount });
@@ -786,8 +792,43 @@ export class FlashStore {
       if (reserved) this.reservedBlockCount -= dirtyCount;
       for (const block of file.blocks.values()) this.blockPool.give(block);
       file.blocks.clear();
-      if (!allocatedOk) for (const run of runs) this.allocator.free(run);
+      if (!allocatedOk && unmapped === undefined) for (const run of runs) this.allocator.free(run);
+      if (!allocatedOk && unmapped !== undefined) {
+        // Failed part way through mapping: the blocks of what was mapped belong to the file now.
+        for (const piece of unmapped) this.allocator.free({ startBlock: piece.startBlock, blockCount: piece.blockCount });
+        for (const piece of this.piecesOf(order, runs, (b) => clean.has(b) && !keep.has(b)))
+          this.allocator.free({ startBlock: piece.startBlock, blockCount: piece.blockCount });
+      }
       if (buffer && buffer.length <= SLOT) this.staging.give(buffer);
+    }
+  }
+
+  /**
+   * Map `pieces` in metadata mutations of mappingSlicePieces each, yielding
+   * to other work between them (a write-out of thousands of pieces must not
+   * hold up every request for its whole mapping); `last` runs in the last
+   * one.  A commit waits while a mapping is part way: it commits all of it or
+   * none.  Slices after the first do not wait for a commit: their bytes were
+   * on the device before the first slice, so before any commit that follows.
+   */
+  private async mapInSlices<T>(pieces: T[], map: (piece: T) => void, last: () => void, progress: (mappedCount: number) => void): Promise<void> {
+    let done!: () => void;
+    const open = new Promise<void>((resolve) => (done = resolve));
+    try {
+      for (let i = 0; ; ) {
+        const end = Math.min(i + constants.mappingSlicePieces, pieces.length);
+        this.meta.mutate(() => {
+          for (let k = i; k < end; k++) map(pieces[k]);
+          if (end === pieces.length) last();
+        });
+        progress((i = end));
+        if (i === pieces.length) return;
+        this.openMappings.add(open);
+        await new Promise(setImmediate);
+      }
+    } finally {
+      this.openMappings.delete(open);
+      done();
     }
   }
 
@@ -996,23 +1037,37 @@ export class FlashStore {
     if (e.flashOffsetBytes !== null) this.pendingFree.push({ flashOffsetBytes: e.flashOffsetBytes, lengthBytes: e.lengthBytes });
   }
 
-  /** Remove the mapping of [from, to), keeping what lies outside it (inside a metadata mutation). */
-  private unmapRange(ino: Ino, from: number, to: number): void {
+  /**
+   * Remove the mapping of [from, to) (block aligned), keeping what lies
+   * outside it, inside a metadata mutation; returns the extent that now ends
+   * at `from`, if one does.  A head kept is resized in place and a piece cut
+   * from the middle of one extent costs one update and one insert: this runs
+   * once for every piece a write maps.
+   */
+  private unmapRange(ino: Ino, from: number, to: number): Extent | undefined {
     this.meta.clearLost(ino, from, to); // rewritten or cut: no longer lost
-    for (const e of this.meta.extentsInRange(ino, from, to)) {
+    let before: Extent | undefined;
+    for (const e of this.meta.extentsInRange(ino, Math.max(from - 1, 0), to)) {
       const eEnd = e.fileOffsetBytes + e.lengthBytes;
-      this.meta.deleteExtent(ino, e.fileOffsetBytes);
-      if (e.fileOffsetBytes < from) this.meta.putExtent(slice(e, e.fileOffsetBytes, from - e.fileOffsetBytes));
+      if (eEnd <= from) {
+        before = e; // ends where the range begins: untouched
+        continue;
+      }
+      if (e.fileOffsetBytes < from) {
+        before = slice(e, e.fileOffsetBytes, from - e.fileOffsetBytes);
+        this.meta.resizeExtent(ino, e.fileOffsetBytes, before.lengthBytes, before.checksums);
+      } else this.meta.deleteExtent(ino, e.fileOffsetBytes);
       if (eEnd > to) this.meta.putExtent(slice(e, to, eEnd - to));
       const cut = slice(e, Math.max(from, e.fileOffsetBytes), Math.min(to, eEnd) - Math.max(from, e.fileOffsetBytes));
       if (cut.flashOffsetBytes !== null) this.pendingFree.push({ flashOffsetBytes: cut.flashOffsetBytes, lengthBytes: cut.lengthBytes });
     }
+    return before;
   }
 
   /** Map new runs at `first` (inside a metadata mutation), merging with a contiguous predecessor. */
   private mapRange(ino: Ino, first: number, runs: Run[], checksums: Buffer): void {
-    const totalBytes = checksums.length / 4 * BS;
-    this.unmapRange(ino, first, first + totalBytes);
+    const totalBytes = (checksums.length / 4) * BS;
+    let before = this.unmapRange(ino, first, first + totalBytes);
     let at = first;
     for (const run of runs) {
       const lengthBytes = run.blockCount * BS;
@@ -1021,12 +1076,15 @@ export class FlashStore {
         ino, fileOffsetBytes: at, lengthBytes, flashOffsetBytes: run.startBlock * BS, checksums: sums,
         pack: null, accessedMs: this.clock(), heatCount: 1,
       };
-      const before = at % SLOT === 0 ? undefined : this.meta.extentsInRange(ino, at - 1, at)[0];
-      // Merge only with a FLASH predecessor: a pack copy covers its old bytes, not the new ones.
-      if (before && before.pack === null && before.flashOffsetBytes !== null && before.flashOffsetBytes + before.lengthBytes === extent.flashOffsetBytes) {
-        extent = { ...before, lengthBytes: before.lengthBytes + lengthBytes, checksums: Buffer.concat([before.checksums, sums]) };
-      }
-      this.meta.putExtent(extent);
+      // Merge only with a FLASH predecessor in the same slot: a pack copy covers its old bytes, not the new ones.
+      const merges =
+        before !== undefined && at % SLOT !== 0 && before.fileOffsetBytes + before.lengthBytes === at && before.pack === null &&
+        before.flashOffsetBytes !== null && before.flashOffsetBytes + before.lengthBytes === extent.flashOffsetBytes;
+      if (merges) {
+        extent = { ...before!, lengthBytes: before!.lengthBytes + lengthBytes, checksums: Buffer.concat([before!.checksums, sums]) };
+        this.meta.resizeExtent(ino, extent.fileOffsetBytes, extent.lengthBytes, extent.checksums);
+      } else this.meta.putExtent(extent);
+      before = extent;
       at += lengthBytes;
     }
   }
@@ -1089,6 +1147,7 @@ export class FlashStore {
     const run = async () => {
       try {
         await this.device.sync();
+        while (this.openMappings.size > 0) await Promise.all([...this.openMappings]);
         this.meta.commit();
         this.counters.commitCount += 1;
         this.quarantine.push({ epoch: this.epoch, ranges: this.pendingFree });
