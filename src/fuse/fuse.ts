@@ -138,6 +138,8 @@ export class FuseMount {
   private readonly generation: number;
   /** Buffers for write payloads and read replies, reused: no allocation (and no garbage) per 1 MiB request. */
   private readonly writeBuffers: Buffer[] = [];
+  /** Idle buffers for small write payloads, by size (powers of two below fusePooledWriteBytesMin). */
+  private readonly smallWriteBuffers = new Map<number, Buffer[]>();
   private readonly readBuffers: Buffer[] = [];
   private readonly statfsOut = new Float64Array(9);
   private readonly attrTimeoutS: number;
@@ -496,11 +498,26 @@ export class FuseMount {
 
   /**
    * A write payload arrives as a view of libfuse's receive buffer, valid only
-   * during dispatch: big ones are copied into a pooled buffer given back when
-   * the write settles, small ones into a fresh (slab-allocated) buffer.
+   * during dispatch: it is copied into a pooled buffer (big ones: a request's
+   * maximum; small ones: the power of two that holds them) given back when
+   * the write settles.
    */
   private copyPayload(view: Buffer): { bytes: Buffer; done: () => void } {
-    if (view.length < constants.fusePooledWriteBytesMin) return { bytes: Buffer.from(view), done: () => undefined };
+    if (view.length < constants.fusePooledWriteBytesMin) {
+      // Size classes of powers of two from 4 KiB: a fresh 4 KiB buffer per write was an allocation, page faults and garbage each.
+      let size = 4096;
+      while (size < view.length) size *= 2;
+      const idle = this.smallWriteBuffers.get(size) ?? [];
+      this.smallWriteBuffers.set(size, idle);
+      const small = idle.pop() ?? Buffer.allocUnsafeSlow(size);
+      view.copy(small);
+      return {
+        bytes: small.subarray(0, view.length),
+        done: () => {
+          if (idle.length * size < constants.fusePooledWriteBytesMin * constants.fuseWriteBufferCountMax) idle.push(small);
+        },
+      };
+    }
     const pooled = this.writeBuffers.pop() ?? Buffer.allocUnsafeSlow(constants.fuseRequestBytesMax);
     view.copy(pooled);
     return {

@@ -225,6 +225,8 @@ export interface MetaStore {
 
   /** Extents of `ino` overlapping [startBytes, endBytes), by file offset. */
   extentsInRange(ino: Ino, startBytes: number, endBytes: number): Extent[];
+  /** How many extents of `ino` start in [startBytes, endBytes) (from the index alone). */
+  extentCountFrom(ino: Ino, startBytes: number, endBytes: number): number;
   putExtent(extent: Extent): void;
   deleteExtent(ino: Ino, fileOffsetBytes: number): void;
   /** The same extent, its length and checksums changed (a head kept, or a piece appended): one row updated, its indexes untouched. */

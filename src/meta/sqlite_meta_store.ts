@@ -437,6 +437,7 @@ export class SqliteMetaStore implements MetaStore {
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       deleteExtent: db.prepare('DELETE FROM extents WHERE ino = ? AND file_offset = ?'),
+      extentCountFrom: db.prepare('SELECT count(*) FROM extents WHERE ino = ? AND file_offset >= ? AND file_offset < ?').pluck(),
       resizeExtent: db.prepare('UPDATE extents SET length = ?, checksums = ? WHERE ino = ? AND file_offset = ?'),
       allExtents: db.prepare('SELECT * FROM extents WHERE flash_offset IS NOT NULL ORDER BY flash_offset'),
       extentPage: db.prepare('SELECT * FROM extents WHERE (ino, file_offset) > (?, ?) ORDER BY ino, file_offset LIMIT ?'),
@@ -672,6 +673,10 @@ export class SqliteMetaStore implements MetaStore {
     const result: Extent[] = [];
     for (const row of rows) if (row.file_offset + row.length > startBytes) result.push(toExtent(row));
     return result;
+  }
+
+  extentCountFrom(ino: Ino, startBytes: number, endBytes: number): number {
+    return this.stmt.extentCountFrom.get(ino, startBytes, endBytes) as number;
   }
 
   putExtent(e: Extent): void {
