@@ -34,10 +34,21 @@ export const errorCodes = [
 
 export type ErrorCode = (typeof errorCodes)[number];
 
+/**
+ * Codes that answer a question (no such name, no such attribute) rather
+ * than report a failure: they are built without a stack trace.  The kernel
+ * asks for security.capability before every write; capturing a stack for
+ * each "no" cost more than the 4 KiB write itself.
+ */
+const answerCodes: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['NOT_FOUND', 'NO_XATTR']);
+
 export class TierfsError extends Error {
   readonly code: ErrorCode;
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    const stackTraceLimit = Error.stackTraceLimit;
+    if (answerCodes.has(code)) Error.stackTraceLimit = 0;
     super(message, options);
+    Error.stackTraceLimit = stackTraceLimit;
     this.name = 'TierfsError';
     this.code = code;
   }
