@@ -66,7 +66,7 @@ nfs_posix() { # the project's POSIX checks over NFSv4.2, v4.1 and v3 (python3 is
 }
 nfs_cold_file() {
   head -c 8388608 /dev/urandom > $exp/cold.bin && sha256sum $exp/cold.bin | cut -d' ' -f1 > $state/cold.sum &&
-    tierfs destage $exp/cold.bin --wait && tierfs release $exp/cold.bin &&
+    tierfs destage $exp/cold.bin --wait && tierfs release $exp/cold.bin --wait &&
     tierfs stat $exp/cold.bin --json | grep -q '"flashBytes": 0,' && echo 3 > /proc/sys/vm/drop_caches &&
     test "$(sha256sum /mnt/nfs3/cold.bin | cut -d' ' -f1)" = "$(cat $state/cold.sum)"
 }
@@ -154,7 +154,7 @@ elif [ ! -e $state/phase1 ]; then
   check tierfsd-ready wait_ready
   check write sh -c "head -c 8388608 /dev/urandom > $file && sync && sha256sum $file | cut -d' ' -f1 > $state/sum && cp $state/sum /srv/disk/selftest.sum"
   check destage sh -c "tierfs destage $file --wait && test \"\$(tierfs stat $file --json | sed -n 's/^  \"objectBytes\": \([0-9]*\).*/\1/p')\" = 8388608"
-  check release sh -c "tierfs release $file && test \"\$(tierfs stat $file --json | sed -n 's/^  \"flashBytes\": \([0-9]*\).*/\1/p')\" = 0"
+  check release sh -c "tierfs release $file --wait && test \"\$(tierfs stat $file --json | sed -n 's/^  \"flashBytes\": \([0-9]*\).*/\1/p')\" = 0"
   check read-from-object-tier sh -c "echo 3 > /proc/sys/vm/drop_caches && test \"\$(sha256sum $file | cut -d' ' -f1)\" = \"\$(cat $state/sum)\""
   check recall sh -c "tierfs recall $file --wait && test \"\$(tierfs stat $file --json | sed -n 's/^  \"flashBytes\": \([0-9]*\).*/\1/p')\" = 8388608"
   check bash-completion bash -c 'source /usr/share/bash-completion/completions/tierfs && COMP_WORDS=(tierfs policy a) && COMP_CWORD=2 && _tierfs && test "${COMPREPLY[*]}" = add'

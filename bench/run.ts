@@ -360,6 +360,14 @@ async function smallFiles(): Promise<void> {
     const logical = fileCount * fileBytes;
     rows.push({ name: `bytes in packs for ${fileCount} files of ${fileBytes} bytes vs their size`, ours: stored, base: logical, unit: 'bytes', target: '<= 1.1', pass: stored / logical <= 1.1 });
     console.error(`  ${stored} bytes in packs for ${logical} (${(stored / logical).toFixed(3)}), destaged in ${seconds.toFixed(1)} s`);
+    // release of the same files, as the release command runs it (in batches), against their destage
+    const releaseStartedMs = performance.now();
+    const released = await opened.tier!.releaseFiles(inos);
+    const releaseSeconds = (performance.now() - releaseStartedMs) / 1000;
+    if (released.releasedBytes !== fileCount * 4096) throw new Error(`release freed ${released.releasedBytes} bytes, not ${fileCount * 4096}`);
+    const [releaseRate, destageRate] = [fileCount / releaseSeconds, fileCount / seconds];
+    rows.push({ name: `release of ${fileCount} files of ${fileBytes} bytes vs their destage`, ours: releaseRate, base: destageRate, unit: 'files/s', target: '>= 1', pass: releaseRate >= destageRate });
+    console.error(`  released in ${releaseSeconds.toFixed(1)} s: ${releaseRate.toFixed(0)} files/s vs destage ${destageRate.toFixed(0)} files/s`);
   } finally {
     await opened.close();
     fs.rmSync(path.dirname(target.flash), { recursive: true, force: true });

@@ -11,7 +11,7 @@ _tierfs_flags() {
     firstboot) echo --conf --user-data --config --state --sys --mountinfo --dev ;;
     status | stat | heat | lost) echo --json --socket ;;
     destage | recall) echo --wait --socket ;;
-    release) echo --socket ;;
+    release) echo --wait --json --socket ;;
     pin) echo --recursive --wait --socket ;;
     unpin) echo --recursive --socket ;;
     fsck) echo --repair --deep --sample-packs --json --socket ;;

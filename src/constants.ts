@@ -78,6 +78,8 @@ export const constants = {
   extentsPerSlotMax: 64,
   /** A write-out maps this many pieces per metadata mutation, letting requests run between them. */
   mappingSlicePieces: 64,
+  /** release of many files: files per metadata mutation and commit. */
+  releaseBatchFileCount: 256,
   /** Slots rewritten that way by one write-out, at most (bounds its reads and memory). */
   slotRewritesPerFlushMax: 8,
   /** Bytes of aligned staging buffers kept for reuse by the flash store. */

@@ -92,8 +92,10 @@ t.test('every command against a running daemon', async (t) => {
     t.match(JSON.parse(destaged.stdout), { fileCount: 2, skippedFileCount: 0, destagedBytes: 5 * MiB });
     t.match(destaged.stderr, /^destage: 100% 5\.0 MiB \/ 5\.0 MiB, .*\/s, ETA 0:00$/m, 'a plain progress line, no bar');
     t.notMatch(destaged.stderr, /\r/);
-    const released = json(cli('release', path.join(m, 'proj'), '--json'));
-    t.match(released, { fileCount: 2, releasedBytes: 5 * MiB, flashOnlyBytes: 0 });
+    const releasing = cli('release', path.join(m, 'proj'), '--wait', '--json');
+    t.equal(releasing.status, 0, releasing.stderr);
+    t.match(JSON.parse(releasing.stdout), { fileCount: 2, releasedBytes: 5 * MiB, flashOnlyBytes: 0, skippedFileCount: 0 });
+    t.match(releasing.stderr, /^release: 100% 5\.0 MiB \/ 5\.0 MiB, /m, 'release shows progress like destage');
     t.match(json(cli('stat', path.join(m, 'proj', 'a.bin'), '--json')), { residency: 'object', flashBytes: 0, objectOnlyBytes: 3 * MiB });
     t.match(json(cli('status', '--json')), { residency: { objectOnlyBytes: 5 * MiB }, packs: { count: 1, liveBytes: 5 * MiB } });
   });
@@ -126,7 +128,7 @@ t.test('every command against a running daemon', async (t) => {
   });
 
   t.test('recall a tree', async (t) => {
-    json(cli('release', path.join(m, 'proj'), '--json'));
+    json(cli('release', path.join(m, 'proj'), '--wait', '--json'));
     const recalled = cli('recall', path.join(m, 'proj'), '--wait');
     t.equal(recalled.status, 0, recalled.stderr);
     t.match(recalled.stdout, /^5\.0 MiB recalled in 2 files$/m);
@@ -224,7 +226,7 @@ t.test('every command against a running daemon', async (t) => {
     t.match(inUse.stderr, /target archive is named by policy cold; change or remove them first/);
     t.equal(cli('policy', 'rm', 'cold').status, 0);
     t.match(cli('target', 'rm', 'archive').stderr, /target archive holds 1 pack\(s\)/);
-    t.equal(cli('release', path.join(m, 'cold')).status, 0);
+    t.equal(cli('release', path.join(m, 'cold'), '--wait').status, 0);
     t.ok(fs.readFileSync(path.join(m, 'cold', 'x')).equals(pattern(7, 2 * MiB)), 'read back from the second target');
     t.equal(cli('target', 'add', 'spare', `file://${archive}-spare`).status, 0);
     t.equal(cli('target', 'rm', 'spare').status, 0, 'an unused target goes');

@@ -7,6 +7,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { constants } from '../src/constants';
 import { checkFileSystem } from '../src/fs/fsck';
+import { ROOT_CREDENTIALS, ROOT_INO, type Ino } from '../src/fs/fs';
 import { defaultPrices } from '../src/tier/tier';
 import { newPackId, packKey, packKeyPrefix } from '../src/tier/pack';
 import { Simulation } from '../src/tier/simulate';
@@ -297,4 +298,40 @@ t.test('the progress bar: redrawn in place on a terminal with bytes, rate and ET
   } finally {
     process.stderr.write = write;
   }
+});
+
+t.test('release of many files: in batches, one commit each, pinned files skipped, progress, stoppable between batches', async (t) => {
+  const scratch = await formatScratch(t);
+  const opened = await openTiered(t, scratch, { url: `file://${scratchDir(t)}` });
+  const { fs: files, tier } = opened;
+  const count = 2 * constants.releaseBatchFileCount + 10; // three batches
+  const inos: Ino[] = [];
+  for (let i = 0; i < count; i++) {
+    const { attr, fh } = await files.create(ROOT_INO, `f${i}`, 0o644, 2 /* O_RDWR */, ROOT_CREDENTIALS);
+    await files.write(fh, 0, Buffer.alloc(1000, i % 251));
+    await files.release(fh);
+    inos.push(attr.ino);
+  }
+  await files.fsync();
+  await tier.destage({ inos });
+  t.ok(await tier.pin(inos[5], true), 'one pinned');
+  const commitsBefore = opened.store.counters.commitCount;
+  const progress: number[] = [];
+  const report = await tier.releaseFiles(inos, { progress: (p) => progress.push(p.doneBytes) });
+  t.equal(report.skippedFileCount, 1, 'the pinned file skipped');
+  t.equal(report.releasedBytes, (count - 1) * 4096, 'every other file released (a block each)');
+  t.equal(opened.store.counters.commitCount - commitsBefore, 3, 'one commit a batch, not one a file');
+  t.same(progress.length, 3, 'progress after each batch');
+  t.equal(progress[2], report.releasedBytes);
+  t.equal(opened.meta.fileExtents(inos[5])[0].flashOffsetBytes !== null, true, 'the pinned file stays on flash');
+  t.equal(opened.meta.fileExtents(inos[count - 1])[0].flashOffsetBytes, null);
+  t.ok((await readFile(files, inos[7])).equals(Buffer.alloc(1000, 7)), 'a released file reads back');
+
+  const again = inos.slice(0, 3 * 100);
+  for (const ino of again) await tier.recallFile(ino);
+  const stop = new AbortController();
+  const stopped = await tier.releaseFiles(again, { signal: stop.signal, progress: () => stop.abort() });
+  t.equal(stopped.stopped, true, 'stopped');
+  t.equal(stopped.releasedBytes, (constants.releaseBatchFileCount - 1) * 4096, 'after the first batch (the pinned one skipped)');
+  t.equal(opened.meta.fileExtents(again[again.length - 1])[0].flashOffsetBytes !== null, true, 'the rest stays on flash');
 });

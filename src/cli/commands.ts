@@ -167,7 +167,7 @@ async function heat(argv: string[]): Promise<void> {
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
-type JobEndpoint = 'POST /v1/destage' | 'POST /v1/recall' | 'POST /v1/pin';
+type JobEndpoint = 'POST /v1/destage' | 'POST /v1/recall' | 'POST /v1/release' | 'POST /v1/pin';
 type JobResultOf<E extends JobEndpoint> = Api[E]['response'] extends JobAnswer<infer R> ? R : never;
 
 /** A long job over paths: progress while it runs; Ctrl-C hangs up, which stops it in the daemon. */
@@ -209,15 +209,17 @@ function jobCommand(name: 'destage' | 'recall') {
 }
 
 async function release(argv: string[]): Promise<void> {
-  const command = parse(argv, 'release', { json: { type: 'boolean' } });
+  const command = parse(argv, 'release', { wait: { type: 'boolean' }, json: { type: 'boolean' } });
   if (!command) return;
-  const r = await call(command.socket, 'POST /v1/release', { body: { paths: paths(command.positionals, 'release') } });
+  const r = await job(command.socket, 'POST /v1/release', { paths: paths(command.positionals, 'release') }, command.values.wait === true);
+  if (!r) return void process.stdout.write(`release of ${command.positionals.join(', ')} started\n`);
   if (command.values.json) return printJson(r);
   const left = r.flashOnlyBytes;
   process.stdout.write(
     `${formatBytes(r.releasedBytes)} released from flash in ${r.fileCount} file${r.fileCount === 1 ? '' : 's'}` +
       `${left > 0 ? `; ${formatBytes(left)} not yet in a pack stays (tierfs destage first)` : ''}` +
-      `${r.skippedFileCount > 0 ? `; ${r.skippedFileCount} pinned file(s) skipped` : ''}\n`,
+      `${r.skippedFileCount > 0 ? `; ${r.skippedFileCount} pinned file(s) skipped` : ''}` +
+      `${r.stopped ? '; stopped before the end' : ''}\n`,
   );
 }
 

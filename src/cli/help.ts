@@ -85,14 +85,21 @@ Examples:
   tierfs recall /mnt/tierfs/projects/q3 --wait
 ${socketHelp}
 `,
-  release: `Usage: tierfs release PATH... [--socket PATH]
+  release: `Usage: tierfs release PATH... [--wait] [--json] [--socket PATH]
 
 Drop the flash copy of every extent of the files at PATH (directories: all
 files under them) that already has a copy in a pack (BOTH -> OBJECT): the
-space is free at once.  Extents only on flash stay; destage them first.
+space is free as each batch of files commits.  Extents only on flash stay;
+destage them first.  Files a pin keeps on flash are skipped (a single
+pinned file is refused).  Runs in the daemon, a batch of 256 files per
+commit.
+
+  --wait   wait until done (progress as for destage; Ctrl-C stops after
+           the batch in flight, what was released stays)
+  --json   print the result as JSON (with --wait)
 
 Examples:
-  tierfs release /mnt/tierfs/archive/2025
+  tierfs release /mnt/tierfs/archive/2025 --wait
 ${socketHelp}
 `,
   pin: `Usage: tierfs pin PATH... [--recursive] [--wait] [--socket PATH]

@@ -483,22 +483,18 @@ const handlers: Handlers = {
       job: async (control) => ({ fileCount: inos.length, recalledBytes: await eachFile(inos, tier.residencyBytesOf(inos, 'OBJECT'), control, (ino, c) => tier.recallFile(ino, c)) }),
     };
   },
-  'POST /v1/release': async ({ context, body }) => {
+  'POST /v1/release': ({ context, body }) => {
     const tier = tierOf(context);
     const inos = requestFiles(context, body, true, 'release');
-    let releasedBytes = 0;
-    let flashOnlyBytes = 0;
-    let skippedFileCount = 0;
-    for (const ino of inos) {
-      if (inos.length > 1 && tier.policyOf(ino).mode === 'pin') {
-        skippedFileCount += 1;
-        continue;
-      }
-      const r = await tier.release(ino);
-      releasedBytes += r.releasedBytes;
-      flashOnlyBytes += r.flashOnlyBytes;
+    if (inos.length === 1) {
+      const policy = tier.policyOf(inos[0]);
+      if (policy.mode === 'pin') throw new TierfsError('INVALID', `policy ${policy.name} pins ${body.paths?.[0] ?? body.path} to flash`);
     }
-    return { body: { fileCount: inos.length, releasedBytes, flashOnlyBytes, skippedFileCount } };
+    return {
+      what: 'release',
+      wait: body.wait === true,
+      job: async (control) => ({ fileCount: inos.length, ...(await tier.releaseFiles(inos, control)) }),
+    };
   },
   'POST /v1/pin': async ({ context, body }) => {
     const tier = tierOf(context);

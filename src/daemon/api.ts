@@ -143,11 +143,12 @@ export interface PinResult extends RecallResult {
   changedCount: number;
 }
 
-export interface ReleaseResponse {
+export interface ReleaseResult {
   fileCount: number;
   releasedBytes: number;
   flashOnlyBytes: number;
   skippedFileCount: number;
+  stopped?: boolean;
 }
 
 export interface UnpinResponse {
@@ -226,7 +227,7 @@ export interface Api {
   'GET /v1/explain': { query: { path: string }; body: NoBody; response: ExplainResponse };
   'POST /v1/destage': { query: NoBody; body: PathsBody & { wait?: boolean }; response: JobAnswer<DestageResult> };
   'POST /v1/recall': { query: NoBody; body: PathsBody & { wait?: boolean }; response: JobAnswer<RecallResult> };
-  'POST /v1/release': { query: NoBody; body: PathsBody; response: ReleaseResponse };
+  'POST /v1/release': { query: NoBody; body: PathsBody & { wait?: boolean }; response: JobAnswer<ReleaseResult> };
   'POST /v1/pin': { query: NoBody; body: PathsBody & { recursive?: boolean; wait?: boolean }; response: JobAnswer<PinResult> };
   'POST /v1/unpin': { query: NoBody; body: PathsBody & { recursive?: boolean }; response: UnpinResponse };
   'GET /v1/policies': { query: NoBody; body: NoBody; response: { policies: PolicyRecord[]; default: PolicyRecord } };
@@ -283,7 +284,7 @@ export const bodySchemas: { [E in Endpoint]: Schema<Api[E]['body']> } = {
   'GET /v1/explain': {},
   'POST /v1/destage': { ...pathsSchema, wait: { type: 'boolean' } },
   'POST /v1/recall': { ...pathsSchema, wait: { type: 'boolean' } },
-  'POST /v1/release': pathsSchema,
+  'POST /v1/release': { ...pathsSchema, wait: { type: 'boolean' } },
   'POST /v1/pin': { ...pathsSchema, recursive: { type: 'boolean' }, wait: { type: 'boolean' } },
   'POST /v1/unpin': { ...pathsSchema, recursive: { type: 'boolean' } },
   'GET /v1/policies': {},

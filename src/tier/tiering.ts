@@ -32,7 +32,7 @@ import { log } from '../log';
 import { pathOfInode, ROOT_INO, residencyOf, type Extent, type Ino, type MetaStore, type PolicyMode, type PolicyRecord } from '../meta/meta_store';
 import type { FlashStore } from '../store/store';
 import { Destager, keepsOnFlash, type DestageRequest } from './destage';
-import { Evictor } from './eviction';
+import { Evictor, type ReleaseReport } from './eviction';
 import { GarbageCollector, type ReconcileReport } from './gc';
 import { HeatTracker } from './heat';
 import type { PackCrypto } from './pack';
@@ -447,6 +447,11 @@ export class TieringEngine {
   /** Drop the flash copy of every extent of `ino` that is already in a pack. */
   release(ino: Ino): Promise<{ releasedBytes: number; flashOnlyBytes: number }> {
     return this.exclusive(() => this.evictor.release(ino));
+  }
+
+  /** release of many files in batches (the release command); pinned files are skipped and counted. */
+  releaseFiles(inos: Ino[], control: JobControl = {}): Promise<ReleaseReport> {
+    return this.exclusive(() => this.evictor.releaseFiles(inos, control, this.residencyBytesOf(inos, 'BOTH')));
   }
 
   /** BOTH → OBJECT for the coldest clean extents (pinned files excepted) until flash use is at most `toBytes`; returns the bytes freed. */
