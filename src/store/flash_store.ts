@@ -531,14 +531,7 @@ export class FlashStore {
     let mapped = false;
     try {
       plain.copy(buffer);
-      let offset = 0;
-      await Promise.all(
-        runs.map((run) => {
-          const part = buffer.subarray(offset, offset + run.blockCount * BS);
-          offset += part.length;
-          return this.device.write(part, run.startBlock * BS);
-        }),
-      );
+      await this.writeRuns(buffer, runs);
       await this.commitGate();
       this.meta.mutate(() => {
         const now = this.meta.extentsInRange(was.ino, was.fileOffsetBytes, was.fileOffsetBytes + 1)[0];
@@ -770,14 +763,7 @@ export class FlashStore {
       for (const block of file.blocks.values()) this.blockPool.give(block);
       file.blocks.clear();
       keep = await this.readClean(clean, order, view);
-      let offset = 0;
-      await Promise.all(
-        runs.map((run) => {
-          const part = view.subarray(offset, offset + run.blockCount * BS);
-          offset += part.length;
-          return this.device.write(part, run.startBlock * BS);
-        }),
-      );
+      await this.writeRuns(view, runs);
       const checksums = blockChecksums(view);
       const pieces = this.piecesOf(order, runs, (b) => !clean.has(b) || keep.has(b));
       unmapped = pieces;
@@ -974,14 +960,7 @@ export class FlashStore {
       if (readTail) (await this.read(ino, end - BS, BS)).copy(view, lengthBytes - BS);
       piece.copy(view, at - first);
       const runs = await this.allocate(lengthBytes / BS);
-      let offset = 0;
-      const written = Promise.all(
-        runs.map((run) => {
-          const part = view.subarray(offset, offset + run.blockCount * BS);
-          offset += part.length;
-          return this.device.write(part, run.startBlock * BS);
-        }),
-      );
+      const written = this.writeRuns(view, runs);
       written.catch(() => undefined); // mapSlot reports it
       const checksums = blockChecksums(view); // while the device writes: the checksums go to metadata only
       return { ino, first, lengthBytes, buffer, runs, checksums, written };
@@ -1014,6 +993,18 @@ export class FlashStore {
   /** One piece written and mapped before returning (truncate's zeroed tail). */
   private async writeWithinSlot(ino: Ino, at: number, piece: Buffer, inMutation: () => void): Promise<void> {
     await this.mapSlot(await this.issueSlot(ino, at, piece), inMutation);
+  }
+
+  /** Write `buffer`'s blocks, in order, to the flash runs allocated for them (one device write a run). */
+  private writeRuns(buffer: Buffer, runs: Run[]): Promise<unknown> {
+    let offset = 0;
+    return Promise.all(
+      runs.map((run) => {
+        const part = buffer.subarray(offset, offset + run.blockCount * BS);
+        offset += part.length;
+        return this.device.write(part, run.startBlock * BS);
+      }),
+    );
   }
 
   /** Runs totalling `blockCount`; when short, waits for writes in flight and commits once to reclaim blocks overwrites hold. */
