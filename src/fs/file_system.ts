@@ -6,10 +6,12 @@
  * changes wait.  Data is written copy-on-write by the store before the
  * mapping that points at it, so a crash shows each file as of the last commit.
  *
- * Writes are write-behind: acknowledged once on their way to flash, mapped
+ * Writes are write-behind: acknowledged once on their way to flash (small
+ * ones: once held in the file's dirty blocks, written out together), mapped
  * in order when the device confirms them (see FlashStore.startWrite).  stat
- * shows pending sizes; reads, truncate and release wait for them; fsync waits
- * for all; a failed one is reported by the file's next fsync or close.
+ * shows pending sizes; reads (of the range), truncate and release wait for
+ * them; fsync and the background commit write out and wait for all; a failed
+ * one is reported by the file's next fsync or close.
  *
  * Permission checks use the credentials passed with each call (root passes
  * every read/write check, as CAP_DAC_OVERRIDE does).  Writes and truncates of
