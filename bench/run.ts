@@ -375,6 +375,45 @@ async function smallFiles(): Promise<void> {
   }
 }
 
+/**
+ * Creates at scale: 1,000-byte files (create, write, close) through src/fs
+ * in directories of 1,000, timed in windows of 20,000; the rate with about
+ * a million files present (the last three windows) against the rate on an
+ * empty file system (the first three), medians.
+ */
+async function createsAtScale(): Promise<void> {
+  const fileCount = Number(process.env.BENCH_CREATE_FILES ?? 1_000_000);
+  const windowCount = 20_000;
+  console.error(`creates at scale: ${fileCount} files of 1,000 bytes`);
+  const target = await freshTierfs('creates', 8 * GiB);
+  const opened = await openFileSystem(target.flash, target.meta);
+  try {
+    const data = Buffer.alloc(1000, 7);
+    const rates: number[] = [];
+    let created = 0;
+    let windowStartedMs = performance.now();
+    for (let d = 0; created < fileCount; d++) {
+      const dir = await opened.fs.mkdir(ROOT_INO, `d${d}`, 0o755, ROOT);
+      for (let i = 0; i < 1000 && created < fileCount; i++) {
+        const { fh } = await opened.fs.create(dir.ino, `f${i}`, 0o644, c.O_RDWR, ROOT);
+        await opened.fs.write(fh, 0, data);
+        await opened.fs.release(fh);
+        if (++created % windowCount === 0) {
+          const nowMs = performance.now();
+          rates.push(windowCount / ((nowMs - windowStartedMs) / 1000));
+          windowStartedMs = nowMs;
+        }
+      }
+    }
+    const [empty, full] = [median(rates.slice(0, 3)), median(rates.slice(-3))];
+    rows.push({ name: `creates of 1,000-byte files with ${fileCount - 3 * windowCount} present vs on an empty file system`, ours: full, base: empty, unit: 'files/s', target: '>= 0.8', pass: full / empty >= 0.8 });
+    console.error(`  files/s per ${windowCount}: ${rates.map((r) => r.toFixed(0)).join(' ')}`);
+  } finally {
+    await opened.close();
+    fs.rmSync(path.dirname(target.flash), { recursive: true, force: true });
+  }
+}
+
 /** Peak RSS of `tierfs serve` after many files and many bytes. */
 async function memory(): Promise<void> {
   console.error(`RSS: ${rssFileCount} files and ${rssBytes / GiB} GiB written`);
@@ -412,6 +451,7 @@ async function main(): Promise<void> {
   if (!only || only.includes('rss')) await memory();
   if (!only || only.includes('cli')) await cliStartup();
   if (!only || only.includes('small')) await smallFiles();
+  if (!only || only.includes('creates')) await createsAtScale();
   const context: BenchContext = {
     work,
     repeats,
