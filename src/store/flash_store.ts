@@ -739,7 +739,6 @@ export class FlashStore {
     let reserved = true;
     let runs: Run[] = [];
     let buffer: Buffer | undefined;
-    let allocatedOk = false;
     let unmapped: Piece[] | undefined;
     let order: number[] = [];
     let clean = new Map<number, Extent>();
@@ -774,20 +773,16 @@ export class FlashStore {
       }, () => {
         for (const apply of file.inMutations) apply();
       }, (mappedCount) => (unmapped = pieces.slice(mappedCount)));
-      // Blocks of clean reads that failed were written but not mapped: free at once.
-      for (const piece of this.piecesOf(order, runs, (b) => clean.has(b) && !keep.has(b)))
-        this.allocator.free({ startBlock: piece.startBlock, blockCount: piece.blockCount });
-      allocatedOk = true;
     } finally {
       if (reserved) this.reservedBlockCount -= dirtyCount;
       for (const block of file.blocks.values()) this.blockPool.give(block);
       file.blocks.clear();
-      if (!allocatedOk && unmapped === undefined) for (const run of runs) this.allocator.free(run);
-      if (!allocatedOk && unmapped !== undefined) {
-        // Failed part way through mapping: the blocks of what was mapped belong to the file now.
-        for (const piece of unmapped) this.allocator.free({ startBlock: piece.startBlock, blockCount: piece.blockCount });
-        for (const piece of this.piecesOf(order, runs, (b) => clean.has(b) && !keep.has(b)))
-          this.allocator.free({ startBlock: piece.startBlock, blockCount: piece.blockCount });
+      if (unmapped === undefined) {
+        for (const run of runs) this.allocator.free(run); // nothing was mapped
+      } else {
+        // What was mapped belongs to the file now; free the pieces not mapped (all, on success: none) and clean blocks that failed to read.
+        const notMapped = [...unmapped, ...this.piecesOf(order, runs, (b) => clean.has(b) && !keep.has(b))];
+        for (const piece of notMapped) this.allocator.free({ startBlock: piece.startBlock, blockCount: piece.blockCount });
       }
       if (buffer && buffer.length <= SLOT) this.staging.give(buffer);
       else if (buffer) this.giveWriteOutBuffer(buffer);
@@ -902,13 +897,13 @@ export class FlashStore {
         const part = view.subarray(i * BS, (i + n) * BS);
         const blocks = order.slice(i, i + n);
         reads.push(
-          this.device.read(part, e.flashOffsetBytes! + firstBytes).then(
-            () => {
+          this.device
+            .read(part, e.flashOffsetBytes! + firstBytes)
+            .then(() => {
               this.verify(e, firstBytes, part);
               for (const b of blocks) intact.add(b);
-            },
-            () => undefined,
-          ).catch(() => undefined),
+            })
+            .catch(() => undefined), // unread or failing its checksums: left out of the rewrite
         );
         i += n;
       }
