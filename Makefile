@@ -2,8 +2,9 @@
 # Both install what a fresh Debian 12 machine lacks (apt packages, then npm ci).
 
 SHELL := /bin/bash
-# libfuse3-dev and pkg-config build our FUSE binding; fuse3 brings fusermount3 (auto_unmount).
-APT_PACKAGES := libfuse3-dev fuse3 pkg-config fio
+# libfuse3-dev and pkg-config build our FUSE binding; fuse3 brings fusermount3 (auto_unmount);
+# liburing-dev's static library goes into the device addon (nothing needed at run time).
+APT_PACKAGES := libfuse3-dev fuse3 pkg-config fio liburing-dev
 # make bench also mounts the reference file system on fuse-native, which links libfuse 2.
 BENCH_APT_PACKAGES := libfuse2
 # The tests also check the unit files and the packer template with these.
@@ -43,7 +44,7 @@ deps: apt-deps node_modules/.installed
 
 # npm ci builds both native addons (package.json's install script); a changed C file rebuilds them.
 NATIVE_ADDONS := src/device/native/build/Release/tierfs_device.node src/fuse/native/build/Release/tierfs_fuse.node
-$(NATIVE_ADDONS) &: $(wildcard src/*/native/*.c src/*/native/binding.gyp src/native/*.h) | node_modules/.installed
+$(NATIVE_ADDONS) &: $(wildcard src/*/native/*.c src/*/native/*.h src/*/native/binding.gyp src/native/*.h) | node_modules/.installed
 	npm run install --silent
 	@touch $(NATIVE_ADDONS)
 

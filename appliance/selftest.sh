@@ -1,7 +1,8 @@
 #!/bin/sh
 # The guest side of make boot-test: checks what first boot and tierfsd did,
 # writes a file, destages, releases, reads it back from the object tier,
-# recalls it, reboots; after the reboot checks the data is still there and
+# recalls it, checks the flash tier is on io_uring and falls back to psync
+# when a seccomp drop-in refuses io_uring, reboots; after the reboot checks the data is still there and
 # that the watchdog restarts a hung daemon, writes a file it does not destage,
 # and powers off.  The host then boots it again with a new, blank NVMe disk
 # (a wiped instance store): tierfsd must come up on it, list the file that
@@ -63,6 +64,17 @@ nfs_posix() { # the project's POSIX checks over NFSv4.2, v4.1 and v3 (python3 is
       { echo "over NFSv$v: $(tail -n 3 $state/posix-v$v.log)"; umount /mnt/nfs42; return 1; }
   done
   umount /mnt/nfs42
+}
+# The daemon under its unit's seccomp filter uses io_uring on the NVMe namespace; with io_uring refused by a
+# drop-in filter it falls back to psync, says why, and serves the same bytes.
+flash_io_fallback() {
+  dropin=/run/systemd/system/tierfsd.service.d
+  mkdir -p $dropin && printf '[Service]\nSystemCallFilter=~io_uring_setup io_uring_enter io_uring_register\n' > $dropin/no-io-uring.conf &&
+    systemctl daemon-reload && systemctl restart tierfsd && wait_ready > /dev/null &&
+    tierfs status | grep "^device     /dev/nvme0n1: psync (io_uring_setup: Operation not permitted" &&
+    echo 3 > /proc/sys/vm/drop_caches && test "$(sum)" = "$(cat $state/sum)" || { rm -f $dropin/no-io-uring.conf; systemctl daemon-reload; return 1; }
+  rm $dropin/no-io-uring.conf && systemctl daemon-reload && systemctl restart tierfsd && wait_ready > /dev/null &&
+    tierfs status | grep "^device     /dev/nvme0n1: io_uring"
 }
 nfs_cold_file() {
   head -c 8388608 /dev/urandom > $exp/cold.bin && sha256sum $exp/cold.bin | cut -d' ' -f1 > $state/cold.sum &&
@@ -157,6 +169,8 @@ elif [ ! -e $state/phase1 ]; then
   check release sh -c "tierfs release $file --wait && test \"\$(tierfs stat $file --json | sed -n 's/^  \"flashBytes\": \([0-9]*\).*/\1/p')\" = 0"
   check read-from-object-tier sh -c "echo 3 > /proc/sys/vm/drop_caches && test \"\$(sha256sum $file | cut -d' ' -f1)\" = \"\$(cat $state/sum)\""
   check recall sh -c "tierfs recall $file --wait && test \"\$(tierfs stat $file --json | sed -n 's/^  \"flashBytes\": \([0-9]*\).*/\1/p')\" = 8388608"
+  check flash-io-uring sh -c 'tierfs status | grep "^device     /dev/nvme0n1: io_uring, O_DIRECT"'
+  check flash-io-psync-fallback flash_io_fallback
   check bash-completion bash -c 'source /usr/share/bash-completion/completions/tierfs && COMP_WORDS=(tierfs policy a) && COMP_CWORD=2 && _tierfs && test "${COMPREPLY[*]}" = add'
   check status sh -c 'tierfs status | grep "target     default: file:///srv/disk/bucket: reachable"'
   check no-share-nothing-listens nothing_but_ssh

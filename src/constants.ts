@@ -52,9 +52,12 @@ export const constants = {
   /** All handles together hold at most this much read ahead. */
   readaheadBytesMax: 64 * MiB,
   /**
-   * A flash read up to this size, with no other flash read in flight, is a
-   * synchronous pread: at queue depth 1 the thread-pool round trip costs more
-   * than the read.  Under concurrency reads stay asynchronous.
+   * Without io_uring, a flash read up to this size, with no other flash read
+   * in flight, is a synchronous pread: at queue depth 1 the thread-pool round
+   * trip costs more than the read.  Under concurrency reads stay
+   * asynchronous.  (io_uring has no round trip to save: measured at depth 1
+   * it matches pread, and a read that does not block the loop lets the next
+   * request reach the disk beside it.)
    */
   syncReadBytesMax: 64 * KiB,
   /**
@@ -82,6 +85,12 @@ export const constants = {
   releaseBatchFileCount: 256,
   /** Slots rewritten that way by one write-out, at most (bounds its reads and memory). */
   slotRewritesPerFlushMax: 8,
+  /**
+   * Opening a flash tier another open file holds (a daemon still running, or
+   * the last in-flight writes of one that was killed) waits this long for it,
+   * then is refused.
+   */
+  flashLockWaitMs: 10_000,
   /** Bytes of aligned staging buffers kept for reuse by the flash store. */
   stagingPoolBytesMax: 32 * MiB,
 

@@ -1,6 +1,6 @@
 /**
  * Loads tierfs's native addons, built by node-gyp at `npm ci`:
- * src/device/native (device calls, CRC-32C, sd_notify) and src/fuse/native
+ * src/device/native (device calls, io_uring, CRC-32C, sd_notify) and src/fuse/native
  * (the libfuse 3 low-level binding).
  */
 import path from 'node:path';
@@ -10,11 +10,26 @@ export interface DeviceNative {
   punchHole(fd: number, offsetBytes: number, lengthBytes: number): void;
   discard(fd: number, offsetBytes: number, lengthBytes: number): void;
   blockDeviceBytes(fd: number): number;
+  /** flock(LOCK_EX | LOCK_NB): false while another open file holds the lock. */
+  lockExclusive(fd: number): boolean;
   crc32cBlocks(data: Buffer, blockBytes: number, out: Buffer): void;
   crc32c(data: Buffer): number;
   /** One sd_notify datagram to $NOTIFY_SOCKET (a path or an @abstract name). */
   sdNotify(socketPath: string, message: string): void;
+  /** An io_uring of `entries` whose completions land in `results` (tag, result pairs) before onComplete(count); throws with the errno's code where io_uring is unavailable. */
+  ringOpen(entries: number, results: Int32Array, onComplete: (count: number) => void): RingHandle;
+  /** Queue an operation (0 read, 1 write, 2 fdatasync: buffer null); `slot` is the buffer's registered index or -1. Answers how many operations queued before it a full submission queue made it submit first. */
+  ringPrep(ring: RingHandle, op: 0 | 1 | 2, fd: number, buffer: Buffer | null, offsetBytes: number, tag: number, slot: number): number;
+  /** Hand every queued operation to the kernel; how many it took. */
+  ringSubmit(ring: RingHandle): number;
+  /** Enter `memory` in the ring's table of fixed buffers until it is garbage collected; its slot, or -1. */
+  ringRegister(ring: RingHandle, memory: ArrayBuffer): number;
+  /** Tear the ring down; nothing may be in flight. */
+  ringClose(ring: RingHandle): void;
 }
+
+/** An io_uring made by ringOpen. */
+export type RingHandle = { readonly __ring: unique symbol };
 
 /** The addon `target` built in src/<dir>/native, from src/ (tap) or dist/src. */
 export function loadAddon<T>(dir: string, target: string): T {

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { main } from '../src/cli/main';
 import { parseSize } from '../src/cli/args';
-import { scratchDir } from './helpers/fs';
+import { formatScratch, scratchDir } from './helpers/fs';
 import { tierfsBin } from './helpers/daemon';
 
 /** Run the CLI in-process, capturing stdout and stderr. */
@@ -105,9 +105,13 @@ t.test('serve: bad configurations are refused before anything is mounted', async
   fs.writeFileSync(path.join(dir, 'file'), '');
   const notDir = await cli('serve', '--flash', 'a', '--meta', 'b', '--mount', path.join(dir, 'file'));
   oneLine(t, notDir.err, /is not a directory/);
-  const missing = await cli('serve', '--flash', path.join(dir, 'absent'), '--meta', dir, '--mount', path.join(dir, 'mnt'));
+  const noMeta = await cli('serve', '--flash', path.join(dir, 'absent'), '--meta', dir, '--mount', path.join(dir, 'mnt'));
+  t.equal(noMeta.code, 1);
+  oneLine(t, noMeta.err, /no tierfs metadata in .* \(run tierfs format first\)/);
+  const scratch = await formatScratch(t, 16 * 2 ** 20);
+  const missing = await cli('serve', '--flash', path.join(dir, 'absent'), '--meta', scratch.meta, '--mount', path.join(dir, 'mnt'));
   t.equal(missing.code, 1);
-  oneLine(t, missing.err, /does not exist/);
+  oneLine(t, missing.err, /flash tier .*absent does not exist/);
 });
 
 t.test('sizes', async (t) => {

@@ -43,6 +43,8 @@ t.test('the daemon unit keeps the promises of the issue', async (t) => {
   for (const key of ['ProtectSystem', 'ProtectHome', 'PrivateTmp', 'ProtectKernelTunables', 'ProtectKernelModules', 'ProtectControlGroups', 'PrivateMounts', 'ReadOnlyPaths', 'ReadWritePaths'])
     t.notMatch(text, new RegExp(`^${key}=`, 'm'), `no ${key}: it would hide the FUSE mount in a namespace of the service's own (regression found by make boot-test)`);
   t.match(text, /^CapabilityBoundingSet=CAP_SYS_ADMIN( CAP_\w+)*$/m);
+  t.match(text, /^SystemCallFilter=@system-service @mount$/m, 'the system-call filter stays');
+  t.match(text, /^SystemCallFilter=io_uring_setup io_uring_enter io_uring_register$/m, 'and lets the flash tier\'s io_uring through (make boot-test checks the daemon uses it)');
   t.match(text, /^After=tierfs-firstboot\.service /m, 'after first boot');
   t.match(fs.readFileSync(path.join(unitDir, 'tierfs-firstboot.service'), 'utf8'), /^Type=oneshot$[\s\S]*^ConditionPathExists=!\/var\/lib\/tierfs\/firstboot\.done$|^ConditionPathExists=!\/var\/lib\/tierfs\/firstboot\.done$[\s\S]*^Type=oneshot$/m);
 });

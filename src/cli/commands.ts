@@ -50,6 +50,8 @@ async function status(argv: string[]): Promise<void> {
     `mount      ${r.mount}  (file system ${r.fsUuid}, ${r.inodeCount} inodes)`,
     `flash      ${formatBytes(flash.usedBytes)} of ${formatBytes(flash.capacityBytes)} used (${percent(flash.usedBytes, flash.capacityBytes)})` +
       (watermarks ? `, watermarks low ${watermarks.lowPercent}% / high ${watermarks.highPercent}%` : ''),
+    `device     ${r.device.path}: ${r.device.io === 'psync' ? `psync (${r.device.psyncReason ?? 'io_uring unavailable'})` : r.device.io}${r.device.direct ? ', O_DIRECT' : ', buffered'}` +
+      (r.device.ring ? `, ${r.device.ring.operationCount} operations in ${r.device.ring.submitCount} submissions, ${r.device.ring.registeredBufferCount} registered buffers` : ''),
     `residency  flash only ${formatBytes(residency.flashOnlyBytes)}, both ${formatBytes(residency.bothBytes)}, object only ${formatBytes(residency.objectOnlyBytes)}`,
     `packs      ${packs.count} holding ${formatBytes(packs.storedBytes)}: ${formatBytes(packs.liveBytes)} live, ${formatBytes(packs.garbageBytes)} garbage`,
   ];

@@ -10,6 +10,7 @@ import { constants } from '../constants';
 import { readEncryptionKey, serveForeground, type ServeConfig } from '../daemon/daemon';
 import { defaultFirstbootPaths, firstboot, type FirstbootPaths } from '../daemon/firstboot';
 import { TierfsError } from '../errors';
+import { flashIoChoices, type FlashIoChoice } from '../device/device';
 import { formatFlashPath, listFileSystems, restoreFileSystem } from '../fs/fs';
 import { parseMetricsAddress } from '../daemon/metrics';
 import { checkUploadConcurrency, checkWatermarks, openTarget, parseDuration, parsePrices, parseTargetUrl, probeStore } from '../tier/tier';
@@ -92,8 +93,8 @@ serves is refused.  If the daemon dies, fusermount3 unmounts it.
   --mount DIR      where to mount (created if missing)
   --config FILE    a JSON file with the keys flash, meta, mount and
                    optionally allowOther, direct, discard, compress,
-                   writebackCache (true/false), target, encryptionKeyFile, adminSocket
-                   (strings), coolAfter, recallTimeout, packWait (durations
+                   writebackCache (true/false), target, encryptionKeyFile, adminSocket,
+                   flashIo (strings), coolAfter, recallTimeout, packWait (durations
                    such as "30s", "1h"), watermarkHighPercent,
                    watermarkLowPercent, uploadConcurrency (packs uploading
                    at once, 1-16, default 2), metrics (HOST:PORT on
@@ -134,6 +135,12 @@ serves is refused.  If the daemon dies, fusermount3 unmounts it.
                    yet is lost if the daemon dies, as on a local disk whose
                    machine crashes (off by default; see docs/SEMANTICS.md)
   --no-direct      use buffered I/O on the flash tier instead of O_DIRECT
+  --flash-io auto|io_uring|psync  how flash transfers are made (config key
+                   flashIo): io_uring queues them, many in flight, with no
+                   thread per request; psync is pread/pwrite in a thread
+                   pool.  auto (the default) takes io_uring unless the
+                   kernel or a seccomp filter refuses it; io_uring refuses
+                   to start without it.  tierfs status shows which is used
   --discard        punch freed blocks out of a file-backed flash tier (gives
                    the space back to the host file system; costs write speed
                    there).  Block devices are always discarded.
@@ -259,7 +266,7 @@ function readConfig(file: string): ServeConfig {
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
     throw new TierfsError('USAGE', `--config ${file}: expected a JSON object`);
-  const strings = ['flash', 'meta', 'mount', 'target', 'encryptionKeyFile', 'adminSocket', 'metrics', 'exportsFile', 'sambaInclude', 'sambaConfig', 'initialShares'];
+  const strings = ['flash', 'meta', 'mount', 'target', 'encryptionKeyFile', 'adminSocket', 'metrics', 'exportsFile', 'sambaInclude', 'sambaConfig', 'initialShares', 'flashIo'];
   const booleans = ['allowOther', 'direct', 'discard', 'compress', 'manageShareServers', 'writebackCache'];
   const durations = ['coolAfter', 'recallTimeout', 'packWait', 'metadataRpo', 'metadataRetention'];
   const percents = ['watermarkHighPercent', 'watermarkLowPercent'];
@@ -298,8 +305,14 @@ function readConfig(file: string): ServeConfig {
   if (metadataRpo !== undefined) serveConfig.metadataRpoMs = parseRpo(String(metadataRpo), `--config ${file}: metadataRpo`);
   if (metadataRetention !== undefined) serveConfig.metadataRetentionMs = parseDuration(String(metadataRetention), `--config ${file}: metadataRetention`);
   if (serveConfig.target !== undefined) parseTargetUrl(serveConfig.target);
+  if (serveConfig.flashIo !== undefined) serveConfig.flashIo = parseFlashIo(serveConfig.flashIo, `--config ${file}: "flashIo"`);
   checkServeConfig(serveConfig, `--config ${file}`);
   return serveConfig;
+}
+
+function parseFlashIo(value: string, where: string): FlashIoChoice {
+  if (!(flashIoChoices as readonly string[]).includes(value)) throw new TierfsError('USAGE', `${where}: expected ${flashIoChoices.join(', ')}, not "${value}"`);
+  return value as FlashIoChoice;
 }
 
 function parseAttrTimeout(value: unknown, where: string): number {
@@ -332,6 +345,7 @@ async function serve(argv: string[]): Promise<void> {
     mount: { type: 'string' },
     config: { type: 'string' },
     'no-direct': { type: 'boolean' },
+    'flash-io': { type: 'string' },
     discard: { type: 'boolean' },
     target: { type: 'string' },
     'encryption-key': { type: 'string' },
@@ -353,6 +367,7 @@ async function serve(argv: string[]): Promise<void> {
     config = { flash: required(values, 'flash', 'serve'), meta: required(values, 'meta', 'serve'), mount: required(values, 'mount', 'serve') };
   }
   if (values['no-direct']) config.direct = false;
+  if (values['flash-io'] !== undefined) config.flashIo = parseFlashIo(values['flash-io'], '--flash-io');
   if (values.discard) config.discard = true;
   if (values.target !== undefined) {
     parseTargetUrl(values.target);

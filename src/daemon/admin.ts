@@ -288,6 +288,7 @@ export function statusOf(service: Service, mountPath: string): StatusResponse {
     mount: mountPath,
     fsUuid: service.fs.uuid,
     flash: tier?.flash ?? totals.flash,
+    device: service.fs.store.device.report(),
     residency: totals.residency,
     packs: tier?.packs ?? { count: 0, storedBytes: 0, logicalBytes: 0, liveBytes: 0, garbageBytes: 0 },
     watermarks: tier?.watermarks ?? null,

@@ -11,6 +11,7 @@
  * Only types (and the body schemas the daemon checks at run time) live
  * here: the CLI imports it without loading the daemon.
  */
+import type { FlashDeviceReport } from '../device/device';
 import type { FsckReport } from '../fs/fsck';
 import type { PackTotals, PolicyRecord, ResidencyTotals } from '../meta/meta_store';
 import type { FileResidency } from '../tier/tiering';
@@ -41,6 +42,8 @@ export interface StatusResponse {
   mount: string;
   fsUuid: string;
   flash: { capacityBytes: number; usedBytes: number; highWatermarkBytes?: number; lowWatermarkBytes?: number };
+  /** The flash tier's device and how I/O reaches it (io_uring or psync). */
+  device: FlashDeviceReport;
   residency: ResidencyTotals;
   packs: PackTotals & { garbageBytes: number };
   watermarks: WatermarksReport | null;

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { systemClock, type Clock } from '../clock';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
+import type { FlashIoChoice } from '../device/device';
 import { openFileSystem, type OpenTierOptions } from '../fs/fs';
 import { allowOtherPermitted, FuseMount } from '../fuse/fuse';
 import { prepareMountPoint } from '../fuse/mount_point';
@@ -24,6 +25,8 @@ export interface ServeConfig {
   mount: string;
   allowOther?: boolean;
   direct?: boolean;
+  /** How flash transfers are made: io_uring where the kernel allows it ('auto', the default), or always 'io_uring' or 'psync'. */
+  flashIo?: FlashIoChoice;
   /** Punch freed ranges out of a file-backed flash tier (block devices always discard). */
   discard?: boolean;
   /** Object target URL (default: the one recorded at format). */
@@ -118,7 +121,7 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
   const absolute = path.resolve(config.mount);
   const mountPath = path.join(fs.realpathSync(path.dirname(absolute)), path.basename(absolute));
   // The daemon holds the file system and its engine, not their insides (the type makes sure).
-  const opened: Daemon['opened'] = await openFileSystem(config.flash, config.meta, { direct: config.direct, discard: config.discard, tier, clock });
+  const opened: Daemon['opened'] = await openFileSystem(config.flash, config.meta, { direct: config.direct, discard: config.discard, io: config.flashIo, tier, clock });
   const mount = new FuseMount(opened.fs, config.mount, { allowOther: config.allowOther, attrTimeoutS: config.attrTimeoutS, writebackCache: config.writebackCache });
   let admin: AdminServer | undefined;
   let metrics: MetricsServer | undefined;

@@ -6,6 +6,12 @@
  * file system refuses O_DIRECT (ramfs, some overlays); the log says which.
  * Durability comes from fdatasync in both modes.
  *
+ * Transfers go through io_uring where the kernel allows it (src/device/
+ * uring.ts): queued, many in flight, completed on the event loop's thread.
+ * Where it does not (kernel.io_uring_disabled, a seccomp filter that refuses
+ * io_uring_setup, a kernel before 5.6), they are pread/pwrite in libuv's
+ * thread pool, as before; the log and `tierfs status` say which, and why.
+ *
  * Freed ranges are discarded on a block device, so the SSD learns what is
  * free.  In a file they are punched out only when asked (`discard`): a
  * punched hole must be allocated again by the host file system on the next
@@ -17,10 +23,14 @@ import fs from 'node:fs';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import { log } from '../log';
-import type { FlashDevice } from './device';
+import type { FlashDevice, FlashDeviceReport, FlashIo, FlashIoChoice } from './device';
 import { native } from '../native';
+import { Ring } from './uring';
 
 const { blockSizeBytes } = constants;
+
+/** Buffers up to this size are registered with the ring (the pools' buffers); larger ones are transient or would pin memory they do not use yet. */
+const REGISTER_BYTES_MAX = 8 * 1024 * 1024;
 
 function ioError(op: string, path: string, error: unknown): TierfsError {
   return new TierfsError('IO', `${op} ${path}: ${(error as Error).message}`, { cause: error });
@@ -33,6 +43,7 @@ function shortError(op: string, path: string, offsetBytes: number, done: number,
 
 class FileDevice implements FlashDevice {
   private closed = false;
+  readonly io: FlashIo;
   constructor(
     readonly path: string,
     private readonly fd: number,
@@ -40,11 +51,23 @@ class FileDevice implements FlashDevice {
     readonly direct: boolean,
     private readonly block: boolean,
     private readonly discard: boolean,
-  ) {}
+    /** io_uring, or null for psync (and why). */
+    private readonly ring: Ring | null,
+    private readonly psyncReason?: string,
+  ) {
+    this.io = ring ? 'io_uring' : 'psync';
+  }
+
+  report(): FlashDeviceReport {
+    const ring = this.ring && { ...this.ring.counters, registeredBufferCount: this.ring.registeredBufferCount, registeredBytes: this.ring.registeredBytes };
+    return { path: this.path, io: this.io, direct: this.direct, ...(ring ? { ring } : { psyncReason: this.psyncReason }) };
+  }
 
   allocBuffer(bytes: number): Buffer {
     assert.ok(bytes > 0 && bytes % blockSizeBytes === 0, `buffer size ${bytes} not block aligned`);
-    return Buffer.from(native.alignedBuffer(bytes));
+    const buffer = Buffer.from(native.alignedBuffer(bytes));
+    if (this.ring && bytes <= REGISTER_BYTES_MAX) this.ring.register(buffer);
+    return buffer;
   }
 
   private checkRange(buffer: Buffer, offsetBytes: number): void {
@@ -56,6 +79,7 @@ class FileDevice implements FlashDevice {
 
   read(buffer: Buffer, offsetBytes: number): Promise<void> {
     this.checkRange(buffer, offsetBytes);
+    if (this.ring) return this.ringTransfer('read', this.ring.read(this.fd, buffer, offsetBytes), offsetBytes, buffer.length);
     return new Promise((resolve, reject) => {
       fs.read(this.fd, buffer, 0, buffer.length, offsetBytes, (error, bytesRead) => {
         const failure = error ? ioError('read', this.path, error) : shortError('read', this.path, offsetBytes, bytesRead, buffer.length);
@@ -77,8 +101,20 @@ class FileDevice implements FlashDevice {
     if (failure) throw failure;
   }
 
+  private async ringTransfer(op: string, transfer: Promise<number>, offsetBytes: number, wanted: number): Promise<void> {
+    let done: number;
+    try {
+      done = await transfer;
+    } catch (error) {
+      throw ioError(op, this.path, error);
+    }
+    const failure = shortError(op, this.path, offsetBytes, done, wanted);
+    if (failure) throw failure;
+  }
+
   write(buffer: Buffer, offsetBytes: number): Promise<void> {
     this.checkRange(buffer, offsetBytes);
+    if (this.ring) return this.ringTransfer('write', this.ring.write(this.fd, buffer, offsetBytes), offsetBytes, buffer.length);
     return new Promise((resolve, reject) => {
       fs.write(this.fd, buffer, 0, buffer.length, offsetBytes, (error, written) => {
         const failure = error ? ioError('write', this.path, error) : shortError('write', this.path, offsetBytes, written, buffer.length);
@@ -88,7 +124,14 @@ class FileDevice implements FlashDevice {
     });
   }
 
-  sync(): Promise<void> {
+  async sync(): Promise<void> {
+    if (this.ring) {
+      try {
+        return await this.ring.datasync(this.fd);
+      } catch (error) {
+        throw ioError('fdatasync', this.path, error);
+      }
+    }
     return new Promise((resolve, reject) => {
       fs.fdatasync(this.fd, (error) => (error ? reject(ioError('fdatasync', this.path, error)) : resolve()));
     });
@@ -110,6 +153,7 @@ class FileDevice implements FlashDevice {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.ring?.close();
     fs.closeSync(this.fd);
   }
 }
@@ -129,6 +173,37 @@ export interface OpenOptions {
   direct?: boolean;
   /** Hand freed ranges back to the medium (default: on for block devices, off for files). */
   discard?: boolean;
+  /** io_uring or psync; 'auto' (the default) takes io_uring where the kernel allows it. */
+  io?: FlashIoChoice;
+  /** How long to wait for another holder of the flash tier to let go (default constants.flashLockWaitMs). */
+  lockWaitMs?: number;
+}
+
+/**
+ * Take the flash tier's exclusive lock, waiting up to `waitMs` for its
+ * holder: another tierfs on it, or a killed one whose last writes are still
+ * in flight (see lockExclusive in src/device/native/device.c).  Synchronous:
+ * opening happens before serving.
+ */
+function lockFlash(fd: number, path: string, waitMs: number): void {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  const deadline = Date.now() + waitMs;
+  while (!native.lockExclusive(fd)) {
+    if (Date.now() >= deadline) throw new TierfsError('BUSY', `flash tier ${path} is in use by another process (a running tierfs, or one that died and has writes still in flight)`);
+    Atomics.wait(pause, 0, 0, 20);
+  }
+}
+
+/** The ring for `path`, or the reason there is none (then I/O is psync); 'io_uring' asked for and refused is an error. */
+function openRing(path: string, choice: FlashIoChoice): { ring: Ring | null; why?: string } {
+  if (choice === 'psync') return { ring: null, why: 'chosen' };
+  try {
+    return { ring: new Ring() };
+  } catch (error) {
+    const why = `${(error as Error).message}${(error as NodeJS.ErrnoException).code === 'EPERM' ? ' (kernel.io_uring_disabled or a seccomp filter)' : ''}`;
+    if (choice === 'io_uring') throw new TierfsError('NOT_SUPPORTED', `flash tier ${path}: io_uring was asked for and is unavailable: ${why}`, { cause: error });
+    return { ring: null, why };
+  }
 }
 
 export function openFlashDevice(path: string, options: OpenOptions = {}): FlashDevice {
@@ -172,14 +247,23 @@ export function openFlashDevice(path: string, options: OpenOptions = {}): FlashD
   const rawBytes = block ? native.blockDeviceBytes(fd) : stat.size;
   const sizeBytes = rawBytes - (rawBytes % blockSizeBytes);
   const discard = options.discard ?? block;
+  let opened: ReturnType<typeof openRing>;
+  try {
+    lockFlash(fd, path, options.lockWaitMs ?? constants.flashLockWaitMs);
+    opened = openRing(path, options.io ?? 'auto');
+  } catch (error) {
+    fs.closeSync(fd);
+    throw error;
+  }
   log.info('flash tier opened', {
     path,
     kind: block ? 'block-device' : 'file',
-    io: direct ? 'direct' : wantDirect ? 'buffered (O_DIRECT refused here; fdatasync for durability)' : 'buffered',
+    cache: direct ? 'direct' : wantDirect ? 'buffered (O_DIRECT refused here; fdatasync for durability)' : 'buffered',
+    io: opened.ring ? 'io_uring' : `psync (${opened.why})`,
     discard: discard ? (block ? 'discard' : 'punch-holes') : 'off',
     sizeBytes,
   });
-  return new FileDevice(path, fd, sizeBytes, direct, block, discard);
+  return new FileDevice(path, fd, sizeBytes, direct, block, discard, opened.ring, opened.why);
 }
 
 /** Create (or extend) a sparse file to hold a file-backed flash tier. */

@@ -6,12 +6,13 @@
 import assert from 'node:assert/strict';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
-import type { FlashDevice } from './device';
+import type { FlashDevice, FlashDeviceReport } from './device';
 
 const { blockSizeBytes } = constants;
 
 export class SimulatedDevice implements FlashDevice {
   readonly direct = false;
+  readonly io = 'memory';
   private durable = new Map<number, Buffer>();
   private volatile = new Map<number, Buffer>();
   /** Fail every I/O once this many more have succeeded (Infinity: never). */
@@ -22,6 +23,10 @@ export class SimulatedDevice implements FlashDevice {
     readonly path = 'simulated',
   ) {
     assert.equal(sizeBytes % blockSizeBytes, 0);
+  }
+
+  report(): FlashDeviceReport {
+    return { path: this.path, io: this.io, direct: false };
   }
 
   allocBuffer(bytes: number): Buffer {

@@ -246,11 +246,13 @@ export async function openFileSystem(
   metaDir: string,
   options: FileSystemOptions & OpenOptions & { tier?: OpenTierOptions; openMeta?: (dir: string) => MetaStore } = {},
 ): Promise<OpenFileSystem> {
-  const device = typeof flashPath === 'string' ? openFlashDevice(flashPath, { direct: options.direct, discard: options.discard }) : flashPath;
   let meta: MetaStore | undefined;
   let objects: ObjectStore | undefined;
+  let device: FlashDevice | undefined = typeof flashPath === 'string' ? undefined : flashPath;
   try {
+    // The metadata first: a second daemon on the same file system is refused at once, where the flash tier's lock would wait for its holder.
     meta = options.openMeta ? options.openMeta(metaDir) : new SqliteMetaStore(metaDir, { create: false });
+    device ??= openFlashDevice(flashPath as string, { direct: options.direct, discard: options.discard, io: options.io });
     const clock = options.clock ?? systemClock;
     await adoptBlankFlash(device, meta, clock);
     const store = await FlashStore.open(device, meta, () => clock.nowMs());
@@ -291,24 +293,25 @@ export async function openFileSystem(
     }
     const opened = meta;
     const engine = tier;
+    const flash = device;
     return {
       fs: fileSystem,
       store,
       meta: opened,
-      device,
+      device: flash,
       tier,
       async close() {
         await engine?.stop();
         await fileSystem.close();
         await objects?.close();
         opened.close();
-        await device.close();
+        await flash.close();
       },
     };
   } catch (error) {
     await objects?.close();
     meta?.close();
-    await device.close();
+    await device?.close();
     throw error;
   }
 }

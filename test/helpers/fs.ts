@@ -88,7 +88,8 @@ export function heldDevice(sizeBytes: number) {
   let arrived: () => void = () => undefined;
   let writeArrived = Promise.resolve();
   const device: FlashDevice = {
-    path: sim.path, sizeBytes: sim.sizeBytes, direct: false,
+    path: sim.path, sizeBytes: sim.sizeBytes, direct: false, io: 'memory',
+    report: () => sim.report(),
     allocBuffer: (bytes) => sim.allocBuffer(bytes),
     read: (buffer, offset) => sim.read(buffer, offset),
     readNow: (buffer, offset) => sim.readNow(buffer, offset),

@@ -6,7 +6,7 @@
 // choice comes from one seeded PRNG.
 import type { SimulatedClock } from '../../src/clock';
 import { SimulatedDevice } from '../../src/device/device';
-import type { FlashDevice } from '../../src/device/device';
+import type { FlashDevice, FlashDeviceReport } from '../../src/device/device';
 import { namesBelow, ObjectStoreError, type ObjectInfo, type ObjectStore } from '../../src/tier/object_store';
 
 /** A promise that never settles (each one new, so that nothing keeps a dead incarnation alive). */
@@ -66,6 +66,7 @@ export class Gate {
 /** The flash device as one incarnation sees it: every call through the gate. */
 export class GatedDevice implements FlashDevice {
   readonly direct = false;
+  readonly io = 'memory';
 
   constructor(
     readonly inner: SimulatedDevice,
@@ -102,6 +103,10 @@ export class GatedDevice implements FlashDevice {
 
   release(offsetBytes: number, lengthBytes: number): void {
     if (!this.gate.frozen) this.inner.release(offsetBytes, lengthBytes);
+  }
+
+  report(): FlashDeviceReport {
+    return this.inner.report();
   }
 
   async close(): Promise<void> {}

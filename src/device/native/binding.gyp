@@ -3,7 +3,8 @@
     {
       "target_name": "tierfs_device",
       "sources": [
-        "device.c"
+        "device.c",
+        "uring.c"
       ],
       "cflags": [
         "-O2",
@@ -13,6 +14,9 @@
       ],
       "include_dirs": [
         "../../native"
+      ],
+      "libraries": [
+        "-l:liburing.a"
       ]
     }
   ]

@@ -6,16 +6,21 @@
  *   punchHole(fd, off, len)     fallocate(PUNCH_HOLE|KEEP_SIZE) on a file
  *   discard(fd, off, len)       BLKDISCARD on a block device
  *   blockDeviceBytes(fd)        BLKGETSIZE64 (fstat reports 0 for devices)
+ *   lockExclusive(fd)           flock(LOCK_EX | LOCK_NB): true, or false while another holds it
  *   crc32cBlocks(buf, blockBytes, out)
  *                               CRC-32C of each block of buf into out (u32 LE each)
  *   crc32c(buf)                 CRC-32C of buf
+ *   sdNotify(socket, message)   sd_notify(3)
+ *   ringOpen, ringPrep, ringSubmit, ringRegister, ringClose
+ *                               io_uring reads, writes and fdatasync (uring.c)
  *
  * CRC-32C uses SSE4.2's crc32 instruction over four blocks at once: the four
  * dependency chains keep the unit busy every cycle (one block alone is bound
  * by the instruction's 3-cycle latency).  Without SSE4.2, a table per byte.
  * Errors are thrown as Error objects carrying `code` (the errno name) and
- * `errno` (positive), like Node's own fs errors.  All calls are synchronous:
- * they are short and rare (discard runs after a commit, not per write).
+ * `errno` (positive), like Node's own fs errors.  All calls but the ring's
+ * are synchronous: they are short and rare (discard runs after a commit, not
+ * per write).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,11 +31,13 @@
 #include <linux/fs.h>
 #include <node_api.h>
 #include "napi_helpers.h"
+#include "uring.h"
 #include <stdint.h>
 #include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stddef.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -132,6 +139,25 @@ static napi_value block_device_bytes(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &fd)) return NULL;
   if (ioctl((int)fd, BLKGETSIZE64, &bytes) != 0) return throw_errno(env, errno, "ioctl(BLKGETSIZE64)");
   napi_create_int64(env, (int64_t)bytes, &result);
+  return result;
+}
+
+/*
+ * The lock belongs to the open file, which lives as long as anything holds
+ * it: a process killed with io_uring writes in flight is reaped before the
+ * kernel has finished them, and each holds the file until it completes.  A
+ * successor that takes this lock first cannot have those late writes land on
+ * blocks it has given new data.
+ */
+static napi_value lock_exclusive(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  int64_t fd;
+  if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &fd)) return NULL;
+  int res;
+  do res = flock((int)fd, LOCK_EX | LOCK_NB);
+  while (res != 0 && errno == EINTR);
+  if (res != 0 && errno != EWOULDBLOCK) return throw_errno(env, errno, "flock");
+  napi_get_boolean(env, res == 0, &result);
   return result;
 }
 
@@ -298,11 +324,13 @@ static napi_value init(napi_env env, napi_value exports) {
       {"punchHole", NULL, punch_hole, NULL, NULL, NULL, napi_default, NULL},
       {"discard", NULL, discard, NULL, NULL, NULL, napi_default, NULL},
       {"blockDeviceBytes", NULL, block_device_bytes, NULL, NULL, NULL, napi_default, NULL},
+      {"lockExclusive", NULL, lock_exclusive, NULL, NULL, NULL, napi_default, NULL},
       {"crc32cBlocks", NULL, crc32c_blocks, NULL, NULL, NULL, napi_default, NULL},
       {"crc32c", NULL, crc32c_one, NULL, NULL, NULL, napi_default, NULL},
       {"sdNotify", NULL, sd_notify_send, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  uring_define(env, exports);
   return exports;
 }
 

@@ -1,0 +1,208 @@
+/**
+ * The flash tier's io_uring: reads, writes and fdatasync as promises, many in
+ * flight at once, on the event loop's own thread.
+ *
+ * Operations asked for during one turn of the event loop are queued in the
+ * ring and handed to the kernel together by one io_uring_enter at the end of
+ * the turn (setImmediate): FUSE requests that arrive together reach the disk
+ * together, at their real queue depth, for one system call.  Completions
+ * come back through an eventfd that libuv watches with everything else
+ * (src/device/native/uring.c): no thread per request, nothing spins when
+ * idle.  Beyond `depthMax` operations in flight the rest wait here, so the
+ * completion queue can never overflow.
+ *
+ * Buffers the pools keep are registered with the ring (fixed buffers: the
+ * kernel need not pin their pages for every transfer); `register` says
+ * whether that worked, and a buffer that is not registered works the same.
+ */
+import { getSystemErrorMap } from 'node:util';
+import { native } from '../native';
+import type { RingHandle } from '../native';
+
+const enum Op {
+  Read = 0,
+  Write = 1,
+  Datasync = 2,
+}
+
+const OP_NAMES = ['read', 'write', 'fdatasync'];
+
+interface Pending {
+  op: Op;
+  fd: number;
+  buffer: Buffer | null;
+  offsetBytes: number;
+  resolve: (result: number) => void;
+  reject: (error: Error) => void;
+}
+
+/** Completions copied out per call into JavaScript, at most. */
+const RESULT_PAIRS = 256;
+
+export interface RingCounters {
+  submitCount: number;
+  operationCount: number;
+  fixedBufferOperationCount: number;
+}
+
+export class Ring {
+  private readonly handle: RingHandle;
+  private readonly results = new Int32Array(2 * RESULT_PAIRS);
+  /** By tag: the operation in flight under it. */
+  private readonly pending: (Pending | undefined)[] = [];
+  private readonly freeTags: number[] = [];
+  private readonly waiting: Pending[] = [];
+  private readonly slots = new WeakMap<ArrayBuffer, number>();
+  /** Tags prepared in the ring and not yet handed to the kernel, oldest first. */
+  private unsubmitted: number[] = [];
+  private inFlight = 0;
+  /** Set when the kernel refused a submission for good: what was not submitted failed with it, and so does everything after. */
+  private broken: Error | null = null;
+  private submitScheduled = false;
+  private closed = false;
+  private idle: (() => void) | null = null;
+  /** Buffers registered now, and their bytes (a collected buffer leaves the table and these counts). */
+  registeredBufferCount = 0;
+  registeredBytes = 0;
+  private readonly collected = new FinalizationRegistry<number>((bytes) => {
+    this.registeredBufferCount -= 1;
+    this.registeredBytes -= bytes;
+  });
+  readonly counters: RingCounters = { submitCount: 0, operationCount: 0, fixedBufferOperationCount: 0 };
+
+  /** Throws (with the errno's code) where io_uring is unavailable: kernel.io_uring_disabled, a seccomp filter, an old kernel. */
+  constructor(
+    readonly depthMax = 128,
+    private readonly registerBytesMax = 256 * 1024 * 1024,
+  ) {
+    this.handle = native.ringOpen(2 * depthMax, this.results, (count) => this.complete(count));
+  }
+
+  read(fd: number, buffer: Buffer, offsetBytes: number): Promise<number> {
+    return this.queue(Op.Read, fd, buffer, offsetBytes);
+  }
+
+  write(fd: number, buffer: Buffer, offsetBytes: number): Promise<number> {
+    return this.queue(Op.Write, fd, buffer, offsetBytes);
+  }
+
+  /** fdatasync of `fd`, ordered after nothing: the caller awaits the writes it must cover first. */
+  async datasync(fd: number): Promise<void> {
+    await this.queue(Op.Datasync, fd, null, 0);
+  }
+
+  /** Enter a long-lived buffer in the ring's fixed-buffer table (until it is garbage collected); false when the table or the byte budget is full or the kernel refused. */
+  register(buffer: Buffer): boolean {
+    const memory = buffer.buffer as ArrayBuffer;
+    if (this.closed || this.slots.has(memory)) return this.slots.has(memory);
+    if (this.registeredBytes + memory.byteLength > this.registerBytesMax) return false;
+    const slot = native.ringRegister(this.handle, memory);
+    if (slot < 0) return false;
+    this.slots.set(memory, slot);
+    this.registeredBufferCount += 1;
+    this.registeredBytes += memory.byteLength;
+    this.collected.register(memory, memory.byteLength); // the native side frees its slot then too
+    return true;
+  }
+
+  /** Waits for every operation in flight, then tears the ring down. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (this.inFlight > 0 || this.waiting.length > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    this.closed = true;
+    native.ringClose(this.handle);
+  }
+
+  private queue(op: Op, fd: number, buffer: Buffer | null, offsetBytes: number): Promise<number> {
+    if (this.closed) return Promise.reject(new Error('io_uring: the ring is closed'));
+    if (this.broken) return Promise.reject(this.broken);
+    return new Promise((resolve, reject) => {
+      const p: Pending = { op, fd, buffer, offsetBytes, resolve, reject };
+      if (this.inFlight < this.depthMax) this.prep(p);
+      else this.waiting.push(p);
+    });
+  }
+
+  private prep(p: Pending): void {
+    const tag = this.freeTags.pop() ?? this.pending.length;
+    const slot = p.buffer ? (this.slots.get(p.buffer.buffer as ArrayBuffer) ?? -1) : -1;
+    const flushed = native.ringPrep(this.handle, p.op, p.fd, p.buffer, p.offsetBytes, tag, slot);
+    this.unsubmitted.splice(0, flushed);
+    this.pending[tag] = p;
+    this.inFlight += 1;
+    this.unsubmitted.push(tag);
+    this.counters.operationCount += 1;
+    if (slot >= 0) this.counters.fixedBufferOperationCount += 1;
+    if (!this.submitScheduled) {
+      this.submitScheduled = true;
+      setImmediate(() => this.submit());
+    }
+  }
+
+  private submit(): void {
+    this.submitScheduled = false;
+    if (this.unsubmitted.length === 0 || this.closed || this.broken) return;
+    this.counters.submitCount += 1;
+    let taken: number;
+    try {
+      taken = native.ringSubmit(this.handle);
+    } catch (error) {
+      this.fail(error as NodeJS.ErrnoException);
+      return;
+    }
+    this.unsubmitted.splice(0, taken);
+    if (this.unsubmitted.length > 0 && !this.submitScheduled) {
+      this.submitScheduled = true; // EAGAIN, EBUSY or EINTR (answered as 0 taken): the kernel takes the rest on the next turn
+      setImmediate(() => this.submit());
+    }
+  }
+
+  /**
+   * The kernel refused a submission with an error that retrying cannot cure:
+   * what it never took fails (the kernel will never touch those buffers, as
+   * the ring is never entered again), as does everything after; what it took
+   * completes as usual.
+   */
+  private fail(error: NodeJS.ErrnoException): void {
+    const failure: NodeJS.ErrnoException = new Error(`io_uring: ${error.message}`);
+    failure.code = error.code;
+    this.broken = failure;
+    for (const tag of this.unsubmitted.splice(0)) this.settle(tag, -(error.errno ?? 5));
+    for (const p of this.waiting.splice(0)) p.reject(failure);
+    this.whenIdle();
+  }
+
+  private complete(count: number): void {
+    for (let i = 0; i < count; i++) this.settle(this.results[2 * i], this.results[2 * i + 1]);
+    while (this.inFlight < this.depthMax && this.waiting.length > 0 && !this.broken) this.prep(this.waiting.shift()!);
+    this.whenIdle();
+  }
+
+  private settle(tag: number, result: number): void {
+    const p = this.pending[tag];
+    if (!p) return; // failed when its submission was refused
+    this.pending[tag] = undefined;
+    this.freeTags.push(tag);
+    this.inFlight -= 1;
+    if (result < 0) p.reject(errnoError(OP_NAMES[p.op], -result));
+    else p.resolve(result);
+  }
+
+  private whenIdle(): void {
+    if (this.inFlight > 0 || !this.idle) return;
+    this.idle();
+    this.idle = null;
+  }
+}
+
+const systemErrors = getSystemErrorMap();
+
+/** An Error like Node's own fs errors: `code` the errno's name, `errno` positive. */
+function errnoError(op: string, errno: number): NodeJS.ErrnoException {
+  const [name, message] = systemErrors.get(-errno) ?? [`E${errno}`, `error ${errno}`];
+  const error: NodeJS.ErrnoException = new Error(`${name}: ${message}, ${op}`);
+  error.code = name;
+  error.errno = errno;
+  error.syscall = op;
+  return error;
+}
