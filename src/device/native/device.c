@@ -48,17 +48,6 @@
 
 #define ALIGNMENT_BYTES 4096
 
-static napi_value throw_errno(napi_env env, int err, const char *syscall) {
-  char text[160];
-  snprintf(text, sizeof(text), "%s: %s", syscall, strerror(err));
-  napi_value error = coded_error(env, strerrorname_np(err) ? strerrorname_np(err) : "EIO", text);
-  napi_value errnum;
-  if (!error) return NULL;
-  if (napi_create_int32(env, err, &errnum) == napi_ok) napi_set_named_property(env, error, "errno", errnum);
-  napi_throw(env, error);
-  return NULL;
-}
-
 static int get_i64(napi_env env, napi_value v, int64_t *out) {
   if (napi_get_value_int64(env, v, out) != napi_ok || *out < 0) {
     napi_throw_type_error(env, NULL, "expected a non-negative integer");
@@ -320,14 +309,14 @@ static napi_value init(napi_env env, napi_value exports) {
   have_sse42 = __builtin_cpu_supports("sse4.2");
 #endif
   napi_property_descriptor props[] = {
-      {"alignedBuffer", NULL, aligned_buffer, NULL, NULL, NULL, napi_default, NULL},
-      {"punchHole", NULL, punch_hole, NULL, NULL, NULL, napi_default, NULL},
-      {"discard", NULL, discard, NULL, NULL, NULL, napi_default, NULL},
-      {"blockDeviceBytes", NULL, block_device_bytes, NULL, NULL, NULL, napi_default, NULL},
-      {"lockExclusive", NULL, lock_exclusive, NULL, NULL, NULL, napi_default, NULL},
-      {"crc32cBlocks", NULL, crc32c_blocks, NULL, NULL, NULL, napi_default, NULL},
-      {"crc32c", NULL, crc32c_one, NULL, NULL, NULL, napi_default, NULL},
-      {"sdNotify", NULL, sd_notify_send, NULL, NULL, NULL, napi_default, NULL},
+      EXPORT_FUNCTION("alignedBuffer", aligned_buffer),
+      EXPORT_FUNCTION("punchHole", punch_hole),
+      EXPORT_FUNCTION("discard", discard),
+      EXPORT_FUNCTION("blockDeviceBytes", block_device_bytes),
+      EXPORT_FUNCTION("lockExclusive", lock_exclusive),
+      EXPORT_FUNCTION("crc32cBlocks", crc32c_blocks),
+      EXPORT_FUNCTION("crc32c", crc32c_one),
+      EXPORT_FUNCTION("sdNotify", sd_notify_send),
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   uring_define(env, exports);

@@ -71,17 +71,6 @@ static void ring_release(struct ring *r) {
   if (--r->holders == 0) free(r);
 }
 
-static napi_value throw_code(napi_env env, int err, const char *what) {
-  char text[160];
-  const char *name = strerrorname_np(err);
-  snprintf(text, sizeof text, "%s: %s", what, strerror(err));
-  napi_value error = coded_error(env, name ? name : "EIO", text), errnum;
-  if (!error) return NULL;
-  if (napi_create_int32(env, err, &errnum) == napi_ok) napi_set_named_property(env, error, "errno", errnum);
-  napi_throw(env, error);
-  return NULL;
-}
-
 static struct ring *get_ring(napi_env env, napi_value v) {
   struct ring *r = NULL;
   if (napi_get_value_external(env, v, (void **)&r) != napi_ok || r == NULL) {
@@ -168,18 +157,21 @@ static int probe(struct io_uring *uring) {
 
 static void poll_closed(uv_handle_t *handle) { ring_release(handle->data); }
 
+/* Stop watching, tear the ring down (the kernel unregisters its buffers and eventfd), let libuv close the handle. */
+static void ring_teardown(struct ring *r) {
+  r->closed = true;
+  uv_poll_stop(&r->poll);
+  io_uring_queue_exit(&r->uring);
+  close(r->eventfd);
+  uv_close((uv_handle_t *)&r->poll, poll_closed);
+}
+
 static void ring_finalize(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
   struct ring *r = data;
-  if (!r->closed) {
-    /* Garbage collected without ringClose (the process is ending): nothing is in flight that JavaScript still waits for. */
-    r->closed = true;
-    uv_poll_stop(&r->poll);
-    io_uring_queue_exit(&r->uring);
-    close(r->eventfd);
-    uv_close((uv_handle_t *)&r->poll, poll_closed);
-  }
+  /* Collected without ringClose (the process is ending): nothing is in flight that JavaScript still waits for. */
+  if (!r->closed) ring_teardown(r);
   ring_release(r); /* the JavaScript object's hold */
 }
 
@@ -199,20 +191,20 @@ static napi_value ring_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   struct ring *r = calloc(1, sizeof *r);
-  if (!r) return throw_code(env, ENOMEM, "io_uring");
+  if (!r) return throw_errno(env, ENOMEM, "io_uring");
   r->env = env;
   r->results = data;
   r->results_pairs = length / 2;
   int res = io_uring_queue_init(entries, &r->uring, 0);
   if (res < 0) {
     free(r);
-    return throw_code(env, -res, "io_uring_setup");
+    return throw_errno(env, -res, "io_uring_setup");
   }
   res = probe(&r->uring);
   if (res < 0) {
     io_uring_queue_exit(&r->uring);
     free(r);
-    return throw_code(env, -res, "io_uring_enter");
+    return throw_errno(env, -res, "io_uring_enter");
   }
   r->eventfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (r->eventfd < 0 || (res = io_uring_register_eventfd(&r->uring, r->eventfd)) < 0) {
@@ -220,7 +212,7 @@ static napi_value ring_open(napi_env env, napi_callback_info info) {
     if (r->eventfd >= 0) close(r->eventfd);
     io_uring_queue_exit(&r->uring);
     free(r);
-    return throw_code(env, err, "io_uring eventfd");
+    return throw_errno(env, err, "io_uring eventfd");
   }
   /* The sparse table of fixed buffers; a kernel without it (before 5.19) just gets no registered buffers. */
   if (io_uring_register_buffers_sparse(&r->uring, SLOTS_MAX) < 0) memset(r->slot_used, 1, sizeof r->slot_used);
@@ -279,9 +271,9 @@ static napi_value ring_prep(napi_env env, napi_callback_info info) {
   if (!sqe) {
     /* The submission queue is full: hand it to the kernel now and take the first free entry. */
     submitted = io_uring_submit(&r->uring);
-    if (submitted < 0) return throw_code(env, -submitted, "io_uring_enter");
+    if (submitted < 0) return throw_errno(env, -submitted, "io_uring_enter");
     sqe = io_uring_get_sqe(&r->uring);
-    if (!sqe) return throw_code(env, EBUSY, "io_uring submission queue");
+    if (!sqe) return throw_errno(env, EBUSY, "io_uring submission queue");
   }
   if (op == 0 && slot >= 0) io_uring_prep_read_fixed(sqe, fd, data, (unsigned)length, (uint64_t)offset, slot);
   else if (op == 0) io_uring_prep_read(sqe, fd, data, (unsigned)length, (uint64_t)offset);
@@ -301,7 +293,7 @@ static napi_value ring_submit(napi_env env, napi_callback_info info) {
   struct ring *r = get_ring(env, argv[0]);
   if (!r) return NULL;
   int res = io_uring_submit(&r->uring);
-  if (res < 0 && res != -EAGAIN && res != -EINTR && res != -EBUSY) return throw_code(env, -res, "io_uring_enter");
+  if (res < 0 && res != -EAGAIN && res != -EINTR && res != -EBUSY) return throw_errno(env, -res, "io_uring_enter");
   napi_create_int32(env, res < 0 ? 0 : res, &result);
   return result;
 }
@@ -366,24 +358,20 @@ static napi_value ring_close(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "EBUSY", "ringClose: operations are still in flight");
     return NULL;
   }
-  r->closed = true;
-  uv_poll_stop(&r->poll);
-  io_uring_queue_exit(&r->uring); /* unregisters the buffers and the eventfd */
-  close(r->eventfd);
   napi_delete_reference(env, r->on_complete);
   napi_delete_reference(env, r->results_ref);
   napi_async_destroy(env, r->async);
-  uv_close((uv_handle_t *)&r->poll, poll_closed);
+  ring_teardown(r);
   return NULL;
 }
 
 void uring_define(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
-      {"ringOpen", NULL, ring_open, NULL, NULL, NULL, napi_default, NULL},
-      {"ringPrep", NULL, ring_prep, NULL, NULL, NULL, napi_default, NULL},
-      {"ringSubmit", NULL, ring_submit, NULL, NULL, NULL, napi_default, NULL},
-      {"ringRegister", NULL, ring_register, NULL, NULL, NULL, napi_default, NULL},
-      {"ringClose", NULL, ring_close, NULL, NULL, NULL, napi_default, NULL},
+      EXPORT_FUNCTION("ringOpen", ring_open),
+      EXPORT_FUNCTION("ringPrep", ring_prep),
+      EXPORT_FUNCTION("ringSubmit", ring_submit),
+      EXPORT_FUNCTION("ringRegister", ring_register),
+      EXPORT_FUNCTION("ringClose", ring_close),
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }
