@@ -1,8 +1,8 @@
 #!/bin/sh
 # The guest side of make boot-test: checks what first boot and tierfsd did,
 # writes a file, destages, releases, reads it back from the object tier,
-# recalls it, checks the flash tier is on io_uring and falls back to psync
-# when a seccomp drop-in refuses io_uring, reboots; after the reboot checks the data is still there and
+# recalls it (all of it over NVMe passthrough, which it checks), checks the
+# daemon falls back to psync when a seccomp drop-in refuses io_uring, reboots; after the reboot checks the data is still there and
 # that the watchdog restarts a hung daemon, writes a file it does not destage,
 # and powers off.  The host then boots it again with a new, blank NVMe disk
 # (a wiped instance store): tierfsd must come up on it, list the file that
@@ -65,8 +65,9 @@ nfs_posix() { # the project's POSIX checks over NFSv4.2, v4.1 and v3 (python3 is
   done
   umount /mnt/nfs42
 }
-# The daemon under its unit's seccomp filter uses io_uring on the NVMe namespace; with io_uring refused by a
-# drop-in filter it falls back to psync, says why, and serves the same bytes.
+# The daemon under its unit's seccomp filter sends NVMe commands to the namespace's generic device (io_uring
+# passthrough); with io_uring refused by a drop-in filter it falls back to psync, says why, and serves the same
+# bytes.
 flash_io_fallback() {
   dropin=/run/systemd/system/tierfsd.service.d
   mkdir -p $dropin && printf '[Service]\nSystemCallFilter=~io_uring_setup io_uring_enter io_uring_register\n' > $dropin/no-io-uring.conf &&
@@ -74,7 +75,7 @@ flash_io_fallback() {
     tierfs status | grep "^device     /dev/nvme0n1: psync (io_uring_setup: Operation not permitted" &&
     echo 3 > /proc/sys/vm/drop_caches && test "$(sum)" = "$(cat $state/sum)" || { rm -f $dropin/no-io-uring.conf; systemctl daemon-reload; return 1; }
   rm $dropin/no-io-uring.conf && systemctl daemon-reload && systemctl restart tierfsd && wait_ready > /dev/null &&
-    tierfs status | grep "^device     /dev/nvme0n1: io_uring"
+    tierfs status | grep "^device     /dev/nvme0n1: nvme-passthrough via /dev/ng0n1"
 }
 nfs_cold_file() {
   head -c 8388608 /dev/urandom > $exp/cold.bin && sha256sum $exp/cold.bin | cut -d' ' -f1 > $state/cold.sum &&
@@ -164,12 +165,13 @@ elif [ ! -e $state/phase1 ]; then
   say "PHASE 1"
   check firstboot-formatted-nvme sh -c 'test -e /var/lib/tierfs/firstboot.done && grep "\"flash\": \"/dev/nvme0n1\"" /etc/tierfs/tierfs.json && journalctl -b -u tierfs-firstboot | grep "first boot done: flash tier /dev/nvme0n1"'
   check tierfsd-ready wait_ready
+  check flash-io-nvme-passthrough sh -c 'tierfs status | grep "^device     /dev/nvme0n1: nvme-passthrough via /dev/ng0n1 (namespace 1, " && journalctl -b -u tierfsd | grep "flash tier opened.*io=\"nvme-passthrough (/dev/ng0n1"'
   check write sh -c "head -c 8388608 /dev/urandom > $file && sync && sha256sum $file | cut -d' ' -f1 > $state/sum && cp $state/sum /srv/disk/selftest.sum"
   check destage sh -c "tierfs destage $file --wait && test \"\$(tierfs stat $file --json | sed -n 's/^  \"objectBytes\": \([0-9]*\).*/\1/p')\" = 8388608"
   check release sh -c "tierfs release $file --wait && test \"\$(tierfs stat $file --json | sed -n 's/^  \"flashBytes\": \([0-9]*\).*/\1/p')\" = 0"
   check read-from-object-tier sh -c "echo 3 > /proc/sys/vm/drop_caches && test \"\$(sha256sum $file | cut -d' ' -f1)\" = \"\$(cat $state/sum)\""
   check recall sh -c "tierfs recall $file --wait && test \"\$(tierfs stat $file --json | sed -n 's/^  \"flashBytes\": \([0-9]*\).*/\1/p')\" = 8388608"
-  check flash-io-uring sh -c 'tierfs status | grep "^device     /dev/nvme0n1: io_uring, O_DIRECT"'
+  check flash-io-passthrough-carried-the-checks sh -c 'tierfs status --json | grep -q "\"io\": \"nvme-passthrough\"" && test "$(tierfs status --json | sed -n "s/.*\"operationCount\": \([0-9]*\).*/\1/p")" -gt 20'
   check flash-io-psync-fallback flash_io_fallback
   check bash-completion bash -c 'source /usr/share/bash-completion/completions/tierfs && COMP_WORDS=(tierfs policy a) && COMP_CWORD=2 && _tierfs && test "${COMPREPLY[*]}" = add'
   check status sh -c 'tierfs status | grep "target     default: file:///srv/disk/bucket: reachable"'

@@ -13,6 +13,7 @@ import path from 'node:path';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { openFlashDevice } from '../src/device/device';
+import { NvmePassthrough } from '../src/device/nvme_passthrough';
 import { Ring } from '../src/device/uring';
 import { native } from '../src/native';
 import { repoRoot } from './helpers/daemon';
@@ -151,17 +152,17 @@ t.test('the device takes io_uring unless told psync, and says which', { skip }, 
   t.ok(!whole.subarray(0, MiB).equals(whole.subarray(MiB, 2 * MiB)), 'distinct data per path');
 });
 
-t.test('--flash-io takes auto, io_uring or psync; anything else is one line', async (t) => {
+t.test('--flash-io takes auto, nvme-passthrough, io_uring or psync; anything else is one line', async (t) => {
   const dir = scratchDir(t);
   const bad = spawnSync(process.execPath, [path.join(repoRoot, 'bin', 'tierfs.js'), 'serve', '--flash', 'f', '--meta', 'm', '--mount', path.join(dir, 'mnt'), '--flash-io', 'uring'], { encoding: 'utf8' });
   t.equal(bad.status, 2);
-  t.equal(bad.stderr, 'tierfs: --flash-io: expected auto, io_uring, psync, not "uring"\n');
+  t.equal(bad.stderr, 'tierfs: --flash-io: expected auto, nvme-passthrough, io_uring, psync, not "uring"\n');
   t.notOk(fs.existsSync(path.join(dir, 'mnt')), 'nothing made');
   const config = path.join(dir, 'tierfs.json');
   fs.writeFileSync(config, JSON.stringify({ flash: 'f', meta: 'm', mount: path.join(dir, 'mnt'), flashIo: 'aio' }));
   const badConfig = spawnSync(process.execPath, [path.join(repoRoot, 'bin', 'tierfs.js'), 'serve', '--config', config], { encoding: 'utf8' });
   t.equal(badConfig.status, 2);
-  t.equal(badConfig.stderr, `tierfs: --config ${config}: "flashIo": expected auto, io_uring, psync, not "aio"\n`);
+  t.equal(badConfig.stderr, `tierfs: --config ${config}: "flashIo": expected auto, nvme-passthrough, io_uring, psync, not "aio"\n`);
 });
 
 t.test('one holder of a flash tier at a time: a second open waits, then is refused', async (t) => {
@@ -174,4 +175,22 @@ t.test('one holder of a flash tier at a time: a second open waits, then is refus
   const second = openFlashDevice(file, { lockWaitMs: 300 });
   t.equal(second.sizeBytes, MiB, 'free again once the holder closed');
   await second.close();
+});
+
+t.test('NVMe passthrough: only for an NVMe namespace, and a refusal says why', async (t) => {
+  const { file, fd } = scratchFile(t, MiB);
+  t.throws(() => openFlashDevice(file, { io: 'nvme-passthrough', lockWaitMs: 0 }), {
+    code: 'NOT_SUPPORTED',
+    message: /NVMe passthrough was asked for and is unavailable: not an NVMe namespace's block device/,
+  });
+  t.equal(NvmePassthrough.open(file, fd), null, 'a file is not a namespace: no passthrough, nothing to report');
+  // A tree where the namespace exists but its generic device does not (a kernel before 5.19).
+  const root = scratchDir(t);
+  fs.mkdirSync(path.join(root, 'dev'));
+  const fakeNamespace = path.join(root, 'dev', 'nvme3n2');
+  fs.writeFileSync(fakeNamespace, '');
+  const why = NvmePassthrough.open(fakeNamespace, fd, { devDir: path.join(root, 'dev'), sysRoot: path.join(root, 'sys') });
+  t.equal(why, `no generic NVMe device ${path.join(root, 'dev', 'ng3n2')} (Linux 5.19 or later makes one)`);
+  fs.writeFileSync(path.join(root, 'dev', 'ng3n2'), '');
+  t.match(NvmePassthrough.open(fakeNamespace, fd, { devDir: path.join(root, 'dev') }), /no generic NVMe device/, 'a regular file is not the character device');
 });

@@ -7,7 +7,7 @@
 import { TierfsError } from '../errors';
 import { parseDuration, policyModes } from '../tier/policy';
 import { noArguments, parseOptions, parseSize, required } from './args';
-import type { Api, DirectoryReport, FileReport, JobAnswer, PolicyEditBody, ProgressLine, SimulatedPolicyBody, WatermarksReport } from '../daemon/api';
+import type { Api, DirectoryReport, FileReport, JobAnswer, PolicyEditBody, ProgressLine, SimulatedPolicyBody, StatusResponse, WatermarksReport } from '../daemon/api';
 import type { PolicyRecord } from '../meta/meta_store';
 import { call, formatBytes, mountPath, progressBar, socketPath } from './client';
 import { commandHelp } from './help';
@@ -39,6 +39,18 @@ function percent(part: number, whole: number): string {
 }
 
 
+/** The flash device's I/O path in one line: which, why not a faster one, and what its ring has carried. */
+function deviceLine(d: StatusResponse['device']): string {
+  const how =
+    d.io === 'nvme-passthrough' && d.passthrough
+      ? `nvme-passthrough via ${d.passthrough.path} (namespace ${d.passthrough.nsid}, ${d.passthrough.lbaBytes}-byte blocks, ${formatBytes(d.passthrough.maxTransferBytes)} a command)`
+      : d.io === 'psync'
+        ? `psync (${d.psyncReason ?? 'io_uring unavailable'})${d.direct ? ', O_DIRECT' : ', buffered'}`
+        : `${d.io}${d.direct ? ', O_DIRECT' : ', buffered'}`;
+  const ring = d.ring ? `, ${d.ring.operationCount} operations in ${d.ring.submitCount} submissions, ${d.ring.registeredBufferCount} registered buffers` : '';
+  return `${d.path}: ${how}${ring}${d.passthroughReason ? `; NVMe passthrough not used: ${d.passthroughReason}` : ''}`;
+}
+
 async function status(argv: string[]): Promise<void> {
   const command = parse(argv, 'status', { json: { type: 'boolean' } });
   if (!command) return;
@@ -50,8 +62,7 @@ async function status(argv: string[]): Promise<void> {
     `mount      ${r.mount}  (file system ${r.fsUuid}, ${r.inodeCount} inodes)`,
     `flash      ${formatBytes(flash.usedBytes)} of ${formatBytes(flash.capacityBytes)} used (${percent(flash.usedBytes, flash.capacityBytes)})` +
       (watermarks ? `, watermarks low ${watermarks.lowPercent}% / high ${watermarks.highPercent}%` : ''),
-    `device     ${r.device.path}: ${r.device.io === 'psync' ? `psync (${r.device.psyncReason ?? 'io_uring unavailable'})` : r.device.io}${r.device.direct ? ', O_DIRECT' : ', buffered'}` +
-      (r.device.ring ? `, ${r.device.ring.operationCount} operations in ${r.device.ring.submitCount} submissions, ${r.device.ring.registeredBufferCount} registered buffers` : ''),
+    `device     ${deviceLine(r.device)}`,
     `residency  flash only ${formatBytes(residency.flashOnlyBytes)}, both ${formatBytes(residency.bothBytes)}, object only ${formatBytes(residency.objectOnlyBytes)}`,
     `packs      ${packs.count} holding ${formatBytes(packs.storedBytes)}: ${formatBytes(packs.liveBytes)} live, ${formatBytes(packs.garbageBytes)} garbage`,
   ];

@@ -135,12 +135,15 @@ serves is refused.  If the daemon dies, fusermount3 unmounts it.
                    yet is lost if the daemon dies, as on a local disk whose
                    machine crashes (off by default; see docs/SEMANTICS.md)
   --no-direct      use buffered I/O on the flash tier instead of O_DIRECT
-  --flash-io auto|io_uring|psync  how flash transfers are made (config key
-                   flashIo): io_uring queues them, many in flight, with no
-                   thread per request; psync is pread/pwrite in a thread
-                   pool.  auto (the default) takes io_uring unless the
-                   kernel or a seccomp filter refuses it; io_uring refuses
-                   to start without it.  tierfs status shows which is used
+  --flash-io auto|nvme-passthrough|io_uring|psync  how flash transfers are
+                   made (config key flashIo): nvme-passthrough sends NVMe
+                   commands to the namespace's /dev/ngXnY past the block
+                   layer; io_uring queues reads and writes, many in flight,
+                   with no thread per request; psync is pread/pwrite in a
+                   thread pool.  auto (the default) takes the first the
+                   kernel, the device and the seccomp filter allow; naming
+                   one refuses to start without it.  tierfs status shows
+                   which is used, and why not a faster one
   --discard        punch freed blocks out of a file-backed flash tier (gives
                    the space back to the host file system; costs write speed
                    there).  Block devices are always discarded.

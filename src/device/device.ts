@@ -12,9 +12,11 @@ export interface FlashDevice {
   /** True when I/O bypasses the page cache (O_DIRECT). */
   readonly direct: boolean;
   /**
-   * How transfers reach the medium: 'io_uring' (queued, many in flight, no
-   * thread per request), 'psync' (pread/pwrite in libuv's thread pool, or on
-   * the caller's thread for readNow), 'memory' (a simulated device).
+   * How transfers reach the medium: 'nvme-passthrough' (NVMe commands on the
+   * namespace's generic device through io_uring, past the block layer),
+   * 'io_uring' (queued, many in flight, no thread per request), 'psync'
+   * (pread/pwrite in libuv's thread pool, or on the caller's thread for
+   * readNow), 'memory' (a simulated device).
    */
   readonly io: FlashIo;
   /** An aligned, zero-filled buffer of `bytes` (a multiple of the block size). */
@@ -43,16 +45,26 @@ export interface FlashDeviceReport {
   io: FlashIo;
   /** Why the path is psync when io_uring was not used ('chosen': --flash-io psync). */
   psyncReason?: string;
+  /** An NVMe namespace not on passthrough: why. */
+  passthroughReason?: string;
+  /** NVMe passthrough: the generic device, namespace, logical block size and largest command. */
+  passthrough?: PassthroughReport;
   direct: boolean;
   /** io_uring only: operations made, io_uring_enter calls that submitted them, and those whose buffer was registered. */
   ring?: { operationCount: number; submitCount: number; fixedBufferOperationCount: number; registeredBufferCount: number; registeredBytes: number };
 }
 
-export type FlashIo = 'io_uring' | 'psync' | 'memory';
+import type { PassthroughReport } from './nvme_passthrough';
 
-/** Which path a flash tier opened on a file or device takes: 'auto' is io_uring where the kernel allows it, else psync. */
-export type FlashIoChoice = 'auto' | 'io_uring' | 'psync';
-export const flashIoChoices: readonly FlashIoChoice[] = ['auto', 'io_uring', 'psync'];
+export type FlashIo = 'nvme-passthrough' | 'io_uring' | 'psync' | 'memory';
+
+/**
+ * Which path a flash tier opened on a file or device takes: 'auto' is NVMe
+ * passthrough on an NVMe namespace where the kernel and the device allow it,
+ * else io_uring where the kernel allows it, else psync.
+ */
+export type FlashIoChoice = 'auto' | 'nvme-passthrough' | 'io_uring' | 'psync';
+export const flashIoChoices: readonly FlashIoChoice[] = ['auto', 'nvme-passthrough', 'io_uring', 'psync'];
 
 export { openFlashDevice, createFlashFile, type OpenOptions } from './file_device';
 export { SimulatedDevice } from './simulated_device';

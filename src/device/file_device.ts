@@ -11,6 +11,9 @@
  * Where it does not (kernel.io_uring_disabled, a seccomp filter that refuses
  * io_uring_setup, a kernel before 5.6), they are pread/pwrite in libuv's
  * thread pool, as before; the log and `tierfs status` say which, and why.
+ * On an NVMe namespace they are NVMe commands on its generic character
+ * device where the kernel and the device allow it (src/device/
+ * nvme_passthrough.ts), past the block layer.
  *
  * Freed ranges are discarded on a block device, so the SSD learns what is
  * free.  In a file they are punched out only when asked (`discard`): a
@@ -25,6 +28,7 @@ import { TierfsError } from '../errors';
 import { log } from '../log';
 import type { FlashDevice, FlashDeviceReport, FlashIo, FlashIoChoice } from './device';
 import { native } from '../native';
+import { NvmePassthrough } from './nvme_passthrough';
 import { Ring } from './uring';
 
 const { blockSizeBytes } = constants;
@@ -51,16 +55,29 @@ class FileDevice implements FlashDevice {
     readonly direct: boolean,
     private readonly block: boolean,
     private readonly discard: boolean,
-    /** io_uring, or null for psync (and why). */
-    private readonly ring: Ring | null,
-    private readonly psyncReason?: string,
+    /** How transfers are made: see openEngine. */
+    private readonly engine: Engine,
   ) {
-    this.io = ring ? 'io_uring' : 'psync';
+    this.io = engine.passthrough ? 'nvme-passthrough' : engine.ring ? 'io_uring' : 'psync';
+  }
+
+  /** io_uring on the device itself (not with passthrough, which has a ring of its own). */
+  private get ring(): Ring | null {
+    return this.engine.ring;
   }
 
   report(): FlashDeviceReport {
-    const ring = this.ring && { ...this.ring.counters, registeredBufferCount: this.ring.registeredBufferCount, registeredBytes: this.ring.registeredBytes };
-    return { path: this.path, io: this.io, direct: this.direct, ...(ring ? { ring } : { psyncReason: this.psyncReason }) };
+    const { ring, passthrough, psyncReason, passthroughReason } = this.engine;
+    const carrier = passthrough?.ring ?? ring;
+    return {
+      path: this.path,
+      io: this.io,
+      direct: this.direct,
+      ...(psyncReason !== undefined && { psyncReason }),
+      ...(passthroughReason !== undefined && { passthroughReason }),
+      ...(passthrough && { passthrough: passthrough.report() }),
+      ...(carrier && { ring: { ...carrier.counters, registeredBufferCount: carrier.registeredBufferCount, registeredBytes: carrier.registeredBytes } }),
+    };
   }
 
   allocBuffer(bytes: number): Buffer {
@@ -79,6 +96,7 @@ class FileDevice implements FlashDevice {
 
   read(buffer: Buffer, offsetBytes: number): Promise<void> {
     this.checkRange(buffer, offsetBytes);
+    if (this.engine.passthrough) return this.passed('read', this.engine.passthrough.read(buffer, offsetBytes));
     if (this.ring) return this.ringTransfer('read', this.ring.read(this.fd, buffer, offsetBytes), offsetBytes, buffer.length);
     return new Promise((resolve, reject) => {
       fs.read(this.fd, buffer, 0, buffer.length, offsetBytes, (error, bytesRead) => {
@@ -101,6 +119,15 @@ class FileDevice implements FlashDevice {
     if (failure) throw failure;
   }
 
+  /** A passthrough command's outcome: NVMe status errors are IO errors already; an errno becomes one. */
+  private async passed(op: string, done: Promise<void>): Promise<void> {
+    try {
+      await done;
+    } catch (error) {
+      throw error instanceof TierfsError ? error : ioError(op, this.path, error);
+    }
+  }
+
   private async ringTransfer(op: string, transfer: Promise<number>, offsetBytes: number, wanted: number): Promise<void> {
     let done: number;
     try {
@@ -114,6 +141,7 @@ class FileDevice implements FlashDevice {
 
   write(buffer: Buffer, offsetBytes: number): Promise<void> {
     this.checkRange(buffer, offsetBytes);
+    if (this.engine.passthrough) return this.passed('write', this.engine.passthrough.write(buffer, offsetBytes));
     if (this.ring) return this.ringTransfer('write', this.ring.write(this.fd, buffer, offsetBytes), offsetBytes, buffer.length);
     return new Promise((resolve, reject) => {
       fs.write(this.fd, buffer, 0, buffer.length, offsetBytes, (error, written) => {
@@ -125,6 +153,7 @@ class FileDevice implements FlashDevice {
   }
 
   async sync(): Promise<void> {
+    if (this.engine.passthrough) return this.passed('flush', this.engine.passthrough.flush());
     if (this.ring) {
       try {
         return await this.ring.datasync(this.fd);
@@ -141,7 +170,8 @@ class FileDevice implements FlashDevice {
     assert.ok(offsetBytes % blockSizeBytes === 0 && lengthBytes % blockSizeBytes === 0);
     if (!this.discard) return;
     try {
-      if (this.block) native.discard(this.fd, offsetBytes, lengthBytes);
+      if (this.engine.passthrough) this.engine.passthrough.deallocate(offsetBytes, lengthBytes);
+      else if (this.block) native.discard(this.fd, offsetBytes, lengthBytes);
       else native.punchHole(this.fd, offsetBytes, lengthBytes);
     } catch (error) {
       // Not every medium can discard; the blocks are free in our allocator either way.
@@ -153,6 +183,7 @@ class FileDevice implements FlashDevice {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.engine.passthrough?.close();
     await this.ring?.close();
     fs.closeSync(this.fd);
   }
@@ -194,15 +225,37 @@ function lockFlash(fd: number, path: string, waitMs: number): void {
   }
 }
 
-/** The ring for `path`, or the reason there is none (then I/O is psync); 'io_uring' asked for and refused is an error. */
-function openRing(path: string, choice: FlashIoChoice): { ring: Ring | null; why?: string } {
-  if (choice === 'psync') return { ring: null, why: 'chosen' };
+/**
+ * How a flash tier's transfers are made: NVMe passthrough (an NVMe
+ * namespace's block device, where the kernel and the device allow it),
+ * else io_uring on the device, else psync; each with why the faster one was
+ * not taken.  A path asked for by name that cannot be had is an error.
+ */
+interface Engine {
+  passthrough: NvmePassthrough | null;
+  ring: Ring | null;
+  /** Why not passthrough, for an NVMe block device on 'auto'. */
+  passthroughReason?: string;
+  /** Why psync: 'chosen', or io_uring's refusal. */
+  psyncReason?: string;
+}
+
+function openEngine(path: string, fd: number, block: boolean, choice: FlashIoChoice): Engine {
+  if (choice === 'psync') return { passthrough: null, ring: null, psyncReason: 'chosen' };
+  let passthroughReason: string | undefined;
+  if (choice === 'nvme-passthrough' || (choice === 'auto' && block)) {
+    const opened = block ? NvmePassthrough.open(path, fd) : null;
+    if (opened instanceof NvmePassthrough) return { passthrough: opened, ring: null };
+    if (choice === 'nvme-passthrough')
+      throw new TierfsError('NOT_SUPPORTED', `flash tier ${path}: NVMe passthrough was asked for and is unavailable: ${opened ?? 'not an NVMe namespace\'s block device'}`);
+    if (opened !== null) passthroughReason = opened; // an NVMe namespace that refused it: worth saying; other disks are no news
+  }
   try {
-    return { ring: new Ring() };
+    return { passthrough: null, ring: new Ring(), ...(passthroughReason !== undefined && { passthroughReason }) };
   } catch (error) {
     const why = `${(error as Error).message}${(error as NodeJS.ErrnoException).code === 'EPERM' ? ' (kernel.io_uring_disabled or a seccomp filter)' : ''}`;
     if (choice === 'io_uring') throw new TierfsError('NOT_SUPPORTED', `flash tier ${path}: io_uring was asked for and is unavailable: ${why}`, { cause: error });
-    return { ring: null, why };
+    return { passthrough: null, ring: null, psyncReason: why, ...(passthroughReason !== undefined && { passthroughReason }) };
   }
 }
 
@@ -247,10 +300,10 @@ export function openFlashDevice(path: string, options: OpenOptions = {}): FlashD
   const rawBytes = block ? native.blockDeviceBytes(fd) : stat.size;
   const sizeBytes = rawBytes - (rawBytes % blockSizeBytes);
   const discard = options.discard ?? block;
-  let opened: ReturnType<typeof openRing>;
+  let engine: Engine;
   try {
     lockFlash(fd, path, options.lockWaitMs ?? constants.flashLockWaitMs);
-    opened = openRing(path, options.io ?? 'auto');
+    engine = openEngine(path, fd, block, options.io ?? 'auto');
   } catch (error) {
     fs.closeSync(fd);
     throw error;
@@ -259,11 +312,16 @@ export function openFlashDevice(path: string, options: OpenOptions = {}): FlashD
     path,
     kind: block ? 'block-device' : 'file',
     cache: direct ? 'direct' : wantDirect ? 'buffered (O_DIRECT refused here; fdatasync for durability)' : 'buffered',
-    io: opened.ring ? 'io_uring' : `psync (${opened.why})`,
+    io: engine.passthrough
+      ? `nvme-passthrough (${engine.passthrough.path}, namespace ${engine.passthrough.nsid}, ${engine.passthrough.lbaBytes}-byte blocks, ${engine.passthrough.maxTransferBytes / 1024} KiB a command)`
+      : engine.ring
+        ? 'io_uring'
+        : `psync (${engine.psyncReason})`,
+    ...(engine.passthroughReason !== undefined && { passthrough: `not used: ${engine.passthroughReason}` }),
     discard: discard ? (block ? 'discard' : 'punch-holes') : 'off',
     sizeBytes,
   });
-  return new FileDevice(path, fd, sizeBytes, direct, block, discard, opened.ring, opened.why);
+  return new FileDevice(path, fd, sizeBytes, direct, block, discard, engine);
 }
 
 /** Create (or extend) a sparse file to hold a file-backed flash tier. */

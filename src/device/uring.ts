@@ -23,18 +23,27 @@ const enum Op {
   Read = 0,
   Write = 1,
   Datasync = 2,
+  Nvme = 3,
 }
 
-const OP_NAMES = ['read', 'write', 'fdatasync'];
+const OP_NAMES = ['read', 'write', 'fdatasync', 'nvme'];
 
 interface Pending {
   op: Op;
   fd: number;
   buffer: Buffer | null;
+  /** Read and write: the byte offset.  NVMe: the starting logical block. */
   offsetBytes: number;
+  /** NVMe only: the command's opcode, namespace and logical block count. */
+  nvme?: { opcode: number; nsid: number; blockCount: number };
   resolve: (result: number) => void;
   reject: (error: Error) => void;
 }
+
+/** NVMe I/O command opcodes (NVM command set). */
+export const NVME_FLUSH = 0x00;
+export const NVME_WRITE = 0x01;
+export const NVME_READ = 0x02;
 
 /** Completions copied out per call into JavaScript, at most. */
 const RESULT_PAIRS = 256;
@@ -74,8 +83,10 @@ export class Ring {
   constructor(
     readonly depthMax = 128,
     private readonly registerBytesMax = 256 * 1024 * 1024,
+    /** A ring for NVMe passthrough commands (128-byte submissions, 32-byte completions). */
+    readonly forNvme = false,
   ) {
-    this.handle = native.ringOpen(2 * depthMax, this.results, (count) => this.complete(count));
+    this.handle = native.ringOpen(2 * depthMax, this.results, (count) => this.complete(count), forNvme);
   }
 
   read(fd: number, buffer: Buffer, offsetBytes: number): Promise<number> {
@@ -89,6 +100,20 @@ export class Ring {
   /** fdatasync of `fd`, ordered after nothing: the caller awaits the writes it must cover first. */
   async datasync(fd: number): Promise<void> {
     await this.queue(Op.Datasync, fd, null, 0);
+  }
+
+  /**
+   * An NVMe I/O command on a generic NVMe device (/dev/ngXnY), on a ring made
+   * forNvme; resolves with the NVMe status (0: success), rejects with an
+   * errno.  Buffers go by address: fixed buffers are not used here.
+   */
+  nvme(fd: number, opcode: number, nsid: number, buffer: Buffer | null, slba: number, blockCount: number): Promise<number> {
+    return this.queue(Op.Nvme, fd, buffer, slba, { opcode, nsid, blockCount });
+  }
+
+  /** nvme(), submitted and waited for on the spot, on a ring with nothing else in flight (the probe at open); throws the errno. */
+  nvmeNow(fd: number, opcode: number, nsid: number, buffer: Buffer | null, slba: number, blockCount: number): number {
+    return native.ringNvmeNow(this.handle, fd, opcode, nsid, buffer, slba, blockCount, 0);
   }
 
   /** Enter a long-lived buffer in the ring's fixed-buffer table (until it is garbage collected); false when the table or the byte budget is full or the kernel refused. */
@@ -113,11 +138,11 @@ export class Ring {
     native.ringClose(this.handle);
   }
 
-  private queue(op: Op, fd: number, buffer: Buffer | null, offsetBytes: number): Promise<number> {
+  private queue(op: Op, fd: number, buffer: Buffer | null, offsetBytes: number, nvme?: Pending['nvme']): Promise<number> {
     if (this.closed) return Promise.reject(new Error('io_uring: the ring is closed'));
     if (this.broken) return Promise.reject(this.broken);
     return new Promise((resolve, reject) => {
-      const p: Pending = { op, fd, buffer, offsetBytes, resolve, reject };
+      const p: Pending = { op, fd, buffer, offsetBytes, nvme, resolve, reject };
       if (this.inFlight < this.depthMax) this.prep(p);
       else this.waiting.push(p);
     });
@@ -125,8 +150,10 @@ export class Ring {
 
   private prep(p: Pending): void {
     const tag = this.freeTags.pop() ?? this.pending.length;
-    const slot = p.buffer ? (this.slots.get(p.buffer.buffer as ArrayBuffer) ?? -1) : -1;
-    const flushed = native.ringPrep(this.handle, p.op, p.fd, p.buffer, p.offsetBytes, tag, slot);
+    const slot = p.buffer && p.op !== Op.Nvme ? (this.slots.get(p.buffer.buffer as ArrayBuffer) ?? -1) : -1;
+    const flushed = p.nvme
+      ? native.ringPrepNvme(this.handle, p.fd, p.nvme.opcode, p.nvme.nsid, p.buffer, p.offsetBytes, p.nvme.blockCount, tag)
+      : native.ringPrep(this.handle, p.op as 0 | 1 | 2, p.fd, p.buffer, p.offsetBytes, tag, slot);
     this.unsubmitted.splice(0, flushed);
     this.pending[tag] = p;
     this.inFlight += 1;

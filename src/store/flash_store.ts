@@ -405,7 +405,7 @@ export class FlashStore {
     const buffer = this.staging.take(lengthBytes);
     try {
       const view = buffer.subarray(0, lengthBytes);
-      if (this.device.io !== 'io_uring' && lengthBytes <= constants.syncReadBytesMax && this.deviceReadsInFlight === 0) {
+      if ((this.device.io === 'psync' || this.device.io === 'memory') && lengthBytes <= constants.syncReadBytesMax && this.deviceReadsInFlight === 0) {
         this.device.readNow(view, e.flashOffsetBytes + firstBytes);
       } else {
         this.deviceReadsInFlight += 1;

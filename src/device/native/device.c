@@ -7,6 +7,10 @@
  *   discard(fd, off, len)       BLKDISCARD on a block device
  *   blockDeviceBytes(fd)        BLKGETSIZE64 (fstat reports 0 for devices)
  *   lockExclusive(fd)           flock(LOCK_EX | LOCK_NB): true, or false while another holds it
+ *   nvmeNamespaceId(fd)         NVME_IOCTL_ID: the namespace an NVMe block or generic device is
+ *   nvmeDeallocate(fd, nsid, slba, blockCount)
+ *                               NVMe Dataset Management, deallocate one range (the discard of
+ *                               the passthrough path); throws on a non-zero NVMe status
  *   crc32cBlocks(buf, blockBytes, out)
  *                               CRC-32C of each block of buf into out (u32 LE each)
  *   crc32c(buf)                 CRC-32C of buf
@@ -29,6 +33,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <linux/nvme_ioctl.h>
 #include <node_api.h>
 #include "napi_helpers.h"
 #include "uring.h"
@@ -148,6 +153,54 @@ static napi_value lock_exclusive(napi_env env, napi_callback_info info) {
   if (res != 0 && errno != EWOULDBLOCK) return throw_errno(env, errno, "flock");
   napi_get_boolean(env, res == 0, &result);
   return result;
+}
+
+static napi_value nvme_namespace_id(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  int64_t fd;
+  if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &fd)) return NULL;
+  int nsid = ioctl((int)fd, NVME_IOCTL_ID);
+  if (nsid < 0) return throw_errno(env, errno, "ioctl(NVME_IOCTL_ID)");
+  napi_create_uint32(env, (uint32_t)nsid, &result);
+  return result;
+}
+
+#define NVME_DATASET_MANAGEMENT 0x09
+#define NVME_DSM_DEALLOCATE (1u << 2)
+
+static napi_value nvme_deallocate(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int64_t fd, nsid, slba, count;
+  if (!get_args(env, info, 4, argv) || !get_i64(env, argv[0], &fd) || !get_i64(env, argv[1], &nsid) || !get_i64(env, argv[2], &slba) ||
+      !get_i64(env, argv[3], &count))
+    return NULL;
+  if (count == 0 || count > UINT32_MAX || nsid > UINT32_MAX) {
+    napi_throw_range_error(env, NULL, "nvmeDeallocate: 1 to 2^32-1 blocks in one range");
+    return NULL;
+  }
+  /* One range: context attributes, length in logical blocks, starting LBA (16 bytes, little endian as the CPU). */
+  struct {
+    uint32_t attributes, blocks;
+    uint64_t slba;
+  } __attribute__((packed, aligned(16))) range = {0, (uint32_t)count, (uint64_t)slba};
+  struct nvme_passthru_cmd cmd;
+  memset(&cmd, 0, sizeof cmd);
+  cmd.opcode = NVME_DATASET_MANAGEMENT;
+  cmd.nsid = (uint32_t)nsid;
+  cmd.addr = (uint64_t)(uintptr_t)&range;
+  cmd.data_len = sizeof range;
+  cmd.cdw10 = 0; /* one range (zero-based) */
+  cmd.cdw11 = NVME_DSM_DEALLOCATE;
+  int status = ioctl((int)fd, NVME_IOCTL_IO_CMD, &cmd);
+  if (status < 0) return throw_errno(env, errno, "ioctl(NVME_IOCTL_IO_CMD)");
+  if (status > 0) {
+    char text[80];
+    snprintf(text, sizeof text, "NVMe Dataset Management: status 0x%x", (unsigned)status);
+    napi_value error = coded_error(env, "EIO", text);
+    if (error) napi_throw(env, error);
+    return NULL;
+  }
+  return NULL;
 }
 
 static uint32_t crc_table[256];
@@ -314,6 +367,8 @@ static napi_value init(napi_env env, napi_value exports) {
       EXPORT_FUNCTION("discard", discard),
       EXPORT_FUNCTION("blockDeviceBytes", block_device_bytes),
       EXPORT_FUNCTION("lockExclusive", lock_exclusive),
+      EXPORT_FUNCTION("nvmeNamespaceId", nvme_namespace_id),
+      EXPORT_FUNCTION("nvmeDeallocate", nvme_deallocate),
       EXPORT_FUNCTION("crc32cBlocks", crc32c_blocks),
       EXPORT_FUNCTION("crc32c", crc32c_one),
       EXPORT_FUNCTION("sdNotify", sd_notify_send),

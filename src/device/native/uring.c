@@ -2,12 +2,22 @@
  * io_uring for the flash tier: reads, writes and fdatasync submitted in
  * batches, completions delivered on Node's event loop.
  *
- *   ringOpen(entries, results, onComplete) -> ring
+ *   ringOpen(entries, results, onComplete, nvme) -> ring
+ *                        nvme: 128-byte submissions and 32-byte completions,
+ *                        as NVMe passthrough commands need
  *   ringPrep(ring, op, fd, buffer, offsetBytes, tag, slot) -> submitted count
  *                        op 0 read, 1 write, 2 fdatasync (buffer null);
  *                        slot: a registered buffer's index, or -1; the
  *                        count is of operations queued before it that a full
  *                        submission queue made it submit first (usually 0)
+ *   ringPrepNvme(ring, fd, opcode, nsid, buffer, slba, blockCount, tag) -> submitted count
+ *                        an NVMe I/O command (read 0x02, write 0x01, flush
+ *                        0x00: buffer null) to a namespace's generic
+ *                        character device (/dev/ngXnY) through uring_cmd;
+ *                        its result is the NVMe status (0: success)
+ *   ringNvmeNow(same arguments) -> NVMe status
+ *                        the same, submitted and waited for at once (the
+ *                        probe at open, on an idle ring)
  *   ringSubmit(ring) -> submitted count
  *   ringRegister(ring, arrayBuffer) -> slot, or -1 (no slot, or refused)
  *   ringClose(ring)
@@ -30,6 +40,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <liburing.h>
+#include <linux/nvme_ioctl.h>
 #include <node_api.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -176,18 +187,19 @@ static void ring_finalize(napi_env env, void *data, void *hint) {
 }
 
 static napi_value ring_open(napi_env env, napi_callback_info info) {
-  napi_value argv[3], result;
+  napi_value argv[4], result;
+  bool nvme = false;
   uint32_t entries;
   napi_typedarray_type type;
   size_t length;
   void *data;
   napi_value arraybuffer;
   size_t byte_offset;
-  if (!get_args(env, info, 3, argv)) return NULL;
-  if (napi_get_value_uint32(env, argv[0], &entries) != napi_ok || entries == 0 || entries > 4096 ||
+  if (!get_args(env, info, 4, argv)) return NULL;
+  if (napi_get_value_uint32(env, argv[0], &entries) != napi_ok || entries == 0 || entries > 4096 || napi_get_value_bool(env, argv[3], &nvme) != napi_ok ||
       napi_get_typedarray_info(env, argv[1], &type, &length, &data, &arraybuffer, &byte_offset) != napi_ok || type != napi_int32_array ||
       length < 2) {
-    napi_throw_type_error(env, NULL, "ringOpen(entries: 1..4096, results: Int32Array, onComplete: Function)");
+    napi_throw_type_error(env, NULL, "ringOpen(entries: 1..4096, results: Int32Array, onComplete: Function, nvme: boolean)");
     return NULL;
   }
   struct ring *r = calloc(1, sizeof *r);
@@ -195,7 +207,7 @@ static napi_value ring_open(napi_env env, napi_callback_info info) {
   r->env = env;
   r->results = data;
   r->results_pairs = length / 2;
-  int res = io_uring_queue_init(entries, &r->uring, 0);
+  int res = io_uring_queue_init(entries, &r->uring, nvme ? IORING_SETUP_SQE128 | IORING_SETUP_CQE32 : 0);
   if (res < 0) {
     free(r);
     return throw_errno(env, -res, "io_uring_setup");
@@ -240,8 +252,32 @@ static napi_value ring_open(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* A free submission entry; when the queue is full, what it holds is handed to the kernel first (*submitted says how many). NULL with an exception pending on failure. */
+static struct io_uring_sqe *next_sqe(napi_env env, struct ring *r, int *submitted) {
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&r->uring);
+  if (sqe) return sqe;
+  *submitted = io_uring_submit(&r->uring);
+  if (*submitted < 0) {
+    throw_errno(env, -*submitted, "io_uring_enter");
+    return NULL;
+  }
+  sqe = io_uring_get_sqe(&r->uring);
+  if (!sqe) throw_errno(env, EBUSY, "io_uring submission queue");
+  return sqe;
+}
+
+/* The operation is in the ring: count it, hold the loop open until it completes, answer the count submitted to make room. */
+static napi_value prepared(napi_env env, struct ring *r, struct io_uring_sqe *sqe, uint32_t tag, int submitted) {
+  napi_value result;
+  io_uring_sqe_set_data64(sqe, tag);
+  r->in_flight++;
+  hold_loop(r, true);
+  napi_create_int32(env, submitted, &result);
+  return result;
+}
+
 static napi_value ring_prep(napi_env env, napi_callback_info info) {
-  napi_value argv[7], result;
+  napi_value argv[7];
   uint32_t op, tag;
   int submitted = 0;
   int32_t fd, slot;
@@ -267,23 +303,103 @@ static napi_value ring_prep(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
-  struct io_uring_sqe *sqe = io_uring_get_sqe(&r->uring);
-  if (!sqe) {
-    /* The submission queue is full: hand it to the kernel now and take the first free entry. */
-    submitted = io_uring_submit(&r->uring);
-    if (submitted < 0) return throw_errno(env, -submitted, "io_uring_enter");
-    sqe = io_uring_get_sqe(&r->uring);
-    if (!sqe) return throw_errno(env, EBUSY, "io_uring submission queue");
-  }
+  struct io_uring_sqe *sqe = next_sqe(env, r, &submitted);
+  if (!sqe) return NULL;
   if (op == 0 && slot >= 0) io_uring_prep_read_fixed(sqe, fd, data, (unsigned)length, (uint64_t)offset, slot);
   else if (op == 0) io_uring_prep_read(sqe, fd, data, (unsigned)length, (uint64_t)offset);
   else if (op == 1 && slot >= 0) io_uring_prep_write_fixed(sqe, fd, data, (unsigned)length, (uint64_t)offset, slot);
   else if (op == 1) io_uring_prep_write(sqe, fd, data, (unsigned)length, (uint64_t)offset);
   else io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
-  io_uring_sqe_set_data64(sqe, tag);
-  r->in_flight++;
-  hold_loop(r, true);
-  napi_create_int32(env, submitted, &result);
+  return prepared(env, r, sqe, tag, submitted);
+}
+
+/* Fill a 128-byte entry with an NVMe I/O command for uring_cmd. */
+static void fill_nvme(struct io_uring_sqe *sqe, int fd, uint32_t opcode, uint32_t nsid, void *data, size_t length, int64_t slba, uint32_t block_count) {
+  memset(sqe, 0, 2 * sizeof *sqe); /* the command lives in the entry's second half */
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = fd;
+  sqe->cmd_op = NVME_URING_CMD_IO;
+  struct nvme_uring_cmd *cmd = (struct nvme_uring_cmd *)sqe->cmd;
+  cmd->opcode = (uint8_t)opcode;
+  cmd->nsid = nsid;
+  cmd->addr = (uint64_t)(uintptr_t)data;
+  cmd->data_len = (uint32_t)length;
+  cmd->cdw10 = (uint32_t)((uint64_t)slba & 0xffffffffu);
+  cmd->cdw11 = (uint32_t)((uint64_t)slba >> 32);
+  cmd->cdw12 = block_count > 0 ? block_count - 1 : 0; /* NLB is zero-based */
+}
+
+struct nvme_args {
+  struct ring *ring;
+  int32_t fd;
+  uint32_t opcode, nsid, block_count, tag;
+  int64_t slba;
+  void *data;
+  size_t length;
+};
+
+/* (ring, fd, opcode, nsid, buffer|null, slba, blockCount, tag) */
+static int get_nvme_args(napi_env env, napi_callback_info info, struct nvme_args *a) {
+  napi_value argv[8];
+  napi_valuetype buffer_type;
+  memset(a, 0, sizeof *a);
+  if (!get_args(env, info, 8, argv) || !(a->ring = get_ring(env, argv[0]))) return 0;
+  if (napi_get_value_int32(env, argv[1], &a->fd) != napi_ok || a->fd < 0 || napi_get_value_uint32(env, argv[2], &a->opcode) != napi_ok ||
+      a->opcode > 0xff || napi_get_value_uint32(env, argv[3], &a->nsid) != napi_ok || napi_typeof(env, argv[4], &buffer_type) != napi_ok ||
+      napi_get_value_int64(env, argv[5], &a->slba) != napi_ok || a->slba < 0 || napi_get_value_uint32(env, argv[6], &a->block_count) != napi_ok ||
+      a->block_count > 65536 || napi_get_value_uint32(env, argv[7], &a->tag) != napi_ok || !(a->ring->uring.flags & IORING_SETUP_SQE128)) {
+    napi_throw_type_error(env, NULL, "NVMe command (ring, fd, opcode, nsid, buffer, slba, blockCount, tag): bad argument, or not an NVMe ring");
+    return 0;
+  }
+  if (buffer_type != napi_null) {
+    napi_typedarray_type type;
+    napi_value arraybuffer;
+    size_t byte_offset;
+    if (napi_get_typedarray_info(env, argv[4], &type, &a->length, &a->data, &arraybuffer, &byte_offset) != napi_ok || type != napi_uint8_array ||
+        a->length > UINT32_MAX) {
+      napi_throw_type_error(env, NULL, "NVMe command: expected a Buffer or null");
+      return 0;
+    }
+  }
+  return 1;
+}
+
+static napi_value ring_prep_nvme(napi_env env, napi_callback_info info) {
+  struct nvme_args a;
+  int submitted = 0;
+  if (!get_nvme_args(env, info, &a)) return NULL;
+  struct io_uring_sqe *sqe = next_sqe(env, a.ring, &submitted);
+  if (!sqe) return NULL;
+  fill_nvme(sqe, a.fd, a.opcode, a.nsid, a.data, a.length, a.slba, a.block_count);
+  return prepared(env, a.ring, sqe, a.tag, submitted);
+}
+
+/*
+ * The same command, submitted and waited for on the spot: for the probe at
+ * open, before the ring carries anything else (its completion is taken here,
+ * not delivered).  Answers the NVMe status, or throws the errno.
+ */
+static napi_value ring_nvme_now(napi_env env, napi_callback_info info) {
+  struct nvme_args a;
+  napi_value result;
+  struct io_uring_cqe *cqe;
+  if (!get_nvme_args(env, info, &a)) return NULL;
+  if (a.ring->in_flight > 0 || io_uring_sq_ready(&a.ring->uring) > 0) {
+    napi_throw_error(env, "EBUSY", "ringNvmeNow: the ring is carrying other operations");
+    return NULL;
+  }
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&a.ring->uring);
+  if (!sqe) return throw_errno(env, EBUSY, "io_uring submission queue");
+  fill_nvme(sqe, a.fd, a.opcode, a.nsid, a.data, a.length, a.slba, a.block_count);
+  io_uring_sqe_set_data64(sqe, a.tag);
+  int res = io_uring_submit_and_wait(&a.ring->uring, 1);
+  if (res < 0) return throw_errno(env, -res, "io_uring_enter");
+  res = io_uring_peek_cqe(&a.ring->uring, &cqe);
+  if (res < 0) return throw_errno(env, -res, "io_uring completion");
+  int status = cqe->res;
+  io_uring_cqe_seen(&a.ring->uring, cqe);
+  if (status < 0) return throw_errno(env, -status, "uring_cmd");
+  napi_create_int32(env, status, &result);
   return result;
 }
 
@@ -369,6 +485,8 @@ void uring_define(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       EXPORT_FUNCTION("ringOpen", ring_open),
       EXPORT_FUNCTION("ringPrep", ring_prep),
+      EXPORT_FUNCTION("ringPrepNvme", ring_prep_nvme),
+      EXPORT_FUNCTION("ringNvmeNow", ring_nvme_now),
       EXPORT_FUNCTION("ringSubmit", ring_submit),
       EXPORT_FUNCTION("ringRegister", ring_register),
       EXPORT_FUNCTION("ringClose", ring_close),
