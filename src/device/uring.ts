@@ -1,6 +1,7 @@
 /**
  * The flash tier's io_uring: reads, writes and fdatasync as promises, many in
- * flight at once, on the event loop's own thread.
+ * flight at once, on the event loop's own thread; on a ring made forNvme,
+ * NVMe commands through uring_cmd instead (src/device/nvme_passthrough.ts).
  *
  * Operations asked for during one turn of the event loop are queued in the
  * ring and handed to the kernel together by one io_uring_enter at the end of
