@@ -122,7 +122,7 @@ const tierfsArgs = (flash: string, meta: string, mount: string, extra: string[] 
   ...(extra.includes('--admin-socket') ? [] : ['--admin-socket', '']), ...extra,
 ];
 
-/** Sequential 1 MiB writes (then fsync) and reads, and 4 KiB random reads, through src/fs vs fio. */
+/** Sequential 1 MiB writes (then fsync) and reads, and 4 KiB random reads at depth 1 and 16, through src/fs vs fio (O_DIRECT; io_uring at depth 16). */
 async function fsLayer(): Promise<void> {
   console.error('src/fs vs fio, same directory');
   const fioFile = path.join(work, 'fio.dat');
@@ -132,7 +132,7 @@ async function fsLayer(): Promise<void> {
   const chunk = Buffer.alloc(MiB);
   for (let i = 0; i < MiB; i += 8) chunk.writeDoubleLE(Math.random(), i);
   const readBuffer = Buffer.allocUnsafeSlow(MiB);
-  const w: number[] = [], fw: number[] = [], r: number[] = [], fr: number[] = [], rr: number[] = [], frr: number[] = [];
+  const w: number[] = [], fw: number[] = [], r: number[] = [], fr: number[] = [], rr: number[] = [], frr: number[] = [], rq: number[] = [], frq: number[] = [];
   fio(['--name=layout', `--filename=${fioFile}`, '--rw=write', '--bs=1M', `--size=${seqBytes}`, '--end_fsync=1']);
   for (let pass = 0; pass < 3; pass++) {
     for (let at = 0; at < seqBytes; at += MiB) await opened.fs.write(fh, at, chunk); // copy-on-write: three passes touch the whole flash file
@@ -160,6 +160,22 @@ async function fsLayer(): Promise<void> {
       count += 64;
     }
     rr.push(count / ((performance.now() - start) / 1000));
+
+    // Depth 16: sixteen readers at once, each with its own buffer, as sixteen FUSE requests in flight would be.
+    frq.push(fio(['--name=randr16', `--filename=${fioFile}`, '--rw=randread', '--bs=4k', '--ioengine=io_uring', '--iodepth=16', `--size=${seqBytes}`, `--runtime=${randomSeconds}`, '--time_based']).iops);
+    count = 0;
+    start = performance.now();
+    const until = start + randomSeconds * 1000;
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        const own = Buffer.allocUnsafeSlow(4096);
+        while (performance.now() < until) {
+          await opened.fs.read(fh, Math.floor(Math.random() * blocks) * 4096, 4096, own);
+          count += 1;
+        }
+      }),
+    );
+    rq.push(count / ((performance.now() - start) / 1000));
   }
   await opened.fs.release(fh);
   void attr;
@@ -169,6 +185,7 @@ async function fsLayer(): Promise<void> {
   ratioRow('seq write 1 MiB, src/fs vs fio', w, fw, 'MiB/s', 0.8);
   ratioRow('seq read 1 MiB, src/fs vs fio', r, fr, 'MiB/s', 0.8);
   ratioRow('rand read 4 KiB qd1, src/fs vs fio psync', rr, frr, 'IOPS', 0.5);
+  ratioRow('rand read 4 KiB depth 16, src/fs vs fio io_uring', rq, frq, 'IOPS', 0.8);
 }
 
 function ddRate(args: string[]): number {
