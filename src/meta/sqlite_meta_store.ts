@@ -165,6 +165,27 @@ export const migrations: (string | ((db: Database.Database) => void))[] = [
     db.exec(replicaLogToKeysSql());
     if (replicated) createReplicaTriggers(db);
   },
+  // 8: extents become a rowid table, their key (ino, file_offset) its unique index.  A WITHOUT ROWID row
+  // keeps its whole record in the key's b-tree, and a full extent's 1 KiB of checksums made that record
+  // overflow its page: every lookup that compared against such a row read the overflow page with a pread
+  // of its own, outside SQLite's page cache (about 50 µs per random read of a large file, most of it).
+  // The same columns, indexes and triggers (the replica's too), made again from their own definitions.
+  (db) => {
+    const table = db.prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'extents'").pluck().get() as string;
+    if (!/WITHOUT ROWID\s*$/i.test(table)) return; // a rowid table already
+    const dependents = db
+      .prepare("SELECT sql FROM sqlite_master WHERE tbl_name = 'extents' AND type IN ('index', 'trigger') AND sql IS NOT NULL ORDER BY type, name")
+      .pluck()
+      .all() as string[];
+    // The name may be quoted: SQLite writes it so when a table is renamed.
+    const rowid = table.replace(/^CREATE TABLE\s+("extents"|extents)\s*\(/, 'CREATE TABLE extents_rowid (').replace(/\)\s*WITHOUT ROWID\s*$/, ')');
+    assert.ok(rowid.startsWith('CREATE TABLE extents_rowid (') && !/WITHOUT ROWID/i.test(rowid), `extents: unexpected table definition ${table}`);
+    db.exec(`${rowid};
+      INSERT INTO extents_rowid SELECT * FROM extents ORDER BY ino, file_offset;
+      DROP TABLE extents;
+      ALTER TABLE extents_rowid RENAME TO extents;`);
+    for (const sql of dependents) db.exec(sql);
+  },
 ];
 
 /** Triggers that keep figures other rows determine (bulkLoad sets them aside and recountFiguresSql makes the figures again). */
