@@ -30,6 +30,10 @@ export interface DeviceNative {
   ringNvmeNow(ring: RingHandle, fd: number, opcode: number, nsid: number, buffer: Buffer | null, slba: number, blockCount: number, tag: number): number;
   /** Hand every queued operation to the kernel; how many it took. */
   ringSubmit(ring: RingHandle): number;
+  /** ringSubmit, and wait in the same system call until a completion is posted. */
+  ringSubmitWait(ring: RingHandle): number;
+  /** Copy the completions posted so far into `results` without calling onComplete; how many. */
+  ringReap(ring: RingHandle): number;
   /** Enter `memory` in the ring's table of fixed buffers until it is garbage collected; its slot, or -1. */
   ringRegister(ring: RingHandle, memory: ArrayBuffer): number;
   /** Tear the ring down; nothing may be in flight. */

@@ -19,6 +19,8 @@
  *                        the same, submitted and waited for at once (the
  *                        probe at open, on an idle ring)
  *   ringSubmit(ring) -> submitted count
+ *   ringSubmitWait(ring) -> submitted count, having waited for a completion
+ *   ringReap(ring) -> completions copied into results (no onComplete call)
  *   ringRegister(ring, arrayBuffer) -> slot, or -1 (no slot, or refused)
  *   ringClose(ring)
  *
@@ -102,6 +104,23 @@ static void hold_loop(struct ring *r, bool hold) {
   else uv_unref((uv_handle_t *)&r->poll);
 }
 
+/* Copy posted completions into `results` (as many as fit); how many. */
+static unsigned reap(struct ring *r) {
+  struct io_uring_cqe *cqe;
+  unsigned head, count = 0;
+  io_uring_for_each_cqe(&r->uring, head, cqe) {
+    if (count == r->results_pairs) break;
+    r->results[2 * count] = (int32_t)cqe->user_data;
+    r->results[2 * count + 1] = cqe->res;
+    count++;
+  }
+  if (count == 0) return 0;
+  io_uring_cq_advance(&r->uring, count);
+  r->in_flight -= count;
+  if (r->in_flight == 0) hold_loop(r, false);
+  return count;
+}
+
 /* Every posted completion to JavaScript, in batches as large as `results`. */
 static void deliver(struct ring *r) {
   napi_env env = r->env;
@@ -111,18 +130,8 @@ static void deliver(struct ring *r) {
   napi_get_reference_value(env, r->on_complete, &callback);
   napi_create_object(env, &resource);
   for (;;) {
-    struct io_uring_cqe *cqe;
-    unsigned head, count = 0;
-    io_uring_for_each_cqe(&r->uring, head, cqe) {
-      if (count == r->results_pairs) break;
-      r->results[2 * count] = (int32_t)cqe->user_data;
-      r->results[2 * count + 1] = cqe->res;
-      count++;
-    }
+    unsigned count = reap(r);
     if (count == 0) break;
-    io_uring_cq_advance(&r->uring, count);
-    r->in_flight -= count;
-    if (r->in_flight == 0) hold_loop(r, false);
     napi_create_uint32(env, count, &argv[0]);
     /* napi_make_callback runs the microtasks the callback queued (the resolved promises) before it returns. */
     if (napi_make_callback(env, r->async, resource, callback, 1, argv, &ignored) != napi_ok) {
@@ -141,13 +150,17 @@ static void deliver(struct ring *r) {
   napi_close_handle_scope(env, scope);
 }
 
+static void clear_eventfd(struct ring *r) {
+  uint64_t value;
+  while (read(r->eventfd, &value, sizeof value) > 0) {
+  }
+}
+
 static void on_eventfd(uv_poll_t *handle, int status, int events) {
   (void)status;
   (void)events;
   struct ring *r = handle->data;
-  uint64_t value;
-  while (read(r->eventfd, &value, sizeof value) > 0) {
-  }
+  clear_eventfd(r);
   if (!r->closed) deliver(r);
 }
 
@@ -414,6 +427,35 @@ static napi_value ring_submit(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * ringSubmitWait: submit and wait for one completion in the same system
+ * call, for a lone small read, where the eventfd's wake-up and read would
+ * cost more than the read (the caller then takes the completion with
+ * ringReap).  Answers how many operations the kernel took.
+ */
+static napi_value ring_submit_wait(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  if (!get_args(env, info, 1, argv)) return NULL;
+  struct ring *r = get_ring(env, argv[0]);
+  if (!r) return NULL;
+  int res = io_uring_submit_and_wait(&r->uring, 1);
+  if (res < 0 && res != -EAGAIN && res != -EINTR && res != -EBUSY) return throw_errno(env, -res, "io_uring_enter");
+  napi_create_int32(env, res < 0 ? 0 : res, &result);
+  return result;
+}
+
+/* ringReap: completions posted so far into `results`, without calling onComplete; how many. */
+static napi_value ring_reap(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  if (!get_args(env, info, 1, argv)) return NULL;
+  struct ring *r = get_ring(env, argv[0]);
+  if (!r) return NULL;
+  unsigned count = reap(r);
+  if (count > 0) clear_eventfd(r); /* what it announced is taken: no wake-up for nothing */
+  napi_create_uint32(env, count, &result);
+  return result;
+}
+
 static void registration_finalize(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
@@ -488,6 +530,8 @@ void uring_define(napi_env env, napi_value exports) {
       EXPORT_FUNCTION("ringPrepNvme", ring_prep_nvme),
       EXPORT_FUNCTION("ringNvmeNow", ring_nvme_now),
       EXPORT_FUNCTION("ringSubmit", ring_submit),
+      EXPORT_FUNCTION("ringSubmitWait", ring_submit_wait),
+      EXPORT_FUNCTION("ringReap", ring_reap),
       EXPORT_FUNCTION("ringRegister", ring_register),
       EXPORT_FUNCTION("ringClose", ring_close),
   };
