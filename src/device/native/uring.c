@@ -416,33 +416,27 @@ static napi_value ring_nvme_now(napi_env env, napi_callback_info info) {
   return result;
 }
 
-static napi_value ring_submit(napi_env env, napi_callback_info info) {
+/* Hand the queued operations to the kernel, waiting in the same call for `wait_nr` completions; how many it took (0 for EAGAIN, EBUSY, EINTR: try again). */
+static napi_value submit(napi_env env, napi_callback_info info, unsigned wait_nr) {
   napi_value argv[1], result;
   if (!get_args(env, info, 1, argv)) return NULL;
   struct ring *r = get_ring(env, argv[0]);
   if (!r) return NULL;
-  int res = io_uring_submit(&r->uring);
+  int res = io_uring_submit_and_wait(&r->uring, wait_nr);
   if (res < 0 && res != -EAGAIN && res != -EINTR && res != -EBUSY) return throw_errno(env, -res, "io_uring_enter");
   napi_create_int32(env, res < 0 ? 0 : res, &result);
   return result;
 }
 
+static napi_value ring_submit(napi_env env, napi_callback_info info) { return submit(env, info, 0); }
+
 /*
  * ringSubmitWait: submit and wait for one completion in the same system
  * call, for a lone small read, where the eventfd's wake-up and read would
  * cost more than the read (the caller then takes the completion with
- * ringReap).  Answers how many operations the kernel took.
+ * ringReap).
  */
-static napi_value ring_submit_wait(napi_env env, napi_callback_info info) {
-  napi_value argv[1], result;
-  if (!get_args(env, info, 1, argv)) return NULL;
-  struct ring *r = get_ring(env, argv[0]);
-  if (!r) return NULL;
-  int res = io_uring_submit_and_wait(&r->uring, 1);
-  if (res < 0 && res != -EAGAIN && res != -EINTR && res != -EBUSY) return throw_errno(env, -res, "io_uring_enter");
-  napi_create_int32(env, res < 0 ? 0 : res, &result);
-  return result;
-}
+static napi_value ring_submit_wait(napi_env env, napi_callback_info info) { return submit(env, info, 1); }
 
 /* ringReap: completions posted so far into `results`, without calling onComplete; how many. */
 static napi_value ring_reap(napi_env env, napi_callback_info info) {
