@@ -204,7 +204,7 @@ export interface OpenOptions {
   direct?: boolean;
   /** Hand freed ranges back to the medium (default: on for block devices, off for files). */
   discard?: boolean;
-  /** io_uring or psync; 'auto' (the default) takes io_uring where the kernel allows it. */
+  /** NVMe passthrough, io_uring or psync; 'auto' (the default) takes the first of them the kernel and the device allow. */
   io?: FlashIoChoice;
   /** How long to wait for another holder of the flash tier to let go (default constants.flashLockWaitMs). */
   lockWaitMs?: number;

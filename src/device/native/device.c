@@ -10,7 +10,7 @@
  *   nvmeNamespaceId(fd)         NVME_IOCTL_ID: the namespace an NVMe block or generic device is
  *   nvmeDeallocate(fd, nsid, slba, blockCount)
  *                               NVMe Dataset Management, deallocate one range (the discard of
- *                               the passthrough path); throws on a non-zero NVMe status
+ *                               the passthrough path); a non-zero NVMe status throws EOPNOTSUPP
  *   crc32cBlocks(buf, blockBytes, out)
  *                               CRC-32C of each block of buf into out (u32 LE each)
  *   crc32c(buf)                 CRC-32C of buf
@@ -194,9 +194,10 @@ static napi_value nvme_deallocate(napi_env env, napi_callback_info info) {
   int status = ioctl((int)fd, NVME_IOCTL_IO_CMD, &cmd);
   if (status < 0) return throw_errno(env, errno, "ioctl(NVME_IOCTL_IO_CMD)");
   if (status > 0) {
+    /* A namespace without Dataset Management answers a status, not an errno: deallocation is advice, so it is "not supported". */
     char text[80];
     snprintf(text, sizeof text, "NVMe Dataset Management: status 0x%x", (unsigned)status);
-    napi_value error = coded_error(env, "EIO", text);
+    napi_value error = coded_error(env, "EOPNOTSUPP", text);
     if (error) napi_throw(env, error);
     return NULL;
   }
