@@ -119,7 +119,7 @@ class FileDevice implements FlashDevice {
     if (failure) throw failure;
   }
 
-  /** A passthrough command's outcome: NVMe status errors are IO errors already; an errno becomes one. */
+  /** An outcome with nothing to count: TierfsErrors (NVMe statuses) stay as they are; an errno becomes an IO error. */
   private async passed(op: string, done: Promise<void>): Promise<void> {
     try {
       await done;
@@ -154,13 +154,7 @@ class FileDevice implements FlashDevice {
 
   async sync(): Promise<void> {
     if (this.engine.passthrough) return this.passed('flush', this.engine.passthrough.flush());
-    if (this.ring) {
-      try {
-        return await this.ring.datasync(this.fd);
-      } catch (error) {
-        throw ioError('fdatasync', this.path, error);
-      }
-    }
+    if (this.ring) return this.passed('fdatasync', this.ring.datasync(this.fd));
     return new Promise((resolve, reject) => {
       fs.fdatasync(this.fd, (error) => (error ? reject(ioError('fdatasync', this.path, error)) : resolve()));
     });
