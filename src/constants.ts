@@ -91,6 +91,10 @@ export const constants = {
    * then is refused.
    */
   flashLockWaitMs: 10_000,
+  /** The writer lease's TTL (serve's leaseTtl): renewed every third of it. */
+  leaseTtlMsDefault: 30_000,
+  /** A conditional put on the directory target waits this long for the lock another process holds. */
+  conditionalPutLockWaitMs: 5_000,
   /** Bytes of aligned staging buffers kept for reuse by the flash store. */
   stagingPoolBytesMax: 32 * MiB,
 

@@ -29,7 +29,7 @@ t.test('s3 backend on s3rver', async (t) => {
   const server = await startS3rver(t);
   const store = openObjectStore(server.url('conformance'));
   t.teardown(() => store.close());
-  await objectStoreConformance(t, store);
+  await objectStoreConformance(t, store, { conditional: false }); // s3rver stores whatever If-None-Match / If-Match say
 });
 
 t.test('azure backend on azurite', async (t) => {

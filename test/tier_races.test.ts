@@ -26,6 +26,8 @@ function gatedStore(inner: ObjectStore): { store: ObjectStore; putStarted: Promi
     },
     get: (key, range, signal) => inner.get(key, range, signal),
     head: (key, signal) => inner.head(key, signal),
+    getVersioned: (key, signal) => inner.getVersioned(key, signal),
+    putIf: (key, body, condition, signal) => inner.putIf(key, body, condition, signal),
     list: (prefix, signal) => inner.list(prefix, signal),
     listNames: (prefix, signal) => inner.listNames(prefix, signal),
     delete: (key, signal) => inner.delete(key, signal),

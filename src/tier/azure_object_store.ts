@@ -28,6 +28,8 @@ import {
   ObjectStoreError,
   type ObjectInfo,
   type ObjectStore,
+  type PutCondition,
+  type VersionedObject,
 } from './object_store';
 
 export interface AzureOptions {
@@ -123,6 +125,34 @@ export class AzureObjectStore implements ObjectStore {
       if ((error as { statusCode?: number }).statusCode === 416)
         throw new ObjectStoreError('Fatal', `get ${key}: range beyond the object`, { cause: error });
       throw azureError(error, `get ${key}`);
+    }
+  }
+
+  async getVersioned(key: string, signal?: AbortSignal): Promise<VersionedObject | undefined> {
+    try {
+      const out = await this.blob(key).download(0, undefined, { abortSignal: signal });
+      const body = await collectBody(key, out.readableStreamBody as AsyncIterable<Uint8Array>, out.contentLength);
+      if (!out.etag) throw new ObjectStoreError('Fatal', `get ${key}: the server sent no ETag`);
+      return { body, etag: out.etag };
+    } catch (error) {
+      const mapped = azureError(error, `get ${key}`);
+      if (mapped.kind === 'NotFound') return undefined;
+      throw mapped;
+    }
+  }
+
+  async putIf(key: string, body: Buffer, condition: PutCondition, signal?: AbortSignal): Promise<string> {
+    try {
+      const conditions = 'ifMatch' in condition ? { ifMatch: condition.ifMatch } : { ifNoneMatch: condition.ifNoneMatch };
+      const out = await this.blob(key).upload(body, body.length, { conditions, abortSignal: signal });
+      if (!out.etag) throw new ObjectStoreError('Fatal', `put ${key}: the server sent no ETag`);
+      return out.etag;
+    } catch (error) {
+      const mapped = azureError(error, `put ${key}`);
+      // If-None-Match: * on an existing blob answers 409 BlobAlreadyExists, a failed If-Match 412.
+      if ((error as { code?: string }).code === 'BlobAlreadyExists' || (error as { code?: string }).code === 'ConditionNotMet')
+        throw new ObjectStoreError('PreconditionFailed', mapped.message, { cause: error });
+      throw mapped;
     }
   }
 

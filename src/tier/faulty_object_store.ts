@@ -4,7 +4,7 @@
  * read or written) matched by operation and key, each for a number of calls,
  * and a switch that makes the whole tier unreachable.
  */
-import { ObjectStoreError, type ObjectInfo, type ObjectStore } from './object_store';
+import { ObjectStoreError, type ObjectInfo, type ObjectStore, type PutCondition, type VersionedObject } from './object_store';
 
 type Operation = 'put' | 'get' | 'head' | 'list' | 'delete';
 
@@ -91,6 +91,16 @@ export class FaultyObjectStore implements ObjectStore {
     }
     if (fault?.kind === 'truncate') throw new ObjectStoreError('Transient', `get ${key}: ${data.length >> 1} bytes received, ${data.length} expected (injected)`);
     return data;
+  }
+
+  async getVersioned(key: string, signal?: AbortSignal): Promise<VersionedObject | undefined> {
+    await this.before('get', key, signal);
+    return this.inner.getVersioned(key, signal);
+  }
+
+  async putIf(key: string, body: Buffer, condition: PutCondition, signal?: AbortSignal): Promise<string> {
+    await this.before('put', key, signal);
+    return this.inner.putIf(key, body, condition, signal);
   }
 
   async head(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined> {

@@ -4,14 +4,25 @@
  * fsyncs it, renames it into place and fsyncs the directory, so an object is
  * either absent or complete — the same all-or-nothing a bucket gives.
  * Keys map to paths below the root; ".." and empty segments are refused.
+ * Conditional puts hold an flock on one lock file at the root while they
+ * compare and replace, so processes sharing the directory see them atomic;
+ * an object's version tag is a hash of its bytes.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { ObjectStoreError, type ObjectInfo, type ObjectStore } from './object_store';
+import { constants } from '../constants';
+import { native } from '../native';
+import { ObjectStoreError, type ObjectInfo, type ObjectStore, type PutCondition, type VersionedObject } from './object_store';
 
 const TEMP_SUFFIX = '.tierfs-partial';
+/** The lock conditional puts hold (its name ends like a partial object's: never listed, never a key). */
+const CONDITIONAL_LOCK = `conditional-put${TEMP_SUFFIX}`;
+
+function etagOf(data: Buffer): string {
+  return `"${createHash('sha256').update(data).digest('hex').slice(0, 32)}"`;
+}
 
 function fsError(error: unknown, what: string): ObjectStoreError {
   const code = (error as NodeJS.ErrnoException).code;
@@ -37,6 +48,10 @@ export class FileObjectStore implements ObjectStore {
   }
 
   async put(key: string, body: Buffer[]): Promise<void> {
+    await this.write(key, body);
+  }
+
+  private async write(key: string, body: Buffer[]): Promise<void> {
     const target = this.pathOf(key);
     const temp = `${target}.${randomBytes(6).toString('hex')}${TEMP_SUFFIX}`;
     try {
@@ -88,6 +103,39 @@ export class FileObjectStore implements ObjectStore {
       throw fsError(error, `get ${key}`);
     } finally {
       await handle.close();
+    }
+  }
+
+  async getVersioned(key: string): Promise<VersionedObject | undefined> {
+    try {
+      const body = await fsp.readFile(this.pathOf(key));
+      return { body, etag: etagOf(body) };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+      throw error instanceof ObjectStoreError ? error : fsError(error, `get ${key}`);
+    }
+  }
+
+  async putIf(key: string, body: Buffer, condition: PutCondition): Promise<string> {
+    this.pathOf(key); // a bad key is refused before the lock
+    await fsp.mkdir(this.root, { recursive: true }).catch((error: unknown) => {
+      throw fsError(error, `put ${key}`);
+    });
+    const lock = await fsp.open(path.join(this.root, CONDITIONAL_LOCK), 'a', 0o600).catch((error: unknown) => {
+      throw fsError(error, `put ${key}`);
+    });
+    try {
+      for (let waitedMs = 0; !native.lockExclusive(lock.fd); waitedMs += 2) {
+        if (waitedMs >= constants.conditionalPutLockWaitMs) throw new ObjectStoreError('Transient', `put ${key}: the directory's conditional-put lock stayed held`);
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+      const current = await this.getVersioned(key);
+      const holds = 'ifMatch' in condition ? current?.etag === condition.ifMatch : current === undefined;
+      if (!holds) throw new ObjectStoreError('PreconditionFailed', `put ${key}: ${current ? `the object is at version ${current.etag}` : 'no such object'} (HTTP 412)`);
+      await this.write(key, [body]);
+      return etagOf(body);
+    } finally {
+      await lock.close(); // closing the last descriptor drops the flock
     }
   }
 

@@ -16,6 +16,15 @@ export interface ObjectInfo {
   sizeBytes: number;
 }
 
+/** A conditional put's condition: the key is absent, or holds the version `ifMatch` names. */
+export type PutCondition = { ifNoneMatch: '*' } | { ifMatch: string };
+
+/** A whole object with its version tag (the ETag, or the directory target's content hash). */
+export interface VersionedObject {
+  body: Buffer;
+  etag: string;
+}
+
 export interface ObjectStore {
   /** The target, for messages: scheme, bucket or directory, prefix; never a secret. */
   readonly description: string;
@@ -29,6 +38,16 @@ export interface ObjectStore {
   list(prefix: string, signal?: AbortSignal): AsyncIterable<ObjectInfo>;
   /** The distinct names one level below `prefix` ("" or ending in "/"): what lies up to the next "/" (a delimited listing). */
   listNames(prefix: string, signal?: AbortSignal): Promise<string[]>;
+  /** All of `key` with its version tag, or undefined when it does not exist. */
+  getVersioned(key: string, signal?: AbortSignal): Promise<VersionedObject | undefined>;
+  /**
+   * Store `body` as `key` only while `condition` holds (S3 If-None-Match /
+   * If-Match, Azure's ETag conditions, a lock on the directory target); the
+   * new version tag.  PreconditionFailed when it does not hold.  Some
+   * S3-compatible servers ignore the condition and store anyway: see
+   * conditionalWritesWork() before relying on it.
+   */
+  putIf(key: string, body: Buffer, condition: PutCondition, signal?: AbortSignal): Promise<string>;
   /** Remove `key`; removing a missing key succeeds. */
   delete(key: string, signal?: AbortSignal): Promise<void>;
   /** Release sockets and timers. */
@@ -92,6 +111,27 @@ export async function collectBody(key: string, body: AsyncIterable<Uint8Array>, 
   if (expectedBytes !== undefined && received !== expectedBytes)
     throw new ObjectStoreError('Transient', `get ${key}: ${received} bytes received, ${expectedBytes} expected`);
   return into ?? Buffer.concat(chunks, received);
+}
+
+/**
+ * Does `store` honour conditional puts?  Creates `probeKey` only if absent
+ * twice over: the second must be refused.  A server that ignores the
+ * condition (s3rver) stores both.  The probe object is removed.
+ */
+export async function conditionalWritesWork(store: ObjectStore, probeKey: string): Promise<boolean> {
+  await store.delete(probeKey);
+  try {
+    await store.putIf(probeKey, Buffer.from('probe 1\n'), { ifNoneMatch: '*' });
+    try {
+      await store.putIf(probeKey, Buffer.from('probe 2\n'), { ifNoneMatch: '*' });
+      return false;
+    } catch (error) {
+      if (error instanceof ObjectStoreError && error.kind === 'PreconditionFailed') return true;
+      throw error;
+    }
+  } finally {
+    await store.delete(probeKey).catch(() => undefined);
+  }
 }
 
 /** The names one level below `prefix` among `keys` (for backends that list flat). */

@@ -6,7 +6,7 @@
  * errors are never retried.  The clock, sleep and randomness are passed in.
  */
 import { log } from '../log';
-import { isRetryable, ObjectStoreError, type ObjectInfo, type ObjectStore } from './object_store';
+import { isRetryable, ObjectStoreError, type ObjectInfo, type ObjectStore, type PutCondition, type VersionedObject } from './object_store';
 
 export interface RetryOptions {
   /** An operation gives up once this much time has passed since it began. */
@@ -100,6 +100,19 @@ export class RetryingObjectStore implements ObjectStore {
 
   get(key: string, range?: { offsetBytes: number; lengthBytes: number }, signal?: AbortSignal): Promise<Buffer> {
     return this.attempt(`get ${key}`, signal, (s) => this.inner.get(key, range, s));
+  }
+
+  getVersioned(key: string, signal?: AbortSignal): Promise<VersionedObject | undefined> {
+    return this.attempt(`get ${key}`, signal, (s) => this.inner.getVersioned(key, s));
+  }
+
+  /**
+   * Retried like any put.  A retry after an attempt that did land is
+   * refused by its own condition: callers that must know tell the two apart
+   * by what they wrote (the writer lease carries a nonce).
+   */
+  putIf(key: string, body: Buffer, condition: PutCondition, signal?: AbortSignal): Promise<string> {
+    return this.attempt(`put ${key}`, signal, (s) => this.inner.putIf(key, body, condition, s));
   }
 
   head(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined> {

@@ -30,6 +30,8 @@ import {
   ObjectStoreError,
   type ObjectInfo,
   type ObjectStore,
+  type PutCondition,
+  type VersionedObject,
 } from './object_store';
 
 const SHA256_HEADER = 'x-amz-content-sha256';
@@ -141,6 +143,38 @@ export class S3ObjectStore implements ObjectStore {
       if ((error as { name?: string }).name === 'InvalidRange')
         throw new ObjectStoreError('Fatal', `get ${key}: range beyond the object`, { cause: error });
       throw s3Error(error, `get ${key}`);
+    }
+  }
+
+  async getVersioned(key: string, signal?: AbortSignal): Promise<VersionedObject | undefined> {
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: this.keyOf(key) }), { abortSignal: signal });
+      const body = await collectBody(key, out.Body as AsyncIterable<Uint8Array>, out.ContentLength);
+      if (!out.ETag) throw new ObjectStoreError('Fatal', `get ${key}: the server sent no ETag`);
+      return { body, etag: out.ETag };
+    } catch (error) {
+      const mapped = s3Error(error, `get ${key}`);
+      if (mapped.kind === 'NotFound') return undefined;
+      throw mapped;
+    }
+  }
+
+  async putIf(key: string, body: Buffer, condition: PutCondition, signal?: AbortSignal): Promise<string> {
+    try {
+      const out = await this.client.send(
+        new PutObjectCommand({
+          Bucket: this.options.bucket,
+          Key: this.keyOf(key),
+          Body: body,
+          ContentLength: body.length,
+          ...('ifMatch' in condition ? { IfMatch: condition.ifMatch } : { IfNoneMatch: condition.ifNoneMatch }),
+        }),
+        { abortSignal: signal },
+      );
+      if (!out.ETag) throw new ObjectStoreError('Fatal', `put ${key}: the server sent no ETag`);
+      return out.ETag;
+    } catch (error) {
+      throw s3Error(error, `put ${key}`);
     }
   }
 

@@ -2,7 +2,7 @@
 import 'tap';
 
 type Test = tap.Test;
-import { ObjectStoreError, type ObjectStore } from '../../src/tier/object_store';
+import { conditionalWritesWork, ObjectStoreError, type ObjectStore } from '../../src/tier/object_store';
 import { pattern } from './fs';
 
 async function kindOf(promise: Promise<unknown>): Promise<string> {
@@ -21,7 +21,33 @@ async function listAll(store: ObjectStore, prefix: string): Promise<Map<string, 
   return out;
 }
 
-export async function objectStoreConformance(t: Test, store: ObjectStore, options: { manyKeys: number } = { manyKeys: 1005 }): Promise<void> {
+export async function objectStoreConformance(
+  t: Test,
+  store: ObjectStore,
+  options: { manyKeys?: number; conditional?: boolean } = {},
+): Promise<void> {
+  const manyKeys = options.manyKeys ?? 1005;
+  const conditional = options.conditional ?? true;
+  t.test('versioned get and conditional put', async (t) => {
+    t.equal(await store.getVersioned('c/missing'), undefined, 'a missing key: undefined');
+    t.equal(await conditionalWritesWork(store, 'c/probe'), conditional, `the probe finds conditions ${conditional ? 'honoured' : 'ignored'}`);
+    t.equal(await store.head('c/probe'), undefined, 'the probe leaves nothing');
+    const first = await store.putIf('c/lease', Buffer.from('one'), { ifNoneMatch: '*' });
+    const got = await store.getVersioned('c/lease');
+    t.ok(got?.body.equals(Buffer.from('one')), 'the body back');
+    t.equal(got?.etag, first, 'the version the put answered');
+    const second = await store.putIf('c/lease', Buffer.from('two'), { ifMatch: first });
+    t.not(second, first, 'a new version');
+    t.equal((await store.getVersioned('c/lease'))?.etag, second);
+    if (!conditional) return;
+    t.equal(await kindOf(store.putIf('c/lease', Buffer.from('three'), { ifNoneMatch: '*' })), 'PreconditionFailed', 'create-only on an existing key');
+    t.equal(await kindOf(store.putIf('c/lease', Buffer.from('three'), { ifMatch: first })), 'PreconditionFailed', 'a stale version');
+    t.equal(await kindOf(store.putIf('c/other', Buffer.from('x'), { ifMatch: first })), 'PreconditionFailed', 'a version of a missing key');
+    t.ok((await store.getVersioned('c/lease'))?.body.equals(Buffer.from('two')), 'refused puts changed nothing');
+    // Two writers racing on the same version: exactly one wins.
+    const race = await Promise.allSettled(['a', 'b', 'c', 'd'].map((w) => store.putIf('c/lease', Buffer.from(w), { ifMatch: second })));
+    t.equal(race.filter((r) => r.status === 'fulfilled').length, 1, 'one of four racing puts on one version lands');
+  });
   t.test('put, get, ranged get, head', async (t) => {
     const data = pattern(7, 100_000);
     await store.put('a/b/one', [data.subarray(0, 30_000), data.subarray(30_000)]);
@@ -62,7 +88,7 @@ export async function objectStoreConformance(t: Test, store: ObjectStore, option
   });
 
   t.test('list by prefix, across truncated pages', async (t) => {
-    const keys = Array.from({ length: options.manyKeys }, (_, i) => `many/${String(i % 16).padStart(2, '0')}/k${i}`);
+    const keys = Array.from({ length: manyKeys }, (_, i) => `many/${String(i % 16).padStart(2, '0')}/k${i}`);
     for (let i = 0; i < keys.length; i += 32) await Promise.all(keys.slice(i, i + 32).map((k) => store.put(k, [Buffer.from(k)])));
     await store.put('manyother', [Buffer.from('x')]);
     const listed = await listAll(store, 'many/');
@@ -72,7 +98,7 @@ export async function objectStoreConformance(t: Test, store: ObjectStore, option
     t.equal((await listAll(store, 'nothing-here/')).size, 0);
     t.ok((await listAll(store, 'many')).has('manyother'), 'a prefix is a string prefix, not a directory');
     // One level below a prefix (a delimited listing): directories and objects by name, each once.
-    t.same(await store.listNames('many/'), Array.from({ length: Math.min(16, options.manyKeys) }, (_, i) => String(i).padStart(2, '0')), 'the names one level below');
+    t.same(await store.listNames('many/'), Array.from({ length: Math.min(16, manyKeys) }, (_, i) => String(i).padStart(2, '0')), 'the names one level below');
     await store.put('many/03.txt', [Buffer.from('x')]);
     t.ok((await store.listNames('many/')).includes('03.txt'), 'objects as well as directories');
     t.same(await store.listNames('nothing-here/'), []);

@@ -7,7 +7,7 @@
 import type { SimulatedClock } from '../../src/clock';
 import { SimulatedDevice } from '../../src/device/device';
 import type { FlashDevice, FlashDeviceReport } from '../../src/device/device';
-import { namesBelow, ObjectStoreError, type ObjectInfo, type ObjectStore } from '../../src/tier/object_store';
+import { namesBelow, ObjectStoreError, type ObjectInfo, type ObjectStore, type PutCondition, type VersionedObject } from '../../src/tier/object_store';
 
 /** A promise that never settles (each one new, so that nothing keeps a dead incarnation alive). */
 const never = <T>(): Promise<T> => new Promise<T>(() => undefined);
@@ -141,6 +141,8 @@ export const healthyStore: StoreFaultRates = { error: 0, throttle: 0, hang: 0, c
 /** An object target in memory, with latency, errors, throttling, hangs, damaged bodies and lagging listings. */
 export class SimObjectStore implements ObjectStore {
   readonly description = 'sim://bucket';
+  private readonly etags = new WeakMap<object, string>();
+  private versions = 0;
 
   constructor(
     private readonly bucket: SimBucket,
@@ -209,6 +211,30 @@ export class SimObjectStore implements ObjectStore {
       data[Math.floor(this.random() * data.length)] ^= 1 << Math.floor(this.random() * 8);
     }
     return data;
+  }
+
+  /** Versions are the object's identity in memory: every put makes a new one. */
+  private etagOf(object: { data: Buffer }): string {
+    let tag = this.etags.get(object);
+    if (tag === undefined) this.etags.set(object, (tag = `"v${++this.versions}"`));
+    return tag;
+  }
+
+  async getVersioned(key: string, signal?: AbortSignal): Promise<VersionedObject | undefined> {
+    await this.request('get', key, signal);
+    const object = this.bucket.objects.get(key);
+    return object ? { body: Buffer.from(object.data), etag: this.etagOf(object) } : undefined;
+  }
+
+  async putIf(key: string, body: Buffer, condition: PutCondition, signal?: AbortSignal): Promise<string> {
+    await this.request('put', key, signal);
+    const current = this.bucket.objects.get(key);
+    if ('ifMatch' in condition ? !current || this.etagOf(current) !== condition.ifMatch : current !== undefined)
+      throw new ObjectStoreError('PreconditionFailed', `put ${key}: condition not met (HTTP 412, simulated)`);
+    const object = { data: Buffer.from(body), listedFromMs: this.clock.nowMs() };
+    this.bucket.objects.set(key, object);
+    this.bucket.deletedUntilMs.delete(key);
+    return this.etagOf(object);
   }
 
   async head(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined> {
