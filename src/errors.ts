@@ -23,6 +23,7 @@ export const errorCodes = [
   'RANGE', // ERANGE: a buffer too small for the answer
   'NOT_SUPPORTED', // EOPNOTSUPP
   'BUSY', // EBUSY
+  'READ_ONLY', // EROFS: this appliance lost the writer role (the writer lease)
   'CHECKSUM', // EIO: bytes read back do not match their checksum
   'IO', // EIO: the device failed
   'UNAVAILABLE', // EIO: the object tier did not answer in time (degraded mode)

@@ -370,7 +370,7 @@ t.test('bad input: one clear line, nothing changed', async (t) => {
       t.equal(answer.status, status, `${method} ${url}`);
       t.match(answer.body.error, message, `${method} ${url}`);
     }
-    t.equal(runCli(['status', '--json'], env).stdout.replace(/"(latencyMs\w+|bytesPerSecond|usedBytes|commitCount|queueAgeMs|lagMs|committedSeq|uploadedSeq|snapshotSeq|snapshotMs|oldestPoint\w+|putCount|putsLastHour|submitCount|operationCount|fixedBufferOperationCount|registered\w+)": (null|[\d.]+)/g, ''), before.replace(/"(latencyMs\w+|bytesPerSecond|usedBytes|commitCount|queueAgeMs|lagMs|committedSeq|uploadedSeq|snapshotSeq|snapshotMs|oldestPoint\w+|putCount|putsLastHour|submitCount|operationCount|fixedBufferOperationCount|registered\w+)": (null|[\d.]+)/g, ''), 'state unchanged');
+    t.equal(runCli(['status', '--json'], env).stdout.replace(/"(latencyMs\w+|bytesPerSecond|usedBytes|commitCount|queueAgeMs|lagMs|committedSeq|uploadedSeq|snapshotSeq|snapshotMs|oldestPoint\w+|putCount|putsLastHour|submitCount|operationCount|fixedBufferOperationCount|registered\w+|renewedAgoMs)": (null|[\d.]+)/g, ''), before.replace(/"(latencyMs\w+|bytesPerSecond|usedBytes|commitCount|queueAgeMs|lagMs|committedSeq|uploadedSeq|snapshotSeq|snapshotMs|oldestPoint\w+|putCount|putsLastHour|submitCount|operationCount|fixedBufferOperationCount|registered\w+|renewedAgoMs)": (null|[\d.]+)/g, ''), 'state unchanged');
     t.same(json(runCli(['policy', 'list', '--json'], env)), []);
   });
 });

@@ -51,6 +51,14 @@ function deviceLine(d: StatusResponse['device']): string {
   return `${d.path}: ${how}${ring}${d.passthroughReason ? `; NVMe passthrough not used: ${d.passthroughReason}` : ''}`;
 }
 
+function writerLine(w: NonNullable<StatusResponse['writer']>): string {
+  const unenforced = w.enforced ? '' : ' (NOT ENFORCED: the target ignores conditional writes)';
+  if (w.readOnly !== null) return `READ-ONLY: ${w.readOnly}`;
+  if (w.state === 'held')
+    return `this appliance (lease renewed ${((w.renewedAgoMs ?? 0) / 1000).toFixed(1)} s ago, TTL ${w.ttlMs / 1000} s)${unenforced}`;
+  return `${w.state}${w.holderHost ? `, lease held by ${w.holderHost}` : ''}${unenforced}`;
+}
+
 async function status(argv: string[]): Promise<void> {
   const command = parse(argv, 'status', { json: { type: 'boolean' } });
   if (!command) return;
@@ -99,6 +107,8 @@ async function status(argv: string[]): Promise<void> {
         (m.lastError ? `: FAILING: ${m.lastError}` : ''),
     );
   else if (targets.length > 0) lines.push('metadata   not replicated (metadataRpo off): the bucket alone cannot rebuild this file system');
+  const w = r.writer;
+  if (w) lines.push(`writer     ${writerLine(w)}`);
   if (r.lost.fileCount > 0) lines.push(`LOST       ${r.lost.fileCount} file(s), ${formatBytes(r.lost.bytes)} were only on a lost flash tier: see tierfs lost`);
   lines.push(`policies   ${r.policyCount}, pinned files ${r.pinnedFileCount}`);
   const sh = r.shares;

@@ -103,6 +103,7 @@ serves is refused.  If the daemon dies, fusermount3 unmounts it.
                    "getPer1000": 0.0004, "egressPerGiB": 0}, each optional),
                    metadataRpo (default "10s"; "off" stops replication),
                    metadataRetention (default "7d", at least "1h"),
+                   leaseTtl (default "30s", 1s to 10m),
                    exportsFile (default /etc/exports.d/tierfs.exports),
                    sambaInclude (default /etc/samba/tierfs-shares.conf),
                    sambaConfig (default /etc/samba/smb.conf): the two
@@ -127,6 +128,14 @@ serves is refused.  If the daemon dies, fusermount3 unmounts it.
                          points are kept metadataRetention (7d); dead packs a
                          kept point still reads stay until it expires.  "off":
                          the bucket alone can no longer rebuild the file system
+  --lease-ttl DURATION  the writer lease (default 30s; config key leaseTtl):
+                         while metadata replication is on, only the appliance
+                         holding <fs-uuid>/writer-lease in the bucket writes
+                         the bucket; it renews it every third of this.  A
+                         second appliance serving the same file system waits
+                         up to 1.5 times this for it, then serves read-only
+                         (EROFS), as does a copy whose metadata the bucket
+                         has moved past.  Status shows who holds it
   --attr-timeout SECONDS  how long the kernel caches names and attributes
                          (0-3600, default 1; config key attrTimeout)
   --writeback-cache  let the kernel keep written data and send it in large
@@ -271,7 +280,7 @@ function readConfig(file: string): ServeConfig {
     throw new TierfsError('USAGE', `--config ${file}: expected a JSON object`);
   const strings = ['flash', 'meta', 'mount', 'target', 'encryptionKeyFile', 'adminSocket', 'metrics', 'exportsFile', 'sambaInclude', 'sambaConfig', 'initialShares', 'flashIo'];
   const booleans = ['allowOther', 'direct', 'discard', 'compress', 'manageShareServers', 'writebackCache'];
-  const durations = ['coolAfter', 'recallTimeout', 'packWait', 'metadataRpo', 'metadataRetention'];
+  const durations = ['coolAfter', 'recallTimeout', 'packWait', 'metadataRpo', 'metadataRetention', 'leaseTtl'];
   const percents = ['watermarkHighPercent', 'watermarkLowPercent'];
   const allowed = [...strings, ...booleans, ...durations, ...percents, 'uploadConcurrency', 'prices', 'attrTimeout'];
   const config = parsed as Record<string, unknown>;
@@ -294,7 +303,7 @@ function readConfig(file: string): ServeConfig {
       throw new TierfsError('USAGE', `--config ${file}: "${key}" must be a ${durations.includes(key) ? 'duration such as "1h"' : 'number'}`);
   }
   if (config.uploadConcurrency !== undefined) checkUploadConcurrency(config.uploadConcurrency, `--config ${file}: "uploadConcurrency"`);
-  const { coolAfter, recallTimeout, packWait, prices, attrTimeout, metadataRpo, metadataRetention, ...rest } = config;
+  const { coolAfter, recallTimeout, packWait, prices, attrTimeout, metadataRpo, metadataRetention, leaseTtl, ...rest } = config;
   const serveConfig = rest as unknown as ServeConfig;
   if (attrTimeout !== undefined) serveConfig.attrTimeoutS = parseAttrTimeout(attrTimeout, `--config ${file}: attrTimeout`);
   try {
@@ -307,6 +316,7 @@ function readConfig(file: string): ServeConfig {
   if (recallTimeout !== undefined) serveConfig.recallTimeoutMs = parseDuration(String(recallTimeout), `--config ${file}: recallTimeout`);
   if (metadataRpo !== undefined) serveConfig.metadataRpoMs = parseRpo(String(metadataRpo), `--config ${file}: metadataRpo`);
   if (metadataRetention !== undefined) serveConfig.metadataRetentionMs = parseDuration(String(metadataRetention), `--config ${file}: metadataRetention`);
+  if (leaseTtl !== undefined) serveConfig.leaseTtlMs = parseLeaseTtl(String(leaseTtl), `--config ${file}: leaseTtl`);
   if (serveConfig.target !== undefined) parseTargetUrl(serveConfig.target);
   if (serveConfig.flashIo !== undefined) serveConfig.flashIo = parseFlashIo(serveConfig.flashIo, `--config ${file}: "flashIo"`);
   checkServeConfig(serveConfig, `--config ${file}`);
@@ -330,6 +340,13 @@ function parseRpo(text: string, what: string): number | null {
   if (text === 'off') return null;
   const ms = parseDuration(text, what);
   if (ms < 1000 || ms > 3_600_000) throw new TierfsError('USAGE', `${what}: from 1s to 1h, or "off"`);
+  return ms;
+}
+
+/** The writer lease's TTL: from 1 s to 10 min. */
+function parseLeaseTtl(text: string, what: string): number {
+  const ms = parseDuration(text, what);
+  if (ms < 1000 || ms > 600_000) throw new TierfsError('USAGE', `${what}: from 1s to 10m`);
   return ms;
 }
 
@@ -357,6 +374,7 @@ async function serve(argv: string[]): Promise<void> {
     metrics: { type: 'string' },
     'attr-timeout': { type: 'string' },
     'metadata-rpo': { type: 'string' },
+    'lease-ttl': { type: 'string' },
     'writeback-cache': { type: 'boolean' },
   });
   if (values.help) return void process.stdout.write(help.serve);
@@ -382,6 +400,7 @@ async function serve(argv: string[]): Promise<void> {
   if (values.metrics !== undefined) config.metrics = values.metrics;
   if (values['attr-timeout'] !== undefined) config.attrTimeoutS = parseAttrTimeout(values['attr-timeout'], '--attr-timeout');
   if (values['metadata-rpo'] !== undefined) config.metadataRpoMs = parseRpo(values['metadata-rpo'], '--metadata-rpo');
+  if (values['lease-ttl'] !== undefined) config.leaseTtlMs = parseLeaseTtl(values['lease-ttl'], '--lease-ttl');
   if (values['writeback-cache']) config.writebackCache = true;
   checkServeConfig(config, 'serve');
   if (fs.existsSync(config.mount) && !fs.statSync(config.mount).isDirectory())

@@ -74,6 +74,7 @@ export const statusByCode: Record<ErrorCode, number> = {
   RANGE: 400,
   NOT_SUPPORTED: 501,
   BUSY: 409,
+  READ_ONLY: 409,
   CHECKSUM: 500, // stored bytes failed verification: logged loudly, never the caller's mistake
   IO: 500,
   UNAVAILABLE: 503,
@@ -281,6 +282,11 @@ async function eachFile(inos: Ino[], totalBytes: number, control: JobControl, st
 // ---- reports ----
 
 /** The status of the file system and its engine: figures kept as they run, never a scan (status, metrics and systemd's STATUS= read it). */
+function writerStatus(service: Service): StatusResponse['writer'] {
+  const lease = service.tier?.leaseStatus();
+  return lease ? { ...lease, readOnly: service.tier?.readOnly ?? null } : null;
+}
+
 export function statusOf(service: Service, mountPath: string): StatusResponse {
   const totals = service.fs.totals();
   const tier = service.tier?.status();
@@ -302,6 +308,7 @@ export function statusOf(service: Service, mountPath: string): StatusResponse {
     inodeCount: totals.inodeCount,
     lost: service.fs.lostTotals(),
     replication: service.tier?.replicationStatus() ?? null,
+    writer: writerStatus(service),
     shares: service.shares?.summary() ?? null,
     counters: { ...(tier?.counters ?? totals.counters) },
   };

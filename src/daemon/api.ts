@@ -17,6 +17,7 @@ import type { PackTotals, PolicyRecord, ResidencyTotals } from '../meta/meta_sto
 import type { FileResidency } from '../tier/tiering';
 import type { Prices, SimulationResult } from '../tier/simulate';
 import type { ProbeReport } from '../tier/target_set';
+import type { LeaseStatus } from '../tier/lease';
 import type { ReplicationStatus } from '../tier/replication';
 import type { ShareBody, ShareEditBody, ShareReport, SharesResponse, SharesSummary } from './shares';
 
@@ -69,6 +70,8 @@ export interface StatusResponse {
   lost: { fileCount: number; bytes: number };
   /** Metadata replication to the default target (null: off, or no target). */
   replication: ReplicationStatus & { heldForRetentionBytes: number } | null;
+  /** The bucket's writer lease (null: none taken: replication off, or no target); `readOnly`: why this appliance serves read-only, if it does. */
+  writer: (LeaseStatus & { readOnly: string | null }) | null;
   /** Network shares and their servers (null: the daemon manages none, as in tests without it). */
   shares: SharesSummary | null;
   counters: Record<string, number>;

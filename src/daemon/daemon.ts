@@ -4,6 +4,7 @@
  * shutting down is ignored, so an impatient Ctrl-C cannot cut a commit short.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { systemClock, type Clock } from '../clock';
 import { constants } from '../constants';
@@ -57,6 +58,8 @@ export interface ServeConfig {
   metadataRpoMs?: number | null;
   /** Restore points are kept this long. */
   metadataRetentionMs?: number;
+  /** The writer lease's TTL (while replication is on). */
+  leaseTtlMs?: number;
   /** The files the daemon owns for network shares, and the smb.conf Samba's tools read. */
   exportsFile?: string;
   sambaInclude?: string;
@@ -113,6 +116,11 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
             ...(config.metadataRpoMs === undefined ? {} : { rpoMs: config.metadataRpoMs }),
             ...(config.metadataRetentionMs === undefined ? {} : { retentionMs: config.metadataRetentionMs }),
           },
+    // The bucket is the system of record while replication is on: one appliance writes it at a time.
+    writerLease:
+      config.metadataRpoMs === null
+        ? null
+        : { ttlMs: config.leaseTtlMs ?? constants.leaseTtlMsDefault, waitMs: Math.round(1.5 * (config.leaseTtlMs ?? constants.leaseTtlMsDefault)), host: os.hostname() },
   };
   // /dev/fuse, fusermount3 and the mount point first: a machine that cannot mount changes nothing.
   await prepareMountPoint(path.resolve(config.mount));
@@ -209,6 +217,7 @@ export function statusLine(daemon: Daemon): string {
     const m = status.replication;
     if (m === null) parts.push('metadata NOT replicated');
     else if (m.lastError !== null || m.lagMs > m.rpoMs) parts.push(`metadata replication ${(m.lagMs / 1000).toFixed(0)} s behind${m.lastError ? ' (failing)' : ''}`);
+    if (status.writer?.readOnly) parts.push('READ-ONLY: not the writer (tierfs status)');
   }
   if (status.lost.fileCount > 0) parts.push(`LOST: ${status.lost.fileCount} file(s) (tierfs lost)`);
   const s = status.shares;

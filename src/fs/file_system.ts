@@ -158,6 +158,8 @@ export class FileSystem {
    */
   kernelWritebackCache = false;
 
+  private readOnlyReason: string | undefined;
+
   constructor(
     readonly meta: MetaStore,
     readonly store: FlashStore,
@@ -293,6 +295,22 @@ export class FileSystem {
   }
 
   /** The kernel now knows `ino` (a lookup or create was answered with it). */
+  /**
+   * From now on every change answers READ_ONLY (EROFS): this appliance lost
+   * the bucket's writer role (src/tier/lease.ts).  Reads go on.
+   */
+  setReadOnly(reason: string): void {
+    this.readOnlyReason ??= reason;
+  }
+
+  get readOnly(): string | undefined {
+    return this.readOnlyReason;
+  }
+
+  private writable(): void {
+    if (this.readOnlyReason !== undefined) fail('READ_ONLY', `read-only: ${this.readOnlyReason}`);
+  }
+
   remember(ino: Ino): void {
     this.kernelRefs.set(ino, (this.kernelRefs.get(ino) ?? 0) + 1);
   }
@@ -389,6 +407,7 @@ export class FileSystem {
    * descriptor that created it).
    */
   async setattr(ino: Ino, change: SetAttr, credentials: Credentials, fh?: number): Promise<Attr> {
+    this.writable();
     const owner = (inode: Inode) => credentials.uid === 0 || credentials.uid === inode.uid;
     const check = this.inode(ino);
     if (change.sizeBytes !== undefined) {
@@ -468,6 +487,7 @@ export class FileSystem {
   // ---- creating names ----
 
   async mkdir(parentIno: Ino, name: string, mode: number, credentials: Credentials): Promise<Attr> {
+    this.writable();
     return this.meta.mutate(() => {
       const parent = this.prepareEntry(parentIno, name, credentials);
       const inode = this.newInode(parent, S_IFDIR | (mode & 0o7777), 0, credentials);
@@ -477,6 +497,7 @@ export class FileSystem {
   }
 
   async mknod(parentIno: Ino, name: string, mode: number, rdev: number, credentials: Credentials): Promise<Attr> {
+    this.writable();
     const type = mode & S_IFMT || S_IFREG;
     if (![S_IFREG, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK].includes(type)) fail('INVALID', 'mknod of an unsupported type');
     if ((type === S_IFCHR || type === S_IFBLK) && credentials.uid !== 0) fail('NOT_PERMITTED', 'only root may create devices');
@@ -497,6 +518,7 @@ export class FileSystem {
   }
 
   async symlink(parentIno: Ino, name: string, target: string, credentials: Credentials): Promise<Attr> {
+    this.writable();
     if (target === '') fail('NOT_FOUND', 'empty symlink target');
     if (Buffer.byteLength(target) > constants.symlinkBytesMax) fail('NAME_TOO_LONG', 'symlink target too long');
     return this.meta.mutate(() => {
@@ -517,6 +539,7 @@ export class FileSystem {
   }
 
   async link(ino: Ino, parentIno: Ino, name: string, credentials: Credentials): Promise<Attr> {
+    this.writable();
     return this.meta.mutate(() => {
       const inode = this.inode(ino);
       if (isDir(inode.mode)) fail('NOT_PERMITTED', 'hard links to directories are not allowed');
@@ -534,6 +557,7 @@ export class FileSystem {
   // ---- removing and moving names ----
 
   async unlink(parentIno: Ino, name: string, credentials: Credentials): Promise<void> {
+    this.writable();
     this.meta.mutate(() => {
       checkName(name);
       const parent = this.dir(parentIno);
@@ -550,6 +574,7 @@ export class FileSystem {
   }
 
   async rmdir(parentIno: Ino, name: string, credentials: Credentials): Promise<void> {
+    this.writable();
     this.meta.mutate(() => {
       if (name === '.') fail('INVALID', 'cannot remove .');
       if (name === '..') fail('NOT_EMPTY', 'cannot remove ..');
@@ -582,6 +607,7 @@ export class FileSystem {
   ): Promise<void> {
     if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) || (flags & RENAME_NOREPLACE && flags & RENAME_EXCHANGE))
       fail('INVALID', 'bad rename flags');
+    this.writable();
     this.meta.mutate(() => {
       checkName(oldName);
       checkName(newName);
@@ -681,6 +707,7 @@ export class FileSystem {
     const inode = this.inode(ino);
     const access = flags & O_ACCMODE;
     if (access !== O_RDONLY && access !== O_WRONLY && access !== O_RDWR) fail('INVALID', 'bad open mode');
+    if (access !== O_RDONLY || flags & O_TRUNC) this.writable();
     if ((inode.mode & S_IFMT) === S_IFLNK) fail('INVALID', 'cannot open a symlink');
     if (isDir(inode.mode) && access !== O_RDONLY) fail('IS_DIR', 'cannot open a directory for writing');
     const mask = (access === O_RDONLY ? R_OK : 0) | (access === O_WRONLY ? W_OK : 0) | (access === O_RDWR ? R_OK | W_OK : 0);
@@ -797,6 +824,7 @@ export class FileSystem {
   }
 
   async write(fh: number, offsetBytes: number, data: Buffer): Promise<number> {
+    this.writable();
     const handle = this.handle(fh);
     if ((handle.flags & O_ACCMODE) === O_RDONLY) fail('BAD_HANDLE', 'handle not open for writing');
     if (offsetBytes < 0) fail('INVALID', 'negative offset');
@@ -903,6 +931,7 @@ export class FileSystem {
   }
 
   async setxattr(ino: Ino, name: string, value: Buffer, flags: number, credentials: Credentials): Promise<void> {
+    this.writable();
     if (value.length > constants.xattrValueBytesMax) fail('RANGE', 'xattr value too large');
     if (flags & ~(XATTR_CREATE | XATTR_REPLACE)) fail('INVALID', 'bad xattr flags');
     this.meta.mutate(() => {
@@ -929,6 +958,7 @@ export class FileSystem {
   }
 
   async removexattr(ino: Ino, name: string, credentials: Credentials): Promise<void> {
+    this.writable();
     this.meta.mutate(() => {
       const inode = this.inode(ino);
       this.xattrAccess(inode, name, W_OK, credentials);

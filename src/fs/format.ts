@@ -285,6 +285,10 @@ export async function openFileSystem(
         objects,
         openStore: options.tier?.openStore ?? ((added: string) => openTarget(added, undefined, clock)),
         encryptionKey: key ?? null,
+        onReadOnly: (reason) => {
+          fileSystem.setReadOnly(reason);
+          options.tier?.onReadOnly?.(reason);
+        },
       });
       await tier.start();
     } else if (meta.setReplicated(false)) {

@@ -27,6 +27,7 @@ const errnoByCode: Record<ErrorCode, number> = {
   RANGE: E.ERANGE,
   NOT_SUPPORTED: E.EOPNOTSUPP,
   BUSY: E.EBUSY,
+  READ_ONLY: E.EROFS,
   CHECKSUM: E.EIO,
   IO: E.EIO,
   UNAVAILABLE: E.EIO,

@@ -114,6 +114,17 @@ export class Replicator {
     return value === undefined ? undefined : Number(value);
   }
 
+  /** The last change in the bucket. */
+  get uploadedThrough(): number {
+    return this.uploadedSeq;
+  }
+
+  /** Stop for good without a last upload: this appliance may no longer write the bucket. */
+  halt(): void {
+    this.stopped = true;
+    this.timer?.stop();
+  }
+
   /** Turn the log on, and start uploading (the first snapshot at once when the log is not continuous). */
   async start(): Promise<void> {
     const continuous = this.meta.setReplicated(true);

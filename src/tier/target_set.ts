@@ -14,6 +14,7 @@ import type { Clock } from '../clock';
 import { TierfsError } from '../errors';
 import { log } from '../log';
 import type { MetaStore } from '../meta/meta_store';
+import { FencedObjectStore, type Fence } from './lease';
 import type { ObjectStore } from './object_store';
 
 /** One object target: its store, and the last failure talking to it (cleared by the next success). */
@@ -75,12 +76,18 @@ export class TargetSet {
     private readonly openStore: ((url: string) => ObjectStore) | undefined,
     /** Makes a metadata change durable (the flash store's commit). */
     private readonly commit: () => Promise<void>,
+    /** Writes to every target pass it first (the writer lease), when given. */
+    private readonly fence?: Fence,
   ) {
-    this.byName.set('default', { name: 'default', url: defaultStore.description, store: defaultStore });
+    this.byName.set('default', { name: 'default', url: defaultStore.description, store: this.fenced(defaultStore) });
     for (const row of meta.targets()) {
-      if (openStore) this.byName.set(row.name, { name: row.name, url: row.url, store: openStore(row.url) });
+      if (openStore) this.byName.set(row.name, { name: row.name, url: row.url, store: this.fenced(openStore(row.url)) });
       else log.warn('target not opened (no opener given)', { target: row.name });
     }
+  }
+
+  private fenced(store: ObjectStore): ObjectStore {
+    return this.fence ? new FencedObjectStore(store, this.fence) : store;
   }
 
   /** Every target, "default" first. */
@@ -136,7 +143,7 @@ export class TargetSet {
     }
     this.meta.mutate(() => this.meta.putTarget(name, url, this.clock.nowMs()));
     await this.commit();
-    this.byName.set(name, { name, url, store });
+    this.byName.set(name, { name, url, store: this.fenced(store) });
     log.info('target added', { target: name, url: store.description });
   }
 

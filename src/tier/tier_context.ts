@@ -41,6 +41,14 @@ export interface TieringOptions {
   randomBytes: (bytes: number) => Buffer;
   /** Replicate the metadata to the default target (null: not at all; serve turns it on by default). */
   replication: ReplicationOptions | null;
+  /**
+   * Write the bucket only while holding its writer lease (lease.ts); null:
+   * no lease (tests and tools that open one file system alone).  Serve
+   * takes it whenever metadata replication is on.
+   */
+  writerLease: { ttlMs: number; waitMs: number; host: string } | null;
+  /** This appliance cannot write the bucket (the lease went to another, or this copy is behind it): the file system turns read-only. */
+  onReadOnly?: (reason: string) => void;
 }
 
 export const defaultTieringOptions = {
@@ -56,6 +64,7 @@ export const defaultTieringOptions = {
   clock: systemClock,
   randomBytes,
   replication: null,
+  writerLease: null,
 } satisfies Partial<TieringOptions>;
 
 export interface TierCounters {

@@ -38,6 +38,7 @@ import { HeatTracker } from './heat';
 import type { PackCrypto } from './pack';
 import { checkWatermarks, PolicySet, validatePolicy } from './policy';
 import { Recaller } from './recall';
+import { WriterLease, type LeaseStatus } from './lease';
 import { Replicator, type ReplicationStatus } from './replication';
 import { Simulation, type Prices, type SimulationResult } from './simulate';
 import { RateMeter } from './stats';
@@ -91,6 +92,9 @@ export class TieringEngine {
   private background: Promise<void> | undefined;
   /** Metadata replication to the default target, when on. */
   private readonly replicator: Replicator | undefined;
+  /** The bucket's writer lease, when asked for; and why this appliance may not write the bucket, once it may not. */
+  private readonly lease: WriterLease | undefined;
+  private readOnlyReason: string | undefined;
   /** fsyncs of durable-in-the-bucket files: those waiting for the next batch, that batch, the one running. */
   private readonly durableWaiting = new Set<Ino>();
   private durableNext: Promise<void> | undefined;
@@ -109,7 +113,25 @@ export class TieringEngine {
     this.destageRate = new RateMeter(() => clock.nowMs());
     this.recallRate = new RateMeter(() => clock.nowMs());
     this.recallGetRate = new RateMeter(() => clock.nowMs());
-    this.targets = new TargetSet(this.meta, uuid, clock, options.objects, options.openStore, () => this.flash.commit());
+    if (options.writerLease) {
+      let writerId = this.meta.setting('writerId');
+      if (!writerId) {
+        writerId = options.randomBytes(16).toString('hex');
+        this.meta.mutate(() => this.meta.setSetting('writerId', writerId!));
+      }
+      this.lease = new WriterLease({
+        store: () => options.objects,
+        fsUuid: uuid,
+        writerId,
+        host: options.writerLease.host,
+        clock,
+        ttlMs: options.writerLease.ttlMs,
+        generation: Number(this.meta.setting('generation') ?? 1),
+        logSeq: () => this.replicator?.uploadedThrough ?? 0,
+      });
+      this.lease.onLost = (reason) => this.turnReadOnly(reason);
+    }
+    this.targets = new TargetSet(this.meta, uuid, clock, options.objects, options.openStore, () => this.flash.commit(), this.lease?.fence);
     this.policies = this.loadPolicies();
     const engine = this;
     const ctx: TierContext = {
@@ -163,8 +185,17 @@ export class TieringEngine {
 
   // ---- lifecycle and scheduling ----
 
-  /** Attach to the flash store, finish what a crash interrupted, and start the background loop. */
+  /**
+   * Take the bucket's writer lease (when asked for), attach to the flash
+   * store, finish what a crash interrupted, and start the background loop.
+   * Without the lease the file system is served read-only and nothing is
+   * written to the bucket.
+   */
   async start(): Promise<void> {
+    if (this.lease && !(await this.lease.acquire(this.options.writerLease!.waitMs))) {
+      this.flash.tier = this.readOnlyHooks();
+      return;
+    }
     await this.gc.recover();
     await this.replicator?.start();
     this.flash.tier = {
@@ -181,6 +212,38 @@ export class TieringEngine {
     );
   }
 
+  /** What a read-only appliance's flash store may still ask: reads from packs, and nothing that writes. */
+  private readOnlyHooks(): NonNullable<FlashStore['tier']> {
+    return {
+      readFromPack: (e, from, length) => this.recaller.read(e, from, length),
+      extentRead: () => undefined,
+      spaceWanted: (blockCount) => this.evictor.spaceWanted(blockCount),
+      durable: async () => {
+        throw new TierfsError('READ_ONLY', `this appliance may not write the bucket: ${this.readOnlyReason}`);
+      },
+    };
+  }
+
+  /** This appliance may no longer write the bucket: background work and replication stop for good, the file system turns read-only. */
+  private turnReadOnly(reason: string): void {
+    if (this.readOnlyReason !== undefined) return;
+    this.readOnlyReason = reason;
+    this.timer?.stop();
+    this.timer = undefined;
+    this.replicator?.halt();
+    this.options.onReadOnly?.(reason);
+  }
+
+  /** Why this appliance may not write the bucket (undefined: it may). */
+  get readOnly(): string | undefined {
+    return this.readOnlyReason;
+  }
+
+  /** The writer lease, when there is one. */
+  leaseStatus(): LeaseStatus | undefined {
+    return this.lease?.status();
+  }
+
   /** Stop background work, wait for the running pass, write pending heat. */
   async stop(): Promise<void> {
     this.stopped = true;
@@ -192,7 +255,8 @@ export class TieringEngine {
     await this.background;
     await this.recaller.settle();
     this.flushHeat();
-    await this.replicator?.stop();
+    if (this.readOnlyReason === undefined) await this.replicator?.stop();
+    await this.lease?.release();
     this.flash.tier = undefined;
     await this.targets.close();
   }
