@@ -6,10 +6,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { systemClock, type Clock, type Timer } from '../src/clock';
-import { WriterLease, leaseKey, type LeaseOptions } from '../src/tier/lease';
+import { ROOT_CREDENTIALS as ROOT, ROOT_INO, type FileSystem } from '../src/fs/fs';
+import { FencedObjectStore, WriterLease, leaseKey, type LeaseOptions } from '../src/tier/lease';
+import { defaultReplicationOptions } from '../src/tier/tier';
 import { ObjectStoreError, openObjectStore, RetryingObjectStore, type ObjectStore, type PutCondition } from '../src/tier/object_store';
 import { cliJson, formatWithTarget, runCli, serve } from './helpers/daemon';
-import { scratchDir } from './helpers/fs';
+import { formatScratch, openTiered, scratchDir, writeFile } from './helpers/fs';
 import { startAzurite, startS3rver } from './helpers/servers';
 
 const fsUuid = '0f5d1d8e-3c55-4f43-9b43-2a8d7c5e9f10';
@@ -35,6 +37,16 @@ function lease(store: ObjectStore, writerId: string, extra: Partial<LeaseOptions
   const lostWith: string[] = [];
   made.onLost = (reason) => lostWith.push(reason);
   return Object.assign(made, { clock, lostWith });
+}
+
+async function readAll(fs: FileSystem, name: string): Promise<Buffer> {
+  const { ino, sizeBytes } = await fs.lookup(ROOT_INO, name, ROOT);
+  const fh = await fs.open(ino, 0, ROOT);
+  try {
+    return Buffer.from(await fs.read(fh, 0, sizeBytes));
+  } finally {
+    await fs.release(fh);
+  }
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -69,6 +81,13 @@ function leaseSuite(t: Test, open: () => ObjectStore, enforced: boolean): void {
     t.match(b.status(), { state: 'lost', holderHost: 'host-a' });
     t.match(b.lostWith[0], /served by host-a/);
     t.match(b.fence(), { final: true, reason: /no longer the writer/ }, 'its writes are refused for good');
+    const fenced = new FencedObjectStore(store, b.fence);
+    await t.rejects(fenced.put('fenced/x', [Buffer.from('x')]), { kind: 'Fatal', message: /put fenced\/x: this appliance is no longer the writer/ }, 'at the store');
+    await t.rejects(fenced.delete(leaseKey(fsUuid)), { kind: 'Fatal', message: /delete .*no longer the writer/ });
+    t.ok(await fenced.getVersioned(leaseKey(fsUuid)), 'reads pass');
+    t.equal(await store.head('fenced/x'), undefined, 'nothing was written');
+    await new FencedObjectStore(store, a.fence).put('fenced/y', [Buffer.from('y')]);
+    t.ok(await store.head('fenced/y'), 'the writer\'s writes pass');
     t.ok(a.held(), 'the first still holds it');
   });
 
@@ -233,4 +252,32 @@ t.test('two appliances, one file system (azurite): the second serves read-only; 
   t.match(cliJson(runCli(['status', '--json'], { TIERFS_SOCKET: a2.socket })).writer.readOnly, /has written this file system's bucket since this appliance's metadata .*must not write/);
   t.ok(fs.readFileSync(path.join(b2.mount, 'after')).length > 0, 'the writer is untouched');
   t.match(cliJson(runCli(['status', '--json'], { TIERFS_SOCKET: b2.socket })).writer, { state: 'held' });
+});
+
+t.test('losing the lease while serving: the file system turns read-only, and nothing more reaches the bucket', async (t) => {
+  const scratch = await formatScratch(t);
+  const objects = openObjectStore(`file://${scratchDir(t)}`);
+  const replication = { ...defaultReplicationOptions, rpoMs: 1000 };
+  const readOnly: string[] = [];
+  const opened = await openTiered(t, scratch, { objects, replication, writerLease: { ttlMs, waitMs: 0, host: 'here' }, onReadOnly: (reason) => readOnly.push(reason) });
+  await writeFile(opened.fs, 'kept', Buffer.alloc(8192, 1));
+  await opened.tier.flushReplication();
+  t.match(opened.tier.leaseStatus(), { state: 'held', enforced: true });
+  // Another appliance takes the role (as it would after this one was cut off for a TTL).
+  const key = leaseKey(opened.tier.fsUuid);
+  const current = JSON.parse((await objects.get(key)).toString());
+  await objects.put(key, [Buffer.from(JSON.stringify({ ...current, holder: 'other', host: 'there', nonce: 'x' }))]);
+  await until(t, 'the renewal finds out', () => readOnly.length > 0);
+  t.match(readOnly[0], /there \(appliance other\) took the writer lease/);
+  t.match(opened.fs.readOnly, /took the writer lease/);
+  await t.rejects(writeFile(opened.fs, 'refused', Buffer.alloc(10)), { code: 'READ_ONLY' }, 'changes answer EROFS');
+  t.ok((await readAll(opened.fs, 'kept')).equals(Buffer.alloc(8192, 1)), 'reads go on');
+  const before = new Set<string>();
+  for await (const item of objects.list('')) before.add(item.key);
+  await t.rejects(opened.tier.destage({}), { code: 'READ_ONLY', message: /read-only: there .*took the writer lease/ }, 'a destage command is refused');
+  await t.rejects(opened.tier.collectGarbage(), { code: 'READ_ONLY' }, 'and garbage collection');
+  const after: string[] = [];
+  for await (const item of objects.list('')) after.push(item.key);
+  t.same(after.filter((k) => !before.has(k)), [], 'nothing new in the bucket');
+  t.match(opened.tier.leaseStatus(), { state: 'lost' });
 });

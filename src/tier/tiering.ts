@@ -234,6 +234,11 @@ export class TieringEngine {
     this.options.onReadOnly?.(reason);
   }
 
+  /** Commands that change what the bucket should hold are refused on an appliance that may not write it. */
+  private writer(): void {
+    if (this.readOnlyReason !== undefined) throw new TierfsError('READ_ONLY', `this appliance serves the file system read-only: ${this.readOnlyReason}`);
+  }
+
   /** Why this appliance may not write the bucket (undefined: it may). */
   get readOnly(): string | undefined {
     return this.readOnlyReason;
@@ -364,11 +369,13 @@ export class TieringEngine {
     return this.targets.list();
   }
 
-  addTarget(name: string, url: string): Promise<void> {
+  async addTarget(name: string, url: string): Promise<void> {
+    this.writer();
     return this.targets.add(name, url);
   }
 
-  removeTarget(name: string): Promise<void> {
+  async removeTarget(name: string): Promise<void> {
+    this.writer();
     return this.targets.remove(name);
   }
 
@@ -402,6 +409,7 @@ export class TieringEngine {
   }
 
   async putPolicy(policy: PolicyRecord): Promise<void> {
+    this.writer();
     validatePolicy(policy);
     if (policy.durable === 'object' && !this.replicator)
       throw new TierfsError('USAGE', 'policy --durable object needs metadata replication (serve\'s metadataRpo is off)');
@@ -416,6 +424,7 @@ export class TieringEngine {
   }
 
   async deletePolicy(name: string): Promise<void> {
+    this.writer();
     if (!this.meta.mutate(() => this.meta.deletePolicy(name))) throw new TierfsError('NOT_FOUND', `no policy named ${name}`);
     await this.flash.commit();
     this.policies = this.loadPolicies();
@@ -461,6 +470,7 @@ export class TieringEngine {
 
   /** Set or clear an administrator's pin on one file; pinning does not recall (the caller does). */
   async pin(ino: Ino, pinned: boolean): Promise<boolean> {
+    this.writer();
     const changed = this.meta.mutate(() => this.meta.setPinned(ino, pinned, this.options.clock.nowMs()));
     if (changed) await this.flash.commit();
     return changed;
@@ -468,6 +478,7 @@ export class TieringEngine {
 
   /** New watermarks for the running engine, kept in the metadata for later starts. */
   async setWatermarks(highPercent: number, lowPercent: number): Promise<void> {
+    this.writer();
     checkWatermarks(highPercent, lowPercent);
     this.meta.mutate(() => {
       this.meta.setSetting('watermarkHighPercent', String(highPercent));
@@ -503,18 +514,21 @@ export class TieringEngine {
    * passes upload a partial pack only once its oldest extent has waited
    * packWaitMsMax.
    */
-  destage(request: Omit<DestageRequest, 'inos'> & { ino?: Ino; inos?: Ino[] }): Promise<number> {
+  async destage(request: Omit<DestageRequest, 'inos'> & { ino?: Ino; inos?: Ino[] }): Promise<number> {
+    this.writer();
     const inos = request.inos ?? (request.ino === undefined ? undefined : [request.ino]);
     return this.exclusive(() => this.destager.destage({ ...request, inos }));
   }
 
   /** Drop the flash copy of every extent of `ino` that is already in a pack. */
-  release(ino: Ino): Promise<{ releasedBytes: number; flashOnlyBytes: number }> {
+  async release(ino: Ino): Promise<{ releasedBytes: number; flashOnlyBytes: number }> {
+    this.writer();
     return this.exclusive(() => this.evictor.release(ino));
   }
 
   /** release of many files in batches (the release command); pinned files are skipped and counted. */
-  releaseFiles(inos: Ino[], control: JobControl = {}): Promise<ReleaseReport> {
+  async releaseFiles(inos: Ino[], control: JobControl = {}): Promise<ReleaseReport> {
+    this.writer();
     return this.exclusive(() => this.evictor.releaseFiles(inos, control, this.residencyBytesOf(inos, 'BOTH')));
   }
 
@@ -538,7 +552,8 @@ export class TieringEngine {
   }
 
   /** Delete packs nothing references; repack sparse ones.  Returns the packs deleted. */
-  collectGarbage(): Promise<number> {
+  async collectGarbage(): Promise<number> {
+    this.writer();
     return this.exclusive(() => this.gc.collect());
   }
 
