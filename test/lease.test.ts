@@ -62,15 +62,20 @@ async function until(t: Test, what: string, test: () => boolean, deadlineMs = 10
   }
 }
 
+/** Appliances a and b on one store, both released at the end. */
+function twoAppliances(t: Test, store: ObjectStore) {
+  const a = lease(store, 'a');
+  const b = lease(store, 'b');
+  t.teardown(async () => {
+    await a.release();
+    await b.release();
+  });
+  return { store, a, b };
+}
+
 function leaseSuite(t: Test, open: () => ObjectStore, enforced: boolean): void {
   t.test('one writer: a second appliance waits, then is refused while the first renews', async (t) => {
-    const store = open();
-    const a = lease(store, 'a');
-    const b = lease(store, 'b');
-    t.teardown(async () => {
-      await a.release();
-      await b.release();
-    });
+    const { store, a, b } = twoAppliances(t, open());
     t.equal(await a.acquire(0), true, 'the first takes it');
     t.equal(a.status().enforced, enforced, `conditions ${enforced ? '' : 'not '}enforced`);
     t.ok(a.held(), 'held');
@@ -92,13 +97,7 @@ function leaseSuite(t: Test, open: () => ObjectStore, enforced: boolean): void {
   });
 
   t.test('a holder that stops renewing is taken over after a whole TTL, and finds out when it comes back', async (t) => {
-    const store = open();
-    const a = lease(store, 'a');
-    const b = lease(store, 'b');
-    t.teardown(async () => {
-      await a.release();
-      await b.release();
-    });
+    const { store, a, b } = twoAppliances(t, open());
     t.equal(await a.acquire(0), true);
     a.clock.frozen = true; // cut off: no more renewals
     const started = Date.now();
