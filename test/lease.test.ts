@@ -182,6 +182,11 @@ t.test('s3rver (conditions ignored): the lease is still written and read, and st
   t.equal(await a.acquire(0), true);
   t.match(a.status(), { enforced: false, state: 'held' });
   t.equal(await b.acquire(ttlMs / 2), false, 'a live holder still keeps a second appliance out');
+  // A take-over (here written by hand, as a second appliance would after a TTL of silence) is still noticed.
+  const current = await store.getVersioned(leaseKey(fsUuid));
+  await store.put(leaseKey(fsUuid), [Buffer.from(JSON.stringify({ ...JSON.parse(current!.body.toString()), holder: 'c', host: 'host-c', nonce: 'n' }))]);
+  await until(t, 'the holder notices', () => a.lost);
+  t.match(a.lostWith, [/host-c .*took the writer lease/]);
 });
 
 t.test('a renewal whose first attempt landed but whose answer was lost is recognised by its nonce', async (t) => {

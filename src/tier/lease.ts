@@ -241,6 +241,14 @@ export class WriterLease {
 
   private async renew(): Promise<void> {
     try {
+      if (!this.enforced) {
+        // Conditions are ignored here: look before writing, or a take-over would be written over unseen.
+        const current = await this.options.store().getVersioned(this.key);
+        if (current?.etag !== this.etag) {
+          const other = current ? parseRecord(current.body, this.key, this.options.fsUuid) : undefined;
+          if (other?.holder !== this.options.writerId || !current) return this.lose(other ? `${other.host} (appliance ${other.holder}) took the writer lease` : 'the writer lease object was deleted');
+        }
+      }
       if (await this.take({ ifMatch: this.etag! })) return;
       const current = await this.options.store().getVersioned(this.key);
       const other = current ? parseRecord(current.body, this.key, this.options.fsUuid) : undefined;
