@@ -6,7 +6,7 @@
 _tierfs_flags() {
   case "$1" in
     format) echo --flash --meta --size --target --encryption-key --force ;;
-    serve) echo --flash --meta --mount --config --target --encryption-key --admin-socket --cool-after --metrics --attr-timeout --metadata-rpo --lease-ttl --writeback-cache --no-direct --flash-io --discard ;;
+    serve) echo --flash --meta --mount --config --target --encryption-key --admin-socket --cool-after --metrics --attr-timeout --metadata-rpo --lease-ttl --follow --follow-interval --writeback-cache --no-direct --flash-io --discard ;;
     restore) echo --target --flash --meta --size --at --uuid --encryption-key --discard-later --list --json ;;
     firstboot) echo --conf --user-data --config --state --sys --mountinfo --dev ;;
     status | stat | heat | lost) echo --json --socket ;;

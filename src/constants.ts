@@ -91,6 +91,8 @@ export const constants = {
    * then is refused.
    */
   flashLockWaitMs: 10_000,
+  /** How often a follower asks the bucket for the writer's next log object (serve's followInterval). */
+  followIntervalMsDefault: 2_000,
   /** The writer lease's TTL (serve's leaseTtl): renewed every third of it. */
   leaseTtlMsDefault: 30_000,
   /** A conditional put on the directory target waits this long for the lock another process holds. */

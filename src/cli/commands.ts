@@ -106,9 +106,17 @@ async function status(argv: string[]): Promise<void> {
         (m.heldForRetentionBytes > 0 ? `, ${formatBytes(m.heldForRetentionBytes)} of dead packs kept for restore points` : '') +
         (m.lastError ? `: FAILING: ${m.lastError}` : ''),
     );
-  else if (targets.length > 0) lines.push('metadata   not replicated (metadataRpo off): the bucket alone cannot rebuild this file system');
+  else if (targets.length > 0 && !r.follower) lines.push('metadata   not replicated (metadataRpo off): the bucket alone cannot rebuild this file system');
   const w = r.writer;
   if (w) lines.push(`writer     ${writerLine(w)}`);
+  const f = r.follower;
+  if (f)
+    lines.push(
+      `follower   read-only, ${f.state === 'following' ? 'following the writer' : 'RESYNC NEEDED: restart serve --follow'}: change ${f.appliedSeq} applied` +
+        (f.writerLogMs === null ? '' : ` (the writer's log of ${new Date(f.writerLogMs).toISOString()})`) +
+        (f.caughtUpAgoMs === null ? ', not caught up yet' : `, caught up ${(f.caughtUpAgoMs / 1000).toFixed(1)} s ago`) +
+        `, polled every ${f.pollIntervalMs / 1000} s${f.lastError ? `: FAILING: ${f.lastError}` : ''}`,
+    );
   if (r.lost.fileCount > 0) lines.push(`LOST       ${r.lost.fileCount} file(s), ${formatBytes(r.lost.bytes)} were only on a lost flash tier: see tierfs lost`);
   lines.push(`policies   ${r.policyCount}, pinned files ${r.pinnedFileCount}`);
   const sh = r.shares;

@@ -103,7 +103,8 @@ serves is refused.  If the daemon dies, fusermount3 unmounts it.
                    "getPer1000": 0.0004, "egressPerGiB": 0}, each optional),
                    metadataRpo (default "10s"; "off" stops replication),
                    metadataRetention (default "7d", at least "1h"),
-                   leaseTtl (default "30s", 1s to 10m),
+                   leaseTtl (default "30s", 1s to 10m), follow (true: as
+                   --follow), followInterval (default "2s"),
                    exportsFile (default /etc/exports.d/tierfs.exports),
                    sambaInclude (default /etc/samba/tierfs-shares.conf),
                    sambaConfig (default /etc/samba/smb.conf): the two
@@ -136,6 +137,14 @@ serves is refused.  If the daemon dies, fusermount3 unmounts it.
                          up to 1.5 times this for it, then serves read-only
                          (EROFS), as does a copy whose metadata the bucket
                          has moved past.  Status shows who holds it
+  --follow         serve another appliance's file system read-only, from its
+                   bucket (config key follow): with an empty --meta, restore
+                   it from --target first; then every --follow-interval
+                   (default 2s, config followInterval) apply the writer's
+                   metadata log.  Changes answer EROFS; nothing is written to
+                   the bucket; files are read from the packs (a file the
+                   writer has not destaged yet reads EIO until it has).
+                   tierfs status shows the change applied and the lag
   --attr-timeout SECONDS  how long the kernel caches names and attributes
                          (0-3600, default 1; config key attrTimeout)
   --writeback-cache  let the kernel keep written data and send it in large
@@ -279,8 +288,8 @@ function readConfig(file: string): ServeConfig {
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
     throw new TierfsError('USAGE', `--config ${file}: expected a JSON object`);
   const strings = ['flash', 'meta', 'mount', 'target', 'encryptionKeyFile', 'adminSocket', 'metrics', 'exportsFile', 'sambaInclude', 'sambaConfig', 'initialShares', 'flashIo'];
-  const booleans = ['allowOther', 'direct', 'discard', 'compress', 'manageShareServers', 'writebackCache'];
-  const durations = ['coolAfter', 'recallTimeout', 'packWait', 'metadataRpo', 'metadataRetention', 'leaseTtl'];
+  const booleans = ['allowOther', 'direct', 'discard', 'compress', 'manageShareServers', 'writebackCache', 'follow'];
+  const durations = ['coolAfter', 'recallTimeout', 'packWait', 'metadataRpo', 'metadataRetention', 'leaseTtl', 'followInterval'];
   const percents = ['watermarkHighPercent', 'watermarkLowPercent'];
   const allowed = [...strings, ...booleans, ...durations, ...percents, 'uploadConcurrency', 'prices', 'attrTimeout'];
   const config = parsed as Record<string, unknown>;
@@ -303,7 +312,7 @@ function readConfig(file: string): ServeConfig {
       throw new TierfsError('USAGE', `--config ${file}: "${key}" must be a ${durations.includes(key) ? 'duration such as "1h"' : 'number'}`);
   }
   if (config.uploadConcurrency !== undefined) checkUploadConcurrency(config.uploadConcurrency, `--config ${file}: "uploadConcurrency"`);
-  const { coolAfter, recallTimeout, packWait, prices, attrTimeout, metadataRpo, metadataRetention, leaseTtl, ...rest } = config;
+  const { coolAfter, recallTimeout, packWait, prices, attrTimeout, metadataRpo, metadataRetention, leaseTtl, followInterval, ...rest } = config;
   const serveConfig = rest as unknown as ServeConfig;
   if (attrTimeout !== undefined) serveConfig.attrTimeoutS = parseAttrTimeout(attrTimeout, `--config ${file}: attrTimeout`);
   try {
@@ -317,6 +326,7 @@ function readConfig(file: string): ServeConfig {
   if (metadataRpo !== undefined) serveConfig.metadataRpoMs = parseRpo(String(metadataRpo), `--config ${file}: metadataRpo`);
   if (metadataRetention !== undefined) serveConfig.metadataRetentionMs = parseDuration(String(metadataRetention), `--config ${file}: metadataRetention`);
   if (leaseTtl !== undefined) serveConfig.leaseTtlMs = parseLeaseTtl(String(leaseTtl), `--config ${file}: leaseTtl`);
+  if (followInterval !== undefined) serveConfig.followIntervalMs = parseFollowInterval(String(followInterval), `--config ${file}: followInterval`);
   if (serveConfig.target !== undefined) parseTargetUrl(serveConfig.target);
   if (serveConfig.flashIo !== undefined) serveConfig.flashIo = parseFlashIo(serveConfig.flashIo, `--config ${file}: "flashIo"`);
   checkServeConfig(serveConfig, `--config ${file}`);
@@ -340,6 +350,13 @@ function parseRpo(text: string, what: string): number | null {
   if (text === 'off') return null;
   const ms = parseDuration(text, what);
   if (ms < 1000 || ms > 3_600_000) throw new TierfsError('USAGE', `${what}: from 1s to 1h, or "off"`);
+  return ms;
+}
+
+/** How often a follower polls: from 100 ms to 10 min. */
+function parseFollowInterval(text: string, what: string): number {
+  const ms = parseDuration(text, what);
+  if (ms < 100 || ms > 600_000) throw new TierfsError('USAGE', `${what}: from 100ms to 10m`);
   return ms;
 }
 
@@ -375,6 +392,8 @@ async function serve(argv: string[]): Promise<void> {
     'attr-timeout': { type: 'string' },
     'metadata-rpo': { type: 'string' },
     'lease-ttl': { type: 'string' },
+    follow: { type: 'boolean' },
+    'follow-interval': { type: 'string' },
     'writeback-cache': { type: 'boolean' },
   });
   if (values.help) return void process.stdout.write(help.serve);
@@ -401,6 +420,9 @@ async function serve(argv: string[]): Promise<void> {
   if (values['attr-timeout'] !== undefined) config.attrTimeoutS = parseAttrTimeout(values['attr-timeout'], '--attr-timeout');
   if (values['metadata-rpo'] !== undefined) config.metadataRpoMs = parseRpo(values['metadata-rpo'], '--metadata-rpo');
   if (values['lease-ttl'] !== undefined) config.leaseTtlMs = parseLeaseTtl(values['lease-ttl'], '--lease-ttl');
+  if (values.follow) config.follow = true;
+  if (values['follow-interval'] !== undefined) config.followIntervalMs = parseFollowInterval(values['follow-interval'], '--follow-interval');
+  if (config.followIntervalMs !== undefined && !config.follow) throw new TierfsError('USAGE', 'serve: --follow-interval (followInterval) is for a follower (--follow)');
   if (values['writeback-cache']) config.writebackCache = true;
   checkServeConfig(config, 'serve');
   if (fs.existsSync(config.mount) && !fs.statSync(config.mount).isDirectory())

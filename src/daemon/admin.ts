@@ -309,6 +309,7 @@ export function statusOf(service: Service, mountPath: string): StatusResponse {
     lost: service.fs.lostTotals(),
     replication: service.tier?.replicationStatus() ?? null,
     writer: writerStatus(service),
+    follower: service.tier?.followerStatus() ?? null,
     shares: service.shares?.summary() ?? null,
     counters: { ...(tier?.counters ?? totals.counters) },
   };

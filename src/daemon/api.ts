@@ -17,6 +17,7 @@ import type { PackTotals, PolicyRecord, ResidencyTotals } from '../meta/meta_sto
 import type { FileResidency } from '../tier/tiering';
 import type { Prices, SimulationResult } from '../tier/simulate';
 import type { ProbeReport } from '../tier/target_set';
+import type { FollowerStatus } from '../tier/follower';
 import type { LeaseStatus } from '../tier/lease';
 import type { ReplicationStatus } from '../tier/replication';
 import type { ShareBody, ShareEditBody, ShareReport, SharesResponse, SharesSummary } from './shares';
@@ -72,6 +73,8 @@ export interface StatusResponse {
   replication: ReplicationStatus & { heldForRetentionBytes: number } | null;
   /** The bucket's writer lease (null: none taken: replication off, or no target); `readOnly`: why this appliance serves read-only, if it does. */
   writer: (LeaseStatus & { readOnly: string | null }) | null;
+  /** Following a writer (serve --follow), or null. */
+  follower: FollowerStatus | null;
   /** Network shares and their servers (null: the daemon manages none, as in tests without it). */
   shares: SharesSummary | null;
   counters: Record<string, number>;

@@ -10,11 +10,11 @@ import { systemClock, type Clock } from '../clock';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import type { FlashIoChoice } from '../device/device';
-import { openFileSystem, type OpenTierOptions } from '../fs/fs';
+import { openFileSystem, restoreFileSystem, type OpenTierOptions } from '../fs/fs';
 import { allowOtherPermitted, FuseMount } from '../fuse/fuse';
 import { prepareMountPoint } from '../fuse/mount_point';
 import { log } from '../log';
-import { defaultReplicationOptions, parseEncryptionKey, type Prices } from '../tier/tier';
+import { defaultReplicationOptions, openTarget, parseEncryptionKey, type Prices } from '../tier/tier';
 import { startAdminServer, statusOf, type AdminServer, type Service } from './admin';
 import { parseMetricsAddress, startMetricsServer, type MetricsServer } from './metrics';
 import { SystemdNotifier } from './notify';
@@ -60,6 +60,10 @@ export interface ServeConfig {
   metadataRetentionMs?: number;
   /** The writer lease's TTL (while replication is on). */
   leaseTtlMs?: number;
+  /** Serve read-only, following the writer's metadata log in the bucket (restored from it first when the metadata directory is empty). */
+  follow?: boolean;
+  /** How often a follower asks the bucket for the writer's next log object. */
+  followIntervalMs?: number;
   /** The files the daemon owns for network shares, and the smb.conf Samba's tools read. */
   exportsFile?: string;
   sambaInclude?: string;
@@ -71,6 +75,19 @@ export interface ServeConfig {
 }
 
 export const defaultAdminSocket = '/run/tierfs/admin.sock';
+
+/** A follower's first start (an empty metadata directory): the file system restored from the writer's bucket, marked as following. */
+async function restoreFollower(config: ServeConfig, encryptionKey: Buffer | undefined): Promise<void> {
+  if (fs.existsSync(config.meta) && fs.readdirSync(config.meta).length > 0) return; // the engine checks it is a follower's
+  if (config.target === undefined) throw new TierfsError('USAGE', 'serve --follow with an empty metadata directory needs --target: the writer\'s bucket it restores from');
+  const store = openTarget(config.target);
+  try {
+    const restored = await restoreFileSystem({ store, targetUrl: config.target, flash: config.flash, metaDir: config.meta, encryptionKey, follower: true });
+    log.info('follower: restored from the bucket', { fsUuid: restored.fsUuid, seq: restored.point.seq, pointMs: restored.point.timeMs });
+  } finally {
+    await store.close();
+  }
+}
 
 export function readEncryptionKey(file: string): Buffer {
   let content: Buffer;
@@ -108,8 +125,9 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
     ...(config.compress === undefined ? {} : { compress: config.compress }),
     ...(config.packWaitMs === undefined ? {} : { packWaitMsMax: config.packWaitMs }),
     ...(config.uploadConcurrency === undefined ? {} : { uploadCountMax: config.uploadConcurrency }),
+    follow: config.follow ? { pollIntervalMs: config.followIntervalMs ?? constants.followIntervalMsDefault } : null,
     replication:
-      config.metadataRpoMs === null
+      config.metadataRpoMs === null || config.follow
         ? null
         : {
             ...defaultReplicationOptions,
@@ -118,7 +136,7 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
           },
     // The bucket is the system of record while replication is on: one appliance writes it at a time.
     writerLease:
-      config.metadataRpoMs === null
+      config.metadataRpoMs === null || config.follow
         ? null
         : { ttlMs: config.leaseTtlMs ?? constants.leaseTtlMsDefault, waitMs: Math.round(1.5 * (config.leaseTtlMs ?? constants.leaseTtlMsDefault)), host: os.hostname() },
   };
@@ -128,6 +146,7 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
   // before mounting: the daemon never makes calls on its own mount.
   const absolute = path.resolve(config.mount);
   const mountPath = path.join(fs.realpathSync(path.dirname(absolute)), path.basename(absolute));
+  if (config.follow) await restoreFollower(config, tier.encryptionKey);
   // The daemon holds the file system and its engine, not their insides (the type makes sure).
   const opened: Daemon['opened'] = await openFileSystem(config.flash, config.meta, { direct: config.direct, discard: config.discard, io: config.flashIo, tier, clock });
   const mount = new FuseMount(opened.fs, config.mount, { allowOther: config.allowOther, attrTimeoutS: config.attrTimeoutS, writebackCache: config.writebackCache });
@@ -215,9 +234,11 @@ export function statusLine(daemon: Daemon): string {
     const down = status.targets.filter((t) => !t.reachable).map((t) => t.name);
     parts.push(down.length === 0 ? 'targets reachable' : `UNREACHABLE: ${down.join(', ')}`);
     const m = status.replication;
-    if (m === null) parts.push('metadata NOT replicated');
-    else if (m.lastError !== null || m.lagMs > m.rpoMs) parts.push(`metadata replication ${(m.lagMs / 1000).toFixed(0)} s behind${m.lastError ? ' (failing)' : ''}`);
-    if (status.writer?.readOnly) parts.push('READ-ONLY: not the writer (tierfs status)');
+    if (m === null) {
+      if (!status.follower) parts.push('metadata NOT replicated');
+    } else if (m.lastError !== null || m.lagMs > m.rpoMs) parts.push(`metadata replication ${(m.lagMs / 1000).toFixed(0)} s behind${m.lastError ? ' (failing)' : ''}`);
+    if (status.follower) parts.push(`FOLLOWER (read-only), change ${status.follower.appliedSeq}${status.follower.state === 'following' ? '' : ', RESYNC NEEDED'}`);
+    else if (status.writer?.readOnly) parts.push('READ-ONLY: not the writer (tierfs status)');
   }
   if (status.lost.fileCount > 0) parts.push(`LOST: ${status.lost.fileCount} file(s) (tierfs lost)`);
   const s = status.shares;

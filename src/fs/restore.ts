@@ -106,6 +106,8 @@ export interface RestoreRequest {
   encryptionKey?: Buffer;
   /** Delete the restore points after the one restored (required when there are any: they belong to another history). */
   discardLater?: boolean;
+  /** The copy follows the writer (serve --follow) instead of becoming one. */
+  follower?: boolean;
   clock?: Clock;
 }
 
@@ -205,6 +207,7 @@ export async function restoreFileSystem(request: RestoreRequest): Promise<Restor
       // Inode numbers issued after the point may be issued again: file handles from before (NFS) must not reach the new files.
       meta!.setSetting('generation', String(Number(meta!.setting('generation') ?? 1) + 1));
       meta!.setSetting('writerId', ''); // a new appliance: it takes the writer lease as one (src/tier/lease.ts)
+      if (request.follower) meta!.setSetting('follower', '1');
       meta!.setSetting('replicaUploadedSeq', String(point.seq));
       meta!.setSetting('replicaSnapshotSeq', String(point.snapshot.seq));
       meta!.setSetting('replicaSnapshotMs', String(point.snapshot.timeMs));

@@ -310,6 +310,13 @@ export interface MetaStore {
   snapshotInto(file: string): Promise<number>;
   /** Apply the lines of log objects, each "table TAB put|del TAB json" (restore). */
   replay(lines: string[]): void;
+  /**
+   * After a follower applied a log object (src/tier/follower.ts): the
+   * extents at these keys keep no flash copy here (the writer's flash is not
+   * ours), and one only on the writer's flash is kept out and marked lost
+   * ("not in the bucket yet") until the log brings its pack.
+   */
+  adoptFollowedExtents(keys: [number, number][]): void;
   /** Empty the log and continue its seqs after `seq` (restore). */
   restartReplicaLog(seq: number): void;
   /**

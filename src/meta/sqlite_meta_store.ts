@@ -1013,6 +1013,22 @@ export class SqliteMetaStore implements MetaStore {
     this.pending += 1;
   }
 
+  adoptFollowedExtents(keys: [number, number][]): void {
+    const row = this.db.prepare('SELECT length, pack_id IS NOT NULL AS inPack, flash_offset IS NOT NULL AS onFlash FROM extents WHERE ino = ? AND file_offset = ?');
+    const forgetFlash = this.db.prepare('UPDATE extents SET flash_offset = NULL WHERE ino = ? AND file_offset = ?');
+    for (const [ino, fileOffsetBytes] of keys) {
+      if (this.mayHaveLost) this.stmt.deleteLost.run(ino, fileOffsetBytes);
+      const e = row.get(ino, fileOffsetBytes) as { length: number; inPack: number; onFlash: number } | undefined;
+      if (!e) continue;
+      if (!e.inPack) {
+        this.stmt.deleteExtent.run(ino, fileOffsetBytes);
+        const inode = this.getInode(ino as Ino);
+        this.addLost(ino as Ino, fileOffsetBytes, e.length, inode ? Number(inode.mtimeNs / 1_000_000n) : 0);
+      } else if (e.onFlash) forgetFlash.run(ino, fileOffsetBytes);
+    }
+    this.pending += 1;
+  }
+
   // ---- lost ranges ----
 
   addLost(ino: Ino, fileOffsetBytes: number, lengthBytes: number, writtenMs: number): void {

@@ -258,6 +258,8 @@ export class FlashStore {
   private inFlightBytes = 0;
   private committing: Promise<void> | undefined;
   private nextCommit: Promise<void> | undefined;
+  /** What a lost range is, in a read's error (a follower's are mostly not in the bucket yet). */
+  lostMeaning = 'were only on a lost flash tier (tierfs lost)';
   /** Coalesced small writes per file, not yet written out. */
   private readonly dirty = new Map<Ino, DirtyFile>();
   /** Blocks held dirty, and blocks of write-outs not yet allocated: both are reserved on flash. */
@@ -355,7 +357,7 @@ export class FlashStore {
       // A lost range is never mapped (a write over it ends the loss): only a hole can be one.
       const lost = this.meta.lostIn(ino, offsetBytes, end);
       if (lost.length > 0)
-        throw new TierfsError('IO', `inode ${ino}: bytes ${lost[0].fileOffsetBytes}..${lost[0].fileOffsetBytes + lost[0].lengthBytes} were only on a lost flash tier (tierfs lost)`);
+        throw new TierfsError('IO', `inode ${ino}: bytes ${lost[0].fileOffsetBytes}..${lost[0].fileOffsetBytes + lost[0].lengthBytes} ${this.lostMeaning}`);
     }
     const only = extents.length === 1 ? extents[0] : undefined;
     if (only && only.flashOffsetBytes === null && only.fileOffsetBytes <= offsetBytes && end <= only.fileOffsetBytes + only.lengthBytes) {

@@ -473,7 +473,7 @@ export class Recaller {
   private considerWriteBack(e: Extent, seq: boolean, endsExtent: boolean, plain?: Buffer): void {
     const { ctx } = this;
     const key = entryKey(e.pack!);
-    if (this.writingBack.has(key)) return;
+    if (this.writingBack.has(key) || ctx.options.follow) return; // a follower's flash copies would not survive the writer's next change of the row
     const scan = seq && (ctx.meta.getInode(e.ino)?.sizeBytes ?? 0) >= constants.sequentialScanBytesMin;
     const roomBytes = scan ? ctx.lowBytes : ctx.highBytes;
     if (ctx.stopped || this.writeBacksInFlight >= constants.writeBackCountMax || ctx.flash.usedBytes + this.writeBackBytesPending + e.lengthBytes > roomBytes) {

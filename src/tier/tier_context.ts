@@ -47,6 +47,12 @@ export interface TieringOptions {
    * takes it whenever metadata replication is on.
    */
   writerLease: { ttlMs: number; waitMs: number; host: string } | null;
+  /**
+   * Follow the writer's metadata log instead of writing (serve --follow):
+   * read-only, nothing written to the bucket, recalled bytes served from
+   * memory (follower.ts).  null: a writer.
+   */
+  follow: { pollIntervalMs: number } | null;
   /** This appliance cannot write the bucket (the lease went to another, or this copy is behind it): the file system turns read-only. */
   onReadOnly?: (reason: string) => void;
 }
@@ -65,6 +71,7 @@ export const defaultTieringOptions = {
   randomBytes,
   replication: null,
   writerLease: null,
+  follow: null,
 } satisfies Partial<TieringOptions>;
 
 export interface TierCounters {

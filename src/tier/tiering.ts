@@ -38,6 +38,7 @@ import { HeatTracker } from './heat';
 import type { PackCrypto } from './pack';
 import { checkWatermarks, PolicySet, validatePolicy } from './policy';
 import { Recaller } from './recall';
+import { Follower, followerSetting, type FollowerStatus } from './follower';
 import { WriterLease, type LeaseStatus } from './lease';
 import { Replicator, type ReplicationStatus } from './replication';
 import { Simulation, type Prices, type SimulationResult } from './simulate';
@@ -95,6 +96,8 @@ export class TieringEngine {
   /** The bucket's writer lease, when asked for; and why this appliance may not write the bucket, once it may not. */
   private readonly lease: WriterLease | undefined;
   private readOnlyReason: string | undefined;
+  /** Following a writer's metadata log (serve --follow), when asked. */
+  private readonly follower: Follower | undefined;
   /** fsyncs of durable-in-the-bucket files: those waiting for the next batch, that batch, the one running. */
   private readonly durableWaiting = new Set<Ino>();
   private durableNext: Promise<void> | undefined;
@@ -113,7 +116,12 @@ export class TieringEngine {
     this.destageRate = new RateMeter(() => clock.nowMs());
     this.recallRate = new RateMeter(() => clock.nowMs());
     this.recallGetRate = new RateMeter(() => clock.nowMs());
-    if (options.writerLease) {
+    const following = this.meta.setting(followerSetting) === '1';
+    if (options.follow && !following)
+      throw new TierfsError('USAGE', 'this metadata is a writer\'s, not a follower\'s: serve --follow needs its own empty metadata directory (it restores from the bucket)');
+    if (!options.follow && following)
+      throw new TierfsError('USAGE', 'this metadata follows a writer (serve --follow); it cannot serve as the writer');
+    if (options.writerLease && !options.follow) {
       let writerId = this.meta.setting('writerId');
       if (!writerId) {
         writerId = options.randomBytes(16).toString('hex');
@@ -131,7 +139,8 @@ export class TieringEngine {
       });
       this.lease.onLost = (reason) => this.turnReadOnly(reason);
     }
-    this.targets = new TargetSet(this.meta, uuid, clock, options.objects, options.openStore, () => this.flash.commit(), this.lease?.fence);
+    const neverWrites = () => ({ reason: 'a follower never writes the bucket', final: true });
+    this.targets = new TargetSet(this.meta, uuid, clock, options.objects, options.openStore, () => this.flash.commit(), options.follow ? neverWrites : this.lease?.fence);
     this.policies = this.loadPolicies();
     const engine = this;
     const ctx: TierContext = {
@@ -160,7 +169,11 @@ export class TieringEngine {
     this.evictor = new Evictor(ctx, (bytesMax) => this.destager.destage({ urgent: true, bytesMax }));
     this.recaller = new Recaller(ctx, () => this.evictor.makeRoom());
     this.gc = new GarbageCollector(ctx, this.destager, this.recaller);
-    if (options.replication) {
+    if (options.follow) {
+      this.follower = new Follower(this.meta, () => this.targets.get('default').store, this.crypto, clock, options.follow.pollIntervalMs, () => this.flash.commit());
+      this.flash.lostMeaning = 'are not readable from the bucket: the writer has not destaged them yet (or they were lost there: tierfs lost)';
+      this.meta.setReplicated(false); // applied changes are the writer's, never logged again here
+    } else if (options.replication) {
       this.replicator = new Replicator(this.meta, () => this.targets.get('default').store, this.crypto, clock, options.replication, () => this.flash.commit());
     } else if (this.meta.setReplicated(false)) {
       log.warn('metadata replication is off: the bucket no longer follows the metadata (a snapshot is taken when it is turned on again)');
@@ -192,6 +205,13 @@ export class TieringEngine {
    * written to the bucket.
    */
   async start(): Promise<void> {
+    if (this.follower) {
+      this.turnReadOnly('a follower (serve --follow) serves the writer\'s file system read-only');
+      this.flash.tier = this.readOnlyHooks();
+      await this.follower.catchUp().catch((error: unknown) => log.warn('catching up with the writer failed; retried', { error: errorText(error) }));
+      this.follower.start();
+      return;
+    }
     if (this.lease && !(await this.lease.acquire(this.options.writerLease!.waitMs))) {
       this.flash.tier = this.readOnlyHooks();
       return;
@@ -244,6 +264,17 @@ export class TieringEngine {
     return this.readOnlyReason;
   }
 
+  /** Where following the writer stands (undefined: this appliance is not a follower). */
+  followerStatus(): FollowerStatus | undefined {
+    return this.follower?.status();
+  }
+
+  /** Apply what the writer's log holds now (tests; the poll does it every interval). */
+  async catchUp(): Promise<void> {
+    if (!this.follower) throw new TierfsError('USAGE', 'not a follower');
+    await this.follower.catchUp();
+  }
+
   /** The writer lease, when there is one. */
   leaseStatus(): LeaseStatus | undefined {
     return this.lease?.status();
@@ -260,6 +291,7 @@ export class TieringEngine {
     await this.background;
     await this.recaller.settle();
     this.flushHeat();
+    await this.follower?.stop();
     if (this.readOnlyReason === undefined) await this.replicator?.stop();
     await this.lease?.release();
     this.flash.tier = undefined;
@@ -547,7 +579,8 @@ export class TieringEngine {
   }
 
   /** OBJECT → BOTH for every extent of a file (the recall command). */
-  recallFile(ino: Ino, control: JobControl = {}): Promise<number> {
+  async recallFile(ino: Ino, control: JobControl = {}): Promise<number> {
+    if (this.follower) throw new TierfsError('READ_ONLY', 'a follower keeps nothing on flash: it reads recalled bytes from memory');
     return this.recaller.recallFile(ino, control);
   }
 

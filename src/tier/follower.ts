@@ -1,0 +1,194 @@
+/**
+ * A follower: another appliance serving the same file system read-only from
+ * the bucket, its metadata kept current by applying the writer's metadata
+ * log (replication.ts writes it; replica_format.ts reads it).
+ *
+ * - Every pollIntervalMs it asks for the log object that continues what it
+ *   applied: one LIST of the prefix `log/<applied + 1>-`, which names at most
+ *   that object.  An upload the writer repeated after a crash starts where
+ *   the last applied object started (its states at a later change apply on
+ *   top of an earlier one), so an empty answer asks that prefix too: two
+ *   small LISTs a poll while the writer is idle, never a listing of the
+ *   whole log.
+ * - Each object is applied in one metadata transaction with the change it
+ *   reaches, so a crash leaves the follower at a whole object (applying one
+ *   again changes nothing: it holds states, not steps).
+ * - The writer's flash is not the follower's: extents keep no flash copy
+ *   here, and an extent that is only on the writer's flash (not yet in a
+ *   pack) is kept out and marked "not in the bucket yet" (the lost table):
+ *   reading it is EIO with that message until the writer destages it and
+ *   the log brings its pack.
+ * - Once a minute while nothing new comes, it lists the snapshots: one newer
+ *   than what it applied, while the log does not continue it, means the log
+ *   it needs is gone (pruned, or the writer restarted its log): it must be
+ *   resynchronised (status says so; serve --follow starts over from the
+ *   newest restore point when it starts).
+ * - It never writes the bucket.
+ */
+import type { Clock, Timer } from '../clock';
+import { TierfsError } from '../errors';
+import { log } from '../log';
+import type { MetaStore } from '../meta/meta_store';
+import type { ObjectStore } from './object_store';
+import type { PackCrypto } from './pack';
+import { decodeMetaObject, metaPrefix, parseLogObject, parseMetaListing, type LogObject } from './replica_format';
+import { errorText } from './tier_context';
+
+/** The setting holding the last change applied (the same one a writer keeps its uploads in). */
+export const appliedSetting = 'replicaUploadedSeq';
+/** Marks metadata that follows a writer (serve --follow refuses any other, and serve refuses this). */
+export const followerSetting = 'follower';
+
+const pad = (n: number) => String(n).padStart(16, '0');
+
+export interface FollowerStatus {
+  state: 'following' | 'resync needed';
+  appliedSeq: number;
+  /** When the writer uploaded the newest log object applied (its clock, from the key); null: none since the restore. */
+  writerLogMs: number | null;
+  /** Since the last poll that found nothing newer (null: not caught up yet). */
+  caughtUpAgoMs: number | null;
+  pollIntervalMs: number;
+  appliedObjectCount: number;
+  listCount: number;
+  lastError: string | null;
+}
+
+export class Follower {
+  private timer: Timer | undefined;
+  private running: Promise<void> | undefined;
+  private stopped = false;
+  private applied: number;
+  /** First seq of the newest log object applied (a repeated upload starts there). */
+  private lastFirstSeq: number | undefined;
+  private writerLogMs: number | null = null;
+  private caughtUpMs: number | undefined;
+  private lastSnapshotCheckMs = Number.NEGATIVE_INFINITY;
+  private resyncNeeded = false;
+  private appliedObjectCount = 0;
+  private listCount = 0;
+  private lastError: string | null = null;
+  /** Called after each object applied (the FUSE front end drops what the kernel cached). */
+  onApplied: (() => void) | undefined;
+
+  constructor(
+    private readonly meta: MetaStore,
+    private readonly store: () => ObjectStore,
+    private readonly crypto: PackCrypto,
+    private readonly clock: Clock,
+    readonly pollIntervalMs: number,
+    /** Makes an applied object durable (the flash store's commit). */
+    private readonly commit: () => Promise<void>,
+  ) {
+    this.applied = Number(meta.setting(appliedSetting) ?? 0);
+  }
+
+  start(): void {
+    this.timer = this.clock.every(this.pollIntervalMs, () => {
+      if (!this.running && !this.stopped) this.running = this.poll().finally(() => (this.running = undefined));
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.timer?.stop();
+    await this.running;
+  }
+
+  /** Apply everything the bucket holds past what is applied now (tests and the first poll). */
+  async catchUp(): Promise<void> {
+    await this.running;
+    this.running = this.poll();
+    await this.running;
+    this.running = undefined;
+    if (this.lastError) throw new TierfsError('UNAVAILABLE', `following the writer: ${this.lastError}`);
+  }
+
+  private async listLog(firstSeq: number): Promise<LogObject[]> {
+    const prefix = `${metaPrefix(this.crypto.fsUuid)}log/${pad(firstSeq)}-`;
+    const keys: { key: string; sizeBytes: number }[] = [];
+    this.listCount += 1;
+    for await (const item of this.store().list(prefix)) keys.push(item);
+    return parseMetaListing(this.crypto.fsUuid, keys).logs.filter((l) => l.firstSeq <= this.applied + 1 && l.lastSeq > this.applied);
+  }
+
+  /** The object that continues what is applied, if the bucket holds one. */
+  private async next(): Promise<LogObject | undefined> {
+    const found = await this.listLog(this.applied + 1);
+    if (found.length === 0 && this.lastFirstSeq !== undefined) found.push(...(await this.listLog(this.lastFirstSeq)));
+    return found.sort((a, b) => b.lastSeq - a.lastSeq)[0];
+  }
+
+  private async poll(): Promise<void> {
+    try {
+      for (;;) {
+        if (this.stopped) return;
+        const object = await this.next();
+        if (!object) break;
+        await this.apply(object);
+      }
+      this.caughtUpMs = this.clock.monotonicMs();
+      if (this.clock.monotonicMs() - this.lastSnapshotCheckMs >= 60_000) await this.checkContinuity();
+      this.lastError = null;
+    } catch (error) {
+      this.lastError = errorText(error);
+      log.warn('following the writer failed; retried at the next poll', { error: this.lastError });
+    }
+  }
+
+  private async apply(object: LogObject): Promise<void> {
+    const stored = await this.store().get(object.key);
+    const lines = parseLogObject(object, await decodeMetaObject(this.crypto, object.key, stored), this.applied);
+    this.meta.mutate(() => {
+      this.meta.replay(lines);
+      this.meta.adoptFollowedExtents(extentKeys(lines));
+      this.meta.setSetting(appliedSetting, String(object.lastSeq));
+    });
+    await this.commit();
+    this.applied = object.lastSeq;
+    this.lastFirstSeq = object.firstSeq;
+    this.writerLogMs = object.timeMs;
+    this.appliedObjectCount += 1;
+    this.resyncNeeded = false;
+    this.onApplied?.();
+    log.debug('applied the writer\'s log', { key: object.key, lines: lines.length });
+  }
+
+  /** A complete snapshot past what is applied while the log does not continue it: the log this follower needs is gone. */
+  private async checkContinuity(): Promise<void> {
+    this.lastSnapshotCheckMs = this.clock.monotonicMs();
+    const keys: { key: string; sizeBytes: number }[] = [];
+    this.listCount += 1;
+    for await (const item of this.store().list(`${metaPrefix(this.crypto.fsUuid)}snap/`)) keys.push(item);
+    const newer = parseMetaListing(this.crypto.fsUuid, keys).snapshots.some((s) => s.complete && s.seq > this.applied);
+    if (newer && !(await this.next())) {
+      if (!this.resyncNeeded) log.error('this follower cannot continue: the log after the change it applied is gone from the bucket; restart serve --follow to start over from the newest restore point', { appliedSeq: this.applied });
+      this.resyncNeeded = true;
+    }
+  }
+
+  status(): FollowerStatus {
+    return {
+      state: this.resyncNeeded ? 'resync needed' : 'following',
+      appliedSeq: this.applied,
+      writerLogMs: this.writerLogMs,
+      caughtUpAgoMs: this.caughtUpMs === undefined ? null : this.clock.monotonicMs() - this.caughtUpMs,
+      pollIntervalMs: this.pollIntervalMs,
+      appliedObjectCount: this.appliedObjectCount,
+      listCount: this.listCount,
+      lastError: this.lastError,
+    };
+  }
+}
+
+/** The (ino, file offset) of every extent a log object puts or deletes. */
+function extentKeys(lines: string[]): [number, number][] {
+  const keys: [number, number][] = [];
+  for (const line of lines) {
+    if (!line.startsWith('extents\t')) continue;
+    const json = line.slice(line.indexOf('\t', 8) + 1);
+    const match = /^\[(-?\d+),(-?\d+)/.exec(json);
+    if (match) keys.push([Number(match[1]), Number(match[2])]);
+  }
+  return keys;
+}
