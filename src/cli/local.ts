@@ -139,12 +139,14 @@ serves is refused.  If the daemon dies, fusermount3 unmounts it.
                          has moved past.  Status shows who holds it
   --follow         serve another appliance's file system read-only, from its
                    bucket (config key follow): with an empty --meta, restore
-                   it from --target first; then every --follow-interval
-                   (default 2s, config followInterval) apply the writer's
-                   metadata log.  Changes answer EROFS; nothing is written to
-                   the bucket; files are read from the packs (a file the
+                   it from --target first; then apply the writer's metadata
+                   log as it comes.  Changes answer EROFS; nothing is written
+                   to the bucket; files are read from the packs (a file the
                    writer has not destaged yet reads EIO until it has).
                    tierfs status shows the change applied and the lag
+  --follow-interval DURATION  how often a follower asks the bucket for the
+                   writer's next log object (default 2s, 100ms to 10m;
+                   config key followInterval)
   --attr-timeout SECONDS  how long the kernel caches names and attributes
                          (0-3600, default 1; config key attrTimeout)
   --writeback-cache  let the kernel keep written data and send it in large
