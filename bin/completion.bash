@@ -7,6 +7,7 @@ _tierfs_flags() {
   case "$1" in
     format) echo --flash --meta --size --target --encryption-key --force ;;
     serve) echo --flash --meta --mount --config --target --encryption-key --admin-socket --cool-after --metrics --attr-timeout --metadata-rpo --lease-ttl --follow --follow-interval --writeback-cache --no-direct --flash-io --discard ;;
+    promote) echo --meta --encryption-key --lease-ttl --wait --force ;;
     restore) echo --target --flash --meta --size --at --uuid --encryption-key --discard-later --list --json ;;
     firstboot) echo --conf --user-data --config --state --sys --mountinfo --dev ;;
     status | stat | heat | lost) echo --json --socket ;;
@@ -41,7 +42,7 @@ _tierfs_subcommands() {
 
 _tierfs() {
   local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
-  local commands='format serve firstboot restore status stat heat destage recall release pin unpin policy fsck watermark target lost share'
+  local commands='format serve firstboot restore promote status stat heat destage recall release pin unpin policy fsck watermark target lost share'
   if [ "$COMP_CWORD" -eq 1 ]; then
     COMPREPLY=($(compgen -W "$commands --help" -- "$cur"))
     return

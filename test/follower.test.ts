@@ -2,11 +2,12 @@
 // system read-only from its bucket, kept current by the writer's metadata
 // log.  A writer and two followers on one machine, each with its own flash
 // and metadata, on one azurite container.
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { cliJson, formatWithTarget, runCli, serve, type Served } from './helpers/daemon';
+import { cliJson, formatWithTarget, lazyUnmount, runCli, serve, tierfsBin, type Served } from './helpers/daemon';
 import { scratchDir } from './helpers/fs';
 import { startAzurite } from './helpers/servers';
 
@@ -118,4 +119,60 @@ t.test('a writer and two followers: what the writer puts in the bucket appears o
   t.match(asWriter.stderr, /follows a writer \(serve --follow\); it cannot serve as the writer/);
   t.match(runCli(['serve', '--follow', '--flash', 'x', '--meta', 'y', '--mount', 'z', '--follow-interval', '1ms']).stderr, /--follow-interval: from 100ms to 10m/);
   t.match(runCli(['serve', '--flash', 'x', '--meta', 'y', '--mount', 'z', '--follow-interval', '1s']).stderr, /--follow-interval \(followInterval\) is for a follower/);
+});
+
+t.test('fail-over: promote waits for the writer lease, exactly one of two promotions wins, the old writer comes back read-only', async (t) => {
+  const server = await startAzurite(t);
+  const target = server.url('failover');
+  const writerScratch = await formatWithTarget(t, target, '256M');
+  const writer = await serve(t, writerScratch, undefined, ['--metadata-rpo', '1s', '--lease-ttl', '2s']);
+  const kept = randomBytes(2 ** 20 + 7);
+  fs.writeFileSync(path.join(writer.mount, 'kept'), kept);
+  destage(t, writer, path.join(writer.mount, 'kept'));
+  fs.writeFileSync(path.join(writer.mount, 'only-on-flash'), 'never destaged\n');
+  await replicated(t, writer);
+  const followers = [await follower(t, target, 'promote-a'), await follower(t, target, 'promote-b')];
+  const metaOf = (f: Served) => path.join(path.dirname(f.socket), 'meta');
+  for (const f of followers) await until(t, 'the follower applied everything', () => status(f).follower.appliedSeq === status(writer).replication.uploadedSeq);
+  for (const f of followers) t.equal(await f.stop(), 0);
+
+  const early = runCli(['promote', '--meta', metaOf(followers[0]), '--lease-ttl', '2s', '--wait', '3s']);
+  t.equal(early.status, 1, 'refused while the writer renews its lease');
+  t.match(early.stderr, /renews its writer lease/);
+  t.match(runCli(['promote', '--meta', writerScratch.meta]).stderr, /is in use by another tierfs process/, 'metadata a daemon serves is not touched');
+
+  await writer.kill(); // the writer is gone: its lease stops being renewed
+  t.match(runCli(['promote', '--meta', writerScratch.meta]).stderr, /not a follower's metadata/, 'a writer is not promoted');
+  const promotions = followers.map((f) =>
+    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [tierfsBin, 'promote', '--meta', metaOf(f), '--lease-ttl', '2s', '--wait', '20s'], { env: { ...process.env, TIERFS_LOG: 'warn' } });
+      let stdout = '', stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d));
+      child.stderr.on('data', (d: Buffer) => (stderr += d));
+      child.on('exit', (status) => resolve({ status, stdout, stderr }));
+    }),
+  );
+  const started = Date.now();
+  const results = await Promise.all(promotions);
+  t.ok(Date.now() - started >= 1900, 'not before the lease went a whole TTL unrenewed');
+  const winners = results.filter((r) => r.status === 0);
+  t.equal(winners.length, 1, `exactly one promotion wins (${results.map((r) => r.stderr.trim() || r.stdout.trim()).join(' | ')})`);
+  t.match(winners[0]?.stdout, /promoted: this appliance is now the writer of file system [0-9a-f-]+ \(change \d+ applied, generation \d+/);
+  t.match(results.find((r) => r.status !== 0)?.stderr, /took the writer role meanwhile|served by/);
+
+  const won = followers[results.findIndex((r) => r.status === 0)];
+  const dir = path.dirname(won.socket);
+  const promoted = await serve(t, { dir, flash: path.join(dir, 'flash'), meta: metaOf(won) }, won.mount, ['--metadata-rpo', '1s', '--lease-ttl', '2s']);
+  t.ok(fs.readFileSync(path.join(promoted.mount, 'kept')).equals(kept), 'everything destaged before the kill is there');
+  t.throws(() => fs.readFileSync(path.join(promoted.mount, 'only-on-flash')), { code: 'EIO' }, 'what only the old writer\'s flash held reads EIO');
+  t.match(runCli(['lost'], { TIERFS_SOCKET: promoted.socket }).stdout, /only-on-flash/, 'and is listed as lost');
+  fs.writeFileSync(path.join(promoted.mount, 'new'), 'written by the new writer\n');
+  t.match(status(promoted).writer, { state: 'held', readOnly: null });
+  await replicated(t, promoted);
+
+  lazyUnmount(writer.mount);
+  const old = await serve(t, writerScratch, writer.mount, ['--metadata-rpo', '1s', '--lease-ttl', '2s']);
+  t.throws(() => fs.writeFileSync(path.join(old.mount, 'stale'), 'x'), { code: 'EROFS' }, 'the old writer, back, writes nothing');
+  t.match(status(old).writer.readOnly, /generation \d+ change \d+; here generation \d+ change \d+\): this copy must not write/);
+  t.match(status(promoted).writer, { state: 'held' }, 'the new writer is untouched');
 });

@@ -17,6 +17,31 @@ import { checkUploadConcurrency, checkWatermarks, openTarget, parseDuration, par
 import { noArguments, parseOptions, parseSize, required } from './args';
 
 const help = {
+  promote: `Usage: tierfs promote --meta DIR [--encryption-key FILE] [--lease-ttl DURATION]
+                      [--wait DURATION] [--force]
+
+Make a follower (serve --follow, stopped first) the writer of its file
+system: once the writer lease in the bucket is free (released by a clean
+stop, or not renewed for a whole TTL: the old writer is gone or cut off),
+take it — which fences the old writer: if it comes back it serves read-only
+— apply the rest of the writer's log, and turn the metadata into a writer's
+(a new metadata generation; a snapshot at its first serve).  Then serve it
+without --follow.  Data the old writer had not destaged is lost, and listed
+by tierfs lost.  Two promotions at once: exactly one wins.
+
+  --meta DIR       the follower's metadata directory
+  --encryption-key FILE  the file system's key, when it encrypts
+  --lease-ttl DURATION   the new writer's lease TTL (default 30s)
+  --wait DURATION  how long to wait for the old writer's lease to expire
+                   (default 1.5 times the TTL, at least 45s)
+  --force          on a target that ignores conditional writes (s3rver, some
+                   S3-compatible servers): promote anyway.  UNSAFE: two
+                   promotions at once, or a writer that still runs, could
+                   both write the bucket
+
+Example:
+  systemctl stop tierfs && tierfs promote --meta /var/lib/tierfs/meta
+`,
   restore: `Usage: tierfs restore --target URL --flash PATH --meta DIR [--at TIME]
                       [--uuid UUID] [--encryption-key FILE] [--size SIZE]
                       [--discard-later]
@@ -506,9 +531,34 @@ function formatBytesShort(bytes: number): string {
   return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : bytes >= 2 ** 20 ? `${(bytes / 2 ** 20).toFixed(1)} MiB` : `${bytes} bytes`;
 }
 
+/** Hand the writer role to a stopped follower (see src/fs/promote.ts). */
+async function promote(argv: string[]): Promise<void> {
+  const { values, positionals } = parseOptions(argv, {
+    meta: { type: 'string' },
+    'encryption-key': { type: 'string' },
+    'lease-ttl': { type: 'string' },
+    wait: { type: 'string' },
+    force: { type: 'boolean' },
+  });
+  if (values.help) return void process.stdout.write(help.promote);
+  noArguments(positionals, 'promote');
+  const metaDir = required(values, 'meta', 'promote');
+  const ttlMs = values['lease-ttl'] === undefined ? constants.leaseTtlMsDefault : parseLeaseTtl(values['lease-ttl'], '--lease-ttl');
+  const waitMs = values.wait === undefined ? undefined : parseDuration(values.wait, '--wait');
+  const encryptionKey = values['encryption-key'] === undefined ? undefined : readEncryptionKey(values['encryption-key']);
+  if (!fs.existsSync(metaDir)) throw new TierfsError('USAGE', `promote: --meta ${metaDir} does not exist`);
+  const { promoteFollower } = await import('../fs/promote');
+  const r = await promoteFollower({ metaDir, encryptionKey, ttlMs, waitMs, force: values.force });
+  process.stdout.write(
+    `promoted: this appliance is now the writer of file system ${r.fsUuid} (change ${r.seq} applied, generation ${r.generation}` +
+      `${r.previousHost ? `; the writer role was ${r.previousHost}'s` : ''}); serve it without --follow (same --flash and --meta)\n`,
+  );
+}
+
 export const localCommands = {
   format,
   serve,
   restore,
+  promote,
   firstboot: firstbootCommand,
 } satisfies Record<string, (argv: string[]) => Promise<void>>;

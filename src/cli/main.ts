@@ -1,5 +1,5 @@
 /**
- * The `tierfs` command.  `format`, `serve`, `firstboot` and `restore` work on the flash
+ * The `tierfs` command.  `format`, `serve`, `firstboot`, `restore` and `promote` work on the flash
  * tier and the metadata directly (local.ts, loaded only when one of them
  * runs); the other commands talk to a running daemon's admin socket and
  * never open the metadata behind its back.  A command loads only what it
@@ -34,6 +34,7 @@ Commands:
   lost       files whose newest data was only on a lost flash tier
   share      NFS and SMB shares of the file system, and Samba users
   restore    rebuild a file system from its bucket (or --list what a bucket holds)
+  promote    make a stopped follower (serve --follow) the writer, once the lease is free
 
 Commands other than format and serve talk to the daemon's admin socket:
 --socket PATH, else $TIERFS_SOCKET, else /run/tierfs/admin.sock.  Most take
@@ -43,7 +44,7 @@ Run "tierfs <command> --help" for the options of one command.
 `;
 
 /** The commands of local.ts, loaded when one of them runs. */
-const localCommandNames = ['format', 'serve', 'firstboot', 'restore'] as const;
+const localCommandNames = ['format', 'serve', 'firstboot', 'restore', 'promote'] as const;
 type LocalCommandName = (typeof localCommandNames)[number];
 
 function localCommand(name: LocalCommandName): (argv: string[]) => Promise<void> {

@@ -133,9 +133,9 @@ export class WriterLease {
    * appliance's metadata is behind the bucket's: it must not write.
    * Failures to reach the target throw.
    */
-  async acquire(waitMs: number): Promise<boolean> {
+  async acquire(waitMs: number, { onlyFromFirstHolder = false }: { onlyFromFirstHolder?: boolean } = {}): Promise<boolean> {
     try {
-      await this.acquireOrThrow(waitMs);
+      await this.acquireOrThrow(waitMs, onlyFromFirstHolder);
       return true;
     } catch (error) {
       if (!(error instanceof TierfsError && (error.code === 'BUSY' || error.code === 'READ_ONLY'))) throw error;
@@ -144,21 +144,27 @@ export class WriterLease {
     }
   }
 
-  private async acquireOrThrow(waitMs: number): Promise<void> {
+  /** `onlyFromFirstHolder` (promote): a lease that passes to another appliance while we wait is not ours to take after it. */
+  private async acquireOrThrow(waitMs: number, onlyFromFirstHolder: boolean): Promise<void> {
     const { clock, fsUuid } = this.options;
     this.enforced = await conditionalWritesWork(this.options.store(), probeKey(fsUuid));
     if (!this.enforced) log.warn('the target ignores conditional writes: the writer lease is written and read, but two appliances starting at once are not excluded', { target: this.options.store().description });
     const deadlineMs = clock.monotonicMs() + waitMs;
     let observed: { etag: string; sinceMs: number } | undefined;
+    let firstHolder: string | null | undefined;
     let told = false;
     for (;;) {
       const current = await this.options.store().getVersioned(this.key);
       if (!current) {
+        firstHolder ??= null;
         if (await this.take({ ifNoneMatch: '*' })) break;
         continue;
       }
       const record = parseRecord(current.body, this.key, fsUuid);
       this.seen = record;
+      if (firstHolder === undefined) firstHolder = record.holder;
+      else if (onlyFromFirstHolder && record.holder !== firstHolder && record.holder !== this.options.writerId)
+        throw new TierfsError('BUSY', `${record.host} (appliance ${record.holder}) took the writer role meanwhile`);
       if (record.holder !== this.options.writerId) this.refuseIfBehind(record);
       const nowMs = clock.monotonicMs();
       if (observed?.etag !== current.etag) observed = { etag: current.etag, sinceMs: nowMs };
@@ -278,6 +284,11 @@ export class WriterLease {
     return this.state === 'held' && ago !== null && ago < this.options.ttlMs / 2;
   }
 
+  /** This appliance's id in the lease. */
+  get writerId(): string {
+    return this.options.writerId;
+  }
+
   get lost(): boolean {
     return this.state === 'lost';
   }
@@ -289,6 +300,12 @@ export class WriterLease {
     if (!this.held()) return { reason: `the writer lease was last renewed ${this.renewedAgoMs()} ms ago (more than half its ${this.options.ttlMs} ms TTL)`, final: false };
     return undefined;
   };
+
+  /** Stop renewing and leave the lease as it is (promote hands it to the serve that follows, which retakes its own lease at once). */
+  async detach(): Promise<void> {
+    this.timer?.stop();
+    await this.renewing;
+  }
 
   /** Give the role up at a clean stop (recording the last change uploaded), so another appliance may take it at once. */
   async release(): Promise<void> {
