@@ -10,7 +10,7 @@ _tierfs_flags() {
     promote) echo --meta --encryption-key --lease-ttl --wait --force ;;
     restore) echo --target --flash --meta --size --at --uuid --encryption-key --discard-later --list --json ;;
     firstboot) echo --conf --user-data --config --state --sys --mountinfo --dev ;;
-    status | stat | heat | lost) echo --json --socket ;;
+    status | stat | heat | lost | followers) echo --json --socket ;;
     destage | recall) echo --wait --socket ;;
     release) echo --wait --json --socket ;;
     pin) echo --recursive --wait --socket ;;
@@ -42,7 +42,7 @@ _tierfs_subcommands() {
 
 _tierfs() {
   local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
-  local commands='format serve firstboot restore promote status stat heat destage recall release pin unpin policy fsck watermark target lost share'
+  local commands='format serve firstboot restore promote status stat heat destage recall release pin unpin policy fsck watermark target lost followers share'
   if [ "$COMP_CWORD" -eq 1 ]; then
     COMPREPLY=($(compgen -W "$commands --help" -- "$cur"))
     return

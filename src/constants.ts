@@ -93,6 +93,11 @@ export const constants = {
   flashLockWaitMs: 10_000,
   /** How often a follower asks the bucket for the writer's next log object (serve's followInterval). */
   followIntervalMsDefault: 2_000,
+  /** A follower publishes its position at most this often while it applies, and at least this often while idle. */
+  followerPublishIntervalMs: 10_000,
+  followerHeartbeatMs: 60_000,
+  /** A follower that has not published for this long shows as stale in tierfs followers. */
+  followerStaleMs: 5 * 60_000,
   /** The writer lease's TTL (serve's leaseTtl): renewed every third of it. */
   leaseTtlMsDefault: 30_000,
   /** A conditional put on the directory target waits this long for the lock another process holds. */

@@ -111,6 +111,11 @@ t.test('a writer and two followers: what the writer puts in the bucket appears o
   await until(t, 'the restarted follower caught up', () => fs.readFileSync(path.join(again.mount, 'three')).equals(three));
   await until(t, 'both followers at the writer\'s change', () => status(a).follower.appliedSeq === status(writer).replication.uploadedSeq && status(again).follower.appliedSeq === status(writer).replication.uploadedSeq);
   t.match(status(again).follower, { state: 'following' });
+  await until(t, 'both followers published a position', () => cliJson(runCli(['followers', '--json'], { TIERFS_SOCKET: writer.socket })).followers.length === 2);
+  const listed = cliJson(runCli(['followers', '--json'], { TIERFS_SOCKET: writer.socket })).followers as { id: string; state: string; appliedSeq: number; behindChanges: number }[];
+  t.equal(new Set(listed.map((f) => f.id)).size, 2, 'two followers, each with its own id');
+  t.ok(listed.every((f) => f.state === 'following' && f.appliedSeq > 0 && f.behindChanges >= 0), 'positions and how far behind');
+  t.match(runCli(['followers'], { TIERFS_SOCKET: writer.socket }).stdout, /FOLLOWER +HOST +CHANGE +BEHIND/);
 
   // A follower's metadata cannot serve as a writer, nor a writer's as a follower.
   t.equal(await again.stop(), 0);

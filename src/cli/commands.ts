@@ -127,6 +127,19 @@ async function status(argv: string[]): Promise<void> {
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
+async function followers(argv: string[]): Promise<void> {
+  const command = parse(argv, 'followers', { json: { type: 'boolean' } });
+  if (!command) return;
+  noArguments(command.positionals, 'followers');
+  const r = await call(command.socket, 'GET /v1/followers');
+  if (command.values.json) return printJson(r);
+  if (r.followers.length === 0) return void process.stdout.write('no follower has published a position\n');
+  const lines = [`${'FOLLOWER'.padEnd(18)} ${'HOST'.padEnd(20)} ${'CHANGE'.padStart(10)} ${'BEHIND'.padStart(8)}  ${'PUBLISHED'.padEnd(24)} STATE`];
+  for (const f of r.followers)
+    lines.push(`${f.id.padEnd(18)} ${f.host.padEnd(20)} ${String(f.appliedSeq).padStart(10)} ${String(f.behindChanges).padStart(8)}  ${f.publishedAt.padEnd(24)} ${f.state}`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
 async function lost(argv: string[]): Promise<void> {
   const command = parse(argv, 'lost', { json: { type: 'boolean' } });
   if (!command) return;
@@ -525,4 +538,5 @@ export const daemonCommands: Record<string, (argv: string[]) => Promise<void>> =
   watermark,
   target,
   lost,
+  followers,
 };

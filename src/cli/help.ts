@@ -232,6 +232,23 @@ Examples:
   tierfs target list
 ${socketHelp}
 `,
+  followers: `Usage: tierfs followers [--json] [--socket PATH]
+
+The followers of this file system (serve --follow on other appliances), as
+each last published its position in the bucket (at most every 10 s while it
+applies the writer's log, every minute while idle, and at a clean stop): its
+id and host, the change it has applied, how many changes it is behind this
+appliance's last one in the bucket, when it published, and its state:
+following; stale (nothing published for 5 minutes: stopped, or cut off); or
+must resynchronise (behind the oldest restore point kept: the log it needs
+is gone).  The writer keeps the log and packs a follower needs for
+metadataRetention; one further behind must resynchronise.
+
+Examples:
+  tierfs followers
+  tierfs followers --json | jq '.followers[] | select(.behindChanges > 1000)'
+${socketHelp}
+`,
   lost: `Usage: tierfs lost [--json] [--socket PATH]
 
 Files whose newest data was only on a flash tier that was lost (a blank

@@ -32,6 +32,7 @@ Commands:
   watermark  show or set the flash watermarks at run time
   target     list, add, test and remove object targets
   lost       files whose newest data was only on a lost flash tier
+  followers  the followers of this file system and how far behind each is
   share      NFS and SMB shares of the file system, and Samba users
   restore    rebuild a file system from its bucket (or --list what a bucket holds)
   promote    make a stopped follower (serve --follow) the writer, once the lease is free

@@ -18,6 +18,7 @@ import type { FileResidency } from '../tier/tiering';
 import type { Prices, SimulationResult } from '../tier/simulate';
 import type { ProbeReport } from '../tier/target_set';
 import type { FollowerStatus } from '../tier/follower';
+import type { FollowerReport } from '../tier/tiering';
 import type { LeaseStatus } from '../tier/lease';
 import type { ReplicationStatus } from '../tier/replication';
 import type { ShareBody, ShareEditBody, ShareReport, SharesResponse, SharesSummary } from './shares';
@@ -253,6 +254,7 @@ export interface Api {
   'DELETE /v1/targets/:name': { query: NoBody; body: NoBody; response: { deleted: string } };
   'POST /v1/targets/:name/test': { query: NoBody; body: NoBody; response: ProbeReport & { name: string } };
   'GET /v1/lost': { query: NoBody; body: NoBody; response: LostResponse };
+  'GET /v1/followers': { query: NoBody; body: NoBody; response: { followers: FollowerReport[] } };
   'GET /v1/shares': { query: NoBody; body: NoBody; response: SharesResponse };
   'POST /v1/shares': { query: NoBody; body: ShareBody; response: { share: ShareReport; warnings: string[] } };
   'GET /v1/shares/:name': { query: NoBody; body: NoBody; response: { share: ShareReport } };
@@ -327,6 +329,7 @@ export const bodySchemas: { [E in Endpoint]: Schema<Api[E]['body']> } = {
   'DELETE /v1/targets/:name': {},
   'POST /v1/targets/:name/test': {},
   'GET /v1/lost': {},
+  'GET /v1/followers': {},
   'GET /v1/shares': {},
   'POST /v1/shares': { ...shareEditSchema, name: { type: 'string', required: true }, path: { type: 'string', required: true } },
   'GET /v1/shares/:name': {},

@@ -125,7 +125,7 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
     ...(config.compress === undefined ? {} : { compress: config.compress }),
     ...(config.packWaitMs === undefined ? {} : { packWaitMsMax: config.packWaitMs }),
     ...(config.uploadConcurrency === undefined ? {} : { uploadCountMax: config.uploadConcurrency }),
-    follow: config.follow ? { pollIntervalMs: config.followIntervalMs ?? constants.followIntervalMsDefault } : null,
+    follow: config.follow ? { pollIntervalMs: config.followIntervalMs ?? constants.followIntervalMsDefault, host: os.hostname() } : null,
     replication:
       config.metadataRpoMs === null || config.follow
         ? null

@@ -23,9 +23,15 @@
  *   it needs is gone (pruned, or the writer restarted its log): it must be
  *   resynchronised (status says so; serve --follow starts over from the
  *   newest restore point when it starts).
- * - It never writes the bucket.
+ * - It writes one object of its own and nothing else: its position,
+ *   `<fs-uuid>/followers/<id>` (the change applied, its host, when), after
+ *   an object applied at most every publishIntervalMs and at least every
+ *   heartbeatMs while idle, and at a clean stop.  `tierfs followers` on the
+ *   writer lists them.  The writer's retention window is what keeps the
+ *   log and packs a follower needs: one further behind must resynchronise.
  */
 import type { Clock, Timer } from '../clock';
+import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import { log } from '../log';
 import type { MetaStore } from '../meta/meta_store';
@@ -41,6 +47,32 @@ export const followerSetting = 'follower';
 
 const pad = (n: number) => String(n).padStart(16, '0');
 
+/** Where followers publish their positions. */
+export function followersPrefix(fsUuid: string): string {
+  return `${fsUuid}/followers/`;
+}
+
+/** A follower's published position. */
+export interface FollowerPosition {
+  format: 'tierfs-follower';
+  version: 1;
+  id: string;
+  host: string;
+  appliedSeq: number;
+  /** The follower's wall clock when published (for people: clocks differ). */
+  publishedAt: string;
+  state: FollowerStatus['state'];
+}
+
+export function parsePosition(body: Buffer): FollowerPosition | undefined {
+  try {
+    const p = JSON.parse(body.toString('utf8')) as FollowerPosition;
+    return p?.format === 'tierfs-follower' && p.version === 1 && typeof p.appliedSeq === 'number' ? p : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export interface FollowerStatus {
   state: 'following' | 'resync needed';
   appliedSeq: number;
@@ -51,6 +83,8 @@ export interface FollowerStatus {
   pollIntervalMs: number;
   appliedObjectCount: number;
   listCount: number;
+  /** Positions put in the bucket. */
+  publishCount: number;
   lastError: string | null;
 }
 
@@ -70,6 +104,9 @@ export class Follower {
   private lastError: string | null = null;
   /** Called after each object applied (the FUSE front end drops what the kernel cached). */
   onApplied: (() => void) | undefined;
+  private publishedMs = Number.NEGATIVE_INFINITY;
+  private publishedSeq = -1;
+  private publishCount = 0;
 
   constructor(
     private readonly meta: MetaStore,
@@ -79,6 +116,8 @@ export class Follower {
     readonly pollIntervalMs: number,
     /** Makes an applied object durable (the flash store's commit). */
     private readonly commit: () => Promise<void>,
+    /** Where its position goes (undefined: not published, as promote applies the log). */
+    private readonly publishing?: { store: () => ObjectStore; id: string; host: string },
   ) {
     this.applied = Number(meta.setting(appliedSetting) ?? 0);
   }
@@ -93,6 +132,23 @@ export class Follower {
     this.stopped = true;
     this.timer?.stop();
     await this.running;
+    await this.publish(true).catch((error: unknown) => log.warn('publishing the follower position at stop failed', { error: errorText(error) }));
+  }
+
+  /** Put this follower's position in the bucket when it moved (at most every publishIntervalMs) or for a heartbeat. */
+  private async publish(now = false): Promise<void> {
+    if (!this.publishing) return;
+    const sinceMs = this.clock.monotonicMs() - this.publishedMs;
+    const moved = this.applied !== this.publishedSeq;
+    if (!now && !(moved && sinceMs >= constants.followerPublishIntervalMs) && sinceMs < constants.followerHeartbeatMs) return;
+    const position: FollowerPosition = {
+      format: 'tierfs-follower', version: 1, id: this.publishing.id, host: this.publishing.host, appliedSeq: this.applied,
+      publishedAt: new Date(this.clock.nowMs()).toISOString(), state: this.status().state,
+    };
+    await this.publishing.store().put(`${followersPrefix(this.crypto.fsUuid)}${this.publishing.id}`, [Buffer.from(`${JSON.stringify(position)}\n`)]);
+    this.publishedMs = this.clock.monotonicMs();
+    this.publishedSeq = this.applied;
+    this.publishCount += 1;
   }
 
   /** Apply everything the bucket holds past what is applied now (tests and the first poll). */
@@ -129,6 +185,7 @@ export class Follower {
       }
       this.caughtUpMs = this.clock.monotonicMs();
       if (this.clock.monotonicMs() - this.lastSnapshotCheckMs >= 60_000) await this.checkContinuity();
+      await this.publish();
       this.lastError = null;
     } catch (error) {
       this.lastError = errorText(error);
@@ -176,6 +233,7 @@ export class Follower {
       pollIntervalMs: this.pollIntervalMs,
       appliedObjectCount: this.appliedObjectCount,
       listCount: this.listCount,
+      publishCount: this.publishCount,
       lastError: this.lastError,
     };
   }

@@ -52,7 +52,7 @@ export interface TieringOptions {
    * read-only, nothing written to the bucket, recalled bytes served from
    * memory (follower.ts).  null: a writer.
    */
-  follow: { pollIntervalMs: number } | null;
+  follow: { pollIntervalMs: number; host: string } | null;
   /** This appliance cannot write the bucket (the lease went to another, or this copy is behind it): the file system turns read-only. */
   onReadOnly?: (reason: string) => void;
 }

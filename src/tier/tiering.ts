@@ -38,7 +38,7 @@ import { HeatTracker } from './heat';
 import type { PackCrypto } from './pack';
 import { checkWatermarks, PolicySet, validatePolicy } from './policy';
 import { Recaller } from './recall';
-import { Follower, followerSetting, type FollowerStatus } from './follower';
+import { Follower, followerSetting, followersPrefix, parsePosition, type FollowerStatus } from './follower';
 import { WriterLease, type LeaseStatus } from './lease';
 import { Replicator, type ReplicationStatus } from './replication';
 import { Simulation, type Prices, type SimulationResult } from './simulate';
@@ -48,6 +48,17 @@ import { errorText, newCounters, yieldToEventLoop, type JobControl, type TierCon
 
 export { defaultTieringOptions, yieldToEventLoop, type JobControl, type ProgressReport, type TierCounters, type TieringOptions } from './tier_context';
 export { probeStore, type Target } from './target_set';
+
+/** One follower as `tierfs followers` shows it. */
+export interface FollowerReport {
+  id: string;
+  host: string;
+  appliedSeq: number;
+  /** Changes between its position and this appliance's last one in the bucket. */
+  behindChanges: number;
+  publishedAt: string;
+  state: 'following' | 'stale' | 'must resynchronise';
+}
 
 export interface FileResidency {
   size: number;
@@ -170,7 +181,14 @@ export class TieringEngine {
     this.recaller = new Recaller(ctx, () => this.evictor.makeRoom());
     this.gc = new GarbageCollector(ctx, this.destager, this.recaller);
     if (options.follow) {
-      this.follower = new Follower(this.meta, () => this.targets.get('default').store, this.crypto, clock, options.follow.pollIntervalMs, () => this.flash.commit());
+      let followerId = this.meta.setting('followerId');
+      if (!followerId) {
+        followerId = options.randomBytes(8).toString('hex');
+        this.meta.mutate(() => this.meta.setSetting('followerId', followerId!));
+      }
+      // Its position is the one object a follower writes: past the fence that keeps every other write out.
+      const publishing = { store: () => options.objects, id: followerId, host: options.follow.host };
+      this.follower = new Follower(this.meta, () => this.targets.get('default').store, this.crypto, clock, options.follow.pollIntervalMs, () => this.flash.commit(), publishing);
       this.flash.lostMeaning = 'are not readable from the bucket: the writer has not destaged them yet (or they were lost there: tierfs lost)';
       this.meta.setReplicated(false); // applied changes are the writer's, never logged again here
     } else if (options.replication) {
@@ -267,6 +285,29 @@ export class TieringEngine {
   /** Where following the writer stands (undefined: this appliance is not a follower). */
   followerStatus(): FollowerStatus | undefined {
     return this.follower?.status();
+  }
+
+  /**
+   * The followers' published positions (tierfs followers), newest first:
+   * how many changes each is behind this appliance's last, and whether it
+   * is stale or behind the retention window (it must resynchronise).
+   */
+  async followers(): Promise<FollowerReport[]> {
+    const store = this.targets.get('default').store;
+    const last = this.replicator?.uploadedThrough ?? this.follower?.status().appliedSeq ?? 0;
+    const oldest = Number(this.meta.setting('replicaOldestSeq') ?? 0);
+    const reports: FollowerReport[] = [];
+    for await (const item of store.list(followersPrefix(this.fsUuid))) {
+      const got = await store.getVersioned(item.key);
+      const p = got && parsePosition(got.body);
+      if (!p) continue;
+      const ageMs = this.options.clock.nowMs() - Date.parse(p.publishedAt);
+      reports.push({
+        id: p.id, host: p.host, appliedSeq: p.appliedSeq, behindChanges: Math.max(0, last - p.appliedSeq), publishedAt: p.publishedAt,
+        state: p.state === 'resync needed' || (this.replicator !== undefined && p.appliedSeq < oldest) ? 'must resynchronise' : ageMs > constants.followerStaleMs ? 'stale' : 'following',
+      });
+    }
+    return reports.sort((a, b) => b.publishedAt.localeCompare(a.publishedAt));
   }
 
   /** Apply what the writer's log holds now (tests; the poll does it every interval). */
