@@ -10,8 +10,11 @@
  *   GETs of 8 MiB in flight; the GETs per GiB that read cost; a second read
  *   of the recalled file vs a hot read of it; cold 4 KiB reads 100 ms apart
  *   (median and p99) vs one ranged 4 KiB GET paced the same;
- * - sequential hot reads (src/fs) while a destage runs vs with tiering idle.
+ * - sequential hot reads (src/fs) while a destage runs vs with tiering idle;
+ * - followers: their lag behind the writer, and reads through a writer and
+ *   two followers at once vs the writer alone.
  */
+import { spawn } from 'node:child_process';
 import c from 'node:constants';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -294,6 +297,106 @@ async function recallRows(ctx: BenchContext, server: ObjectServer, kind: 's3' | 
   ctx.maxRow(`cold 4 KiB reads 100 ms apart, p99, via FUSE vs one ranged GET (${name})`, [percentile(ours4k, 99)], [percentile(sdk4k, 99)], 'ms', 3);
 }
 
+/** `dd` of a whole file to /dev/null, in a child: several run at once. */
+function ddAsync(file: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('dd', [`if=${file}`, 'of=/dev/null', 'bs=1M', 'status=none']);
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve(fs.statSync(file).size) : reject(new Error(`dd ${file}: exit ${code}`))));
+  });
+}
+
+/**
+ * Followers (issue 16), on azurite: a writer and two followers on this
+ * machine, each with its own flash and metadata.  Lag: a file created on
+ * the writer every 100 ms for followerLagSeconds; the time until its name
+ * shows on a follower (through its mount, as a user would look), median
+ * and p99, against the bound the settings give (half the writer's RPO, as
+ * it uploads, plus the poll interval plus the kernel's 1 s name cache).
+ * Aggregate reads: one 512 MiB file, destaged, read at once through the
+ * writer (from flash) and both followers (from the bucket) vs the writer
+ * alone: on one machine this shows the cost of following, not the scale.
+ */
+async function followerRows(ctx: BenchContext, server: ObjectServer): Promise<void> {
+  const prefix = 'followers';
+  const rpoMs = 1000;
+  const pollMs = 200;
+  const target = await ctx.freshTierfs(`${prefix}-writer`, 2048 * MiB, server.url(prefix));
+  const socket = path.join(ctx.work, `${prefix}.sock`);
+  const env = { TIERFS_SOCKET: socket };
+  const mount = path.join(ctx.work, `${prefix}-writer-mnt`);
+  const daemons = [await ctx.serve(target.flash, target.meta, mount, ['--admin-socket', socket, '--metadata-rpo', `${rpoMs / 1000}s`])];
+  const followerMounts: string[] = [];
+  try {
+    const uploaded = () => JSON.parse(ctx.cli(['status', '--json'], env)).replication as { uploadedSeq: number; committedSeq: number; lagMs: number };
+    const waitReplicated = async () => {
+      for (let m = uploaded(); !(m.lagMs === 0 && m.uploadedSeq === m.committedSeq); m = uploaded()) await new Promise((r) => setTimeout(r, 100));
+    };
+    fs.mkdirSync(path.join(mount, 'lag'));
+    await waitReplicated();
+    for (const name of ['a', 'b']) {
+      const dir = path.join(ctx.work, `${prefix}-follower-${name}`);
+      fs.rmSync(dir, { recursive: true, force: true });
+      fs.mkdirSync(dir);
+      const m = path.join(dir, 'mnt');
+      daemons.push(await ctx.serve(path.join(dir, 'flash'), path.join(dir, 'meta'), m, ['--follow', '--target', server.url(prefix), '--follow-interval', `${pollMs}ms`]));
+      followerMounts.push(m);
+    }
+    const lags: number[] = [];
+    const seconds = Number(process.env.BENCH_FOLLOWER_LAG_SECONDS ?? 30);
+    const pending = new Map<string, number>();
+    let writing = true;
+    const writer = (async () => {
+      for (let i = 0; i < seconds * 10; i++) {
+        const name = `f${i}`;
+        fs.writeFileSync(path.join(mount, 'lag', name), randomChunk(i).subarray(0, 4096));
+        pending.set(name, performance.now());
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      writing = false;
+    })();
+    while (writing || pending.size > 0) {
+      for (const [name, createdMs] of pending) {
+        if (fs.existsSync(path.join(followerMounts[0], 'lag', name))) {
+          lags.push(performance.now() - createdMs);
+          pending.delete(name);
+        }
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await writer;
+    const boundMs = rpoMs / 2 + pollMs + 1000;
+    console.error(`    follower lag over ${lags.length} creates: median ${percentile(lags, 50).toFixed(0)} ms, p99 ${percentile(lags, 99).toFixed(0)} ms, max ${Math.max(...lags).toFixed(0)} ms (bound ${boundMs} ms)`);
+    ctx.maxRow('follower lag: a create on the writer until its name shows on a follower, median, vs RPO/2 + poll + name cache', [percentile(lags, 50)], [boundMs], 'ms', 1);
+    ctx.maxRow('the same, p99', [percentile(lags, 99)], [boundMs], 'ms', 1.5);
+
+    const file = path.join(mount, 'shared.bin');
+    const fd = fs.openSync(file, 'w');
+    for (let at = 0; at < 512 * MiB; at += MiB) fs.writeSync(fd, randomChunk(7000 + at / MiB));
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    ctx.cli(['destage', file, '--wait'], env);
+    await waitReplicated();
+    for (const m of followerMounts) while (!fs.existsSync(path.join(m, 'shared.bin')) || fs.statSync(path.join(m, 'shared.bin')).size !== 512 * MiB) await new Promise((r) => setTimeout(r, 100));
+    const alone: number[] = [];
+    const together: number[] = [];
+    for (let rep = 0; rep < ctx.repeats; rep++) {
+      ctx.dropCaches();
+      let started = performance.now();
+      let bytes = await ddAsync(file);
+      alone.push(bytes / MiB / ((performance.now() - started) / 1000));
+      ctx.dropCaches();
+      started = performance.now();
+      bytes = (await Promise.all([file, ...followerMounts.map((m) => path.join(m, 'shared.bin'))].map(ddAsync))).reduce((a, b) => a + b, 0);
+      together.push(bytes / MiB / ((performance.now() - started) / 1000));
+      console.error(`    rep ${rep}: writer alone ${alone[rep].toFixed(0)} MiB/s; writer + 2 followers ${together[rep].toFixed(0)} MiB/s in all`);
+    }
+    ctx.ratioRow('sequential reads of one 512 MiB file: writer + 2 followers at once (in all) vs the writer alone (one machine: the cost of following, not the scale)', together, alone, 'MiB/s', 0);
+  } finally {
+    for (const d of daemons.reverse()) await d.stop();
+  }
+}
+
 async function hotReadRows(ctx: BenchContext, server: ObjectServer): Promise<void> {
   const target = await ctx.freshTierfs('hot', 2 * destageBytes + 1024 * MiB);
   const opened = await openFileSystem(target.flash, target.meta, { tier: { url: server.url('hot'), scanIntervalMs: 0 } });
@@ -345,6 +448,7 @@ export async function tierLayer(ctx: BenchContext): Promise<void> {
     if (want('recall')) await recallRows(ctx, s3, 's3');
     if (want('recall')) await recallRows(ctx, azure, 'azure');
     if (want('hot')) await hotReadRows(ctx, s3);
+    if (want('followers')) await followerRows(ctx, azure);
   } finally {
     for (const stop of stops) await stop();
     fs.rmSync(s3dir, { recursive: true, force: true });
