@@ -24,6 +24,7 @@ export const errorCodes = [
   'NOT_SUPPORTED', // EOPNOTSUPP
   'BUSY', // EBUSY
   'READ_ONLY', // EROFS: this appliance lost the writer role (the writer lease)
+  'STALE', // ESTALE: a follower's open file was changed by the writer since it was opened
   'CHECKSUM', // EIO: bytes read back do not match their checksum
   'IO', // EIO: the device failed
   'UNAVAILABLE', // EIO: the object tier did not answer in time (degraded mode)

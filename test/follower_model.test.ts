@@ -103,6 +103,7 @@ t.test(`a follower equals the writer's record at every position it applies (seed
   const bytes = (n: number) => Buffer.from(Array.from({ length: n }, () => Math.floor(random() * 256)));
 
   let checks = 0;
+  let staleCount = 0;
   for (let round = 0; round < rounds; round++) {
     for (let op = 0; op < 25; op++) {
       const roll = random();
@@ -164,11 +165,31 @@ t.test(`a follower equals the writer's record at every position it applies (seed
     await wfs.fsync();
     await writer.tier.flushReplication();
     const position = writer.tier.replicationStatus()!.uploadedSeq;
+    // Files held open on the follower across the apply: each read gives the bytes as they were at open, or a clear error.
+    const held: { ino: Ino; fh: number; sha: string; size: number }[] = [];
+    if (round > 0)
+      for (const ino of (await namespace(followed.fs)).files.slice(0, 12)) {
+        const size = (await followed.fs.getattr(ino)).sizeBytes;
+        held.push({ ino, fh: await followed.fs.open(ino, c.O_RDONLY, ROOT), size, sha: createHash('sha256').update(await readAllOf(followed.fs, ino, size)).digest('hex') });
+      }
     await followed.tier!.catchUp();
+    for (const h of held) {
+      try {
+        const parts: Buffer[] = [];
+        for (let at = 0; at < h.size; at += 1 << 20) parts.push(Buffer.from(await followed.fs.read(h.fh, at, Math.min(1 << 20, h.size - at))));
+        t.equal(createHash('sha256').update(Buffer.concat(parts)).digest('hex'), h.sha, `round ${round}: inode ${h.ino} held open reads as it was at open`);
+      } catch (error) {
+        t.match(error, { code: /^(STALE|NOT_FOUND)$/ }, `round ${round}: inode ${h.ino} changed or removed under its reader: ${(error as Error).message}`);
+        staleCount += 1;
+      } finally {
+        await followed.fs.release(h.fh);
+      }
+    }
     t.equal(followed.tier!.followerStatus()!.appliedSeq, position, `round ${round}: the follower applied change ${position}`);
     const seen = await namespace(followed.fs);
     t.same(seen.entries, record.entries, `round ${round}: the follower's namespace and bytes equal the writer's (${record.entries.length} entries)`);
     checks += 1;
   }
   t.equal(checks, rounds);
+  t.comment(`${staleCount} reads of files changed under an open handle answered STALE or NOT_FOUND`);
 });

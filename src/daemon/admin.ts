@@ -75,6 +75,7 @@ export const statusByCode: Record<ErrorCode, number> = {
   NOT_SUPPORTED: 501,
   BUSY: 409,
   READ_ONLY: 409,
+  STALE: 409,
   CHECKSUM: 500, // stored bytes failed verification: logged loudly, never the caller's mistake
   IO: 500,
   UNAVAILABLE: 503,

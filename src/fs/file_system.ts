@@ -84,6 +84,8 @@ interface Handle {
   nextReadOffsetBytes: number;
   /** Windows read ahead, in file order. */
   readahead: Readahead[];
+  /** The file's version when opened (mtime and size): on a read-only appliance a change under it (a follower applying the writer's log) makes its reads ESTALE. */
+  openedAs: { mtimeNs: bigint; sizeBytes: number };
 }
 
 export interface FileSystemOptions {
@@ -698,7 +700,8 @@ export class FileSystem {
   private addHandle(ino: Ino, flags: number, credentials: Credentials): number {
     if (this.kernelWritebackCache) flags = ((flags & O_ACCMODE) === O_WRONLY ? (flags & ~O_ACCMODE) | O_RDWR : flags) & ~O_APPEND;
     const fh = this.nextHandle++;
-    this.handles.set(fh, { ino, flags, credentials, nextReadOffsetBytes: 0, readahead: [] });
+    const inode = this.inode(ino);
+    this.handles.set(fh, { ino, flags, credentials, nextReadOffsetBytes: 0, readahead: [], openedAs: { mtimeNs: inode.mtimeNs, sizeBytes: inode.sizeBytes } });
     this.openCounts.set(ino, (this.openCounts.get(ino) ?? 0) + 1);
     return fh;
   }
@@ -732,6 +735,8 @@ export class FileSystem {
     await this.store.whenReadable(handle.ino, offsetBytes, offsetBytes + lengthBytes); // reads see every acknowledged write
     const inode = this.inode(handle.ino);
     if (isDir(inode.mode)) fail('IS_DIR', 'read of a directory');
+    if (this.readOnlyReason !== undefined && (inode.mtimeNs !== handle.openedAs.mtimeNs || inode.sizeBytes !== handle.openedAs.sizeBytes))
+      fail('STALE', `inode ${handle.ino} changed since it was opened (the writer rewrote it): open it again`);
     const n = Math.min(lengthBytes, constants.ioSizeBytesMax, Math.max(inode.sizeBytes - offsetBytes, 0));
     const dest = into && into.length >= n ? into.subarray(0, n) : undefined;
     const window = this.readaheadWindow(handle, offsetBytes, n);

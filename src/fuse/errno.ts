@@ -28,6 +28,7 @@ const errnoByCode: Record<ErrorCode, number> = {
   NOT_SUPPORTED: E.EOPNOTSUPP,
   BUSY: E.EBUSY,
   READ_ONLY: E.EROFS,
+  STALE: E.ESTALE,
   CHECKSUM: E.EIO,
   IO: E.EIO,
   UNAVAILABLE: E.EIO,
