@@ -193,3 +193,37 @@ t.test(`a follower equals the writer's record at every position it applies (seed
   t.equal(checks, rounds);
   t.comment(`${staleCount} reads of files changed under an open handle answered STALE or NOT_FOUND`);
 });
+
+t.test('the writer\'s GC keeps the packs a lagging follower still reads (within the retention window)', async (t) => {
+  const objectsUrl = `file://${scratchDir(t)}/objects`;
+  const writer = await openTiered(t, await formatScratch(t, 128 * 2 ** 20), { url: objectsUrl, replication: { ...defaultReplicationOptions, rpoMs: 1000 } });
+  const victim = Buffer.alloc(300_000, 7);
+  const { attr, fh } = await writer.fs.create(ROOT_INO, 'victim', 0o644, c.O_RDWR, ROOT);
+  await writer.fs.write(fh, 0, victim);
+  await writer.fs.release(fh);
+  await writer.tier.destage({ ino: attr.ino });
+  await writer.fs.fsync();
+  await writer.tier.flushReplication();
+
+  const dir = scratchDir(t, 'tierfs-follower-');
+  const store = openObjectStore(objectsUrl);
+  t.teardown(() => store.close());
+  await restoreFileSystem({ store, targetUrl: objectsUrl, flash: path.join(dir, 'flash'), metaDir: path.join(dir, 'meta'), follower: true, sizeBytes: 64 * 2 ** 20 });
+  const followed = await openFileSystem(path.join(dir, 'flash'), path.join(dir, 'meta'), { commitIntervalMs: 0, tier: { scanIntervalMs: 0, follow: { pollIntervalMs: 3_600_000, host: 'f' } } });
+  t.teardown(() => followed.close().catch(() => undefined));
+  const seen = await followed.fs.lookup(ROOT_INO, 'victim', ROOT);
+  const packsBefore: string[] = [];
+  for await (const item of store.list(`${writer.tier.fsUuid}/packs/`)) packsBefore.push(item.key);
+
+  // The writer removes the file and collects garbage while the follower has not applied that yet.
+  await writer.fs.unlink(ROOT_INO, 'victim', ROOT);
+  await writer.fs.fsync();
+  await writer.tier.flushReplication();
+  await writer.tier.collectGarbage();
+  const packsAfter: string[] = [];
+  for await (const item of store.list(`${writer.tier.fsUuid}/packs/`)) packsAfter.push(item.key);
+  t.same(packsAfter, packsBefore, 'the dead pack stays: a restore point in the retention window (and so a follower at it) still reads it');
+  t.ok((await readAllOf(followed.fs, seen.ino, seen.sizeBytes)).equals(victim), 'the lagging follower still reads the file its position shows');
+  await followed.tier!.catchUp();
+  await t.rejects(followed.fs.lookup(ROOT_INO, 'victim', ROOT), { code: 'NOT_FOUND' }, 'caught up, the file is gone there too');
+});
