@@ -355,3 +355,21 @@ if (process.getuid?.() !== 0) {
     });
   });
 }
+
+t.test('a read-only appliance (a follower, or one that lost the writer role) exports every share read-only and refuses share changes', async (t) => {
+  const opened = await openScratch(t, await formatScratch(t));
+  await opened.fs.mkdir(ROOT_INO, 'data', 0o755, ROOT);
+  const dir = scratchDir(t);
+  const run: CommandRunner = async () => ({ code: 0, stdout: '', stderr: '' });
+  const config = { exportsFile: path.join(dir, 'tierfs.exports'), sambaInclude: path.join(dir, 'tierfs-shares.conf'), sambaConfig: '/dev/null', nfsdDir: path.join(dir, 'nfsd') };
+  const manager = new ShareManager(opened.fs, '/mnt/t', { config, allowOther: true, run });
+  await manager.add({ name: 'data', path: '/mnt/t/data', nfs: ['10.0.0.0/8'] });
+  t.match(fs.readFileSync(config.exportsFile, 'utf8'), /\(rw,/);
+  opened.fs.setReadOnly('a follower (test)');
+  const restarted = new ShareManager(opened.fs, '/mnt/t', { config, allowOther: true, run });
+  await restarted.start();
+  t.match(fs.readFileSync(config.exportsFile, 'utf8'), /^\/mnt\/t\/data 10\.0\.0\.0\/8\(ro,/m, 'exported read-only');
+  await t.rejects(restarted.add({ name: 'more', path: '/mnt/t/data', nfs: ['10.1.0.0/16'] }), { code: 'READ_ONLY' }, 'no share added');
+  await t.rejects(restarted.remove('data'), { code: 'READ_ONLY' }, 'none removed');
+  t.same(opened.fs.shares().map((s) => s.name), ['data']);
+});

@@ -422,7 +422,8 @@ export class ShareManager {
 
   /** Render `shares` into the two files and reload the servers; on a failure to write, the files are put back. */
   private async render(shares: ShareRecord[], servers: 'start' | 'start-stop' | 'keep' = 'start'): Promise<string[]> {
-    const reports = shares.map((s) => this.report(s));
+    // A read-only appliance (a follower, or one that lost the writer role) exports every share read-only.
+    const reports = shares.map((s) => this.report(this.fileSystem.readOnly === undefined ? s : { ...s, readOnly: true }));
     const anyNfs = reports.some((s) => s.nfs);
     const anySmb = reports.some((s) => s.smb);
     const warnings: string[] = [];
@@ -608,7 +609,14 @@ export class ShareManager {
     return share;
   }
 
+  /** Shares are metadata: a read-only appliance changes none. */
+  private writable(): void {
+    const reason = this.fileSystem.readOnly;
+    if (reason !== undefined) throw new TierfsError('READ_ONLY', `shares cannot change here: read-only: ${reason}`);
+  }
+
   async add(body: ShareBody): Promise<{ share: ShareReport; warnings: string[] }> {
+    this.writable();
     return this.serial(async () => {
       const nfs = body.nfs !== undefined && body.nfs.length > 0 ? { clients: body.nfs, rootSquash: body.rootSquash ?? true } : null;
       if (body.rootSquash !== undefined && !nfs) usage('share: --no-root-squash goes with --nfs');
@@ -631,6 +639,7 @@ export class ShareManager {
   }
 
   async edit(name: string, body: ShareEditBody): Promise<{ share: ShareReport; warnings: string[] }> {
+    this.writable();
     return this.serial(async () => {
       const current = this.find(name);
       const nfsClients = body.nfs === undefined ? current.nfs?.clients : body.nfs.length === 0 ? undefined : body.nfs;
@@ -655,6 +664,7 @@ export class ShareManager {
   }
 
   async remove(name: string): Promise<string[]> {
+    this.writable();
     return this.serial(async () => {
       this.find(name);
       return this.commit(this.fileSystem.shares().filter((s) => s.name !== name), async () => void (await this.fileSystem.deleteShare(name)));

@@ -1094,12 +1094,14 @@ export class FileSystem {
 
   /** Add or replace a share (checked by the caller), durably. */
   async putShare(share: ShareRecord): Promise<void> {
+    this.writable();
     this.meta.mutate(() => this.meta.putShare(share));
     await this.store.commit();
   }
 
   /** Remove a share durably; false if there was none of that name. */
   async deleteShare(name: string): Promise<boolean> {
+    this.writable();
     const gone = this.meta.mutate(() => this.meta.deleteShare(name));
     await this.store.commit();
     return gone;
