@@ -9,6 +9,8 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import t from 'tap';
 import { openFileSystem, restoreFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO, type FileSystem, type Ino } from '../src/fs/fs';
+import { prepareFollower } from '../src/fs/follow';
+import { parseMetaListing } from '../src/tier/replica_format';
 import { defaultReplicationOptions, openObjectStore } from '../src/tier/tier';
 import { formatScratch, openTiered, scratchDir } from './helpers/fs';
 
@@ -226,4 +228,49 @@ t.test('the writer\'s GC keeps the packs a lagging follower still reads (within 
   t.ok((await readAllOf(followed.fs, seen.ino, seen.sizeBytes)).equals(victim), 'the lagging follower still reads the file its position shows');
   await followed.tier!.catchUp();
   await t.rejects(followed.fs.lookup(ROOT_INO, 'victim', ROOT), { code: 'NOT_FOUND' }, 'caught up, the file is gone there too');
+});
+
+t.test('a follower whose log is gone from the bucket starts over from the newest restore point by itself', async (t) => {
+  const objectsUrl = `file://${scratchDir(t)}/objects`;
+  // A snapshot after every log object: the log a stopped follower needs can then be pruned while the file system stays restorable.
+  const writer = await openTiered(t, await formatScratch(t, 128 * 2 ** 20), { url: objectsUrl, replication: { ...defaultReplicationOptions, rpoMs: 1000, snapshotLogBytes: 1 } });
+  const put = async (name: string, data: Buffer) => {
+    const { attr, fh } = await writer.fs.create(ROOT_INO, name, 0o644, c.O_RDWR, ROOT);
+    await writer.fs.write(fh, 0, data);
+    await writer.fs.release(fh);
+    await writer.tier.destage({ ino: attr.ino });
+    await writer.fs.fsync();
+    await writer.tier.flushReplication();
+  };
+  await put('a', Buffer.alloc(5000, 1));
+  const dir = scratchDir(t, 'tierfs-follower-');
+  const start = { flash: path.join(dir, 'flash'), metaDir: path.join(dir, 'meta'), targetUrl: objectsUrl };
+  t.equal(await prepareFollower(start), 'restored');
+  const openFollower = () => openFileSystem(start.flash, start.metaDir, { commitIntervalMs: 0, tier: { scanIntervalMs: 0, follow: { pollIntervalMs: 3_600_000, host: 'f' } } });
+  let followed = await openFollower();
+  const applied = followed.tier!.followerStatus()!.appliedSeq;
+  await followed.close();
+  t.equal(await prepareFollower(start), 'continues', 'nothing new: it continues');
+
+  await put('b', Buffer.alloc(6000, 2));
+  await put('c', Buffer.alloc(7000, 3));
+  t.equal(await prepareFollower(start), 'continues', 'the log continues it: it continues');
+  // The writer's retention prunes the log after the follower's position (as after a long stop).
+  const store = openObjectStore(objectsUrl);
+  t.teardown(() => store.close());
+  const keys: string[] = [];
+  for await (const item of store.list(`${writer.tier.fsUuid}/meta/`)) keys.push(item.key);
+  const listing = parseMetaListing(writer.tier.fsUuid, keys.map((key) => ({ key, sizeBytes: 0 })));
+  const newest = listing.snapshots.filter((s) => s.complete).pop()!;
+  t.ok(newest.seq > applied, 'a snapshot past the follower\'s position');
+  for (const l of listing.logs) if (l.lastSeq <= newest.seq) await store.delete(l.key);
+
+  t.equal(await prepareFollower(start), 'resynchronised', 'it starts over');
+  followed = await openFollower();
+  t.teardown(() => followed.close().catch(() => undefined));
+  for (const [name, byte, size] of [['a', 1, 5000], ['b', 2, 6000], ['c', 3, 7000]] as const) {
+    const attr = await followed.fs.lookup(ROOT_INO, name, ROOT);
+    t.ok((await readAllOf(followed.fs, attr.ino, size)).equals(Buffer.alloc(size, byte)), `${name} reads back after starting over`);
+  }
+  t.match(followed.tier!.followerStatus(), { state: 'following' });
 });

@@ -10,11 +10,12 @@ import { systemClock, type Clock } from '../clock';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import type { FlashIoChoice } from '../device/device';
-import { openFileSystem, restoreFileSystem, type OpenTierOptions } from '../fs/fs';
+import { prepareFollower } from '../fs/follow';
+import { openFileSystem, type OpenTierOptions } from '../fs/fs';
 import { allowOtherPermitted, FuseMount } from '../fuse/fuse';
 import { prepareMountPoint } from '../fuse/mount_point';
 import { log } from '../log';
-import { defaultReplicationOptions, openTarget, parseEncryptionKey, type Prices } from '../tier/tier';
+import { defaultReplicationOptions, parseEncryptionKey, type Prices } from '../tier/tier';
 import { startAdminServer, statusOf, type AdminServer, type Service } from './admin';
 import { parseMetricsAddress, startMetricsServer, type MetricsServer } from './metrics';
 import { SystemdNotifier } from './notify';
@@ -76,19 +77,6 @@ export interface ServeConfig {
 
 export const defaultAdminSocket = '/run/tierfs/admin.sock';
 
-/** A follower's first start (an empty metadata directory): the file system restored from the writer's bucket, marked as following. */
-async function restoreFollower(config: ServeConfig, encryptionKey: Buffer | undefined): Promise<void> {
-  if (fs.existsSync(config.meta) && fs.readdirSync(config.meta).length > 0) return; // the engine checks it is a follower's
-  if (config.target === undefined) throw new TierfsError('USAGE', 'serve --follow with an empty metadata directory needs --target: the writer\'s bucket it restores from');
-  const store = openTarget(config.target);
-  try {
-    const restored = await restoreFileSystem({ store, targetUrl: config.target, flash: config.flash, metaDir: config.meta, encryptionKey, follower: true });
-    log.info('follower: restored from the bucket', { fsUuid: restored.fsUuid, seq: restored.point.seq, pointMs: restored.point.timeMs });
-  } finally {
-    await store.close();
-  }
-}
-
 export function readEncryptionKey(file: string): Buffer {
   let content: Buffer;
   try {
@@ -146,7 +134,7 @@ export async function startDaemon(config: ServeConfig, clock: Clock = systemCloc
   // before mounting: the daemon never makes calls on its own mount.
   const absolute = path.resolve(config.mount);
   const mountPath = path.join(fs.realpathSync(path.dirname(absolute)), path.basename(absolute));
-  if (config.follow) await restoreFollower(config, tier.encryptionKey);
+  if (config.follow) await prepareFollower({ flash: config.flash, metaDir: config.meta, targetUrl: config.target, encryptionKey: tier.encryptionKey });
   // The daemon holds the file system and its engine, not their insides (the type makes sure).
   const opened: Daemon['opened'] = await openFileSystem(config.flash, config.meta, { direct: config.direct, discard: config.discard, io: config.flashIo, tier, clock });
   const mount = new FuseMount(opened.fs, config.mount, { allowOther: config.allowOther, attrTimeoutS: config.attrTimeoutS, writebackCache: config.writebackCache });
