@@ -249,6 +249,7 @@ t.test('every command against a running daemon', async (t) => {
       /^tierfs_metadata_puts_last_hour \d+$/m,
       /^tierfs_retention_held_bytes \d+$/m,
       /^tierfs_lost_files 0$/m,
+      /^tierfs_writer 1$/m,
       /^tierfs_target_reachable\{target="default"\} 1$/m,
       /^tierfs_process_resident_memory_bytes \d+/m,
     ])

@@ -9,6 +9,7 @@ import path from 'node:path';
 import t, { type Test } from 'tap';
 import { cliJson, formatWithTarget, lazyUnmount, runCli, serve, tierfsBin, type Served } from './helpers/daemon';
 import { scratchDir } from './helpers/fs';
+import { freePort } from './helpers/object_servers';
 import { startAzurite } from './helpers/servers';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -44,9 +45,9 @@ function destage(t: Test, writer: Served, file: string): void {
   t.equal(done.status, 0, done.stderr);
 }
 
-async function follower(t: Test, target: string, name: string): Promise<Served> {
+async function follower(t: Test, target: string, name: string, extra: string[] = []): Promise<Served> {
   const dir = scratchDir(t, `tierfs-${name}-`);
-  return serve(t, { dir, flash: path.join(dir, 'flash'), meta: path.join(dir, 'meta') }, undefined, ['--follow', '--target', target, '--follow-interval', '200ms']);
+  return serve(t, { dir, flash: path.join(dir, 'flash'), meta: path.join(dir, 'meta') }, undefined, ['--follow', '--target', target, '--follow-interval', '200ms', ...extra]);
 }
 
 t.test('a writer and two followers: what the writer puts in the bucket appears on the followers, read-only', async (t) => {
@@ -61,7 +62,8 @@ t.test('a writer and two followers: what the writer puts in the bucket appears o
   destage(t, writer, path.join(writer.mount, 'dir', 'small'));
   await replicated(t, writer);
 
-  const a = await follower(t, target, 'follower-a');
+  const metricsPort = await freePort();
+  const a = await follower(t, target, 'follower-a', ['--metrics', `127.0.0.1:${metricsPort}`]);
   const b = await follower(t, target, 'follower-b');
   for (const f of [a, b]) {
     t.ok(fs.readFileSync(path.join(f.mount, 'one')).equals(one), 'a destaged file reads back byte-identical');
@@ -79,6 +81,10 @@ t.test('a writer and two followers: what the writer puts in the bucket appears o
     t.match(refused.stderr, /read-only/);
   }
   t.match(runCli(['status'], { TIERFS_SOCKET: a.socket }).stdout, /follower +read-only, following the writer: change \d+ applied/);
+  const scraped = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  t.match(scraped, /^tierfs_writer 0$/m, 'metrics: not the writer');
+  t.match(scraped, /^tierfs_follower_applied_change [1-9]\d*$/m, 'metrics: the change applied');
+  t.match(scraped, /^tierfs_follower_caught_up_seconds [\d.]+$/m);
 
   // New work on the writer: the name appears on the followers at once; its bytes once destaged.
   const held = fs.openSync(path.join(a.mount, 'one'), 'r'); // open on a follower across its removal on the writer

@@ -46,6 +46,9 @@ export async function startMetricsServer(service: Service, address: { host: stri
   const replicationLag = gauge('tierfs_metadata_replication_lag_seconds', 'How long the oldest committed metadata change not yet in the bucket has waited (0: all there)');
   const metadataPuts = gauge('tierfs_metadata_puts_last_hour', 'PUTs of metadata replication (log objects and snapshot parts) over the last hour');
   const retained = gauge('tierfs_retention_held_bytes', 'Bytes of dead packs kept in the bucket because a restore point still reads them');
+  const writerRole = gauge('tierfs_writer', '1 while this appliance holds the writer lease and may write the bucket; 0 when read-only (a follower, or the role went to another appliance)');
+  const followerApplied = gauge('tierfs_follower_applied_change', 'A follower: the last change of the writer\'s metadata log it applied');
+  const followerCaughtUp = gauge('tierfs_follower_caught_up_seconds', 'A follower: since its last poll that found nothing newer (about the poll interval when it keeps up)');
   const lostFiles = gauge('tierfs_lost_files', 'Files whose newest data was only on a lost flash tier (tierfs lost)');
   const lostBytes = gauge('tierfs_lost_bytes', 'Bytes of those files that were lost');
   const shareCount = gauge('tierfs_shares', 'Network shares (tierfs share)');
@@ -91,6 +94,11 @@ export async function startMetricsServer(service: Service, address: { host: stri
       replicationLag.set(status.replication.lagMs / 1000);
       metadataPuts.set(status.replication.putsLastHour);
       retained.set(status.replication.heldForRetentionBytes);
+    }
+    writerRole.set(status.writer?.state === 'held' && status.writer.readOnly === null ? 1 : 0);
+    if (status.follower) {
+      followerApplied.set(status.follower.appliedSeq);
+      followerCaughtUp.set((status.follower.caughtUpAgoMs ?? 0) / 1000);
     }
     lostFiles.set(status.lost.fileCount);
     lostBytes.set(status.lost.bytes);
