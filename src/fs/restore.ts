@@ -206,7 +206,9 @@ export async function restoreFileSystem(request: RestoreRequest): Promise<Restor
       meta!.setSetting('restoredFromMs', String(point.timeMs));
       // Inode numbers issued after the point may be issued again: file handles from before (NFS) must not reach the new files.
       meta!.setSetting('generation', String(Number(meta!.setting('generation') ?? 1) + 1));
-      meta!.setSetting('writerId', ''); // a new appliance: it takes the writer lease as one (src/tier/lease.ts)
+      // A new appliance: it takes the writer lease, or publishes its position as a follower, under an id of its own.
+      meta!.setSetting('writerId', '');
+      meta!.setSetting('followerId', '');
       if (request.follower) meta!.setSetting('follower', '1');
       meta!.setSetting('replicaUploadedSeq', String(point.seq));
       meta!.setSetting('replicaSnapshotSeq', String(point.snapshot.seq));
