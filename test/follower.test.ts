@@ -81,6 +81,7 @@ t.test('a writer and two followers: what the writer puts in the bucket appears o
     t.match(refused.stderr, /read-only/);
   }
   t.match(runCli(['status'], { TIERFS_SOCKET: a.socket }).stdout, /follower +read-only, following the writer: change \d+ applied/);
+  await until(t, 'what a follower read is kept on its own flash', () => status(a).residency.bothBytes >= 3 * 2 ** 20);
   const scraped = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
   t.match(scraped, /^tierfs_writer 0$/m, 'metrics: not the writer');
   t.match(scraped, /^tierfs_follower_applied_change [1-9]\d*$/m, 'metrics: the change applied');

@@ -174,6 +174,7 @@ t.test(`a follower equals the writer's record at every position it applies (seed
         const size = (await followed.fs.getattr(ino)).sizeBytes;
         held.push({ ino, fh: await followed.fs.open(ino, c.O_RDONLY, ROOT), size, sha: createHash('sha256').update(await readAllOf(followed.fs, ino, size)).digest('hex') });
       }
+    await followed.tier!.settle(); // what the follower recalled is on its own flash before the writer's changes arrive
     await followed.tier!.catchUp();
     for (const h of held) {
       try {
@@ -193,6 +194,7 @@ t.test(`a follower equals the writer's record at every position it applies (seed
     checks += 1;
   }
   t.equal(checks, rounds);
+  t.ok(followed.tier!.counters.writtenBackBytes > 0, `the follower kept what it recalled on its own flash (${followed.tier!.counters.writtenBackBytes} bytes), and every later check read through those copies`);
   t.comment(`${staleCount} reads of files changed under an open handle answered STALE or NOT_FOUND`);
 });
 

@@ -22,7 +22,7 @@ import { TierfsError } from '../errors';
 import { log } from '../log';
 import { SqliteMetaStore } from '../meta/meta_store';
 import { Follower, followerSetting } from '../tier/follower';
-import { leaseKey, WriterLease } from '../tier/lease';
+import { leaseKey, leaseProbeKey, WriterLease } from '../tier/lease';
 import { conditionalWritesWork, type ObjectStore } from '../tier/object_store';
 import { openTarget } from '../tier/tier';
 import { keyCheck } from './format';
@@ -67,7 +67,7 @@ export async function promoteFollower(request: PromoteRequest): Promise<PromoteR
     if (check !== undefined && keyCheck(request.encryptionKey!, fsUuid) !== check) refuse('the encryption key is not the one this file system was formatted with');
     store = (request.openStore ?? ((u: string) => openTarget(u, undefined, clock)))(url);
     const target = store;
-    if (!request.force && !(await conditionalWritesWork(target, `${fsUuid}/writer-lease-probe`)))
+    if (!request.force && !(await conditionalWritesWork(target, leaseProbeKey(fsUuid))))
       refuse(`${target.description} ignores conditional writes: two promotions at once could both take the writer role; --force if you are sure no other appliance promotes or writes`);
     const crypto = { fsUuid, key: request.encryptionKey ?? null };
     const follower = new Follower(meta, () => target, crypto, clock, 1000, async () => meta.commit());

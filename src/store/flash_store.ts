@@ -506,6 +506,24 @@ export class FlashStore {
     return true;
   }
 
+  /**
+   * A follower applied the writer's new state of an extent it kept a copy
+   * of: keep the copy when the state is the same bytes (the same pack entry,
+   * length and checksums), else free its blocks after the commit.  Inside
+   * the caller's metadata mutation, after the new state was applied.
+   */
+  adoptCopy(old: Extent): boolean {
+    assert.ok(old.flashOffsetBytes !== null);
+    const now = this.meta.extentsInRange(old.ino, old.fileOffsetBytes, old.fileOffsetBytes + 1)[0];
+    const same =
+      now !== undefined && now.fileOffsetBytes === old.fileOffsetBytes && now.lengthBytes === old.lengthBytes && now.flashOffsetBytes === null &&
+      now.pack !== null && old.pack !== null && now.pack.packId === old.pack.packId && now.pack.storedOffsetBytes === old.pack.storedOffsetBytes &&
+      now.pack.storedLengthBytes === old.pack.storedLengthBytes && now.pack.skipBytes === old.pack.skipBytes && now.checksums.equals(old.checksums);
+    if (same) this.meta.putExtent({ ...now!, flashOffsetBytes: old.flashOffsetBytes });
+    else this.pendingFree.push({ flashOffsetBytes: old.flashOffsetBytes!, lengthBytes: old.lengthBytes });
+    return same;
+  }
+
   /** BOTH → FLASH (fsck repair): forget a pack copy that is lost or bad; the extent is destaged again later. */
   unpack(was: Extent): boolean {
     const now = this.meta.extentsInRange(was.ino, was.fileOffsetBytes, was.fileOffsetBytes + 1)[0];
@@ -523,12 +541,21 @@ export class FlashStore {
     return true;
   }
 
-  /** OBJECT → BOTH: write recalled plain bytes of a whole extent back to flash and map them, unless it changed meanwhile (`plain` is only read: copied into a staging buffer, never kept). */
-  async writeBack(was: Extent, plain: Buffer): Promise<boolean> {
+  /**
+   * OBJECT → BOTH: write recalled plain bytes of a whole extent back to flash
+   * and map them, unless it changed meanwhile (`plain` is only read: copied
+   * into a staging buffer, never kept).  With `wholeOnly` (a follower) only
+   * into one run of blocks, so the copy stays one row under the writer's key.
+   */
+  async writeBack(was: Extent, plain: Buffer, { wholeOnly = false }: { wholeOnly?: boolean } = {}): Promise<boolean> {
     assert.ok(was.flashOffsetBytes === null && was.pack !== null && plain.length === was.lengthBytes);
     const blockCount = was.lengthBytes / BS;
     if (this.availableBlocks < blockCount) return false; // never make room for a recall by evicting
     const runs = await this.allocate(blockCount);
+    if (wholeOnly && runs.length > 1) {
+      for (const run of runs) this.allocator.free(run);
+      return false;
+    }
     const buffer = this.staging.take(was.lengthBytes);
     let mapped = false;
     try {

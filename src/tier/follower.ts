@@ -13,11 +13,14 @@
  * - Each object is applied in one metadata transaction with the change it
  *   reaches, so a crash leaves the follower at a whole object (applying one
  *   again changes nothing: it holds states, not steps).
- * - The writer's flash is not the follower's: extents keep no flash copy
- *   here, and an extent that is only on the writer's flash (not yet in a
- *   pack) is kept out and marked "not in the bucket yet" (the lost table):
- *   reading it is EIO with that message until the writer destages it and
- *   the log brings its pack.
+ * - The writer's flash is not the follower's: the writer's flash offsets
+ *   are dropped, and an extent that is only on the writer's flash (not yet
+ *   in a pack) is kept out and marked "not in the bucket yet" (the lost
+ *   table): reading it is EIO with that message until the writer destages
+ *   it and the log brings its pack.  What the follower recalled is written
+ *   back to its own flash (in one run, one row under the writer's key); when
+ *   the log changes such an extent the copy is kept if the new state is the
+ *   same bytes (same pack entry, length and checksums), else freed.
  * - Once a minute while nothing new comes, it lists the snapshots: one newer
  *   than what it applied, while the log does not continue it, means the log
  *   it needs is gone (pruned, or the writer restarted its log): it must be
@@ -34,7 +37,7 @@ import type { Clock, Timer } from '../clock';
 import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import { log } from '../log';
-import type { MetaStore } from '../meta/meta_store';
+import type { Extent, Ino, MetaStore } from '../meta/meta_store';
 import type { ObjectStore } from './object_store';
 import type { PackCrypto } from './pack';
 import { decodeMetaObject, metaPrefix, parseLogObject, parseMetaListing, type LogObject } from './replica_format';
@@ -118,6 +121,8 @@ export class Follower {
     private readonly commit: () => Promise<void>,
     /** Where its position goes (undefined: not published, as promote applies the log). */
     private readonly publishing?: { store: () => ObjectStore; id: string; host: string },
+    /** Its own flash copies of extents the log changes: kept when the writer's new state is the same bytes, else freed (inside the apply's mutation). */
+    private readonly adoptCopy?: (old: Extent) => boolean,
   ) {
     this.applied = Number(meta.setting(appliedSetting) ?? 0);
   }
@@ -196,9 +201,18 @@ export class Follower {
   private async apply(object: LogObject): Promise<void> {
     const stored = await this.store().get(object.key);
     const lines = parseLogObject(object, await decodeMetaObject(this.crypto, object.key, stored), this.applied);
+    const keys = extentKeys(lines);
+    // This follower's own flash copies under the keys the log changes (each is one row under the writer's key: recall.ts writes back whole).
+    const copies: Extent[] = [];
+    if (this.adoptCopy)
+      for (const [ino, offset] of keys) {
+        const e = this.meta.extentsInRange(ino as Ino, offset, offset + 1)[0];
+        if (e && e.fileOffsetBytes === offset && e.flashOffsetBytes !== null) copies.push(e);
+      }
     this.meta.mutate(() => {
       this.meta.replay(lines);
-      this.meta.adoptFollowedExtents(extentKeys(lines));
+      this.meta.adoptFollowedExtents(keys);
+      for (const copy of copies) this.adoptCopy!(copy);
       this.meta.setSetting(appliedSetting, String(object.lastSeq));
     });
     await this.commit();

@@ -46,8 +46,9 @@ export function leaseKey(fsUuid: string): string {
   return `${fsUuid}/writer-lease`;
 }
 
-function probeKey(fsUuid: string): string {
-  return `${fsUuid}/writer-lease-probe`;
+/** A probe key of its own (appliances starting or promoting at once must not race on one). */
+export function leaseProbeKey(fsUuid: string): string {
+  return `${fsUuid}/writer-lease-probe-${randomBytes(8).toString('hex')}`;
 }
 
 /** The lease object's contents. */
@@ -147,7 +148,7 @@ export class WriterLease {
   /** `onlyFromFirstHolder` (promote): a lease that passes to another appliance while we wait is not ours to take after it. */
   private async acquireOrThrow(waitMs: number, onlyFromFirstHolder: boolean): Promise<void> {
     const { clock, fsUuid } = this.options;
-    this.enforced = await conditionalWritesWork(this.options.store(), probeKey(fsUuid));
+    this.enforced = await conditionalWritesWork(this.options.store(), leaseProbeKey(fsUuid));
     if (!this.enforced) log.warn('the target ignores conditional writes: the writer lease is written and read, but two appliances starting at once are not excluded', { target: this.options.store().description });
     const deadlineMs = clock.monotonicMs() + waitMs;
     let observed: { etag: string; sinceMs: number } | undefined;

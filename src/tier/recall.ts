@@ -473,7 +473,7 @@ export class Recaller {
   private considerWriteBack(e: Extent, seq: boolean, endsExtent: boolean, plain?: Buffer): void {
     const { ctx } = this;
     const key = entryKey(e.pack!);
-    if (this.writingBack.has(key) || ctx.options.follow) return; // a follower's flash copies would not survive the writer's next change of the row
+    if (this.writingBack.has(key)) return;
     const scan = seq && (ctx.meta.getInode(e.ino)?.sizeBytes ?? 0) >= constants.sequentialScanBytesMin;
     const roomBytes = scan ? ctx.lowBytes : ctx.highBytes;
     if (ctx.stopped || this.writeBacksInFlight >= constants.writeBackCountMax || ctx.flash.usedBytes + this.writeBackBytesPending + e.lengthBytes > roomBytes) {
@@ -493,7 +493,8 @@ export class Recaller {
           log.warn('write-back after recall skipped: the bytes do not match the extent', { ino: e.ino, offset: e.fileOffsetBytes });
           return;
         }
-        if (await ctx.flash.writeBack(e, mine)) ctx.counters.writtenBackBytes += e.lengthBytes; // it copies into its own buffer
+        // A follower's copy must stay one row under the writer's key (follower.ts adopts it as one).
+        if (await ctx.flash.writeBack(e, mine, { wholeOnly: ctx.options.follow !== null })) ctx.counters.writtenBackBytes += e.lengthBytes; // it copies into its own buffer
       } catch (error) {
         log.debug('write-back after recall skipped', { ino: e.ino, offset: e.fileOffsetBytes, error: errorText(error) });
       } finally {
@@ -531,7 +532,7 @@ export class Recaller {
           throw new TierfsError('NO_SPACE', `recall: flash is full of data that cannot leave it (${doneBytes} of ${totalBytes} bytes recalled)`);
         for (const e of group) {
           const plain = await fetched.get(entryKey(e.pack!))!;
-          if (await flash.writeBack(e, extentBytesOf(e, plain))) counters.writtenBackBytes += e.lengthBytes;
+          if (await flash.writeBack(e, extentBytesOf(e, plain), { wholeOnly: this.ctx.options.follow !== null })) counters.writtenBackBytes += e.lengthBytes;
           doneBytes += e.lengthBytes;
           progress?.({ doneBytes, totalBytes });
         }

@@ -188,7 +188,9 @@ export class TieringEngine {
       }
       // Its position is the one object a follower writes: past the fence that keeps every other write out.
       const publishing = { store: () => options.objects, id: followerId, host: options.follow.host };
-      this.follower = new Follower(this.meta, () => this.targets.get('default').store, this.crypto, clock, options.follow.pollIntervalMs, () => this.flash.commit(), publishing);
+      this.follower = new Follower(this.meta, () => this.targets.get('default').store, this.crypto, clock, options.follow.pollIntervalMs, () => this.flash.commit(), publishing, (old) =>
+        this.flash.adoptCopy(old),
+      );
       this.flash.lostMeaning = 'are not readable from the bucket: the writer has not destaged them yet (or they were lost there: tierfs lost)';
       this.meta.setReplicated(false); // applied changes are the writer's, never logged again here
     } else if (options.replication) {
@@ -225,9 +227,16 @@ export class TieringEngine {
   async start(): Promise<void> {
     if (this.follower) {
       this.turnReadOnly('a follower (serve --follow) serves the writer\'s file system read-only');
-      this.flash.tier = this.readOnlyHooks();
+      // Its flash is a cache of what it recalled: its own heat, and eviction above the high watermark (nothing on it is only there).
+      this.flash.tier = { ...this.readOnlyHooks(), extentRead: (e) => this.recordRead(e) };
       await this.follower.catchUp().catch((error: unknown) => log.warn('catching up with the writer failed; retried', { error: errorText(error) }));
       this.follower.start();
+      if (this.options.scanIntervalMs > 0)
+        this.timer = this.options.clock.every(this.options.scanIntervalMs, () => {
+          if (this.stopped || this.ticking || this.flash.usedBytes <= this.highBytes) return;
+          this.ticking = this.evictor.makeRoom().catch((error: unknown) => log.warn('eviction on the follower failed', { error: errorText(error) })).finally(() => (this.ticking = undefined));
+        });
+      this.heatTimer = this.options.clock.every(constants.heatFlushIntervalMs, () => this.flushHeat());
       return;
     }
     if (this.lease && !(await this.lease.acquire(this.options.writerLease!.waitMs))) {
@@ -266,7 +275,7 @@ export class TieringEngine {
   private turnReadOnly(reason: string): void {
     if (this.readOnlyReason !== undefined) return;
     this.readOnlyReason = reason;
-    this.timer?.stop();
+    this.timer?.stop(); // a follower starts its own (eviction only) after this
     this.timer = undefined;
     this.replicator?.halt();
     this.options.onReadOnly?.(reason);
@@ -620,8 +629,7 @@ export class TieringEngine {
   }
 
   /** OBJECT → BOTH for every extent of a file (the recall command). */
-  async recallFile(ino: Ino, control: JobControl = {}): Promise<number> {
-    if (this.follower) throw new TierfsError('READ_ONLY', 'a follower keeps nothing on flash: it reads recalled bytes from memory');
+  recallFile(ino: Ino, control: JobControl = {}): Promise<number> {
     return this.recaller.recallFile(ino, control);
   }
 
