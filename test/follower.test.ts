@@ -10,7 +10,7 @@ import t, { type Test } from 'tap';
 import { cliJson, formatWithTarget, lazyUnmount, runCli, serve, tierfsBin, type Served } from './helpers/daemon';
 import { scratchDir } from './helpers/fs';
 import { freePort } from './helpers/object_servers';
-import { startAzurite } from './helpers/servers';
+import { startAzurite, startS3rver } from './helpers/servers';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -50,8 +50,9 @@ async function follower(t: Test, target: string, name: string, extra: string[] =
   return serve(t, { dir, flash: path.join(dir, 'flash'), meta: path.join(dir, 'meta') }, undefined, ['--follow', '--target', target, '--follow-interval', '200ms', ...extra]);
 }
 
-t.test('a writer and two followers: what the writer puts in the bucket appears on the followers, read-only', async (t) => {
-  const server = await startAzurite(t);
+/** What the writer puts in the bucket appears on two followers, read-only. */
+async function writerAndTwoFollowers(t: Test, kind: 'azurite' | 's3rver'): Promise<void> {
+  const server = kind === 'azurite' ? await startAzurite(t) : await startS3rver(t); // s3rver ignores conditions: following needs none
   const target = server.url('followed');
   const writer = await serve(t, await formatWithTarget(t, target, '256M'), undefined, ['--metadata-rpo', '1s']);
   const one = randomBytes(3 * 2 ** 20 + 123);
@@ -131,7 +132,10 @@ t.test('a writer and two followers: what the writer puts in the bucket appears o
   t.match(asWriter.stderr, /follows a writer \(serve --follow\); it cannot serve as the writer/);
   t.match(runCli(['serve', '--follow', '--flash', 'x', '--meta', 'y', '--mount', 'z', '--follow-interval', '1ms']).stderr, /--follow-interval: from 100ms to 10m/);
   t.match(runCli(['serve', '--flash', 'x', '--meta', 'y', '--mount', 'z', '--follow-interval', '1s']).stderr, /--follow-interval \(followInterval\) is for a follower/);
-});
+}
+
+for (const kind of ['azurite', 's3rver'] as const)
+  t.test(`a writer and two followers on ${kind}: what the writer puts in the bucket appears on the followers, read-only`, (t) => writerAndTwoFollowers(t, kind));
 
 t.test('fail-over: promote waits for the writer lease, exactly one of two promotions wins, the old writer comes back read-only', async (t) => {
   const server = await startAzurite(t);
