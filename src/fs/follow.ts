@@ -4,8 +4,8 @@
  * follower's); a follower's metadata whose log is gone from the bucket (it
  * was stopped longer than the writer's retention window, or the writer
  * restarted its log) starts over from the newest restore point.  A
- * follower holds nothing of its own — its flash keeps nothing, its
- * metadata is the writer's — so starting over loses nothing.
+ * follower holds nothing of its own — its flash holds copies of what is in
+ * packs, its metadata is the writer's — so starting over loses nothing.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -14,8 +14,7 @@ import { openFlashDevice } from '../device/device';
 import { TierfsError } from '../errors';
 import { log } from '../log';
 import { SqliteMetaStore } from '../meta/meta_store';
-import { appliedSetting, followerSetting } from '../tier/follower';
-import { metaPrefix, parseMetaListing } from '../tier/replica_format';
+import { appliedSetting, followerSetting, logObjectsStartingAt, snapshotPast } from '../tier/follower';
 import { openTarget, type ObjectStore } from '../tier/tier';
 import { restoreFileSystem } from './restore';
 
@@ -31,21 +30,13 @@ export interface FollowerStart {
 /** What serve --follow found: a new follower, one that continues, or one that started over. */
 export type FollowerStartKind = 'restored' | 'continues' | 'resynchronised';
 
-const pad = (n: number) => String(n).padStart(16, '0');
-
-async function keysUnder(store: ObjectStore, prefix: string): Promise<{ key: string; sizeBytes: number }[]> {
-  const keys: { key: string; sizeBytes: number }[] = [];
-  for await (const item of store.list(prefix)) keys.push(item);
-  return keys;
-}
-
 /** Zero both ends of the flash tier (where the superblock and the blank probe look), or remove a flash file: restore then takes it as blank. */
 async function blankFlash(flash: string): Promise<number | undefined> {
   if (!fs.existsSync(flash)) return undefined;
-  if (fs.statSync(flash).isFile()) {
-    const sizeBytes = fs.statSync(flash).size;
+  const stat = fs.statSync(flash);
+  if (stat.isFile()) {
     fs.rmSync(flash);
-    return sizeBytes;
+    return stat.size;
   }
   const device = openFlashDevice(flash, {});
   try {
@@ -81,10 +72,8 @@ export async function prepareFollower(request: FollowerStart): Promise<FollowerS
     if (url === undefined) throw new TierfsError('CORRUPT', `the follower's metadata in ${request.metaDir} records no target`);
     const store = open(url);
     try {
-      const prefix = metaPrefix(fsUuid);
-      if ((await keysUnder(store, `${prefix}log/${pad(applied + 1)}-`)).length > 0) return 'continues';
-      const newer = parseMetaListing(fsUuid, await keysUnder(store, `${prefix}snap/`)).snapshots.some((s) => s.complete && s.seq > applied);
-      if (!newer) return 'continues'; // nothing new since: the writer is idle
+      if ((await logObjectsStartingAt(store, fsUuid, applied + 1)).length > 0) return 'continues';
+      if (!(await snapshotPast(store, fsUuid, applied))) return 'continues'; // nothing new since: the writer is idle
     } finally {
       await store.close();
     }

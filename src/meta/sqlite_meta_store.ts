@@ -536,6 +536,8 @@ export class SqliteMetaStore implements MetaStore {
       addLost: db.prepare('INSERT OR REPLACE INTO lost (ino, file_offset, length, written_ms) VALUES (?, ?, ?, ?)'),
       lostIn: db.prepare('SELECT * FROM lost WHERE ino = ? AND file_offset < ? AND file_offset + length > ? ORDER BY file_offset'),
       deleteLost: db.prepare('DELETE FROM lost WHERE ino = ? AND file_offset = ?'),
+      followedExtent: db.prepare('SELECT length, pack_id IS NOT NULL AS inPack, flash_offset IS NOT NULL AS onFlash FROM extents WHERE ino = ? AND file_offset = ?'),
+      forgetFlashCopy: db.prepare('UPDATE extents SET flash_offset = NULL WHERE ino = ? AND file_offset = ?'),
       deleteLostOfInode: db.prepare('DELETE FROM lost WHERE ino = ?'),
       lostFiles: db.prepare(
         `SELECT ino, json_group_array(json_array(file_offset, length)) AS ranges, max(written_ms) AS writtenMs
@@ -1014,17 +1016,15 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   adoptFollowedExtents(keys: [number, number][]): void {
-    const row = this.db.prepare('SELECT length, pack_id IS NOT NULL AS inPack, flash_offset IS NOT NULL AS onFlash FROM extents WHERE ino = ? AND file_offset = ?');
-    const forgetFlash = this.db.prepare('UPDATE extents SET flash_offset = NULL WHERE ino = ? AND file_offset = ?');
     for (const [ino, fileOffsetBytes] of keys) {
       if (this.mayHaveLost) this.stmt.deleteLost.run(ino, fileOffsetBytes);
-      const e = row.get(ino, fileOffsetBytes) as { length: number; inPack: number; onFlash: number } | undefined;
+      const e = this.stmt.followedExtent.get(ino, fileOffsetBytes) as { length: number; inPack: number; onFlash: number } | undefined;
       if (!e) continue;
       if (!e.inPack) {
         this.stmt.deleteExtent.run(ino, fileOffsetBytes);
         const inode = this.getInode(ino as Ino);
         this.addLost(ino as Ino, fileOffsetBytes, e.length, inode ? Number(inode.mtimeNs / 1_000_000n) : 0);
-      } else if (e.onFlash) forgetFlash.run(ino, fileOffsetBytes);
+      } else if (e.onFlash) this.stmt.forgetFlashCopy.run(ino, fileOffsetBytes);
     }
     this.pending += 1;
   }

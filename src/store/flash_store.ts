@@ -512,7 +512,7 @@ export class FlashStore {
    * length and checksums), else free its blocks after the commit.  Inside
    * the caller's metadata mutation, after the new state was applied.
    */
-  adoptCopy(old: Extent): boolean {
+  adoptCopy(old: Extent): void {
     assert.ok(old.flashOffsetBytes !== null);
     const now = this.meta.extentsInRange(old.ino, old.fileOffsetBytes, old.fileOffsetBytes + 1)[0];
     const same =
@@ -521,7 +521,6 @@ export class FlashStore {
       now.pack.storedLengthBytes === old.pack.storedLengthBytes && now.pack.skipBytes === old.pack.skipBytes && now.checksums.equals(old.checksums);
     if (same) this.meta.putExtent({ ...now!, flashOffsetBytes: old.flashOffsetBytes });
     else this.pendingFree.push({ flashOffsetBytes: old.flashOffsetBytes!, lengthBytes: old.lengthBytes });
-    return same;
   }
 
   /** BOTH → FLASH (fsck repair): forget a pack copy that is lost or bad; the extent is destaged again later. */

@@ -40,15 +40,13 @@ import { log } from '../log';
 import type { Extent, Ino, MetaStore } from '../meta/meta_store';
 import type { ObjectStore } from './object_store';
 import type { PackCrypto } from './pack';
-import { decodeMetaObject, metaPrefix, parseLogObject, parseMetaListing, type LogObject } from './replica_format';
+import { decodeMetaObject, logKeyPrefix, metaPrefix, parseLogObject, parseMetaListing, type LogObject } from './replica_format';
 import { errorText } from './tier_context';
 
 /** The setting holding the last change applied (the same one a writer keeps its uploads in). */
 export const appliedSetting = 'replicaUploadedSeq';
 /** Marks metadata that follows a writer (serve --follow refuses any other, and serve refuses this). */
 export const followerSetting = 'follower';
-
-const pad = (n: number) => String(n).padStart(16, '0');
 
 /** Where followers publish their positions. */
 export function followersPrefix(fsUuid: string): string {
@@ -65,6 +63,22 @@ export interface FollowerPosition {
   /** The follower's wall clock when published (for people: clocks differ). */
   publishedAt: string;
   state: FollowerStatus['state'];
+}
+
+async function listed(store: ObjectStore, prefix: string): Promise<{ key: string; sizeBytes: number }[]> {
+  const keys: { key: string; sizeBytes: number }[] = [];
+  for await (const item of store.list(prefix)) keys.push(item);
+  return keys;
+}
+
+/** The log objects that start at `firstSeq` (one LIST of their prefix). */
+export async function logObjectsStartingAt(store: ObjectStore, fsUuid: string, firstSeq: number): Promise<LogObject[]> {
+  return parseMetaListing(fsUuid, await listed(store, logKeyPrefix(fsUuid, firstSeq))).logs;
+}
+
+/** Whether the bucket holds a complete snapshot past change `seq` (a log that does not continue `seq` then means it is gone). */
+export async function snapshotPast(store: ObjectStore, fsUuid: string, seq: number): Promise<boolean> {
+  return parseMetaListing(fsUuid, await listed(store, `${metaPrefix(fsUuid)}snap/`)).snapshots.some((s) => s.complete && s.seq > seq);
 }
 
 export function parsePosition(body: Buffer): FollowerPosition | undefined {
@@ -105,8 +119,6 @@ export class Follower {
   private appliedObjectCount = 0;
   private listCount = 0;
   private lastError: string | null = null;
-  /** Called after each object applied (the FUSE front end drops what the kernel cached). */
-  onApplied: (() => void) | undefined;
   private publishedMs = Number.NEGATIVE_INFINITY;
   private publishedSeq = -1;
   private publishCount = 0;
@@ -122,7 +134,7 @@ export class Follower {
     /** Where its position goes (undefined: not published, as promote applies the log). */
     private readonly publishing?: { store: () => ObjectStore; id: string; host: string },
     /** Its own flash copies of extents the log changes: kept when the writer's new state is the same bytes, else freed (inside the apply's mutation). */
-    private readonly adoptCopy?: (old: Extent) => boolean,
+    private readonly adoptCopy?: (old: Extent) => void,
   ) {
     this.applied = Number(meta.setting(appliedSetting) ?? 0);
   }
@@ -166,11 +178,8 @@ export class Follower {
   }
 
   private async listLog(firstSeq: number): Promise<LogObject[]> {
-    const prefix = `${metaPrefix(this.crypto.fsUuid)}log/${pad(firstSeq)}-`;
-    const keys: { key: string; sizeBytes: number }[] = [];
     this.listCount += 1;
-    for await (const item of this.store().list(prefix)) keys.push(item);
-    return parseMetaListing(this.crypto.fsUuid, keys).logs.filter((l) => l.firstSeq <= this.applied + 1 && l.lastSeq > this.applied);
+    return (await logObjectsStartingAt(this.store(), this.crypto.fsUuid, firstSeq)).filter((l) => l.firstSeq <= this.applied + 1 && l.lastSeq > this.applied);
   }
 
   /** The object that continues what is applied, if the bucket holds one. */
@@ -221,18 +230,14 @@ export class Follower {
     this.writerLogMs = object.timeMs;
     this.appliedObjectCount += 1;
     this.resyncNeeded = false;
-    this.onApplied?.();
     log.debug('applied the writer\'s log', { key: object.key, lines: lines.length });
   }
 
   /** A complete snapshot past what is applied while the log does not continue it: the log this follower needs is gone. */
   private async checkContinuity(): Promise<void> {
     this.lastSnapshotCheckMs = this.clock.monotonicMs();
-    const keys: { key: string; sizeBytes: number }[] = [];
     this.listCount += 1;
-    for await (const item of this.store().list(`${metaPrefix(this.crypto.fsUuid)}snap/`)) keys.push(item);
-    const newer = parseMetaListing(this.crypto.fsUuid, keys).snapshots.some((s) => s.complete && s.seq > this.applied);
-    if (newer && !(await this.next())) {
+    if ((await snapshotPast(this.store(), this.crypto.fsUuid, this.applied)) && !(await this.next())) {
       if (!this.resyncNeeded) log.error('this follower cannot continue: the log after the change it applied is gone from the bucket; restart serve --follow to start over from the newest restore point', { appliedSeq: this.applied });
       this.resyncNeeded = true;
     }

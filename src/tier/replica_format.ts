@@ -50,6 +50,11 @@ export function snapshotManifestKey(fsUuid: string, seq: number, timeMs: number)
   return `${metaPrefix(fsUuid)}snap/${pad(seq, 16)}-${pad(timeMs, 13)}/manifest`;
 }
 
+/** The prefix of the log objects that start at `firstSeq` (what a follower lists to find the next one). */
+export function logKeyPrefix(fsUuid: string, firstSeq: number): string {
+  return `${metaPrefix(fsUuid)}log/${pad(firstSeq, 16)}-`;
+}
+
 export function logKey(fsUuid: string, firstSeq: number, lastSeq: number, timeMs: number): string {
   return `${metaPrefix(fsUuid)}log/${pad(firstSeq, 16)}-${pad(lastSeq, 16)}-${pad(timeMs, 13)}`;
 }
