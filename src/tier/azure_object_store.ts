@@ -26,6 +26,7 @@ import {
   isTransientNetworkError,
   kindOfStatus,
   ObjectStoreError,
+  type GetRange,
   type ObjectInfo,
   type ObjectStore,
   type PutCondition,
@@ -117,10 +118,10 @@ export class AzureObjectStore implements ObjectStore {
     }
   }
 
-  async get(key: string, range?: { offsetBytes: number; lengthBytes: number }, signal?: AbortSignal): Promise<Buffer> {
+  async get(key: string, range?: GetRange, signal?: AbortSignal): Promise<Buffer> {
     try {
       const out = await this.blob(key).download(range?.offsetBytes ?? 0, range?.lengthBytes, { abortSignal: signal });
-      return await collectBody(key, out.readableStreamBody as AsyncIterable<Uint8Array>, range?.lengthBytes ?? out.contentLength);
+      return await collectBody(key, out.readableStreamBody as AsyncIterable<Uint8Array>, range?.lengthBytes ?? out.contentLength, range?.into);
     } catch (error) {
       if ((error as { statusCode?: number }).statusCode === 416)
         throw new ObjectStoreError('Fatal', `get ${key}: range beyond the object`, { cause: error });

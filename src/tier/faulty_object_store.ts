@@ -4,7 +4,7 @@
  * read or written) matched by operation and key, each for a number of calls,
  * and a switch that makes the whole tier unreachable.
  */
-import { ObjectStoreError, type ObjectInfo, type ObjectStore, type PutCondition, type VersionedObject } from './object_store';
+import { ObjectStoreError, type GetRange, type ObjectInfo, type ObjectStore, type PutCondition, type VersionedObject } from './object_store';
 
 type Operation = 'put' | 'get' | 'head' | 'list' | 'delete';
 
@@ -81,7 +81,7 @@ export class FaultyObjectStore implements ObjectStore {
     return this.inner.put(key, body, signal);
   }
 
-  async get(key: string, range?: { offsetBytes: number; lengthBytes: number }, signal?: AbortSignal): Promise<Buffer> {
+  async get(key: string, range?: GetRange, signal?: AbortSignal): Promise<Buffer> {
     const fault = await this.before('get', key, signal);
     const data = await this.inner.get(key, range, signal);
     if (fault?.kind === 'corrupt') {

@@ -14,7 +14,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { constants } from '../constants';
 import { native } from '../native';
-import { ObjectStoreError, type ObjectInfo, type ObjectStore, type PutCondition, type VersionedObject } from './object_store';
+import { ObjectStoreError, type GetRange, type ObjectInfo, type ObjectStore, type PutCondition, type VersionedObject } from './object_store';
 
 const TEMP_SUFFIX = '.tierfs-partial';
 /** The lock conditional puts hold (its name ends like a partial object's: never listed, never a key). */
@@ -76,7 +76,7 @@ export class FileObjectStore implements ObjectStore {
     }
   }
 
-  async get(key: string, range?: { offsetBytes: number; lengthBytes: number }): Promise<Buffer> {
+  async get(key: string, range?: GetRange): Promise<Buffer> {
     const file = this.pathOf(key);
     let handle: fsp.FileHandle;
     try {
@@ -90,7 +90,7 @@ export class FileObjectStore implements ObjectStore {
       const length = range?.lengthBytes ?? sizeBytes;
       if (offset + length > sizeBytes)
         throw new ObjectStoreError('Fatal', `get ${key}: range ${offset}+${length} beyond its ${sizeBytes} bytes`);
-      const buffer = Buffer.allocUnsafe(length);
+      const buffer = range?.into && range.into.length >= length ? range.into.subarray(0, length) : Buffer.allocUnsafe(length);
       let done = 0;
       while (done < length) {
         const { bytesRead } = await handle.read(buffer, done, length - done, offset + done);

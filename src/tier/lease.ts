@@ -36,7 +36,7 @@ import type { Clock, Timer } from '../clock';
 import { TierfsError } from '../errors';
 import { log } from '../log';
 import {
-  conditionalWritesWork, ObjectStoreError, type ObjectInfo, type ObjectStore, type PutCondition, type VersionedObject,
+  conditionalWritesWork, ObjectStoreError, type GetRange, type ObjectInfo, type ObjectStore, type PutCondition, type VersionedObject,
 } from './object_store';
 import { errorText } from './tier_context';
 
@@ -374,7 +374,7 @@ export class FencedObjectStore implements ObjectStore {
     return this.inner.delete(key, signal);
   }
 
-  get(key: string, range?: { offsetBytes: number; lengthBytes: number }, signal?: AbortSignal): Promise<Buffer> {
+  get(key: string, range?: GetRange, signal?: AbortSignal): Promise<Buffer> {
     return this.inner.get(key, range, signal);
   }
 

@@ -16,6 +16,18 @@ export interface ObjectInfo {
   sizeBytes: number;
 }
 
+/**
+ * A range of an object for get(): bytes [offsetBytes, offsetBytes +
+ * lengthBytes).  With `into` (at least lengthBytes long) the bytes are
+ * received there and the result is a view of it; a backend that cannot
+ * receive in place may return memory of its own, so callers use the result.
+ */
+export interface GetRange {
+  offsetBytes: number;
+  lengthBytes: number;
+  into?: Buffer;
+}
+
 /** A conditional put's condition: the key is absent, or holds the version `ifMatch` names. */
 export type PutCondition = { ifNoneMatch: '*' } | { ifMatch: string };
 
@@ -30,8 +42,8 @@ export interface ObjectStore {
   readonly description: string;
   /** Store `body` (its parts concatenated) as `key`, replacing any object there; large bodies go up as multipart or block uploads. */
   put(key: string, body: Buffer[], signal?: AbortSignal): Promise<void>;
-  /** Bytes [offsetBytes, offsetBytes + lengthBytes) of `key`, or all of it; exactly that many bytes or an error. */
-  get(key: string, range?: { offsetBytes: number; lengthBytes: number }, signal?: AbortSignal): Promise<Buffer>;
+  /** Bytes [offsetBytes, offsetBytes + lengthBytes) of `key` (in range.into when given), or all of it; exactly that many bytes or an error. */
+  get(key: string, range?: GetRange, signal?: AbortSignal): Promise<Buffer>;
   /** Size of `key`, or undefined when it does not exist. */
   head(key: string, signal?: AbortSignal): Promise<ObjectInfo | undefined>;
   /** Every key under `prefix` (a key prefix, not a directory), in any order. */
@@ -94,13 +106,15 @@ export function kindOfStatus(status: number | undefined): ObjectStoreErrorKind {
 
 /**
  * A response body, exactly `expectedBytes` long when that is known (a short
- * or long body is a Transient error: retry).  Chunks are copied once, into a
- * buffer of the final size.
+ * or long body is a Transient error: retry).  Chunks are copied once, into
+ * `receiveInto` when it is given and long enough, else into a buffer of the
+ * final size.
  */
-export async function collectBody(key: string, body: AsyncIterable<Uint8Array>, expectedBytes: number | undefined): Promise<Buffer> {
+export async function collectBody(key: string, body: AsyncIterable<Uint8Array>, expectedBytes: number | undefined, receiveInto?: Buffer): Promise<Buffer> {
   const chunks: Uint8Array[] = [];
   let received = 0;
-  const into = expectedBytes === undefined ? undefined : Buffer.allocUnsafe(expectedBytes);
+  const into =
+    expectedBytes === undefined ? undefined : receiveInto && receiveInto.length >= expectedBytes ? receiveInto.subarray(0, expectedBytes) : Buffer.allocUnsafe(expectedBytes);
   for await (const chunk of body) {
     if (into) {
       if (received + chunk.byteLength > into.length) throw new ObjectStoreError('Transient', `get ${key}: more than the ${expectedBytes} bytes expected`);

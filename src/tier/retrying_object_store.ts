@@ -6,7 +6,7 @@
  * errors are never retried.  The clock, sleep and randomness are passed in.
  */
 import { log } from '../log';
-import { isRetryable, ObjectStoreError, type ObjectInfo, type ObjectStore, type PutCondition, type VersionedObject } from './object_store';
+import { isRetryable, ObjectStoreError, type GetRange, type ObjectInfo, type ObjectStore, type PutCondition, type VersionedObject } from './object_store';
 
 export interface RetryOptions {
   /** An operation gives up once this much time has passed since it began. */
@@ -98,7 +98,7 @@ export class RetryingObjectStore implements ObjectStore {
     return this.attempt(`put ${key}`, signal, (s) => this.inner.put(key, body, s));
   }
 
-  get(key: string, range?: { offsetBytes: number; lengthBytes: number }, signal?: AbortSignal): Promise<Buffer> {
+  get(key: string, range?: GetRange, signal?: AbortSignal): Promise<Buffer> {
     return this.attempt(`get ${key}`, signal, (s) => this.inner.get(key, range, s));
   }
 

@@ -28,6 +28,7 @@ import {
   isTransientNetworkError,
   kindOfStatus,
   ObjectStoreError,
+  type GetRange,
   type ObjectInfo,
   type ObjectStore,
   type PutCondition,
@@ -128,7 +129,7 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async get(key: string, range?: { offsetBytes: number; lengthBytes: number }, signal?: AbortSignal): Promise<Buffer> {
+  async get(key: string, range?: GetRange, signal?: AbortSignal): Promise<Buffer> {
     try {
       const out = await this.client.send(
         new GetObjectCommand({
@@ -138,7 +139,7 @@ export class S3ObjectStore implements ObjectStore {
         }),
         { abortSignal: signal },
       );
-      return await collectBody(key, out.Body as AsyncIterable<Uint8Array>, range?.lengthBytes ?? out.ContentLength);
+      return await collectBody(key, out.Body as AsyncIterable<Uint8Array>, range?.lengthBytes ?? out.ContentLength, range?.into);
     } catch (error) {
       if ((error as { name?: string }).name === 'InvalidRange')
         throw new ObjectStoreError('Fatal', `get ${key}: range beyond the object`, { cause: error });

@@ -77,6 +77,13 @@ export async function objectStoreConformance(
     t.equal((await store.head('big/one'))?.sizeBytes, data.length);
     const edge = 8 * 2 ** 20 - 1000;
     t.ok((await store.get('big/one', { offsetBytes: edge, lengthBytes: 3 * 2 ** 20 })).equals(data.subarray(edge, edge + 3 * 2 ** 20)));
+    // Received in place (the recall pipeline's reused slabs): a view of `into`, which may be longer than the range.
+    const into = Buffer.alloc(4 * 2 ** 20, 0xee);
+    const got = await store.get('big/one', { offsetBytes: edge, lengthBytes: 3 * 2 ** 20, into });
+    t.ok(got.equals(data.subarray(edge, edge + 3 * 2 ** 20)), 'a range received into a buffer given');
+    t.ok(got.buffer === into.buffer && got.byteOffset === into.byteOffset, 'the bytes are in that buffer, from its start');
+    t.equal(into[3 * 2 ** 20], 0xee, 'and nothing past the range was written');
+    t.ok((await store.get('big/one', { offsetBytes: 0, lengthBytes: 8, into: Buffer.alloc(4) })).equals(data.subarray(0, 8)), 'a buffer too short for the range is not used');
     t.ok((await store.get('big/one')).equals(data), 'whole');
     await store.delete('big/one');
   });

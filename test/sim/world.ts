@@ -7,7 +7,7 @@
 import type { SimulatedClock } from '../../src/clock';
 import { SimulatedDevice } from '../../src/device/device';
 import type { FlashDevice, FlashDeviceReport } from '../../src/device/device';
-import { namesBelow, ObjectStoreError, type ObjectInfo, type ObjectStore, type PutCondition, type VersionedObject } from '../../src/tier/object_store';
+import { namesBelow, ObjectStoreError, type GetRange, type ObjectInfo, type ObjectStore, type PutCondition, type VersionedObject } from '../../src/tier/object_store';
 
 /** A promise that never settles (each one new, so that nothing keeps a dead incarnation alive). */
 const never = <T>(): Promise<T> => new Promise<T>(() => undefined);
@@ -192,14 +192,17 @@ export class SimObjectStore implements ObjectStore {
     this.bucket.deletedUntilMs.delete(key);
   }
 
-  async get(key: string, range?: { offsetBytes: number; lengthBytes: number }, signal?: AbortSignal): Promise<Buffer> {
+  async get(key: string, range?: GetRange, signal?: AbortSignal): Promise<Buffer> {
     await this.request('get', key, signal);
     const object = this.bucket.objects.get(key);
     if (!object) throw new ObjectStoreError('NotFound', `get ${key}: no such object`);
     const offsetBytes = range?.offsetBytes ?? 0;
     const lengthBytes = range?.lengthBytes ?? object.data.length - offsetBytes;
     if (offsetBytes + lengthBytes > object.data.length) throw new ObjectStoreError('Fatal', `get ${key}: range ${offsetBytes}+${lengthBytes} beyond its ${object.data.length} bytes`);
-    const data = Buffer.from(object.data.subarray(offsetBytes, offsetBytes + lengthBytes));
+    // Received in place when asked, as the real backends do: the recall pipeline's slabs are reused, and
+    // the simulation's bytes (and the corruption it injects) must land in them.
+    const data = range?.into && range.into.length >= lengthBytes ? range.into.subarray(0, lengthBytes) : Buffer.allocUnsafe(lengthBytes);
+    object.data.copy(data, 0, offsetBytes, offsetBytes + lengthBytes);
     const rates = this.rates();
     const roll = this.random();
     if (roll < rates.shortBody && data.length > 1) {
