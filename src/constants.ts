@@ -211,6 +211,17 @@ export const constants = {
   recallWindowBytesMax: 64 * MiB,
   recallRequestBytesMax: 8 * MiB,
   recallPrefetchBytesMax: 128 * MiB,
+  /**
+   * Recall GETs of at least extentSizeBytesMax land in reused receive slabs
+   * of recallRequestBytesMax (receive_buffers.ts).  At most
+   * recallSlabCountMax exist: enough for a full cache and a full prefetch
+   * budget in flight, the most recalled bytes the daemon held before slabs.
+   * Free ones are kept for the next GETs, at most recallSlabFreeCountMax,
+   * and let go after recallSlabIdleMs unused.
+   */
+  recallSlabCountMax: 40,
+  recallSlabFreeCountMax: 16,
+  recallSlabIdleMs: 5_000,
   recallStreamIdleMs: 2_000,
   /** Write-backs after a recall fetch at most this many (whole entries) at a time, and only while no reader waits for a GET. */
   recallBackgroundGetCountMax: 1,
@@ -276,6 +287,7 @@ assert.ok(constants.objectAttemptTimeoutMs <= constants.objectDeadlineMs);
 assert.ok(constants.watermarkLowPercentDefault < constants.watermarkHighPercentDefault && constants.watermarkHighPercentDefault < 100);
 assert.ok(constants.recallCacheBytesMax >= constants.recallPrefetchBytesMax + 2 * constants.recallRequestBytesMax);
 assert.ok(constants.recallPrefetchBytesMax >= constants.recallWindowBytesMax);
+assert.ok(constants.recallSlabCountMax * constants.recallRequestBytesMax >= constants.recallCacheBytesMax + constants.recallPrefetchBytesMax);
 assert.ok(constants.recallWindowBytesMin >= 2 * constants.extentSizeBytesMax && constants.recallWindowBytesMin <= constants.recallWindowBytesMax);
 assert.ok(constants.recallRequestBytesMax >= constants.extentSizeBytesMax);
 assert.ok(constants.uploadCountMaxDefault >= 1 && constants.uploadCountMaxDefault <= constants.uploadCountMaxLimit);

@@ -59,7 +59,7 @@ t.test('every command against a running daemon', async (t) => {
       packs: { count: 0, storedBytes: 0, liveBytes: 0, garbageBytes: 0 },
       watermarks: { highPercent: 90, lowPercent: 80 },
       destage: { queueBytes: 0, bytesPerSecond: 0 },
-      recall: { getCount: 0, getsPerGiB: null, prefetchedBytes: 0, latencyMsP50: null },
+      recall: { getCount: 0, getsPerGiB: null, prefetchedBytes: 0, receiveBufferBytes: 0, latencyMsP50: null },
       errors: { destageFailureCount: 0, recallFailureCount: 0, flashChecksumErrorCount: 0 },
       targets: [{ name: 'default', url: `file://${objects}`, reachable: true }],
       policyCount: 0,

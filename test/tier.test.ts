@@ -366,6 +366,12 @@ t.test('recall pipeline: concurrent scans share the prefetch budget, GETs per Gi
   const recall = tier.status().recall;
   t.ok(recall.getsPerGiB !== null && recall.getsPerGiB <= 256, `status: ${recall.getsPerGiB} GETs per GiB recalled`);
   t.equal(recall.getCount, tier.counters.recallGetCount);
+  // 240 MiB through a 160 MiB cache: entries left it while the scans ran, and their receive slabs were
+  // handed to later GETs; every byte above was checked, so none was overwritten under a reader.
+  t.ok(
+    recall.receiveBufferBytes > 0 && recall.receiveBufferBytes <= constants.recallSlabCountMax * constants.recallRequestBytesMax,
+    `receive slabs used, within their bound: ${recall.receiveBufferBytes / MiB} MiB`,
+  );
 });
 
 t.test('recall lanes: the GET behind a write-back waits for the readers on the wire', async (t) => {

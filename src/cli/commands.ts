@@ -83,6 +83,7 @@ async function status(argv: string[]): Promise<void> {
       `recall     ${formatBytes(recall.bytesPerSecond)}/s over the last minute, ${recall.getCount} GETs` +
         (recall.getsPerGiB === null ? '' : ` (${recall.getsPerGiB} per GiB recalled${recall.getsPerGiBLastMinute === null ? '' : `, ${recall.getsPerGiBLastMinute} in the last minute`})`) +
         (recall.prefetchedBytes > 0 ? `, ${formatBytes(recall.prefetchedBytes)} fetched ahead` : '') +
+        (recall.receiveBufferBytes > 0 ? `, ${formatBytes(recall.receiveBufferBytes)} of receive buffers` : '') +
         (recall.latencyMsP50 === null ? '' : `, latency p50 ${recall.latencyMsP50} ms / p99 ${recall.latencyMsP99} ms`),
     );
   lines.push(

@@ -59,6 +59,8 @@ export interface StatusResponse {
     getsPerGiBLastMinute: number | null;
     /** Bytes fetched ahead of sequential readers and not read yet. */
     prefetchedBytes: number;
+    /** Memory held in receive slabs for recall GETs (reused; let go when recall is idle). */
+    receiveBufferBytes: number;
     latencyMsP50: number | null;
     latencyMsP99: number | null;
   } | null;

@@ -723,10 +723,8 @@ export class FileSystem {
   /**
    * Up to `lengthBytes` from `offsetBytes`.  With `into` (at least that
    * long) the bytes are written there and a view of it comes back (the
-   * FUSE front end reuses its reply buffers), except bytes recalled from
-   * the object tier, which come back as a view of their own (no copy):
-   * callers use the result, not `into`.  The result never aliases memory
-   * the file system reuses.
+   * FUSE front end reuses its reply buffers); callers use the result, not
+   * `into`.  The result never aliases memory the file system reuses.
    */
   async read(fh: number, offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
     const handle = this.handle(fh);
@@ -752,7 +750,7 @@ export class FileSystem {
         // Copied out at once: the window's buffer is reused once the reader moves past it.
         data = dest ?? Buffer.allocUnsafe(n);
         ahead.copy(data, 0, from, from + n);
-      } else data = ahead.subarray(from, from + n); // recalled bytes (never reused): no copy on their way to the reply
+      } else data = ahead.subarray(from, from + n); // a window of its own (larger than the pooled ones): never reused
     } else {
       data = n > 0 ? await this.store.read(handle.ino, offsetBytes, n, undefined, dest) : Buffer.alloc(0);
     }

@@ -173,11 +173,12 @@ export function sameExtent(a: Extent, b: Extent | undefined): boolean {
  */
 export interface TierHooks {
   /**
-   * Plain bytes [fromBytes, fromBytes + lengthBytes) of an extent, relative to
-   * it, from its pack, already verified against the extent's block checksums
-   * (the engine verifies what it fetches once, before caching it).
+   * Recall plain bytes [fromBytes, fromBytes + lengthBytes) of an extent
+   * (relative to it, block aligned) from its pack, verified against the
+   * extent's block checksums, and copy dest.length of them, from
+   * `skipBytes` on, into `dest`.
    */
-  readFromPack(e: Extent, fromBytes: number, lengthBytes: number): Promise<Buffer>;
+  readFromPack(e: Extent, fromBytes: number, lengthBytes: number, dest: Buffer, skipBytes: number): Promise<void>;
   /** An extent was read (heat); called for every read part, must be cheap. */
   extentRead(e: Extent): void;
   /** The flash tier is short of `blockCount` blocks: free some; resolves false when nothing more can be freed. */
@@ -346,9 +347,7 @@ export class FlashStore {
    * zeros.  A speculative read (readahead) does not count as an access: it
    * hands the extents it read to `extentsOut`, and the caller reports the
    * access with touched() if the bytes are used.  The bytes go into `into`
-   * when given (at least lengthBytes long), except when they lie wholly in
-   * one extent held only in the object tier: then a view of the recalled
-   * bytes comes back.
+   * when given (at least lengthBytes long), else into a new buffer.
    */
   async read(ino: Ino, offsetBytes: number, lengthBytes: number, speculative?: { extentsOut: Extent[] }, into?: Buffer): Promise<Buffer> {
     const end = offsetBytes + lengthBytes;
@@ -359,16 +358,16 @@ export class FlashStore {
       if (lost.length > 0)
         throw new TierfsError('IO', `inode ${ino}: bytes ${lost[0].fileOffsetBytes}..${lost[0].fileOffsetBytes + lost[0].lengthBytes} ${this.lostMeaning}`);
     }
-    const only = extents.length === 1 ? extents[0] : undefined;
-    if (only && only.flashOffsetBytes === null && only.fileOffsetBytes <= offsetBytes && end <= only.fileOffsetBytes + only.lengthBytes) {
-      // Wholly within one extent in the object tier: the verified recalled bytes themselves, no copy.
-      speculative?.extentsOut.push(only);
-      const data = await this.readFromObjectTier(only, offsetBytes, end, !speculative);
-      this.counters.readBytes += lengthBytes;
-      return data;
-    }
     assert.ok(!into || into.length >= lengthBytes);
     const result = into ? into.subarray(0, lengthBytes) : Buffer.allocUnsafe(lengthBytes);
+    const only = extents.length === 1 ? extents[0] : undefined;
+    if (only && only.flashOffsetBytes === null && only.fileOffsetBytes <= offsetBytes && end <= only.fileOffsetBytes + only.lengthBytes) {
+      // Wholly within one extent in the object tier: no read epoch to enter (no flash blocks are read).
+      speculative?.extentsOut.push(only);
+      await this.readFromObjectTier(only, offsetBytes, end, !speculative, result);
+      this.counters.readBytes += lengthBytes;
+      return result;
+    }
     const epoch = this.enterRead();
     try {
       const parts: Promise<void>[] = [];
@@ -401,7 +400,7 @@ export class FlashStore {
     const lengthBytes = roundUp(to - e.fileOffsetBytes) - firstBytes;
     if (heat) this.tier?.extentRead(e);
     if (e.flashOffsetBytes === null) {
-      (await this.readFromObjectTier(e, from, to, false)).copy(dest, destOffset);
+      await this.readFromObjectTier(e, from, to, false, dest.subarray(destOffset, destOffset + (to - from)));
       return;
     }
     const buffer = this.staging.take(lengthBytes);
@@ -424,15 +423,14 @@ export class FlashStore {
     }
   }
 
-  /** Bytes [from, to) (file offsets) of an extent that is only in the object tier, verified; a view, not a copy. */
-  private async readFromObjectTier(e: Extent, from: number, to: number, heat: boolean): Promise<Buffer> {
+  /** Bytes [from, to) (file offsets) of an extent that is only in the object tier, verified, into `dest` (to - from long). */
+  private async readFromObjectTier(e: Extent, from: number, to: number, heat: boolean, dest: Buffer): Promise<void> {
     assert.ok(this.tier && e.pack, `extent of inode ${e.ino} at ${e.fileOffsetBytes} is nowhere`);
+    assert.equal(dest.length, to - from);
     if (heat) this.tier.extentRead(e);
     const firstBytes = roundDown(from - e.fileOffsetBytes);
     const lengthBytes = roundUp(to - e.fileOffsetBytes) - firstBytes;
-    const view = await this.tier.readFromPack(e, firstBytes, lengthBytes);
-    assert.equal(view.length, lengthBytes);
-    return view.subarray(from - e.fileOffsetBytes - firstBytes, to - e.fileOffsetBytes - firstBytes);
+    await this.tier.readFromPack(e, firstBytes, lengthBytes, dest, from - e.fileOffsetBytes - firstBytes);
   }
 
   /** Check plain bytes of `e` from `firstBytes` (relative, block aligned) read from flash against its block checksums. */

@@ -28,6 +28,11 @@
  * - Every recalled block is verified against the extent's block checksums;
  *   bytes that fail get one fresh GET (damage in transit), then CHECKSUM.
  *   Opening and inflating large entries run on the thread pool (pack.ts).
+ * - Large GETs land in reused receive slabs (receive_buffers.ts), so a cold
+ *   scan does not allocate and drop its size in memory.  Recalled bytes
+ *   never leave this file as views: read() copies them into the caller's
+ *   buffer in the turn it verifies them, and whatever keeps a view across
+ *   an await (the cache, a write-back) holds a reference to its slab.
  * - Requests are counted (GETs per GiB recalled, in status and metrics).
  * - Degraded mode: a GET that does not answer within recallTimeoutMs is EIO
  *   (UNAVAILABLE for throttling and transient failures), and counted.
@@ -38,8 +43,9 @@ import { constants } from '../constants';
 import { TierfsError } from '../errors';
 import { log } from '../log';
 import { residencyOf, type Extent, type Ino, type PackId } from '../meta/meta_store';
-import { ObjectStoreError } from './object_store';
+import { ObjectStoreError, type GetRange } from './object_store';
 import { decodeEntry, packKey } from './pack';
+import { ReceiveBuffers } from './receive_buffers';
 import { LatencyWindow } from './stats';
 import type { Target } from './target_set';
 import { entryBytes, entryKey, errorText, extentBytesOf, type JobControl, type TierContext } from './tier_context';
@@ -74,10 +80,20 @@ export class Recaller {
   /** Latency of recall GETs (status percentiles); `onLatency` lets metrics observe each one. */
   readonly latency = new LatencyWindow();
   onLatency: ((ms: number) => void) | undefined;
+  private readonly slabs = new ReceiveBuffers(
+    constants.recallRequestBytesMax,
+    constants.extentSizeBytesMax,
+    constants.recallSlabCountMax,
+    constants.recallSlabFreeCountMax,
+    constants.recallSlabIdleMs,
+  );
   private readonly cache = new LRUCache<string, Buffer>({
     maxSize: constants.recallCacheBytesMax,
     sizeCalculation: (value) => value.length,
-    dispose: (_value, key) => this.settleAhead(key), // fetched ahead and dropped unread: off the budget
+    dispose: (value, key) => {
+      this.settleAhead(key); // fetched ahead and dropped unread: off the budget
+      this.slabs.release(value);
+    },
   });
   private readonly fetches = new Map<string, Promise<Buffer>>();
   /** Entries a small random read is fetching a few blocks of. */
@@ -131,6 +147,11 @@ export class Recaller {
     return this.aheadBytes;
   }
 
+  /** Memory in receive slabs (in use or kept free). */
+  get receiveBufferBytes(): number {
+    return this.slabs.slabCount * this.slabs.slabBytes;
+  }
+
   /** A pack's nonce prefix and target, from a small cache in front of the metadata. */
   private packInfo(packId: PackId): { nonce: Buffer | null; target: string } {
     let known = this.packInfos.get(packId);
@@ -173,17 +194,21 @@ export class Recaller {
     return stream;
   }
 
-  /** Bytes [fromBytes, fromBytes + lengthBytes) of an OBJECT extent (relative, block aligned), verified. */
-  async read(e: Extent, fromBytes: number, lengthBytes: number): Promise<Buffer> {
+  /**
+   * Recall bytes [fromBytes, fromBytes + lengthBytes) of an OBJECT extent
+   * (relative, block aligned), verified, and copy those from `skipBytes` on
+   * into `dest` (dest.length of them).
+   */
+  async read(e: Extent, fromBytes: number, lengthBytes: number, dest: Buffer, skipBytes: number): Promise<void> {
     this.readersWaiting += 1;
     try {
-      return await this.readNow(e, fromBytes, lengthBytes);
+      await this.readNow(e, fromBytes, lengthBytes, dest, skipBytes);
     } finally {
       this.readersWaiting -= 1;
     }
   }
 
-  private async readNow(e: Extent, fromBytes: number, lengthBytes: number): Promise<Buffer> {
+  private async readNow(e: Extent, fromBytes: number, lengthBytes: number, dest: Buffer, skipBytes: number): Promise<void> {
     const ref = e.pack!;
     const at = e.fileOffsetBytes + fromBytes;
     const stream = this.streamOf(e.ino);
@@ -197,16 +222,17 @@ export class Recaller {
       this.smallFetches.add(key);
       let data: Buffer;
       try {
-        data = await this.verifiedGet(e, ref.storedOffsetBytes + ref.skipBytes + fromBytes, lengthBytes, 'read', (bytes) => {
+        data = await this.verifiedGet(e, ref.storedOffsetBytes + ref.skipBytes + fromBytes, lengthBytes, 'read', undefined, (bytes) => {
           this.verify(e, fromBytes, bytes);
           return bytes;
         });
       } finally {
         this.smallFetches.delete(key);
       }
+      data.copy(dest, 0, skipBytes, skipBytes + dest.length);
       this.ctx.counters.recalledBytes += data.length;
       this.considerWriteBack(e, false, false);
-      return data;
+      return;
     }
     if (!plain) {
       const running = this.fetches.get(key);
@@ -226,8 +252,8 @@ export class Recaller {
       plain = await this.fetchGroup([e], 'read').get(key)!;
       bytes = entryBytes(ref, plain, ref.skipBytes + fromBytes, ref.skipBytes + fromBytes + lengthBytes);
     }
+    bytes.copy(dest, 0, skipBytes, skipBytes + dest.length); // in the turn the bytes were verified: the slab cannot be reused meanwhile
     this.considerWriteBack(e, seq, fromBytes + lengthBytes >= e.lengthBytes, plain);
-    return bytes;
   }
 
   /**
@@ -295,6 +321,14 @@ export class Recaller {
     }
   }
 
+  /** Cache a recalled entry; the cache holds a reference to its slab until it lets the entry go. */
+  private keep(key: string, plain: Buffer): void {
+    if (this.cache.peek(key) === plain) return;
+    this.slabs.hold(plain);
+    this.cache.set(key, plain);
+    if (this.cache.peek(key) !== plain) this.slabs.release(plain); // not kept (too large for the cache)
+  }
+
   /** An entry fetched ahead was read (or dropped): its bytes leave the budget. */
   private settleAhead(key: string): void {
     const owner = this.aheadOwners.get(key);
@@ -331,12 +365,22 @@ export class Recaller {
     throw new TierfsError('CHECKSUM', `checksum mismatch in inode ${e.ino} at offset ${e.fileOffsetBytes + fromBytes + Math.max(bad, 0) * BS} (recalled from pack ${e.pack?.packId})`);
   }
 
-  /** One ranged GET of `e`'s pack, checked by `check`; bytes that fail it get one fresh GET (damage in transit). */
-  private async verifiedGet<T>(e: Extent, offsetBytes: number, lengthBytes: number, lane: Lane, check: (stored: Buffer) => T | Promise<T>): Promise<T> {
+  /**
+   * One ranged GET of `e`'s pack (received into `into` when given), checked
+   * by `check`; bytes that fail it get one fresh GET (damage in transit).
+   */
+  private async verifiedGet<T>(
+    e: Extent,
+    offsetBytes: number,
+    lengthBytes: number,
+    lane: Lane,
+    into: Buffer | undefined,
+    check: (stored: Buffer) => T | Promise<T>,
+  ): Promise<T> {
     const packId = e.pack!.packId;
     const target = this.ctx.targets.get(this.packInfo(packId).target);
     for (let attempt = 0; ; attempt++) {
-      const stored = await this.get(target, packKey(this.ctx.crypto.fsUuid, packId), offsetBytes, lengthBytes, lane);
+      const stored = await this.get(target, packKey(this.ctx.crypto.fsUuid, packId), { offsetBytes, lengthBytes, into }, lane);
       try {
         return await check(stored);
       } catch (error) {
@@ -357,7 +401,8 @@ export class Recaller {
   }
 
   /** One ranged GET under the recall deadline; failures become EIO-mapped errors, counted. */
-  private async get(target: Target, key: string, offsetBytes: number, lengthBytes: number, lane: Lane): Promise<Buffer> {
+  private async get(target: Target, key: string, range: GetRange, lane: Lane): Promise<Buffer> {
+    const { offsetBytes, lengthBytes } = range;
     const { clock, counters, options } = this.ctx;
     if (lane === 'background') await this.backgroundTurn();
     if (lane === 'background') this.backgroundGets += 1;
@@ -366,7 +411,7 @@ export class Recaller {
     const signal = clock.timeout(options.recallTimeoutMs);
     const startedMs = clock.monotonicMs();
     try {
-      const data = await target.store.get(key, { offsetBytes, lengthBytes }, signal);
+      const data = await target.store.get(key, range, signal);
       target.lastError = undefined;
       const latencyMs = clock.monotonicMs() - startedMs;
       this.latency.record(latencyMs);
@@ -414,9 +459,11 @@ export class Recaller {
   }
 
   /**
-   * Fetch the entries of contiguous extents of one pack with one GET; each is
-   * verified against its extent's checksums.  For a prefetch, the entries
-   * join `owner`'s window on the shared budget until read.
+   * Fetch the entries of contiguous extents of one pack with one GET, into a
+   * receive slab when it is large; each is verified against its extent's
+   * checksums and kept in the cache.  For a prefetch, the entries join
+   * `owner`'s window on the shared budget until read.  Whoever awaits an
+   * entry's promise gets a view it must use in that turn or hold().
    */
   private fetchGroup(group: Extent[], lane: Lane, owner?: Stream): Map<string, Promise<Buffer>> {
     const first = group[0].pack!;
@@ -424,8 +471,10 @@ export class Recaller {
     const offsetBytes = first.storedOffsetBytes;
     const lengthBytes = lastRef.storedOffsetBytes + lastRef.storedLengthBytes - offsetBytes;
     const { nonce } = this.packInfo(first.packId);
-    const whole = this.verifiedGet(group[0], offsetBytes, lengthBytes, lane, (stored) =>
-      Promise.all(
+    const slab = this.slabs.take(lengthBytes);
+    const whole = this.verifiedGet(group[0], offsetBytes, lengthBytes, lane, slab, async (stored) => {
+      // Every decode settles before a failure is reported: a retry receives into the same slab.
+      const decoded = await Promise.allSettled(
         group.map(async (x) => {
           const ref = x.pack!;
           const part = stored.subarray(ref.storedOffsetBytes - offsetBytes, ref.storedOffsetBytes - offsetBytes + ref.storedLengthBytes);
@@ -433,8 +482,18 @@ export class Recaller {
           this.verify(x, 0, extentBytesOf(x, plain));
           return plain;
         }),
-      ),
-    );
+      );
+      const failed = decoded.find((d) => d.status === 'rejected');
+      if (failed) throw failed.reason;
+      return decoded.map((d) => (d as PromiseFulfilledResult<Buffer>).value);
+    })
+      .then((plains) => {
+        group.forEach((x, i) => this.keep(entryKey(x.pack!), plains[i]));
+        return plains;
+      })
+      .finally(() => {
+        if (slab) this.slabs.release(slab); // the fetch's own reference; cached entries hold theirs
+      });
     const result = new Map<string, Promise<Buffer>>();
     group.forEach((x, i) => {
       const key = entryKey(x.pack!);
@@ -443,10 +502,7 @@ export class Recaller {
         this.aheadOwners.set(key, owner);
         this.aheadBytes += x.lengthBytes;
       }
-      const promise = whole.then((plains) => {
-        this.cache.set(key, plains[i]);
-        return plains[i];
-      });
+      const promise = whole.then((plains) => plains[i]);
       promise.catch(() => this.settleAhead(key));
       const tracked = promise.finally(() => {
         if (this.fetches.get(key) === promise) this.fetches.delete(key); // not a newer fetch of the same entry
@@ -484,8 +540,11 @@ export class Recaller {
     this.writeBacksInFlight += 1;
     this.writeBackBytesPending += e.lengthBytes;
     void (async () => {
+      let held: Buffer | undefined;
       try {
         const whole = plain ?? (await (this.fetches.get(key) ?? this.fetchGroup([e], 'background').get(key)!));
+        this.slabs.hold(whole); // in the turn it was given (with `plain`, before this function's first await): kept across the write
+        held = whole;
         const mine = extentBytesOf(e, whole);
         if (!this.matches(e, 0, mine)) {
           // The entry was verified for another of its extents; flash takes only bytes checked for this one.
@@ -498,6 +557,7 @@ export class Recaller {
       } catch (error) {
         log.debug('write-back after recall skipped', { ino: e.ino, offset: e.fileOffsetBytes, error: errorText(error) });
       } finally {
+        if (held) this.slabs.release(held);
         this.writeBacksInFlight -= 1;
         this.writeBackBytesPending -= e.lengthBytes;
         this.writingBack.delete(key);
@@ -514,31 +574,45 @@ export class Recaller {
     const { flash, counters } = this.ctx;
     const cold = this.ctx.meta.fileExtents(ino).filter((e) => residencyOf(e) === 'OBJECT');
     const totalBytes = cold.reduce((sum, e) => sum + e.lengthBytes, 0);
-    const inFlight: { group: Extent[]; fetched: Map<string, Promise<Buffer>> }[] = [];
+    // Groups fetched and not written yet; each entry holds its slab from the turn it arrived until it is written.
+    const inFlight: { group: Extent[]; held: Promise<Buffer>[] }[] = [];
     let doneBytes = 0;
     let next = 0;
-    const settleAll = () => inFlight.flatMap((f) => [...f.fetched.values()]).forEach((p) => p.catch(() => undefined));
     try {
       while ((next < cold.length || inFlight.length > 0) && !signal?.aborted) {
         while (next < cold.length && inFlight.length * constants.recallRequestBytesMax < constants.recallWindowBytesMax) {
           const group = [cold[next], ...this.followers(cold[next], constants.recallRequestBytesMax)];
-          inFlight.push({ group, fetched: this.fetchGroup(group, 'read') });
+          const fetched = this.fetchGroup(group, 'read');
+          const held = group.map((e) => {
+            const promise = fetched.get(entryKey(e.pack!))!.then((plain) => {
+              this.slabs.hold(plain);
+              return plain;
+            });
+            promise.catch(() => undefined); // reported when its turn comes, or by nobody after a stop
+            return promise;
+          });
+          inFlight.push({ group, held });
           next += group.length;
         }
-        const { group, fetched } = inFlight.shift()!;
+        const { group, held } = inFlight[0];
         const groupBytes = group.reduce((sum, e) => sum + e.lengthBytes, 0);
         if (flash.freeBytes < groupBytes + (flash.capacityBytes - this.ctx.highBytes)) await this.makeRoom();
         if (flash.freeBytes < groupBytes)
           throw new TierfsError('NO_SPACE', `recall: flash is full of data that cannot leave it (${doneBytes} of ${totalBytes} bytes recalled)`);
         for (const e of group) {
-          const plain = await fetched.get(entryKey(e.pack!))!;
-          if (await flash.writeBack(e, extentBytesOf(e, plain), { wholeOnly: this.ctx.options.follow !== null })) counters.writtenBackBytes += e.lengthBytes;
+          const plain = await held.shift()!; // (held, not group: the fetch still reads group)
+          try {
+            if (await flash.writeBack(e, extentBytesOf(e, plain), { wholeOnly: this.ctx.options.follow !== null })) counters.writtenBackBytes += e.lengthBytes;
+          } finally {
+            this.slabs.release(plain);
+          }
           doneBytes += e.lengthBytes;
           progress?.({ doneBytes, totalBytes });
         }
+        inFlight.shift();
       }
     } finally {
-      settleAll(); // fetches started ahead of a failure or a stop: their errors are nobody's
+      for (const { held } of inFlight) for (const promise of held) promise.then((plain) => this.slabs.release(plain), () => undefined); // fetched ahead of a failure or a stop
     }
     await flash.commit();
     return doneBytes;

@@ -246,7 +246,7 @@ export class TieringEngine {
     await this.gc.recover();
     await this.replicator?.start();
     this.flash.tier = {
-      readFromPack: (e, from, length) => this.recaller.read(e, from, length),
+      readFromPack: (e, from, length, dest, skip) => this.recaller.read(e, from, length, dest, skip),
       extentRead: (e) => this.recordRead(e),
       spaceWanted: (blockCount) => this.evictor.spaceWanted(blockCount),
       durable: (ino) => this.durable(ino),
@@ -262,7 +262,7 @@ export class TieringEngine {
   /** What a read-only appliance's flash store may still ask: reads from packs, and nothing that writes. */
   private readOnlyHooks(): NonNullable<FlashStore['tier']> {
     return {
-      readFromPack: (e, from, length) => this.recaller.read(e, from, length),
+      readFromPack: (e, from, length, dest, skip) => this.recaller.read(e, from, length, dest, skip),
       extentRead: () => undefined,
       spaceWanted: (blockCount) => this.evictor.spaceWanted(blockCount),
       durable: async () => {
@@ -810,6 +810,7 @@ export class TieringEngine {
         getsPerGiB: getsPerGiB(this.counters.recallGetCount, this.counters.recalledBytes),
         getsPerGiBLastMinute: getsPerGiB(this.recallGetRate.perSecond(this.counters.recallGetCount), recallBytesPerSecond),
         prefetchedBytes: this.recaller.prefetchedBytes,
+        receiveBufferBytes: this.recaller.receiveBufferBytes,
         latencyMsP50: roundMs(this.recaller.latency.percentile(50)),
         latencyMsP99: roundMs(this.recaller.latency.percentile(99)),
       },
