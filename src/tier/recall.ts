@@ -600,7 +600,7 @@ export class Recaller {
         if (flash.freeBytes < groupBytes)
           throw new TierfsError('NO_SPACE', `recall: flash is full of data that cannot leave it (${doneBytes} of ${totalBytes} bytes recalled)`);
         for (const e of group) {
-          const plain = await held.shift()!; // (held, not group: the fetch still reads group)
+          const plain = await held.shift()!; // `group` itself stays whole: the fetch still reads it
           try {
             if (await flash.writeBack(e, extentBytesOf(e, plain), { wholeOnly: this.ctx.options.follow !== null })) counters.writtenBackBytes += e.lengthBytes;
           } finally {
