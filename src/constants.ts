@@ -38,6 +38,8 @@ export const constants = {
 
   /** Inodes and directory entries cached in memory in front of SQLite (bytes, estimated per entry). */
   metaCacheBytesMax: 32 * MiB,
+  /** Extents kept in front of SQLite for reads inside one extent (each holds up to 1 KiB of checksums: about 10 MiB at most). */
+  metaExtentCacheCountMax: 8192,
   /** Metadata is committed at least this often without an fsync (ext4 commits every 5 s). */
   commitIntervalMs: 1000,
   /** A commit also starts once this many metadata changes wait. */

@@ -126,6 +126,60 @@ t.test('the extents of a range in a fragmented, sparse file: every one overlappi
   await opened.fs.release(fh);
 });
 
+t.test('extent lookups inside one extent are answered from memory, and never stale: a change, a rolled-back change, a full cache', async (t) => {
+  const scratch = await formatScratch(t);
+  const opened = await openScratch(t, scratch);
+  const meta = opened.meta as SqliteMetaStore;
+  const { attr, fh } = await opened.fs.create(ROOT_INO, 'f', 0o644, c.O_RDWR, ROOT);
+  for (let mib = 0; mib < 3; mib++) await opened.fs.write(fh, mib * 2 ** 20, pattern(mib, 2 ** 20));
+  await opened.fs.fsync(fh);
+  const ino = attr.ino;
+  const at = (offset: number) => meta.extentsInRange(ino, offset, offset + 4096);
+  const first = at(4096)[0];
+  const before = meta.extentCacheCounts();
+  t.equal(at(8192)[0], first, 'a second read inside the same extent gets the same (cached) extent');
+  t.equal(meta.extentCacheCounts().hitCount, before.hitCount + 1, 'counted as a hit');
+  t.throws(() => {
+    (first as { flashOffsetBytes: number | null }).flashOffsetBytes = 0;
+  }, TypeError, 'a shared extent cannot be changed by one caller');
+  t.same(meta.extentsInRange(ino, 2 ** 20 - 4096, 2 ** 20 + 4096).map((e) => e.fileOffsetBytes), [0, 2 ** 20], 'a range across a boundary: both extents');
+
+  // A change through the store: the next lookup sees it.
+  meta.mutate(() => meta.putExtent({ ...first, heatCount: first.heatCount + 7 }));
+  t.equal(at(4096)[0].heatCount, first.heatCount + 7, 'after a change the lookup reads the new row');
+
+  // A change inside a mutation that is rolled back, looked up inside it: after the rollback, the old row again.
+  const now = at(4096)[0];
+  t.throws(() =>
+    meta.mutate(() => {
+      meta.putExtent({ ...now, heatCount: 999 });
+      t.equal(at(4096)[0].heatCount, 999, 'inside the mutation the change is visible');
+      throw new Error('roll back');
+    }),
+  );
+  t.equal(at(4096)[0].heatCount, now.heatCount, 'after the rollback the row as it was, not the undone one');
+
+  // More extents than the cache holds: it is refilled, stays bounded, answers right.
+  const many = await opened.fs.create(ROOT_INO, 'many', 0o644, c.O_RDWR, ROOT);
+  const count = constants.metaExtentCacheCountMax + 100;
+  for (let i = 0; i < count; i += 1) await opened.fs.write(many.fh, i * 2 ** 20, pattern(i, 4096)); // one block a MiB: one extent each
+  await opened.fs.fsync(many.fh);
+  for (let i = 0; i < count; i += 1) {
+    const got = meta.extentsInRange(many.attr.ino, i * 2 ** 20, i * 2 ** 20 + 4096);
+    if (got.length !== 1 || got[0].fileOffsetBytes !== i * 2 ** 20) {
+      t.fail(`block ${i}: ${JSON.stringify(got.map((e) => e.fileOffsetBytes))}`);
+      break;
+    }
+  }
+  t.ok(meta.extentCacheCounts().extentCount <= constants.metaExtentCacheCountMax, `bounded: ${meta.extentCacheCounts().extentCount} extents held`);
+  t.same(meta.extentsInRange(many.attr.ino, 4096, 8192), [], 'a hole between cached extents reads as a hole');
+  const buffer = Buffer.alloc(4096);
+  await opened.fs.read(fh, 4096, 4096, buffer);
+  t.ok(buffer.equals(pattern(0, 2 ** 20).subarray(4096, 8192)), 'and the file reads back through it');
+  await opened.fs.release(many.fh);
+  await opened.fs.release(fh);
+});
+
 t.test('a full flash tier answers NO_SPACE, and overwrites reuse space after commit', async (t) => {
   const scratch = await formatScratch(t, 16 * 2 ** 20);
   const opened = await openScratch(t, scratch);

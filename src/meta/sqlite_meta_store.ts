@@ -19,6 +19,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { LRUCache } from 'lru-cache';
 import { constants } from '../constants';
+import { ExtentCache } from './extent_cache';
 import { TierfsError } from '../errors';
 import type {
   Dirent, Extent, HeatUpdate, Ino, Inode, LostFile, LostRange, MetaStore, NewInode, PackId, PackRecord, PackState, PackTotals,
@@ -301,6 +302,12 @@ interface ExtentRow {
   heat_count: number;
 }
 
+/** An extent shared by every reader of the cache: a caller that tried to change it would throw. */
+function frozen(e: Extent): Extent {
+  if (e.pack) Object.freeze(e.pack);
+  return Object.freeze(e);
+}
+
 function toExtent(row: ExtentRow): Extent {
   return {
     ino: row.ino as Ino,
@@ -376,6 +383,8 @@ export class SqliteMetaStore implements MetaStore {
     maxSize: constants.metaCacheBytesMax / 2,
     sizeCalculation: (_value, key) => direntEntryBytes + key.length,
   });
+  /** Extents in front of SQLite, valid while the connection's change count stands still (see extent_cache.ts). */
+  private readonly extents = new ExtentCache(constants.metaExtentCacheCountMax);
   private readonly stmt;
   /** False only when the lost table is known empty (skips its lookups on reads of holes and on writes). */
   private mayHaveLost = false;
@@ -447,6 +456,7 @@ export class SqliteMetaStore implements MetaStore {
       firstLink: db.prepare('SELECT parent, name FROM dirents WHERE ino = ? ORDER BY cookie LIMIT 1'),
       // From the last extent starting at or before the range (one index seek), not from a fixed
       // distance before it: a fragmented file has hundreds of extents in that distance.
+      totalChanges: db.prepare('SELECT total_changes()').pluck(),
       extentsInRange: db.prepare(
         `SELECT * FROM extents WHERE ino = @ino AND file_offset < @end AND file_offset >= coalesce(
            (SELECT file_offset FROM extents WHERE ino = @ino AND file_offset <= @start ORDER BY file_offset DESC LIMIT 1), @start)
@@ -581,6 +591,7 @@ export class SqliteMetaStore implements MetaStore {
     } catch (error) {
       this.inodes.clear();
       this.dirents.clear();
+      this.extents.clear(); // the rollback undid rows without lowering the change count
       throw error;
     }
     this.pending += 1;
@@ -592,7 +603,15 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   commit(): void {
-    this.db.exec('COMMIT');
+    try {
+      this.db.exec('COMMIT');
+    } catch (error) {
+      // A COMMIT that fails (a full or failing disk) may have rolled the transaction back: nothing cached can be trusted.
+      this.inodes.clear();
+      this.dirents.clear();
+      this.extents.clear();
+      throw error;
+    }
     this.pending = 0;
     if (this.afterCommit) this.afterCommit(this.stmt.replicaSeq.get() as number); // exactly what is committed, nothing newer
     this.db.exec('BEGIN IMMEDIATE');
@@ -692,10 +711,19 @@ export class SqliteMetaStore implements MetaStore {
   }
 
   extentsInRange(ino: Ino, startBytes: number, endBytes: number): Extent[] {
+    this.extents.validate(this.stmt.totalChanges.get() as number);
+    const hit = this.extents.covering(ino, startBytes, endBytes);
+    if (hit) return [hit];
     const rows = this.stmt.extentsInRange.all({ ino, start: startBytes, end: endBytes }) as ExtentRow[];
     const result: Extent[] = [];
-    for (const row of rows) if (row.file_offset + row.length > startBytes) result.push(toExtent(row));
+    for (const row of rows) if (row.file_offset + row.length > startBytes) result.push(frozen(toExtent(row)));
+    this.extents.add(ino, result);
     return result;
+  }
+
+  /** The extent cache's figures (tests and status). */
+  extentCacheCounts(): { hitCount: number; missCount: number; extentCount: number } {
+    return { hitCount: this.extents.hitCount, missCount: this.extents.missCount, extentCount: this.extents.size };
   }
 
   extentCountFrom(ino: Ino, startBytes: number, endBytes: number): number {
