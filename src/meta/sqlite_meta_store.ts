@@ -721,7 +721,7 @@ export class SqliteMetaStore implements MetaStore {
     return result;
   }
 
-  /** The extent cache's figures (tests and status). */
+  /** The extent cache's figures (the tests read them). */
   extentCacheCounts(): { hitCount: number; missCount: number; extentCount: number } {
     return { hitCount: this.extents.hitCount, missCount: this.extents.missCount, extentCount: this.extents.size };
   }
