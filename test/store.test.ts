@@ -11,9 +11,10 @@ import { createFlashFile, openFlashDevice, SimulatedDevice } from '../src/device
 import Database from 'better-sqlite3';
 import { formatFileSystem, formatFlashPath, openFileSystem, ROOT_CREDENTIALS as ROOT, ROOT_INO, type Ino } from '../src/fs/fs';
 import { schemaVersion, SqliteMetaStore } from '../src/meta/sqlite_meta_store';
+import type { Extent, PackId } from '../src/meta/meta_store';
 import { Allocator } from '../src/store/allocator';
 import { encodeSuperblock, formatVersion, newSuperblock } from '../src/store/superblock';
-import { code, formatScratch, openScratch, pattern, scratchDir } from './helpers/fs';
+import { clockAt, code, formatScratch, openScratch, pattern, prng, scratchDir, seedFromEnv } from './helpers/fs';
 
 function writeAt(file: string, offset: number, data: Buffer): void {
   const fd = fs.openSync(file, 'r+');
@@ -124,6 +125,97 @@ t.test('the extents of a range in a fragmented, sparse file: every one overlappi
   }
   t.equal(checked, 2000, 'every range: the extents a scan of the whole file finds, in order');
   await opened.fs.release(fh);
+});
+
+t.test('a write-out slice mapped at once makes the rows, frees and totals that mapping its pieces one by one makes', async (t) => {
+  // Two file systems, the same extents seeded in each (flash only, in a pack and on flash, in a pack only);
+  // random pieces mapped one by one (mapRange) in one and as a slice (mapPieces) in the other.
+  const BS = constants.blockSizeBytes;
+  const perSlot = constants.extentSizeBytesMax / BS;
+  const seed = seedFromEnv();
+  t.comment(`seed ${seed} (TIERFS_SEED replays it)`);
+  const random = prng(seed);
+  const below = (n: number) => Math.floor(random() * n);
+  const clock = clockAt(() => 1_700_000_000_000);
+  interface Internals {
+    mapRange(ino: Ino, first: number, runs: { startBlock: number; blockCount: number }[], checksums: Buffer): void;
+    mapPieces(ino: Ino, pieces: { place: number; firstBlock: number; blockCount: number; startBlock: number }[], checksums: Buffer): void;
+    pendingFree: { flashOffsetBytes: number; lengthBytes: number }[];
+  }
+  const one = await openScratch(t, await formatScratch(t), clock);
+  const sliced = await openScratch(t, await formatScratch(t), clock);
+  for (const opened of [one, sliced]) {
+    opened.meta.mutate(() => opened.meta.putPack({
+      packId: 'p1' as PackId, state: 'live', storedBytes: 1 << 24, logicalBytes: 1 << 24, liveBytes: 0, createdMs: 1, nonce: null, target: 'default', deadSeq: null,
+    }));
+  }
+  let differences = 0;
+  const rounds = 150;
+  for (let round = 0; round < rounds && differences === 0; round++) {
+    const slots = 1 + below(4);
+    // Seeded extents: runs of blocks inside each slot, with holes, of every residency.
+    const seeded: Extent[] = [];
+    let flashBlock = 10_000 + round * 4096;
+    for (let slot = 0; slot < slots; slot++) {
+      for (let b = slot * perSlot + below(3); b < (slot + 1) * perSlot; ) {
+        const length = Math.min(1 + below(perSlot / 2), (slot + 1) * perSlot - b);
+        const kind = below(4);
+        const checksums = Buffer.alloc(length * 4);
+        for (let i = 0; i < checksums.length; i++) checksums[i] = below(256);
+        seeded.push({
+          ino: 0 as Ino, fileOffsetBytes: b * BS, lengthBytes: length * BS, flashOffsetBytes: kind === 3 ? null : (flashBlock += length + below(2)) * BS,
+          checksums, accessedMs: 1000 + below(1000), heatCount: below(5),
+          pack: kind >= 2 ? { packId: 'p1' as PackId, entryIndex: below(100), storedOffsetBytes: below(1 << 20), storedLengthBytes: 1 << 16, encoding: below(4), skipBytes: below(8) * BS } : null,
+        });
+        b += length + (below(3) === 0 ? below(8) : 0);
+      }
+    }
+    // Pieces: by offset, apart, inside a slot; some on the flash right after the extent they follow (they extend it).
+    const pieces: { place: number; firstBlock: number; blockCount: number; startBlock: number }[] = [];
+    let place = 0;
+    for (let b = below(4); b < slots * perSlot; b += 2 + below(perSlot / 4)) {
+      const blockCount = Math.min(1 + (below(4) === 0 ? below(20) : 0), perSlot - (b % perSlot));
+      const ending = seeded.find((e) => e.fileOffsetBytes + e.lengthBytes === b * BS && e.pack === null && e.flashOffsetBytes !== null);
+      const startBlock = ending && below(2) === 0 ? (ending.flashOffsetBytes! + ending.lengthBytes) / BS : 1_000_000 + round * 4096 + place;
+      pieces.push({ place, firstBlock: b, blockCount, startBlock });
+      place += blockCount;
+      b += blockCount;
+    }
+    const checksums = Buffer.alloc(place * 4);
+    for (let i = 0; i < checksums.length; i++) checksums[i] = below(256);
+    const outcomes = [one, sliced].map((opened, which) => {
+      const store = opened.store as unknown as Internals;
+      let ino!: Ino;
+      opened.meta.mutate(() => {
+        ino = opened.meta.createInode({ mode: 0o100644, uid: 0, gid: 0, nlink: 1, sizeBytes: slots * constants.extentSizeBytesMax, rdev: 0, atimeNs: 0n, mtimeNs: 0n, ctimeNs: 0n, btimeNs: 0n });
+        for (const e of seeded) opened.meta.putExtent({ ...e, ino });
+      });
+      store.pendingFree.length = 0;
+      opened.meta.mutate(() => {
+        if (which === 0) {
+          for (const p of pieces) store.mapRange(ino, p.firstBlock * BS, [{ startBlock: p.startBlock, blockCount: p.blockCount }], checksums.subarray(p.place * 4, (p.place + p.blockCount) * 4));
+        } else store.mapPieces(ino, pieces, checksums);
+      });
+      const freed = store.pendingFree.map((r) => `${r.flashOffsetBytes}+${r.lengthBytes}`).sort();
+      store.pendingFree.length = 0;
+      const rows = opened.meta.fileExtents(ino).map((e) => ({ ...e, ino: 0, checksums: e.checksums.toString('hex') }));
+      return { rows, freed, totals: opened.meta.residencyTotals(), scanned: opened.meta.residencyTotalsScanned(), live: opened.meta.getPack('p1' as PackId)!.liveBytes };
+    });
+    const [a, b] = outcomes;
+    if (JSON.stringify(a.rows) !== JSON.stringify(b.rows)) {
+      differences += 1;
+      t.same(b.rows, a.rows, `round ${round}: the same extents`);
+    }
+    if (JSON.stringify(a.freed) !== JSON.stringify(b.freed)) {
+      differences += 1;
+      t.same(b.freed, a.freed, `round ${round}: the same flash freed`);
+    }
+    if (JSON.stringify([a.totals, a.live]) !== JSON.stringify([b.totals, b.live]) || JSON.stringify(b.totals) !== JSON.stringify(b.scanned)) {
+      differences += 1;
+      t.same([b.totals, b.live, b.scanned], [a.totals, a.live, a.totals], `round ${round}: the same residency totals and pack bytes, as a scan counts them`);
+    }
+  }
+  t.equal(differences, 0, `${rounds} rounds of random extents and pieces: the same outcome either way`);
 });
 
 t.test('extent lookups inside one extent are answered from memory, and never stale: a change, a rolled-back change, a full cache', async (t) => {

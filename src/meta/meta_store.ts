@@ -43,6 +43,16 @@ export interface Dirent {
 export type PackId = string & { readonly __brand: 'PackId' };
 
 /** Where an extent's stored copy lies in a pack. */
+/** Extent rows of one inode to change at once (MetaStore.changeExtents). */
+export interface ExtentChange {
+  /** Offsets of the extents to delete. */
+  deleted: number[];
+  /** Extents kept where they are with a new length and checksums. */
+  resized: Extent[];
+  /** Extents to add (or to put over one at the same offset). */
+  put: Extent[];
+}
+
 export interface PackRef {
   packId: PackId;
   /** Position of the entry in the pack's index (part of its nonce and authenticated data). */
@@ -231,6 +241,18 @@ export interface MetaStore {
   deleteExtent(ino: Ino, fileOffsetBytes: number): void;
   /** The same extent, its length and checksums changed (a head kept, or a piece appended): one row updated, its indexes untouched. */
   resizeExtent(ino: Ino, fileOffsetBytes: number, lengthBytes: number, checksums: Buffer): void;
+  /**
+   * The extents of `ino` that overlap one of `ranges` ([start, end) each, by
+   * offset, apart), or end where one starts, by file offset, each once: what
+   * a write-out's pieces cut or extend, read in one statement.
+   */
+  extentsAround(ino: Ino, ranges: readonly (readonly [number, number])[]): Extent[];
+  /**
+   * Many extent changes of one inode at once, as deleteExtent, resizeExtent
+   * and putExtent would make them one by one (in that order): a statement
+   * for each kind, however many rows.
+   */
+  changeExtents(ino: Ino, change: ExtentChange): void;
   /** Every extent with blocks on flash, in flash order (start-up and fsck). */
   allExtents(): Iterable<Extent>;
   /** Every extent, wherever it lies, by (inode, offset) (reports, the simulator, fsck). */

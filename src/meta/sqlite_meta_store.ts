@@ -22,7 +22,7 @@ import { constants } from '../constants';
 import { ExtentCache } from './extent_cache';
 import { TierfsError } from '../errors';
 import type {
-  Dirent, Extent, HeatUpdate, Ino, Inode, LostFile, LostRange, MetaStore, NewInode, PackId, PackRecord, PackState, PackTotals,
+  Dirent, Extent, ExtentChange, HeatUpdate, Ino, Inode, LostFile, LostRange, MetaStore, NewInode, PackId, PackRecord, PackState, PackTotals,
   PolicyMode, PolicyRecord, ReplicaLogText, ResidencyTotals, ShareRecord,
 } from './meta_store';
 import { createReplicaTriggers, dropReplicaTriggers, logObjectSql, replayStatements, replicaLogToKeysSql, replicaTriggersExist } from './sqlite_replica';
@@ -470,6 +470,31 @@ export class SqliteMetaStore implements MetaStore {
       deleteExtent: db.prepare('DELETE FROM extents WHERE ino = ? AND file_offset = ?'),
       extentCountFrom: db.prepare('SELECT count(*) FROM extents WHERE ino = ? AND file_offset >= ? AND file_offset < ?').pluck(),
       resizeExtent: db.prepare('UPDATE extents SET length = ?, checksums = ? WHERE ino = ? AND file_offset = ?'),
+      // For each range: from the last extent starting at or before its start, as extentsInRange.  The
+      // planner must not scan the inode's extents once per range: CROSS JOIN and MATERIALIZED keep the
+      // JSON rows outside, each an index search.
+      extentsAround: db.prepare(
+        `SELECT * FROM extents WHERE rowid IN (
+           SELECT e.rowid FROM json_each(@ranges) AS r CROSS JOIN extents AS e
+             ON e.ino = @ino AND e.file_offset < r.value ->> 1 AND e.file_offset >= coalesce(
+               (SELECT file_offset FROM extents WHERE ino = @ino AND file_offset <= r.value ->> 0 ORDER BY file_offset DESC LIMIT 1),
+               r.value ->> 0))
+         ORDER BY file_offset`,
+      ),
+      // Rows come as JSON arrays; their checksums as (1-based start, length) in the one blob @sums.
+      deleteExtents: db.prepare('DELETE FROM extents WHERE ino = @ino AND file_offset IN (SELECT value FROM json_each(@offsets))'),
+      resizeExtents: db.prepare(
+        `WITH r AS MATERIALIZED (SELECT value ->> 0 AS at, value ->> 1 AS length, value ->> 2 AS sums_at, value ->> 3 AS sums_length FROM json_each(@rows))
+         UPDATE extents SET length = r.length, checksums = substr(@sums, r.sums_at, r.sums_length)
+         FROM r WHERE extents.ino = @ino AND extents.file_offset = r.at`,
+      ),
+      putExtents: db.prepare(
+        `INSERT OR REPLACE INTO extents (ino, file_offset, length, flash_offset, checksums,
+           pack_id, pack_entry, pack_offset, pack_length, pack_encoding, pack_skip, accessed_ms, heat_count)
+         SELECT @ino, r.value ->> 0, r.value ->> 1, r.value ->> 2, substr(@sums, r.value ->> 3, r.value ->> 4),
+           r.value ->> 5, r.value ->> 6, r.value ->> 7, r.value ->> 8, r.value ->> 9, r.value ->> 10, r.value ->> 11, r.value ->> 12
+         FROM json_each(@rows) AS r`,
+      ),
       allExtents: db.prepare('SELECT * FROM extents WHERE flash_offset IS NOT NULL ORDER BY flash_offset'),
       extentPage: db.prepare('SELECT * FROM extents WHERE (ino, file_offset) > (?, ?) ORDER BY ino, file_offset LIMIT ?'),
       isPinned: db.prepare('SELECT 1 FROM pins WHERE ino = ?').pluck(),
@@ -748,6 +773,41 @@ export class SqliteMetaStore implements MetaStore {
     assert.equal(checksums.length, (lengthBytes / constants.blockSizeBytes) * 4);
     const changed = this.stmt.resizeExtent.run(lengthBytes, checksums, ino, fileOffsetBytes).changes;
     assert.equal(changed, 1, `no extent of inode ${ino} at ${fileOffsetBytes} to resize`);
+  }
+
+  extentsAround(ino: Ino, ranges: readonly (readonly [number, number])[]): Extent[] {
+    if (ranges.length === 0) return [];
+    return (this.stmt.extentsAround.all({ ino, ranges: JSON.stringify(ranges) }) as ExtentRow[]).map(toExtent);
+  }
+
+  changeExtents(ino: Ino, change: ExtentChange): void {
+    const sums: Buffer[] = [];
+    let sumsBytes = 0;
+    const place = (checksums: Buffer): [number, number] => {
+      sums.push(checksums);
+      sumsBytes += checksums.length;
+      return [sumsBytes - checksums.length + 1, checksums.length];
+    };
+    const resized = change.resized.map((e) => {
+      assert.equal(e.checksums.length, (e.lengthBytes / constants.blockSizeBytes) * 4);
+      return [e.fileOffsetBytes, e.lengthBytes, ...place(e.checksums)];
+    });
+    const put = change.put.map((e) => {
+      assert.ok(e.flashOffsetBytes !== null || e.pack !== null, 'an extent must be somewhere');
+      const p = e.pack;
+      return [
+        e.fileOffsetBytes, e.lengthBytes, e.flashOffsetBytes, ...place(e.checksums),
+        p?.packId ?? null, p?.entryIndex ?? null, p?.storedOffsetBytes ?? null, p?.storedLengthBytes ?? null,
+        p?.encoding ?? null, p?.skipBytes ?? null, e.accessedMs, e.heatCount,
+      ];
+    });
+    const all = Buffer.concat(sums, sumsBytes);
+    if (change.deleted.length > 0) this.stmt.deleteExtents.run({ ino, offsets: JSON.stringify(change.deleted) });
+    if (resized.length > 0) {
+      const changed = this.stmt.resizeExtents.run({ ino, rows: JSON.stringify(resized), sums: all }).changes;
+      assert.equal(changed, resized.length, `inode ${ino}: ${resized.length} extents to resize, ${changed} found`);
+    }
+    if (put.length > 0) this.stmt.putExtents.run({ ino, rows: JSON.stringify(put), sums: all });
   }
 
   *allExtents(): Iterable<Extent> {
