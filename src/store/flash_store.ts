@@ -1146,6 +1146,7 @@ export class FlashStore {
     for (const p of pieces) this.meta.clearLost(ino, p.firstBlock * BS, (p.firstBlock + p.blockCount) * BS);
     const found = this.meta.extentsAround(ino, ranges);
     const now = found.slice(); // by offset, as the pieces so far have left them: all that touches the next piece is here
+    const freed: FlashRange[] = []; // freed once the rows are written: a statement that throws rolls the slice back
     let first = 0;
     for (const p of pieces) {
       const from = p.firstBlock * BS;
@@ -1166,7 +1167,7 @@ export class FlashStore {
         if (eEnd > to) kept.push(slice(e, to, eEnd - to));
         const cutFrom = Math.max(from, e.fileOffsetBytes);
         const cut = slice(e, cutFrom, Math.min(to, eEnd) - cutFrom);
-        if (cut.flashOffsetBytes !== null) this.pendingFree.push({ flashOffsetBytes: cut.flashOffsetBytes, lengthBytes: cut.lengthBytes });
+        if (cut.flashOffsetBytes !== null) freed.push({ flashOffsetBytes: cut.flashOffsetBytes, lengthBytes: cut.lengthBytes });
         now.splice(at, 1, ...kept);
         if (e.fileOffsetBytes < from) before = at;
         at += kept.length;
@@ -1201,6 +1202,7 @@ export class FlashStore {
     }
     change.put.push(...after.values());
     this.meta.changeExtents(ino, change);
+    this.pendingFree.push(...freed);
   }
 
   /**
