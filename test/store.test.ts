@@ -170,13 +170,16 @@ t.test('a write-out slice mapped at once makes the rows, frees and totals that m
         b += length + (below(3) === 0 ? below(8) : 0);
       }
     }
-    // Pieces: by offset, apart, inside a slot; some on the flash right after the extent they follow (they extend it).
+    // Pieces: by offset, inside a slot, apart or touching (on other flash, or across a slot's edge); some on the
+    // flash right after the extent or piece they follow (they extend it, but not across a slot's edge).
     const pieces: { place: number; firstBlock: number; blockCount: number; startBlock: number }[] = [];
     let place = 0;
-    for (let b = below(4); b < slots * perSlot; b += 2 + below(perSlot / 4)) {
+    for (let b = below(4); b < slots * perSlot; b += below(3) === 0 ? 0 : 2 + below(perSlot / 4)) {
       const blockCount = Math.min(1 + (below(4) === 0 ? below(20) : 0), perSlot - (b % perSlot));
+      const last = pieces[pieces.length - 1];
       const ending = seeded.find((e) => e.fileOffsetBytes + e.lengthBytes === b * BS && e.pack === null && e.flashOffsetBytes !== null);
-      const startBlock = ending && below(2) === 0 ? (ending.flashOffsetBytes! + ending.lengthBytes) / BS : 1_000_000 + round * 4096 + place;
+      const after = last && last.firstBlock + last.blockCount === b ? last.startBlock + last.blockCount : ending && (ending.flashOffsetBytes! + ending.lengthBytes) / BS;
+      const startBlock = after !== undefined && below(2) === 0 ? after : 1_000_000 + round * 4096 + 2 * place;
       pieces.push({ place, firstBlock: b, blockCount, startBlock });
       place += blockCount;
       b += blockCount;

@@ -43,16 +43,6 @@ export interface Dirent {
 export type PackId = string & { readonly __brand: 'PackId' };
 
 /** Where an extent's stored copy lies in a pack. */
-/** Extent rows of one inode to change at once (MetaStore.changeExtents). */
-export interface ExtentChange {
-  /** Offsets of the extents to delete. */
-  deleted: number[];
-  /** Extents kept where they are with a new length and checksums. */
-  resized: Extent[];
-  /** Extents to add (or to put over one at the same offset). */
-  put: Extent[];
-}
-
 export interface PackRef {
   packId: PackId;
   /** Position of the entry in the pack's index (part of its nonce and authenticated data). */
@@ -72,6 +62,16 @@ export interface PackRef {
  * reader restores them.  Applied in the order zeroTail, deflate, aes256gcm.
  */
 export const PACK_ENCODING = { deflate: 1, aes256gcm: 2, zeroTail: 4 } as const;
+
+/** Extent rows of one inode to change at once (MetaStore.changeExtents). */
+export interface ExtentChange {
+  /** Offsets of the extents to delete. */
+  deleted: number[];
+  /** Extents kept where they are with a new length and checksums. */
+  resized: Extent[];
+  /** Extents to add (or to put over one at the same offset). */
+  put: Extent[];
+}
 
 /**
  * A run of file bytes: on flash (contiguous blocks), in a pack, or both.
@@ -242,9 +242,10 @@ export interface MetaStore {
   /** The same extent, its length and checksums changed (a head kept, or a piece appended): one row updated, its indexes untouched. */
   resizeExtent(ino: Ino, fileOffsetBytes: number, lengthBytes: number, checksums: Buffer): void;
   /**
-   * The extents of `ino` that overlap one of `ranges` ([start, end) each, by
-   * offset, apart), or end where one starts, by file offset, each once: what
-   * a write-out's pieces cut or extend, read in one statement.
+   * The extents of `ino` that overlap one of `ranges` ([start, end) each),
+   * by file offset, each once: what a slice of a write-out's pieces cut or
+   * extend, read in one statement (each range starts a byte before its
+   * piece, so the extent ending there comes too).
    */
   extentsAround(ino: Ino, ranges: readonly (readonly [number, number])[]): Extent[];
   /**
