@@ -148,6 +148,29 @@ function slice(e: Extent, fromBytes: number, lengthBytes: number): Extent {
   };
 }
 
+/** What is left of `e` around [from, to), its head and tail (either may be absent), and the part inside. */
+function cutOut(e: Extent, from: number, to: number): { head: Extent | undefined; tail: Extent | undefined; cut: Extent } {
+  const eEnd = e.fileOffsetBytes + e.lengthBytes;
+  const cutFrom = Math.max(from, e.fileOffsetBytes);
+  return {
+    head: e.fileOffsetBytes < from ? slice(e, e.fileOffsetBytes, from - e.fileOffsetBytes) : undefined,
+    tail: eEnd > to ? slice(e, to, eEnd - to) : undefined,
+    cut: slice(e, cutFrom, Math.min(to, eEnd) - cutFrom),
+  };
+}
+
+/**
+ * New blocks at `at`, on flash at `flashOffsetBytes`, extend `before`: a
+ * FLASH extent ending there, in the same slot, whose flash they continue (a
+ * pack copy covers its old bytes, not the new ones).
+ */
+function continues(before: Extent | undefined, at: number, flashOffsetBytes: number): before is Extent {
+  return (
+    before !== undefined && at % SLOT !== 0 && before.fileOffsetBytes + before.lengthBytes === at && before.pack === null &&
+    before.flashOffsetBytes !== null && before.flashOffsetBytes + before.lengthBytes === flashOffsetBytes
+  );
+}
+
 /** `b` is `a` with another length (and so checksums): the same place, pack entry and heat. */
 function sameButLength(a: Extent, b: Extent): boolean {
   return (
@@ -1097,12 +1120,12 @@ export class FlashStore {
         before = e; // ends where the range begins: untouched
         continue;
       }
-      if (e.fileOffsetBytes < from) {
-        before = slice(e, e.fileOffsetBytes, from - e.fileOffsetBytes);
-        this.meta.resizeExtent(ino, e.fileOffsetBytes, before.lengthBytes, before.checksums);
+      const { head, tail, cut } = cutOut(e, from, to);
+      if (head) {
+        before = head;
+        this.meta.resizeExtent(ino, head.fileOffsetBytes, head.lengthBytes, head.checksums);
       } else this.meta.deleteExtent(ino, e.fileOffsetBytes);
-      if (eEnd > to) this.meta.putExtent(slice(e, to, eEnd - to));
-      const cut = slice(e, Math.max(from, e.fileOffsetBytes), Math.min(to, eEnd) - Math.max(from, e.fileOffsetBytes));
+      if (tail) this.meta.putExtent(tail);
       if (cut.flashOffsetBytes !== null) this.pendingFree.push({ flashOffsetBytes: cut.flashOffsetBytes, lengthBytes: cut.lengthBytes });
     }
     return before;
@@ -1120,12 +1143,8 @@ export class FlashStore {
         ino, fileOffsetBytes: at, lengthBytes, flashOffsetBytes: run.startBlock * BS, checksums: sums,
         pack: null, accessedMs: this.clock(), heatCount: 1,
       };
-      // Merge only with a FLASH predecessor in the same slot: a pack copy covers its old bytes, not the new ones.
-      const merges =
-        before !== undefined && at % SLOT !== 0 && before.fileOffsetBytes + before.lengthBytes === at && before.pack === null &&
-        before.flashOffsetBytes !== null && before.flashOffsetBytes + before.lengthBytes === extent.flashOffsetBytes;
-      if (merges) {
-        extent = { ...before!, lengthBytes: before!.lengthBytes + lengthBytes, checksums: Buffer.concat([before!.checksums, sums]) };
+      if (continues(before, at, run.startBlock * BS)) {
+        extent = { ...before, lengthBytes: before.lengthBytes + lengthBytes, checksums: Buffer.concat([before.checksums, sums]) };
         this.meta.resizeExtent(ino, extent.fileOffsetBytes, extent.lengthBytes, extent.checksums);
       } else this.meta.putExtent(extent);
       before = extent;
@@ -1163,24 +1182,18 @@ export class FlashStore {
           before = at++;
           continue;
         }
-        const kept: Extent[] = [];
-        if (e.fileOffsetBytes < from) kept.push(slice(e, e.fileOffsetBytes, from - e.fileOffsetBytes));
-        if (eEnd > to) kept.push(slice(e, to, eEnd - to));
-        const cutFrom = Math.max(from, e.fileOffsetBytes);
-        const cut = slice(e, cutFrom, Math.min(to, eEnd) - cutFrom);
+        const { head, tail, cut } = cutOut(e, from, to);
+        const kept = head && tail ? [head, tail] : head ? [head] : tail ? [tail] : [];
         if (cut.flashOffsetBytes !== null) freed.push({ flashOffsetBytes: cut.flashOffsetBytes, lengthBytes: cut.lengthBytes });
         now.splice(at, 1, ...kept);
-        if (e.fileOffsetBytes < from) before = at;
+        if (head) before = at;
         at += kept.length;
       }
-      // As mapRange: the new blocks extend a FLASH predecessor they continue on flash, in the same slot, or stand alone.
+      // As mapRange: the new blocks extend the extent before them or stand alone.
       const lengthBytes = to - from;
       const sums = checksums.subarray(p.place * 4, (p.place + p.blockCount) * 4);
       const b = before >= 0 ? now[before] : undefined;
-      const merges =
-        b !== undefined && from % SLOT !== 0 && b.fileOffsetBytes + b.lengthBytes === from && b.pack === null &&
-        b.flashOffsetBytes !== null && b.flashOffsetBytes + b.lengthBytes === p.startBlock * BS;
-      if (merges) now[before] = { ...b, lengthBytes: b.lengthBytes + lengthBytes, checksums: Buffer.concat([b.checksums, sums]) };
+      if (continues(b, from, p.startBlock * BS)) now[before] = { ...b, lengthBytes: b.lengthBytes + lengthBytes, checksums: Buffer.concat([b.checksums, sums]) };
       else {
         while (at > first && now[at - 1].fileOffsetBytes >= to) at -= 1; // before a tail just kept
         now.splice(at, 0, {
